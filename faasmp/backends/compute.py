@@ -1,0 +1,170 @@
+"""Compute backend: where worker invocations run.
+
+This is the only module that imports ``lithops``.  faasmp needs very little
+from a function platform: start an invocation of one entry point with one
+payload, tell later whether it ended (and with which error), and shut down.
+That is :class:`ComputeBackend`; :class:`LithopsCompute` implements it over a
+Lithops ``FunctionExecutor`` for every Lithops backend (``localhost`` by
+default, AWS Lambda, Google Cloud, Azure, IBM Code Engine, Kubernetes, ...).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..config import Config
+
+logger = logging.getLogger(__name__)
+
+
+class ComputeError(RuntimeError):
+    """The compute backend could not start or run an invocation."""
+
+
+class Invocation(Protocol):
+    """Handle of one started function invocation."""
+
+    def finished(self) -> bool:
+        """True once the invocation has ended (without blocking)."""
+        ...
+
+    def error(self) -> str | None:
+        """Why the invocation failed, or None (only meaningful once finished)."""
+        ...
+
+
+class ComputeBackend(Protocol):
+    """Starts invocations of ``entry(payload)`` somewhere."""
+
+    name: str
+    #: Most invocations that can run at once (None: no known limit).
+    max_concurrency: int | None
+
+    def invoke(self, entry: Callable[[Any], Any], payload: Any) -> Invocation: ...
+
+    def shutdown(self) -> None: ...
+
+
+class _LithopsInvocation:
+    def __init__(self, future: Any) -> None:
+        self._future = future
+        self._error: str | None = None
+        self._finished = False
+
+    def finished(self) -> bool:
+        if self._finished:
+            return True
+        try:
+            status = self._future.status(throw_except=False, check_only=True)
+        except Exception as exc:  # noqa: BLE001 - any failure of the platform ends it
+            self._error = f"{type(exc).__name__}: {exc}"
+            self._finished = True
+            return True
+        if status is None:
+            return False
+        self._finished = True
+        if status.get("exception"):
+            try:
+                self._future.status(throw_except=True)
+                self._error = "the invocation failed"
+            except BaseException as exc:  # noqa: BLE001 - Lithops re-raises the remote error
+                self._error = f"{type(exc).__name__}: {exc}"
+        return True
+
+    def error(self) -> str | None:
+        return self._error
+
+
+class LithopsCompute:
+    """:class:`ComputeBackend` over a Lithops ``FunctionExecutor``.
+
+    The localhost backend needs no configuration on disk: the generated config
+    runs invocations with this interpreter.  Any other backend honours the
+    user's Lithops configuration (``~/.lithops/config`` or ``LITHOPS_CONFIG_FILE``),
+    with ``Config.lithops_config`` merged over it.
+    """
+
+    def __init__(self, config: Config) -> None:
+        import lithops  # noqa: PLC0415 - the import costs 0.2 s; only pay it when used
+
+        self.name = config.backend
+        self._lock = threading.Lock()
+        lconf = self._lithops_config(config)
+        try:
+            self._executor = lithops.FunctionExecutor(
+                config=lconf, log_level=config.lithops_log_level
+            )
+        except Exception as exc:  # noqa: BLE001 - reported with the backend's name
+            raise ComputeError(
+                f"could not create a Lithops executor for backend {config.backend!r}: {exc}"
+            ) from exc
+        if config.is_local:
+            self.max_concurrency: int | None = lconf["localhost"]["worker_processes"]
+        else:
+            self.max_concurrency = None
+
+    @staticmethod
+    def _lithops_config(config: Config) -> dict[str, Any]:
+        from lithops.config import load_config  # noqa: PLC0415
+
+        if config.is_local:
+            lconf: dict[str, Any] = {
+                "lithops": {"backend": "localhost", "storage": config.storage or "localhost"},
+                # The interpreter running faasmp runs its invocations, so they
+                # see the same installed packages.  Several invocations may
+                # host worker slots at once.
+                "localhost": {"runtime": sys.executable, "worker_processes": 4},
+            }
+        else:
+            lconf = load_config()
+            lconf.setdefault("lithops", {})["backend"] = config.backend
+            if config.storage:
+                lconf["lithops"]["storage"] = config.storage
+        return _merge(lconf, dict(config.lithops_config))
+
+    def invoke(self, entry: Callable[[Any], Any], payload: Any) -> Invocation:
+        with self._lock:  # FunctionExecutor is not safe for concurrent submits
+            try:
+                future = self._executor.call_async(entry, (payload,), include_modules=None)
+            except Exception as exc:  # noqa: BLE001 - reported with the backend's name
+                raise ComputeError(f"Lithops ({self.name}) could not invoke: {exc}") from exc
+        return _LithopsInvocation(future)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            try:
+                self._executor.clean(force=True, on_exit=True)
+            except Exception:  # noqa: BLE001 - best effort at shutdown
+                logger.debug("Lithops clean failed", exc_info=True)
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+ComputeFactory = Callable[[Config], ComputeBackend]
+_COMPUTE_BACKENDS: dict[str, ComputeFactory] = {"lithops": LithopsCompute}
+
+
+def register_compute_backend(name: str, factory: ComputeFactory) -> None:
+    """Register a compute backend *factory* under *name*."""
+    _COMPUTE_BACKENDS[name] = factory
+
+
+def open_compute(config: Config, kind: str = "lithops") -> ComputeBackend:
+    """Create the compute backend *kind*; unknown kinds list the known ones."""
+    factory = _COMPUTE_BACKENDS.get(kind)
+    if factory is None:
+        raise ValueError(f"unknown compute backend {kind!r}; known: {sorted(_COMPUTE_BACKENDS)}")
+    return factory(config)

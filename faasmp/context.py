@@ -1,0 +1,248 @@
+"""Contexts: the multiprocessing API bound to one configuration and one run.
+
+As in CPython, the top-level functions of :mod:`faasmp` are bound methods of
+a default context, and :func:`get_context` returns context objects with the
+same API.  A context owns a frozen :class:`~faasmp.config.Config` and, from
+first use, a :class:`~faasmp.runtime.session.Session` (the embedded server or
+external Redis, the Lithops executor and the warm pool).
+
+Every start method name (``fork``, ``spawn``, ``forkserver``, ``faas``) gives
+a faasmp context: the code runs on serverless workers whichever the program
+asked for, with fork's semantics where they can differ (objects reach the
+process by pickling; ``__main__`` functions by value).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from . import config as config_mod
+from . import process
+from .stats import StatsCollector
+
+START_METHODS = ("faas", "fork", "spawn", "forkserver")
+
+_CONTEXTS: weakref.WeakValueDictionary[str, FaasContext] = weakref.WeakValueDictionary()
+
+
+class FaasContext:
+    """The multiprocessing API on serverless functions, for one configuration."""
+
+    def __init__(self, config: config_mod.Config | None = None, *, start_method: str = "faas", **settings: Any) -> None:
+        self._config = config
+        self._settings = settings
+        self._start_method = start_method
+        self._lock = threading.RLock()
+        self._session: Any = None
+        self._explicit_method: str | None = None
+        self.stats = StatsCollector()
+        self.Process = type("Process", (process.BaseProcess,), {"_ctx": self, "__module__": __name__})
+
+    # -- configuration --------------------------------------------------------
+    @property
+    def config(self) -> config_mod.Config:
+        """The context's settings (loaded from file and environment on first use)."""
+        with self._lock:
+            if self._config is None:
+                self._config = config_mod.load(**self._settings)
+            return self._config
+
+    def configure(self, **settings: Any) -> None:
+        """Change settings; only before the context has started its run."""
+        with self._lock:
+            if self._session is not None and not self._session.closed:
+                raise RuntimeError(
+                    "faasmp is already running with this configuration; call shutdown() first"
+                )
+            self._config = self.config.replace(**settings) if self._config else None
+            if self._config is None:
+                self._settings.update(settings)
+
+    @property
+    def session(self) -> Any:
+        """The running session, started on first use (blocks while it starts)."""
+        with self._lock:
+            if self._session is None or self._session.closed:
+                from .runtime.session import Session  # noqa: PLC0415
+
+                self._session = Session(self.config, secrets.token_bytes(32), self.stats)
+                _CONTEXTS[self._session.run_id] = self
+            return self._session
+
+    @property
+    def running(self) -> bool:
+        return self._session is not None and not self._session.closed
+
+    def shutdown(self) -> None:
+        """Terminate daemonic children, join the others, stop all workers and Redis."""
+        with self._lock:
+            session, self._session = self._session, None
+        if session is not None and not session.closed:
+            process._exit_children()
+            session.shutdown()
+
+    def __reduce__(self) -> Any:
+        return (_context_for_run, (self.session.run_id,))
+
+    def __repr__(self) -> str:
+        return f"<FaasContext {self._start_method} backend={self.config.backend!r}>"
+
+    # -- warm pool ----------------------------------------------------------------
+    def start_warm_pool(self, workers: int, *, wait: bool = True, timeout: float | None = None) -> dict[str, Any]:
+        """Pre-start *workers* warm worker slots so later work pays no cold start.
+
+        With *wait*, blocks until they are up (``start_timeout`` by default)
+        and returns :meth:`warm_pool_status`.
+        """
+        session = self.session
+        session.prestart(workers)
+        if wait:
+            session.wait_ready(workers, timeout or session.config.start_timeout)
+        return session.status()
+
+    def warm_pool_status(self) -> dict[str, Any]:
+        """Hosts, workers, idle workers, queued calls and tasks run so far."""
+        if not self.running:
+            return {"backend": self.config.backend, "running": False, "workers": 0}
+        status: dict[str, Any] = self.session.status()
+        status["running"] = True
+        return status
+
+    def stop_warm_pool(self) -> None:
+        """Stop every worker (and the embedded server); the next use starts afresh."""
+        self.shutdown()
+
+    # -- multiprocessing API -----------------------------------------------------
+    def Pool(  # noqa: N802 - stdlib name
+        self,
+        processes: int | None = None,
+        initializer: Callable[..., Any] | None = None,
+        initargs: Iterable[Any] = (),
+        maxtasksperchild: int | None = None,
+    ) -> Any:
+        """A :class:`faasmp.pool.Pool` on this context."""
+        from .pool import Pool  # noqa: PLC0415
+
+        return Pool(processes, initializer, initargs, maxtasksperchild, context=self)
+
+    def cpu_count(self) -> int:
+        """CPUs of this machine, as the stdlib (a Pool's default size)."""
+        return os.cpu_count() or 1
+
+    def current_process(self) -> process.BaseProcess:
+        return process.current_process()
+
+    def parent_process(self) -> Any:
+        return process.parent_process()
+
+    def active_children(self) -> list[process.BaseProcess]:
+        return process.active_children()
+
+    def get_context(self, method: str | None = None) -> FaasContext:
+        """A context for start method *method* (all run on faasmp; see module doc)."""
+        if method is None:
+            return self
+        if method not in START_METHODS:
+            raise ValueError(f"cannot find context for {method!r}")
+        if method == self._start_method:
+            return self
+        return _MethodContext(self, method)  # type: ignore[return-value]
+
+    def get_start_method(self, allow_none: bool = False) -> str | None:
+        if self._explicit_method is None and allow_none:
+            return None
+        return self._explicit_method or self._start_method
+
+    def set_start_method(self, method: str | None, force: bool = False) -> None:
+        if self._explicit_method is not None and not force:
+            raise RuntimeError("context has already been set")
+        if method is not None and method not in START_METHODS:
+            raise ValueError(f"cannot find context for {method!r}")
+        self._explicit_method = method
+
+    def get_all_start_methods(self) -> list[str]:
+        return list(START_METHODS)
+
+    def set_executable(self, executable: str) -> None:
+        """Interpreter that runs localhost invocations (the stdlib's spawn executable)."""
+        lconf = dict(self.config.lithops_config)
+        lconf["localhost"] = {**dict(lconf.get("localhost", {})), "runtime": os.fsdecode(executable)}
+        self.configure(lithops_config=lconf)
+
+    def set_forkserver_preload(self, module_names: list[str]) -> None:
+        """Accepted for compatibility: warm workers already import on first use."""
+        if not all(isinstance(m, str) for m in module_names):
+            raise TypeError("module_names must be a list of strings")
+
+    def freeze_support(self) -> None:
+        """Nothing to do: faasmp never re-executes the main module."""
+
+    def allow_connection_pickling(self) -> None:
+        """Nothing to do: faasmp objects always pickle."""
+
+    def get_logger(self) -> Any:
+        from multiprocessing import util  # noqa: PLC0415
+
+        return util.get_logger()
+
+    def log_to_stderr(self, level: int | None = None) -> Any:
+        from multiprocessing import util  # noqa: PLC0415
+
+        return util.log_to_stderr(level)
+
+    @property
+    def reducer(self) -> Any:
+        from multiprocessing import reduction  # noqa: PLC0415
+
+        return reduction
+
+
+class _MethodContext:
+    """The same run under another start method's name (``get_context('spawn')``)."""
+
+    def __init__(self, base: FaasContext, method: str) -> None:
+        self._base = base
+        self._start_method = method
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._base, name)
+
+    def get_start_method(self, allow_none: bool = False) -> str:
+        return self._start_method
+
+    def __reduce__(self) -> Any:
+        return self._base.__reduce__()
+
+    def __repr__(self) -> str:
+        return f"<FaasContext {self._start_method} backend={self._base.config.backend!r}>"
+
+
+def _context_for_run(run_id: str) -> FaasContext:
+    """Unpickle a context reference: the context of that run in this process."""
+    ctx = _CONTEXTS.get(run_id)
+    if ctx is None and _default_context._session is not None and _default_context._session.run_id == run_id:
+        ctx = _default_context
+    if ctx is None:
+        raise RuntimeError(
+            f"this object belongs to faasmp run {run_id}, which is not active in this process"
+        )
+    return ctx
+
+
+def attach_remote(spec: Any, state: Any) -> None:
+    """Inside a worker: bind the default context to the worker's run."""
+    from .runtime.session import Session  # noqa: PLC0415
+
+    session = Session.remote(spec, state, _default_context.stats)
+    with _default_context._lock:
+        _default_context._session = session
+        _default_context._config = session.config
+    _CONTEXTS[spec.run_id] = _default_context
+
+
+_default_context = FaasContext()

@@ -1,0 +1,752 @@
+"""``Pool`` with the stdlib's API, whose workers are warm serverless functions.
+
+A ``Pool(n)`` leases *n* slots of the warm pool: each runs the initializer once
+and then takes chunks from the pool's task list in Redis until the sentinel
+(or ``maxtasksperchild`` chunks, after which it is replaced, as in the
+stdlib).  Results come back on the pool's result list to a handler thread.
+
+Differences from the stdlib: a worker that dies mid-task fails that task's
+result with :class:`WorkerLostError` instead of hanging, and ``terminate()``
+fails results still outstanding with :class:`PoolTerminated`; ``ThreadPool``
+is the stdlib's (threads stay local).
+"""
+
+from __future__ import annotations
+
+import abc
+import collections
+import hashlib
+import itertools
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from multiprocessing import ProcessError, TimeoutError
+from multiprocessing.pool import MaybeEncodingError, ThreadPool
+from typing import TYPE_CHECKING, Any
+
+from .runtime.call import CallKind, ExceptionInfo, RemoteCall, dumps, dumps_named, loads
+from .stats import JobFinished, JobStarted, TaskFinished, TaskRecord
+
+if TYPE_CHECKING:
+    from .context import FaasContext
+    from .runtime.session import Session
+
+__all__ = [
+    "Pool",
+    "ThreadPool",
+    "AsyncResult",
+    "ApplyResult",
+    "MapResult",
+    "IMapIterator",
+    "IMapUnorderedIterator",
+    "MaybeEncodingError",
+    "WorkerLostError",
+    "PoolTerminated",
+]
+
+logger = logging.getLogger(__name__)
+
+RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
+_job_counter = itertools.count()
+_SUBMIT_BATCH = 512
+
+
+class WorkerLostError(ProcessError):
+    """The worker running a task died (killed, crashed, its function ended)."""
+
+
+class PoolTerminated(ProcessError):
+    """The pool was terminated before this result was computed."""
+
+
+class Pool:
+    """A pool of warm serverless workers, like :class:`multiprocessing.pool.Pool`.
+
+    ``Pool(processes=None, initializer=None, initargs=(), maxtasksperchild=None, context=None)``;
+    *processes* defaults to ``os.cpu_count()``.
+    """
+
+    def __init__(
+        self,
+        processes: int | None = None,
+        initializer: Callable[..., Any] | None = None,
+        initargs: Iterable[Any] = (),
+        maxtasksperchild: int | None = None,
+        context: FaasContext | None = None,
+    ) -> None:
+        self._state = RUN  # set first: __del__ looks at it even when __init__ fails
+        if processes is None:
+            processes = os.cpu_count() or 1
+        if not isinstance(processes, int) or isinstance(processes, bool):
+            raise TypeError(f"processes must be an int, got {type(processes).__name__}")
+        if processes < 1:
+            raise ValueError("Number of processes must be at least 1")
+        if maxtasksperchild is not None and (
+            not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0
+        ):
+            raise ValueError("maxtasksperchild must be a positive int or None")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        if context is None:
+            from .context import _default_context  # noqa: PLC0415
+
+            context = _default_context
+        self._ctx = context
+        self._session: Session = context.session
+        session = self._session
+        if processes > session.config.max_workers:
+            raise ValueError(
+                f"Pool({processes}) exceeds max_workers={session.config.max_workers}; "
+                "raise FAASMP_MAX_WORKERS or use fewer processes"
+            )
+        self._processes = processes
+        self._maxtasksperchild = maxtasksperchild
+        self._pool_id = f"{os.getpid()}x{next(_job_counter)}x{os.urandom(3).hex()}"
+        k = session.keys
+        self._tasks_key = k.pool_tasks(self._pool_id)
+        self._results_key = k.pool_results(self._pool_id)
+        self._funcs_key = k.pool_funcs(self._pool_id)
+        self._alive_key = k.pool_alive(self._pool_id)
+        self._init_blob = (
+            dumps_named((initializer, tuple(initargs)), session.authkey, f"initializer {initializer!r}")
+            if initializer is not None
+            else None
+        )
+        self._cache: dict[int, _Result] = {}
+        self._lock = threading.RLock()
+        self._meta: dict[tuple[int, int], tuple[float, float, float]] = {}
+        self._fn_keys: set[bytes] = set()
+        self._workers: dict[str, str] = {}  # slot id -> host id
+        self._leases: list[bytes] = []  # queued lease blobs, removable on terminate
+        self._lease_count = 0
+        self._broken: BaseException | None = None
+        self._ttl_ms = int(session.config.heartbeat_interval * 6000)
+        session.state.set(self._alive_key, b"1", px=self._ttl_ms)
+        self._lease(processes)
+        self._handler = threading.Thread(
+            target=_handle_results, args=(weakref.ref(self), session, self._results_key),
+            name=f"faasmp-pool-{self._pool_id}", daemon=True,
+        )
+        self._handler.start()
+
+    # -- workers ------------------------------------------------------------
+    def _lease(self, n: int) -> None:
+        session = self._session
+        blobs = []
+        for _ in range(n):
+            self._lease_count += 1
+            desc = {
+                "pool_id": self._pool_id,
+                "initializer": self._init_blob,
+                "maxtasksperchild": self._maxtasksperchild,
+                "worker_index": self._lease_count,
+                "worker_name": f"ForkPoolWorker-{self._lease_count}",
+            }
+            call = RemoteCall(CallKind.POOL_WORKER, f"{self._pool_id}.{self._lease_count}", desc,
+                              session.now(), _log_level())
+            blobs.append(dumps(call, session.authkey))
+        self._leases.extend(blobs)
+        session.push_work(*blobs)
+
+    @property
+    def _pool(self) -> list[str]:
+        """Worker slot ids (stands in for the stdlib's list of worker processes)."""
+        return list(self._workers) or [""] * self._processes
+
+    # -- submission ---------------------------------------------------------
+    def _check_running(self) -> None:
+        if self._state != RUN:
+            raise ValueError("Pool not running")
+        if self._broken is not None:
+            raise self._broken
+
+    def _fn_key(self, func: Callable[..., Any], pipe: Any) -> bytes:
+        blob = dumps_named(func, self._session.authkey, f"function {func!r}")
+        key = hashlib.blake2b(blob, digest_size=12).digest()
+        if key not in self._fn_keys:
+            pipe.hset(self._funcs_key, {key: blob})  # type: ignore[dict-item]
+            self._fn_keys.add(key)
+        return key
+
+    def _submit(self, job: int, func: Callable[..., Any], mode: str, chunks: Iterable[tuple[int, Any]]) -> None:
+        """Push the chunks of a job (in batches) to the pool's task list."""
+        session = self._session
+        authkey = session.authkey
+        pipe = session.state.pipeline()
+        fn_key = self._fn_key(func, pipe)
+        batch: list[bytes] = []
+        metas: list[tuple[int, float, float]] = []
+        for index, chunk in chunks:
+            t0 = time.perf_counter()
+            submitted = time.time()
+            batch.append(dumps_named((job, index, fn_key, mode, chunk), authkey, f"the arguments of task {index}"))
+            metas.append((index, submitted, time.perf_counter() - t0))
+            if len(batch) >= _SUBMIT_BATCH:
+                self._push(pipe, job, batch, metas)
+                pipe = session.state.pipeline()
+                batch, metas = [], []
+        if batch or len(pipe):
+            self._push(pipe, job, batch, metas)
+
+    def _push(self, pipe: Any, job: int, batch: list[bytes], metas: list[tuple[int, float, float]]) -> None:
+        if batch:
+            pipe.rpush(self._tasks_key, *batch)
+        pipe.execute()
+        uploaded = time.time()
+        with self._lock:
+            for index, submitted, ser in metas:
+                self._meta[(job, index)] = (submitted, ser, uploaded)
+
+    def _start_job(self, result: _Result, n_tasks: int) -> None:
+        self._session.stats.emit(JobStarted(f"{self._pool_id}:{result._job}", "pool", n_tasks, time.time()))
+
+    # -- stdlib API ---------------------------------------------------------
+    def apply(self, func: Callable[..., Any], args: Iterable[Any] = (), kwds: dict[str, Any] | None = None) -> Any:
+        """Call ``func(*args, **kwds)`` in a worker and wait for the result."""
+        return self.apply_async(func, args, kwds).get()
+
+    def apply_async(
+        self,
+        func: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwds: dict[str, Any] | None = None,
+        callback: Callable[[Any], Any] | None = None,
+        error_callback: Callable[[BaseException], Any] | None = None,
+    ) -> ApplyResult:
+        """Like :meth:`apply` but returns an :class:`AsyncResult` at once."""
+        self._check_running()
+        result = ApplyResult(self, callback, error_callback)
+        self._start_job(result, 1)
+        self._submit(result._job, func, "apply", [(0, (tuple(args), dict(kwds or {})))])
+        return result
+
+    def map(self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int | None = None) -> list[Any]:
+        """``list(map(func, iterable))`` computed by the workers, in order."""
+        return self._map_async(func, iterable, "map", chunksize).get()
+
+    def starmap(self, func: Callable[..., Any], iterable: Iterable[Iterable[Any]], chunksize: int | None = None) -> list[Any]:
+        """Like :meth:`map`, calling ``func(*args)`` for each item."""
+        return self._map_async(func, iterable, "starmap", chunksize).get()
+
+    def map_async(self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int | None = None,
+                  callback: Callable[[Any], Any] | None = None,
+                  error_callback: Callable[[BaseException], Any] | None = None) -> MapResult:
+        return self._map_async(func, iterable, "map", chunksize, callback, error_callback)
+
+    def starmap_async(self, func: Callable[..., Any], iterable: Iterable[Iterable[Any]], chunksize: int | None = None,
+                      callback: Callable[[Any], Any] | None = None,
+                      error_callback: Callable[[BaseException], Any] | None = None) -> MapResult:
+        return self._map_async(func, iterable, "starmap", chunksize, callback, error_callback)
+
+    def _map_async(self, func: Callable[..., Any], iterable: Iterable[Any], mode: str, chunksize: int | None,
+                   callback: Callable[[Any], Any] | None = None,
+                   error_callback: Callable[[BaseException], Any] | None = None) -> MapResult:
+        self._check_running()
+        items = iterable if hasattr(iterable, "__len__") else list(iterable)
+        n = len(items)  # type: ignore[arg-type]
+        if chunksize is None:
+            chunksize, extra = divmod(n, self._processes * 4)
+            if extra:
+                chunksize += 1
+        elif chunksize < 1:
+            raise ValueError(f"Chunksize must be 1+, not {chunksize}")
+        if n == 0:
+            chunksize = 0
+        result = MapResult(self, chunksize, n, callback, error_callback)
+        if n:
+            chunks = list(_chunks(items, chunksize))
+            self._start_job(result, len(chunks))
+            self._submit(result._job, func, mode, enumerate(chunks))
+        return result
+
+    def imap(self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int = 1) -> IMapIterator:
+        """Lazy, ordered :meth:`map`: results are yielded as soon as they are ready."""
+        return self._imap(IMapIterator, func, iterable, chunksize)
+
+    def imap_unordered(self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int = 1) -> IMapIterator:
+        """Like :meth:`imap`, yielding results in completion order."""
+        return self._imap(IMapUnorderedIterator, func, iterable, chunksize)
+
+    def _imap(self, cls: type[IMapIterator], func: Callable[[Any], Any], iterable: Iterable[Any],
+              chunksize: int) -> IMapIterator:
+        self._check_running()
+        if chunksize < 1:
+            raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
+        result = cls(self, chunksize)
+        self._start_job(result, 0)
+        # The stdlib feeds the iterable from a thread, so a slow or endless
+        # generator does not block the caller; so do we.
+        threading.Thread(target=self._feed, args=(result, func, iterable, chunksize),
+                         name="faasmp-pool-feeder", daemon=True).start()
+        return result
+
+    def _feed(self, result: IMapIterator, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int) -> None:
+        count = 0
+        try:
+            for index, chunk in enumerate(_chunks(iterable, chunksize)):
+                self._submit(result._job, func, "map", [(index, chunk)])
+                count = index + 1
+        except Exception as exc:  # noqa: BLE001 - the iterable's error goes to the caller
+            result._set(count, (False, ExceptionInfo.capture(exc)))
+            count += 1
+        result._set_length(count)
+
+    # -- lifecycle ----------------------------------------------------------
+    def close(self) -> None:
+        """No more work will be submitted; workers leave when the queued work is done."""
+        if self._state == RUN:
+            self._state = CLOSE
+
+    def terminate(self) -> None:
+        """Stop the workers now; outstanding results fail with :class:`PoolTerminated`."""
+        if self._state == TERMINATE:
+            return
+        self._state = TERMINATE
+        session = self._session
+        if session.closed:
+            return
+        k = session.keys
+        pipe = session.state.pipeline()
+        for blob in self._leases:
+            pipe.lrem(k.work, 1, blob)  # type: ignore[attr-defined]
+        pipe.delete(self._tasks_key, self._alive_key)
+        with self._lock:
+            workers = dict(self._workers)
+        for slot, host in workers.items():
+            pipe.rpush(k.host_ctl(host), f"kill {slot}".encode())
+        try:
+            pipe.execute()
+        except Exception:  # noqa: BLE001 - terminate never raises on a dead backend
+            logger.debug("faasmp pool terminate", exc_info=True)
+        self._fail_all(PoolTerminated("the pool was terminated before this task finished"))
+        self._handler.join(timeout=5)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the workers to finish (after :meth:`close` or :meth:`terminate`)."""
+        if self._state == RUN:
+            raise ValueError("Pool is still running")
+        if self._state == CLOSE:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                with self._lock:
+                    pending = list(self._cache.values())
+                if not pending:
+                    break
+                left = None if deadline is None else max(deadline - time.monotonic(), 0)
+                pending[0].wait(left)
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+            self._release()
+        self._handler.join(timeout)
+
+    def _release(self) -> None:
+        """All work is done: send the workers home and delete the pool's keys."""
+        session = self._session
+        if session.closed:
+            return
+        k = session.keys
+        pipe = session.state.pipeline()
+        for blob in self._leases:
+            pipe.lrem(k.work, 1, blob)  # type: ignore[attr-defined]
+        pipe.rpush(self._tasks_key, *[dumps(None, session.authkey)] * max(len(self._workers), 1))
+        pipe.delete(self._alive_key, self._funcs_key)
+        pipe.execute()
+        self._state = TERMINATE
+
+    def _fail_all(self, exc: BaseException) -> None:
+        with self._lock:
+            results = list(self._cache.values())
+        for r in results:
+            r._fail(exc)
+
+    def __enter__(self) -> Pool:
+        self._check_running()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.terminate()
+
+    def __reduce__(self) -> Any:
+        raise NotImplementedError(
+            "pool objects cannot be passed between processes or pickled"
+        )
+
+    def __repr__(self) -> str:
+        return f"<faasmp.pool.Pool state={self._state} pool_size={self._processes}>"
+
+    def __del__(self) -> None:
+        if getattr(self, "_state", None) == RUN and hasattr(self, "_handler"):
+            import warnings  # noqa: PLC0415
+
+            warnings.warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning, stacklevel=1)
+            try:
+                self.terminate()
+            except Exception:  # noqa: BLE001, S110 - never raise from __del__
+                pass
+
+    # -- results (called by the handler thread) ------------------------------
+    def _on_message(self, msg: tuple[Any, ...]) -> bool:
+        """Handle one message from the workers; False when the handler may stop."""
+        kind = msg[0]
+        if kind == "done":
+            _, job, index, ok, value, timing = msg
+            self._on_done(job, index, ok, value, timing)
+        elif kind == "started":
+            with self._lock:
+                self._workers[msg[1]] = msg[2]
+                if self._leases:
+                    self._leases.pop(0)
+        elif kind == "exit":
+            with self._lock:
+                self._workers.pop(msg[1], None)
+            if self._state != TERMINATE and msg[2] == "maxtasksperchild":
+                self._lease(1)
+        elif kind == "lost":
+            _, slot, job, index, cause = msg
+            with self._lock:
+                self._workers.pop(slot, None)
+            if self._state == TERMINATE:
+                return True
+            err = WorkerLostError(
+                f"the faasmp worker {slot} running task {index} of this map/apply {cause}; "
+                "the task did not finish (it may have run out of memory or been killed)"
+            )
+            with self._lock:
+                result = self._cache.get(job)
+            if result is not None:
+                result._fail(err)
+            self._lease(1)
+        elif kind == "init_failed":
+            _, slot, info = msg
+            exc = info.rebuild()
+            err = ProcessError(f"the Pool initializer failed in worker {slot}: {exc!r}")
+            err.__cause__ = exc
+            self._broken = err
+            self._fail_all(err)
+        return True
+
+    def _on_done(self, job: int, index: int, ok: bool, value: Any, timing: tuple[Any, ...]) -> None:
+        received = time.time()
+        t_deq, t_setup, t_run, rss, cpu, slot, had_output = timing
+        if had_output:
+            self._session.wait_output(f"{self._pool_id}:{job}:{index}")
+        with self._lock:
+            meta = self._meta.pop((job, index), None)
+            result = self._cache.get(job)
+        if meta is not None:
+            submitted, ser, uploaded = meta
+            rec = TaskRecord(
+                job_id=f"{self._pool_id}:{job}", task_id=f"{job}:{index}", kind="pool",
+                worker=slot, host=slot.split(".")[0], submitted=submitted, uploaded=uploaded,
+                started=t_deq, run_start=t_setup, run_end=t_run, received=received,
+                serialize_s=ser, peak_rss=rss, cpu_s=cpu, ok=ok,
+                n_items=len(value) if ok and isinstance(value, list) else 1,
+            )
+            self._session.stats.emit(TaskFinished(rec))
+        if result is not None:
+            result._set(index, (ok, value))
+
+
+def _handle_results(pool_ref: weakref.ref[Pool], session: Session, results_key: str) -> None:
+    """The pool's result handler thread; holds the pool only weakly."""
+    hb = session.config.heartbeat_interval
+    last_check = time.monotonic()
+    while True:
+        pool = pool_ref()
+        if pool is None or session.closed:
+            return
+        if pool._state == TERMINATE and not pool._workers and not pool._cache:
+            _cleanup_keys(pool)
+            return
+        del pool
+        try:
+            item = session.state.blpop([results_key], timeout=hb)
+        except Exception:  # noqa: BLE001 - the backend went away
+            if session.closed:
+                return
+            time.sleep(0.2)
+            continue
+        pool = pool_ref()
+        if pool is None:
+            return
+        if item is not None:
+            try:
+                msg = loads(item[1], session.authkey)
+            except Exception:  # noqa: BLE001
+                logger.warning("faasmp pool: dropped an unauthenticated result message")
+                continue
+            pool._on_message(msg)
+        now = time.monotonic()
+        if now - last_check >= hb:
+            last_check = now
+            _health_check(pool)
+
+
+def _health_check(pool: Pool) -> None:
+    """Refresh the pool's liveness and detect dead worker invocations."""
+    session = pool._session
+    if pool._state != TERMINATE:
+        session.state.pexpire(pool._alive_key, pool._ttl_ms)
+    if not pool._cache:
+        return
+    with pool._lock:
+        workers = dict(pool._workers)
+    dead = [slot for slot, host in workers.items() if not session.host_alive(host)]
+    for slot in dead:
+        pool._on_message(("lost", slot, None, None, "was lost with its function invocation"))
+    if dead:
+        pool._fail_all(WorkerLostError(
+            f"faasmp workers {dead} were lost with their function invocation; "
+            "their tasks did not finish"))
+    try:
+        session.check_start_error()
+    except Exception as exc:  # noqa: BLE001 - fail the work instead of hanging
+        if not workers:
+            pool._fail_all(exc)
+
+
+def _cleanup_keys(pool: Pool) -> None:
+    session = pool._session
+    if session.closed:
+        return
+    try:
+        session.state.delete(pool._tasks_key, pool._results_key, pool._funcs_key, pool._alive_key)
+    except Exception:  # noqa: BLE001
+        logger.debug("faasmp pool cleanup", exc_info=True)
+
+
+def _chunks(iterable: Iterable[Any], size: int) -> Iterator[tuple[Any, ...]]:
+    it = iter(iterable)
+    while True:
+        chunk = tuple(itertools.islice(it, size))
+        if not chunk:
+            return
+        yield chunk
+
+
+def _log_level() -> int:
+    return logging.getLogger().getEffectiveLevel()
+
+
+# --- results -----------------------------------------------------------------
+
+
+class _Result(abc.ABC):
+    """What the pool's cache holds: anything a task result can be delivered to."""
+
+    _job: int
+
+    @abc.abstractmethod
+    def _set(self, index: int, obj: tuple[bool, Any]) -> None: ...
+
+    @abc.abstractmethod
+    def _fail(self, exc: BaseException) -> None: ...
+
+    @abc.abstractmethod
+    def wait(self, timeout: float | None = None) -> None: ...
+
+
+def _value(ok: bool, value: Any) -> Any:
+    return value if ok else (value.rebuild() if isinstance(value, ExceptionInfo) else value)
+
+
+class ApplyResult(_Result):
+    """Result of :meth:`Pool.apply_async` (``AsyncResult``)."""
+
+    def __init__(self, pool: Pool, callback: Callable[[Any], Any] | None,
+                 error_callback: Callable[[BaseException], Any] | None) -> None:
+        self._pool = pool
+        self._event = threading.Event()
+        self._job = next(_job_counter)
+        self._cache = pool._cache
+        self._callback = callback
+        self._error_callback = error_callback
+        self._success = False
+        self._value: Any = None
+        with pool._lock:
+            pool._cache[self._job] = self
+
+    def ready(self) -> bool:
+        """True once the result (or error) is available."""
+        return self._event.is_set()
+
+    def successful(self) -> bool:
+        """True if the call did not raise; ValueError if not ready yet."""
+        if not self.ready():
+            raise ValueError(f"{self!r} not ready")
+        return self._success
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until ready or *timeout* seconds pass."""
+        self._event.wait(timeout)
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The result; re-raises the remote exception; TimeoutError after *timeout*."""
+        self.wait(timeout)
+        if not self.ready():
+            raise TimeoutError
+        if self._success:
+            return self._value
+        raise self._value
+
+    def _set(self, index: int, obj: tuple[bool, Any]) -> None:
+        ok, value = obj
+        self._success = ok
+        self._value = _value(ok, value)
+        if ok and self._callback:
+            self._callback(self._value)
+        if not ok and self._error_callback:
+            self._error_callback(self._value)
+        self._finish()
+
+    def _fail(self, exc: BaseException) -> None:
+        if not self.ready():
+            self._set(0, (False, exc))
+
+    def _finish(self) -> None:
+        self._event.set()
+        with self._pool._lock:
+            self._cache.pop(self._job, None)
+        self._pool._session.stats.emit(JobFinished(f"{self._pool._pool_id}:{self._job}", time.time(), self._success))
+
+
+AsyncResult = ApplyResult
+
+
+class MapResult(ApplyResult):
+    """Result of :meth:`Pool.map_async`."""
+
+    def __init__(self, pool: Pool, chunksize: int, length: int, callback: Callable[[Any], Any] | None,
+                 error_callback: Callable[[BaseException], Any] | None) -> None:
+        super().__init__(pool, callback, error_callback)
+        self._success = True
+        self._value = [None] * length
+        self._chunksize = chunksize
+        if chunksize <= 0:
+            self._number_left = 0
+            self._finish()
+        else:
+            self._number_left = length // chunksize + bool(length % chunksize)
+
+    def _set(self, index: int, obj: tuple[bool, Any]) -> None:
+        ok, value = obj
+        self._number_left -= 1
+        if ok and self._success:
+            self._value[index * self._chunksize : (index + 1) * self._chunksize] = value
+            if self._number_left == 0:
+                if self._callback:
+                    self._callback(self._value)
+                self._finish()
+        elif not ok and self._success:
+            self._success = False
+            self._value = _value(ok, value)
+            if self._error_callback:
+                self._error_callback(self._value)
+            self._finish()
+
+    def _fail(self, exc: BaseException) -> None:
+        if not self.ready():
+            self._set(0, (False, exc))
+
+
+class IMapIterator(_Result):
+    """Iterator of :meth:`Pool.imap`: ordered results, each as soon as it is ready."""
+
+    def __init__(self, pool: Pool, chunksize: int) -> None:
+        self._pool = pool
+        self._cond = threading.Condition(threading.Lock())
+        self._job = next(_job_counter)
+        self._cache = pool._cache
+        self._items: collections.deque[tuple[bool, Any]] = collections.deque()
+        self._index = 0
+        self._length: int | None = None
+        self._unsorted: dict[int, tuple[bool, Any]] = {}
+        self._done_chunks = 0
+        with pool._lock:
+            pool._cache[self._job] = self
+
+    def __iter__(self) -> IMapIterator:
+        return self
+
+    def next(self, timeout: float | None = None) -> Any:
+        """The next result; TimeoutError if none within *timeout*."""
+        with self._cond:
+            try:
+                ok, value = self._items.popleft()
+            except IndexError:
+                if self._index == self._length:
+                    self._pool = None  # type: ignore[assignment]
+                    raise StopIteration from None
+                self._cond.wait(timeout)
+                try:
+                    ok, value = self._items.popleft()
+                except IndexError:
+                    if self._index == self._length:
+                        self._pool = None  # type: ignore[assignment]
+                        raise StopIteration from None
+                    raise TimeoutError from None
+        if ok:
+            return value
+        raise _value(ok, value)
+
+    __next__ = next
+
+    def wait(self, timeout: float | None = None) -> None:
+        with self._cond:
+            if self._length is None or self._index < self._length:
+                self._cond.wait(timeout)
+
+    def _put_chunk(self, ok: bool, value: Any) -> None:
+        if ok:
+            self._items.extend((True, v) for v in value)
+        else:
+            self._items.append((False, value))
+
+    def _set(self, index: int, obj: tuple[bool, Any]) -> None:
+        with self._cond:
+            if self._index == index:
+                self._put_chunk(*obj)
+                self._index += 1
+                while self._index in self._unsorted:
+                    self._put_chunk(*self._unsorted.pop(self._index))
+                    self._index += 1
+                self._cond.notify_all()
+            else:
+                self._unsorted[index] = obj
+            self._maybe_finish()
+
+    def _set_length(self, length: int) -> None:
+        with self._cond:
+            self._length = length
+            self._cond.notify_all()
+            self._maybe_finish()
+
+    def _maybe_finish(self) -> None:
+        if self._index == self._length:
+            self._cond.notify_all()
+            with self._pool._lock:
+                self._cache.pop(self._job, None)
+            self._pool._session.stats.emit(JobFinished(f"{self._pool._pool_id}:{self._job}", time.time(), True))
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._cond:
+            self._items.append((False, exc))
+            self._length = self._index + 1 if self._length is None else self._length
+            self._index = self._length
+            self._cond.notify_all()
+            with self._pool._lock:
+                self._cache.pop(self._job, None)
+
+
+class IMapUnorderedIterator(IMapIterator):
+    """Iterator of :meth:`Pool.imap_unordered`: results in completion order."""
+
+    def _set(self, index: int, obj: tuple[bool, Any]) -> None:
+        with self._cond:
+            self._put_chunk(*obj)
+            self._index += 1
+            self._cond.notify_all()
+            self._maybe_finish()

@@ -1,0 +1,512 @@
+"""``Process`` with the stdlib's semantics, run as a serverless function.
+
+``start()`` queues the Process object itself (so subclasses that override
+``run()`` work) for a warm worker slot, which runs it in a forked child: exit
+codes, ``sys.exit``, ``os._exit``, ``terminate()`` (-SIGTERM) and ``kill()``
+(-SIGKILL) behave as with a local fork.  ``join``/``is_alive``/``exitcode``
+read the exit status from Redis.
+
+Differences from the stdlib, all documented on the members: ``pid`` is the
+process id on the worker's machine (``ident`` too); ``sentinel`` is an object
+for :func:`faasmp.connection.wait`, not a file descriptor.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from .runtime.call import CallKind, RemoteCall, dumps_named
+
+if TYPE_CHECKING:
+    from .context import FaasContext
+    from .runtime.session import Session
+
+_counter = itertools.count(1)
+
+# Lua: deliver a signal to a running process, or cancel one still queued.
+SIGNAL_PROCESS = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'running' then
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+  return 1
+end
+if state == 'exited' then return 0 end
+if redis.call('LREM', KEYS[3], 1, ARGV[3]) == 1 then
+  redis.call('HSET', KEYS[1], 'state', 'exited', 'exitcode', -tonumber(ARGV[2]))
+  redis.call('RPUSH', KEYS[4], tostring(-tonumber(ARGV[2])))
+  redis.call('PUBLISH', KEYS[4], 'exit')
+  return 2
+end
+redis.call('HSET', KEYS[1], 'pending_signal', ARGV[2])
+return 3
+"""
+
+
+class _RemoteHandle:
+    """Client-side control of one started process (the stdlib's ``Popen``)."""
+
+    def __init__(self, session: Session, proc_id: str, blob: bytes) -> None:
+        self.session = session
+        self.proc_id = proc_id
+        self.blob = blob
+        k = session.keys
+        self.hash_key = k.proc(proc_id)
+        self.exit_key = k.proc_exit(proc_id)
+        self.ctl_key = k.proc_ctl(proc_id)
+        self.returncode: int | None = None
+        self._pid: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            raw = self.session.state.lindex(self.exit_key, 0)
+            if raw is not None:
+                self.returncode = int(raw)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Block until the process exits or *timeout* passes; returns the exit code."""
+        if self.returncode is not None:
+            return self.returncode
+        session = self.session
+        hb = session.config.heartbeat_interval
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = 3 * hb if deadline is None else min(3 * hb, max(deadline - time.monotonic(), 0))
+            # Redis rounds blocking timeouts; 0 would mean forever.
+            raw = session.state.blmove_rotate(self.exit_key, max(step, 0.001))
+            if raw is not None:
+                self.returncode = int(raw)
+                return self.returncode
+            self._check_lost()
+            if self.returncode is not None:
+                return self.returncode
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    def _check_lost(self) -> None:
+        """A process whose worker invocation died exits with -SIGKILL (never a hang)."""
+        info = self.session.state.hgetall(self.hash_key)
+        state = info.get(b"state")
+        if state == b"running":
+            host = info[b"host"].decode()
+            if not self.session.host_alive(host):
+                code = -signal.SIGKILL
+                pipe = self.session.state.pipeline()
+                pipe.hset(self.hash_key, {"state": "exited", "exitcode": code, "lost": "worker invocation died"})
+                pipe.rpush(self.exit_key, str(code).encode())
+                pipe.execute()
+                self.returncode = code
+        elif state is None or state == b"queued":
+            self.session.check_start_error()
+
+    def pid(self, timeout: float) -> int | None:
+        if self._pid is None:
+            deadline = time.monotonic() + timeout
+            while True:
+                raw = self.session.state.hget(self.hash_key, "pid")
+                if raw is not None:
+                    self._pid = int(raw)
+                    break
+                if self.poll() is not None or time.monotonic() > deadline:
+                    break
+                time.sleep(0.005)
+        return self._pid
+
+    def send_signal(self, sig: signal.Signals) -> None:
+        k = self.session.keys
+        script = self.session.state.script(SIGNAL_PROCESS)
+        script(
+            keys=[self.hash_key, self.ctl_key, k.work, self.exit_key],
+            args=[sig.name, int(sig), self.blob],
+        )
+
+    def close(self) -> None:
+        self.session.state.delete(self.hash_key, self.exit_key, self.ctl_key)
+
+
+class BaseProcess:
+    """A process object, like :class:`multiprocessing.Process`.
+
+    ``Process(group=None, target=None, name=None, args=(), kwargs={}, *, daemon=None)``
+    """
+
+    _ctx: FaasContext | None = None
+
+    def __init__(
+        self,
+        group: None = None,
+        target: Any = None,
+        name: str | None = None,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        daemon: bool | None = None,
+    ) -> None:
+        assert group is None, "group argument must be None for now"
+        parent = current_process()
+        count = next(_counter)
+        self._identity: tuple[int, ...] = (*parent._identity, count)
+        self._config = dict(parent._config)
+        self._parent_pid = os.getpid()
+        self._parent_name = parent.name
+        self._parent_ref: tuple[str, str | None] = (
+            ("proc", parent._proc_id) if parent._proc_id else ("client", None)
+        )
+        self._target = target
+        self._args = tuple(args)
+        self._kwargs = dict(kwargs) if kwargs else {}
+        self._name = name or type(self).__name__ + "-" + ":".join(str(i) for i in self._identity)
+        if daemon is not None:
+            self.daemon = daemon
+        self._handle: _RemoteHandle | None = None
+        self._closed = False
+        self._proc_id: str | None = None
+
+    def run(self) -> None:
+        """The code the process runs; override in a subclass, or pass ``target``."""
+        if self._target:
+            self._target(*self._args, **self._kwargs)
+
+    # -- lifecycle ----------------------------------------------------------
+    def start(self) -> None:
+        """Queue the process for a warm worker and return without waiting for it."""
+        self._check_closed()
+        assert self._handle is None, "cannot start a process twice"
+        assert self._parent_pid == os.getpid(), "can only start a process object created by current process"
+        assert not _current_process._config.get("daemon"), "daemonic processes are not allowed to have children"
+        _cleanup()
+        ctx = self._get_ctx()
+        session = ctx.session
+        self._proc_id = f"p{os.getpid()}-{'-'.join(map(str, self._identity))}-{session.run_id}"
+        call = RemoteCall(
+            kind=CallKind.PROCESS,
+            call_id=self._proc_id,
+            payload=self,
+            submitted=session.now(),
+            log_level=_client_log_level(),
+        )
+        blob = dumps_named(call, session.authkey, f"Process {self._name!r} (its target, args or attributes)")
+        handle = _RemoteHandle(session, self._proc_id, blob)
+        pipe = session.state.pipeline()
+        pipe.hset(handle.hash_key, {"state": "queued", "name": self._name})
+        pipe.execute()
+        session.push_work(blob)
+        self._handle = handle
+        # Tidy the pickled copy's handle away: only the client holds one.
+        _children.add(self)
+
+    def _get_ctx(self) -> FaasContext:
+        if self._ctx is not None:
+            return self._ctx
+        from .context import _default_context  # noqa: PLC0415
+
+        return _default_context
+
+    def terminate(self) -> None:
+        """Send SIGTERM (a queued process is cancelled with exit code -SIGTERM)."""
+        self._check_closed()
+        if self._handle is not None:
+            self._handle.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """Send SIGKILL (a queued process is cancelled with exit code -SIGKILL)."""
+        self._check_closed()
+        if self._handle is not None:
+            self._handle.send_signal(signal.SIGKILL)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until the process ends, or *timeout* seconds pass."""
+        self._check_closed()
+        assert self._parent_pid == os.getpid(), "can only join a child process"
+        assert self._handle is not None, "can only join a started process"
+        res = self._handle.wait(timeout)
+        if res is not None:
+            _children.discard(self)
+            self._get_ctx().session.wait_output(self._proc_id or "", timeout=2.0)
+
+    def is_alive(self) -> bool:
+        """True while the process has started and not yet ended (does not block)."""
+        self._check_closed()
+        if self is _current_process:
+            return True
+        assert self._parent_pid == os.getpid(), "can only test a child process"
+        if self._handle is None:
+            return False
+        if self._handle.poll() is None:
+            return True
+        _children.discard(self)
+        return False
+
+    def close(self) -> None:
+        """Release the process' resources; raises ValueError while it still runs."""
+        if self._handle is not None:
+            if self._handle.poll() is None:
+                raise ValueError("Cannot close a process while it is still running. "
+                                 "You should first call join() or terminate().")
+            self._handle.close()
+            self._handle = None
+            _children.discard(self)
+        self._closed = True
+
+    def _check_closed(self) -> None:
+        if self._closed:
+            raise ValueError("process object is closed")
+
+    # -- attributes ---------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @name.setter
+    def name(self, name: str) -> None:
+        assert isinstance(name, str), "name must be a string"
+        self._name = name
+
+    @property
+    def daemon(self) -> bool:
+        """Daemonic processes are terminated when their parent exits."""
+        return bool(self._config.get("daemon", False))
+
+    @daemon.setter
+    def daemon(self, daemonic: bool) -> None:
+        assert self._handle is None, "process has already started"
+        self._config["daemon"] = daemonic
+
+    @property
+    def authkey(self) -> bytes:
+        return bytes(self._config.get("authkey", b""))
+
+    @authkey.setter
+    def authkey(self, authkey: bytes) -> None:
+        self._config["authkey"] = bytes(authkey)
+
+    @property
+    def exitcode(self) -> int | None:
+        """None while running; the exit code, or -N if ended by signal N."""
+        self._check_closed()
+        if self._handle is None:
+            return None
+        return self._handle.poll()
+
+    @property
+    def ident(self) -> int | None:
+        """The process id on the worker (waits briefly for a just-started process)."""
+        self._check_closed()
+        if self is _current_process:
+            return os.getpid()
+        if self._handle is None:
+            return None
+        return self._handle.pid(timeout=self._get_ctx().session.config.start_timeout)
+
+    pid = ident
+
+    @property
+    def sentinel(self) -> ProcessSentinel:
+        """An object :func:`faasmp.connection.wait` reports ready when the process ends."""
+        self._check_closed()
+        if self._handle is None:
+            raise ValueError("process not started")
+        return ProcessSentinel(self)
+
+    def __repr__(self) -> str:
+        exitcode = None
+        if self is _current_process:
+            status = "started"
+        elif self._closed:
+            status = "closed"
+        elif self._handle is None:
+            status = "initial"
+        else:
+            exitcode = self._handle.poll()
+            status = "started" if exitcode is None else "stopped"
+        info = [type(self).__name__, "name=%r" % self._name]
+        if self._handle is not None and self._handle._pid is not None:
+            info.append(f"pid={self._handle._pid}")
+        info.append(f"parent={self._parent_pid}")
+        info.append(status)
+        if exitcode is not None:
+            code = _exitcode_to_name.get(exitcode, exitcode)
+            info.append(f"exitcode={code}")
+        if self.daemon:
+            info.append("daemon")
+        return "<%s>" % " ".join(info)
+
+    # -- pickling -----------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_handle"] = None
+        return state
+
+    # -- remote side --------------------------------------------------------
+    def _bootstrap_remote(self) -> int:
+        """Run this process inside a worker's forked child; returns the exit code."""
+        global _current_process, _parent_process
+        _children.clear()
+        _current_process = self
+        _parent_process = _ParentProcess(self._parent_name, self._parent_pid, self._parent_ref)
+        exitcode = 1
+        try:
+            self.run()
+            exitcode = 0
+        except SystemExit as exc:
+            if exc.code is None:
+                exitcode = 0
+            elif isinstance(exc.code, int):
+                exitcode = exc.code
+            else:
+                sys.stderr.write(str(exc.code) + "\n")
+                exitcode = 1
+        except BaseException:
+            import traceback  # noqa: PLC0415
+
+            sys.stderr.write(f"Process {self.name}:\n")
+            traceback.print_exc()
+        finally:
+            _exit_children()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        return exitcode
+
+
+class Process(BaseProcess):
+    """A faasmp process bound to the default context (see :class:`BaseProcess`)."""
+
+
+class ProcessSentinel:
+    """Waitable for a process' end; used by :func:`faasmp.connection.wait`."""
+
+    def __init__(self, process: BaseProcess) -> None:
+        self.process = process
+
+    def ready(self) -> bool:
+        return self.process.exitcode is not None
+
+    @property
+    def channel(self) -> str:
+        handle = self.process._handle
+        assert handle is not None
+        return handle.exit_key
+
+    def __repr__(self) -> str:
+        return f"<ProcessSentinel {self.process.name}>"
+
+
+class _MainProcess(BaseProcess):
+    def __init__(self) -> None:
+        self._identity = ()
+        self._name = "MainProcess"
+        self._parent_pid = None  # type: ignore[assignment]
+        self._handle = None
+        self._closed = False
+        self._proc_id = None
+        self._config = {"authkey": os.urandom(32), "semprefix": "/mp"}
+
+    def close(self) -> None:
+        pass
+
+
+class _ParentProcess:
+    """The parent as seen from a remote process (``parent_process()``)."""
+
+    def __init__(self, name: str, pid: int, ref: tuple[str, str | None]) -> None:
+        self.name = name
+        self._pid = pid
+        self._ref = ref
+        self.daemon = False
+
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+    ident = pid
+
+    def is_alive(self) -> bool:
+        from .context import _default_context  # noqa: PLC0415
+
+        session = _default_context.session
+        kind, proc_id = self._ref
+        if kind == "client":
+            return bool(session.state.exists(session.keys.client))
+        assert proc_id is not None
+        return session.state.hget(session.keys.proc(proc_id), "state") == b"running"
+
+    def join(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.is_alive():
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            time.sleep(0.1)
+
+    def __repr__(self) -> str:
+        return f"<_ParentProcess name={self.name!r} parent={self._pid}>"
+
+
+_current_process: BaseProcess = _MainProcess()
+_parent_process: _ParentProcess | None = None
+_children: set[BaseProcess] = set()
+_children_lock = threading.Lock()
+
+_exitcode_to_name = {-int(sig): f"-{sig.name}" for sig in signal.Signals}
+
+
+def current_process() -> BaseProcess:
+    """The process object of the code calling it (a worker's own Process remotely)."""
+    return _current_process
+
+
+def parent_process() -> _ParentProcess | None:
+    """The parent of the current process, or None in the main process."""
+    return _parent_process
+
+
+def active_children() -> list[BaseProcess]:
+    """Children of this process that are still running (reaps finished ones)."""
+    _cleanup()
+    return list(_children)
+
+
+def _cleanup() -> None:
+    for p in list(_children):
+        if p._handle is not None and p._handle.poll() is not None:
+            _children.discard(p)
+
+
+def _exit_children() -> None:
+    """Like the stdlib at exit: terminate daemonic children, join the others."""
+    for p in list(_children):
+        if p.daemon:
+            try:
+                p.terminate()
+            except Exception:  # noqa: BLE001, S110 - best effort at exit
+                pass
+    for p in list(_children):
+        try:
+            p.join()
+        except Exception:  # noqa: BLE001, S110
+            pass
+
+
+def _client_log_level() -> int:
+    import logging  # noqa: PLC0415
+
+    return logging.getLogger().getEffectiveLevel()
+
+
+def _set_pool_worker_identity(desc: dict[str, Any], slot_id: str) -> None:
+    """Make ``current_process()`` in a pool worker look like the stdlib's."""
+    global _current_process
+    proc = BaseProcess.__new__(BaseProcess)
+    proc._identity = (desc.get("worker_index", 0),)
+    proc._name = desc.get("worker_name", f"ForkPoolWorker-{slot_id}")
+    proc._parent_pid = None  # type: ignore[assignment]
+    proc._handle = None
+    proc._closed = False
+    proc._proc_id = None
+    proc._config = {"daemon": True}
+    _current_process = proc

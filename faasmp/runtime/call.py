@@ -1,0 +1,201 @@
+"""One unit of remote work, and the one way faasmp serializes anything.
+
+Every payload stored in Redis is ``HMAC-SHA256(authkey, body) || body`` where
+body is a cloudpickle.  :func:`loads` checks the MAC with
+:func:`hmac.compare_digest` *before* unpickling, so data written by anyone
+without the run's authkey is refused, never unpickled.
+
+Functions, classes, lambdas and closures defined in ``__main__`` (scripts,
+notebooks) are pickled by value by cloudpickle; importable ones by reference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import hmac
+import io
+import linecache
+import multiprocessing
+import pickle
+import traceback
+from typing import Any
+
+import cloudpickle
+
+_MAC_SIZE = 32
+
+
+class AuthenticationError(multiprocessing.AuthenticationError, pickle.UnpicklingError):
+    """A payload's signature did not match the run's authkey; it was not unpickled.
+
+    A :class:`multiprocessing.AuthenticationError`, and a
+    :class:`pickle.UnpicklingError` because it is raised where unpickling failed.
+    """
+
+
+class PicklingFailed(TypeError):
+    """An object sent to remote code could not be pickled."""
+
+
+def dumps(obj: Any, authkey: bytes) -> bytes:
+    """Serialize and sign *obj*."""
+    body = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return hmac.new(authkey, body, hashlib.sha256).digest() + body
+
+
+def dumps_named(obj: Any, authkey: bytes, what: str) -> bytes:
+    """:func:`dumps`, failing with an error that names *what* could not be pickled."""
+    try:
+        return dumps(obj, authkey)
+    except Exception as exc:  # noqa: BLE001 - any pickling failure becomes one clear error
+        raise PicklingFailed(
+            f"cannot send {what} to a faasmp worker: it is not picklable "
+            f"({type(exc).__name__}: {exc}). Objects such as open files, sockets, "
+            "threading locks and generators cannot cross to another machine; "
+            "create them inside the function instead."
+        ) from exc
+
+
+def loads(data: bytes, authkey: bytes) -> Any:
+    """Verify and deserialize a payload made by :func:`dumps`."""
+    if len(data) < _MAC_SIZE:
+        raise AuthenticationError("payload too short to carry a signature; refused")
+    mac, body = data[:_MAC_SIZE], memoryview(data)[_MAC_SIZE:]
+    expected = hmac.new(authkey, body, hashlib.sha256).digest()
+    if not hmac.compare_digest(mac, expected):
+        raise AuthenticationError(
+            "payload signature does not match this run's authkey; refused without unpickling"
+        )
+    return pickle.loads(body)
+
+
+class CallKind(enum.Enum):
+    """What a warm worker slot is asked to do."""
+
+    #: Run a Process object (forked child, exit code reported).
+    PROCESS = "process"
+    #: Become a worker of a Pool until told to stop.
+    POOL_WORKER = "pool_worker"
+    #: Leave the warm pool (sent by WarmPool.stop()).
+    STOP = "stop"
+
+
+@dataclasses.dataclass
+class RemoteCall:
+    """One unit of remote work taken by a warm worker slot from the work queue."""
+
+    kind: CallKind
+    call_id: str
+    #: Kind-specific payload (a Process object, a pool descriptor, ...).
+    payload: Any = None
+    #: Client-side submit time (seconds, client clock).
+    submitted: float = 0.0
+    #: Client's root logger level, so remote ``logging`` behaves like a fork.
+    log_level: int = 30
+
+
+# --- remote errors ----------------------------------------------------------
+
+
+def _type_name(tp: type) -> str:
+    if tp.__module__ in ("builtins", "__main__"):
+        return tp.__qualname__
+    return f"{tp.__module__}.{tp.__qualname__}"
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker, as text.
+
+    Attached as ``__cause__`` of the re-raised exception, like
+    :mod:`concurrent.futures` does, so the normal traceback display shows it.
+    """
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return self.tb
+
+
+class RemoteError(Exception):
+    """Stands in for a remote exception that could not be pickled or imported."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+
+
+@dataclasses.dataclass
+class ExceptionInfo:
+    """A remote exception packed for the trip home."""
+
+    exc: bytes | None  # cloudpickle of the exception, if it pickles
+    type_name: str
+    message: str
+    frames: list[tuple[str, int, str, str | None]]
+    chain: str  # formatted context/cause chain of the exception (text)
+    chain_is_cause: bool = False
+
+    @classmethod
+    def capture(cls, exc: BaseException) -> ExceptionInfo:
+        tb = exc.__traceback__
+        frames = [(f.filename, f.lineno or 0, f.name, f.line) for f in traceback.extract_tb(tb)]
+        try:
+            blob: bytes | None = cloudpickle.dumps(exc)
+            pickle.loads(blob)
+        except Exception:  # noqa: BLE001 - unpicklable exceptions travel as text
+            blob = None
+        chain = ""
+        inner = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+        if inner is not None:
+            chain = "".join(traceback.format_exception(inner))
+        return cls(
+            exc=blob,
+            type_name=_type_name(type(exc)),
+            message=str(exc),
+            frames=frames,
+            chain=chain,
+            chain_is_cause=exc.__cause__ is not None,
+        )
+
+    def format_traceback(self) -> str:
+        """The remote traceback, with source lines filled from this side when missing.
+
+        Workers on another machine have no copy of a notebook cell or script,
+        so lines they could not read are looked up in the client's linecache.
+        """
+        summary = traceback.StackSummary.from_list(
+            [
+                traceback.FrameSummary(fn, ln, name, line=line or linecache.getline(fn, ln).strip())
+                for fn, ln, name, line in self.frames
+            ]
+        )
+        out = io.StringIO()
+        if self.chain:
+            out.write(self.chain)
+            out.write(
+                "\nThe above exception was the direct cause of the following exception:\n\n"
+                if self.chain_is_cause
+                else "\nDuring handling of the above exception, another exception occurred:\n\n"
+            )
+        out.write("Traceback (most recent call last):\n")
+        out.write("".join(summary.format()))
+        out.write(f"{self.type_name}: {self.message}")
+        return '\n"""\n' + out.getvalue().rstrip() + '\n"""'
+
+    def rebuild(self) -> BaseException:
+        """The exception to raise on the caller's side, remote traceback as ``__cause__``."""
+        exc: BaseException | None = None
+        if self.exc is not None:
+            try:
+                exc = pickle.loads(self.exc)
+            except Exception:  # noqa: BLE001 - fall back to a text stand-in
+                exc = None
+        if exc is None:
+            exc = RemoteError(self.type_name, self.message)
+        exc.__cause__ = RemoteTraceback(self.format_traceback())
+        return exc

@@ -1,0 +1,427 @@
+"""A run: one state backend, one compute backend and the warm pool they host.
+
+The client side of a run owns the embedded server (if any), the Lithops
+executor, the warm pool of worker slots, the output listener that replays
+remote prints and logs, and a monitor thread (heartbeat, capacity, host
+deaths, Redis latency samples).  Inside a worker, a *remote* session shares
+the run's Redis state and asks the client for capacity instead of invoking
+functions itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from ..backends.compute import ComputeBackend, Invocation, open_compute
+from ..backends.server import EmbeddedServer
+from ..backends.state import CONNECTION_ERRORS, StateBackend, StateError, open_state
+from ..config import Config, redact_url
+from ..stats import HostStarted, LatencySample, StatsCollector
+from . import output
+from .call import loads
+from .keys import Keys
+from .worker import HostSpec, clock_offset, host_main
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerStartError(RuntimeError):
+    """No worker could be started for queued work (the compute backend failed)."""
+
+
+# Reserve capacity for queued work atomically, so concurrent submitters do not
+# both start slots for the same items.
+ENSURE_CAPACITY = """
+local queued = redis.call('LLEN', KEYS[1]) + tonumber(ARGV[1])
+local idle = redis.call('SCARD', KEYS[2])
+local total = redis.call('SCARD', KEYS[3])
+local starting = tonumber(redis.call('GET', KEYS[4]) or '0')
+local need = queued - idle - starting
+local room = tonumber(ARGV[2]) - total - starting
+if need > room then need = room end
+if need > 0 then
+  redis.call('INCRBY', KEYS[4], need)
+  return need
+end
+return 0
+"""
+
+# Ask a live host to fork more slots; refused once it has decided to leave.
+HOST_SPAWN = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+class Session:
+    """One run of faasmp (client side unless built with :meth:`remote`)."""
+
+    def __init__(self, config: Config, authkey: bytes, stats: StatsCollector) -> None:
+        self.config = config
+        self.authkey = authkey
+        self.stats = stats
+        self.remote_mode = False
+        self.run_id = secrets.token_hex(6)
+        self.keys = Keys(self.run_id)
+        self.server: EmbeddedServer | None = None
+        self._closed = threading.Event()
+        self._grow_lock = threading.Lock()
+        self._starting: dict[str, tuple[Invocation, int]] = {}
+        self._start_error: str | None = None
+        self._eof_lock = threading.Condition()
+        self._eof: set[str] = set()
+        self._compute: ComputeBackend | None = None
+        self._compute_error: BaseException | None = None
+        self._compute_ready = threading.Event()
+        self.output_sink: Callable[[tuple[Any, ...]], None] = output.replay
+
+        if config.redis_url is None and not config.is_local:
+            raise ValueError(
+                f"the embedded Redis server cannot be used with the {config.backend!r} "
+                "backend: remote functions could not reach a server on this machine. "
+                "Set FAASMP_REDIS_URL to a Redis reachable from both (for example a "
+                "managed Redis with a password, rediss:// for TLS)."
+            )
+        # Lithops takes ~0.3 s to import and set up; do it while the server starts.
+        threading.Thread(target=self._make_compute, name="faasmp-compute-init", daemon=True).start()
+        if config.redis_url is None:
+            self.server = EmbeddedServer.start(config.redis_server)
+            url = self.server.url
+        else:
+            url = config.redis_url
+        self.url = url
+        try:
+            self.state: StateBackend = open_state(url, client_name="faasmp-client")
+            self.state.ping()
+        except Exception as exc:
+            if self.server is not None:
+                self.server.stop()
+            raise StateError(
+                f"cannot reach Redis at {redact_url(url)}: {exc}. Check FAASMP_REDIS_URL "
+                "(host, port, password) or unset it to use the embedded server."
+            ) from exc
+        self.offset = clock_offset(self.state)
+        self._ttl_ms = int(config.heartbeat_interval * 3000)
+        self.state.set(self.keys.client, b"1", px=self._ttl_ms)
+        self._ensure = self.state.script(ENSURE_CAPACITY)
+        self._spawn = self.state.script(HOST_SPAWN)
+        for target, name in ((self._output_loop, "output"), (self._monitor_loop, "monitor")):
+            threading.Thread(target=target, name=f"faasmp-{name}", daemon=True).start()
+        # Runs before the interpreter joins non-daemon threads (Lithops' job
+        # manager waits for our long-lived invocations), like concurrent.futures.
+        ref = weakref.ref(self)
+        threading._register_atexit(lambda: (s := ref()) and s.shutdown())  # type: ignore[attr-defined]
+
+    @classmethod
+    def remote(cls, spec: HostSpec, state: StateBackend, stats: StatsCollector) -> Session:
+        """The session of code running inside a worker slot."""
+        self = cls.__new__(cls)
+        self.config = Config(idle_timeout=spec.idle_timeout, heartbeat_interval=spec.heartbeat)
+        self.authkey = spec.authkey
+        self.stats = stats
+        self.remote_mode = True
+        self.run_id = spec.run_id
+        self.keys = Keys(spec.run_id)
+        self.server = None
+        self.url = spec.url
+        self.state = state
+        self.offset = spec.clock_offset
+        self._closed = threading.Event()
+        self._eof_lock = threading.Condition()
+        self._eof = set()
+        self._start_error = None
+        return self
+
+    def __repr__(self) -> str:
+        mode = "remote" if self.remote_mode else self.config.backend
+        return f"<Session run={self.run_id} {mode} redis={redact_url(self.url)}>"
+
+    # -- clocks -------------------------------------------------------------
+    def now(self) -> float:
+        """Wall-clock time on the client's clock (what stats records use)."""
+        return time.time()
+
+    # -- compute ------------------------------------------------------------
+    def _make_compute(self) -> None:
+        try:
+            self._compute = open_compute(self.config)
+        except BaseException as exc:  # noqa: BLE001 - surfaced when compute is needed
+            self._compute_error = exc
+        finally:
+            self._compute_ready.set()
+
+    @property
+    def compute(self) -> ComputeBackend:
+        self._compute_ready.wait()
+        if self._compute is None:
+            raise WorkerStartError(f"the compute backend could not start: {self._compute_error}") from (
+                self._compute_error
+            )
+        return self._compute
+
+    # -- capacity -------------------------------------------------------------
+    def push_work(self, *blobs: bytes, front: bool = False) -> None:
+        """Queue RemoteCalls for the warm pool and make sure slots will take them."""
+        (self.state.lpush if front else self.state.rpush)(self.keys.work, *blobs)
+        self.ensure_capacity()
+
+    def ensure_capacity(self) -> None:
+        """Start slots for queued work that no idle or starting slot will take."""
+        if self.remote_mode:
+            self.state.rpush(self.keys.grow, b"1")
+            return
+        k = self.keys
+        need = int(self._ensure(keys=[k.work, k.idle, k.slots, k.starting], args=[0, self.config.max_workers]))
+        if need > 0:
+            self.grow(need)
+
+    def prestart(self, n: int) -> None:
+        """Make the warm pool hold at least *n* slots (starting them if needed)."""
+        if n < 1:
+            raise ValueError(f"warm pool size must be >= 1, got {n}")
+        if n > self.config.max_workers:
+            raise ValueError(f"warm pool size {n} exceeds max_workers={self.config.max_workers}")
+        k = self.keys
+        pipe = self.state.pipeline()
+        pipe.scard(k.slots)
+        pipe.get(k.starting)
+        total, starting = pipe.execute()
+        missing = n - int(total) - int(starting or 0)
+        if missing > 0:
+            self.state.incrby(k.starting, missing)
+            self.grow(missing)
+
+    def wait_ready(self, n: int, timeout: float) -> None:
+        """Block until *n* slots are registered (or raise WorkerStartError)."""
+        deadline = time.monotonic() + timeout
+        while int(self.state.scard(self.keys.slots)) < n:
+            self.check_start_error()
+            if time.monotonic() > deadline:
+                raise WorkerStartError(f"{n} warm workers did not start within {timeout:.0f}s")
+            time.sleep(0.01)
+
+    def grow(self, n: int) -> None:
+        """Start *n* more slots: first in live hosts with room, then new invocations."""
+        k, cfg = self.keys, self.config
+        with self._grow_lock:
+            hosts = sorted(h.decode() for h in self.state.smembers(k.hosts))
+            if hosts:
+                slot_ids = [s.decode() for s in self.state.smembers(k.slots)]
+                per_inv = cfg.effective_slots_per_invocation()
+                for host in hosts:
+                    room = per_inv - sum(1 for s in slot_ids if s.startswith(host + "."))
+                    take = min(room, n)
+                    if take > 0 and self._spawn(
+                        keys=[k.host_alive(host), k.host_ctl(host)], args=[f"spawn {take}"]
+                    ):
+                        n -= take
+                    if n <= 0:
+                        return
+            while n > 0:
+                compute = self.compute
+                live = len(hosts) + len(self._starting)
+                if compute.max_concurrency is not None and live >= compute.max_concurrency:
+                    self.state.incrby(k.starting, -n)
+                    logger.warning(
+                        "faasmp: cannot start %d more workers: backend %r runs at most %d invocations",
+                        n, cfg.backend, compute.max_concurrency,
+                    )
+                    return
+                slots = min(n, cfg.effective_slots_per_invocation())
+                self._invoke_host(slots)
+                n -= slots
+
+    def _invoke_host(self, slots: int) -> None:
+        cfg = self.config
+        host_id = secrets.token_hex(3)
+        spec = HostSpec(
+            url=self.url,
+            authkey=self.authkey,
+            run_id=self.run_id,
+            host_id=host_id,
+            slots=slots,
+            max_slots=cfg.effective_slots_per_invocation(),
+            idle_timeout=cfg.idle_timeout,
+            heartbeat=cfg.heartbeat_interval,
+            key_ttl=cfg.key_ttl,
+            invoked_at=self.now(),
+            clock_offset=self.offset,
+        )
+        try:
+            inv = self.compute.invoke(host_main, spec)
+        except Exception as exc:
+            self.state.incrby(self.keys.starting, -slots)
+            self._start_error = str(exc)
+            raise WorkerStartError(str(exc)) from exc
+        self._starting[host_id] = (inv, slots)
+
+    def check_start_error(self) -> None:
+        """Raise WorkerStartError if the backend failed to start a worker."""
+        if self._start_error is not None:
+            raise WorkerStartError(
+                f"a faasmp worker invocation failed on backend {self.config.backend!r}: "
+                f"{self._start_error}"
+            )
+
+    def host_alive(self, host_id: str) -> bool:
+        return bool(self.state.exists(self.keys.host_alive(host_id)))
+
+    def status(self) -> dict[str, Any]:
+        """Counts of the warm pool: hosts, slots, idle slots, queued calls, tasks run."""
+        k = self.keys
+        pipe = self.state.pipeline()
+        pipe.scard(k.hosts)
+        pipe.scard(k.slots)
+        pipe.scard(k.idle)
+        pipe.llen(k.work)
+        pipe.get(k.tasks_run)
+        pipe.get(k.starting)
+        hosts, slots, idle, queued, tasks, starting = pipe.execute()
+        return {
+            "backend": self.config.backend,
+            "redis": "embedded" if self.server else redact_url(self.url),
+            "hosts": int(hosts),
+            "workers": int(slots),
+            "idle": int(idle),
+            "starting": int(starting or 0),
+            "queued": int(queued),
+            "tasks_run": int(tasks or 0),
+        }
+
+    # -- output -------------------------------------------------------------
+    def _output_loop(self) -> None:
+        out = self.keys.out
+        while not self._closed.is_set():
+            try:
+                item = self.state.blpop([out], timeout=1)
+            except CONNECTION_ERRORS:
+                if self._closed.wait(0.5):
+                    return
+                continue
+            if item is None:
+                continue
+            try:
+                msg = loads(item[1], self.authkey)
+            except Exception:  # noqa: BLE001 - a bad message must not stop the listener
+                logger.warning("faasmp: dropped an unauthenticated output message")
+                continue
+            if msg[0] == "eof":
+                with self._eof_lock:
+                    self._eof.add(msg[1])
+                    self._eof_lock.notify_all()
+                continue
+            try:
+                self.output_sink(msg)
+            except Exception:  # noqa: BLE001
+                logger.exception("faasmp: output sink failed")
+
+    def wait_output(self, task_id: str, timeout: float = 5.0) -> None:
+        """Wait until the output of *task_id* has been replayed (it said it had some)."""
+        if self.remote_mode:
+            return
+        deadline = time.monotonic() + timeout
+        with self._eof_lock:
+            while task_id not in self._eof:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._eof_lock.wait(left)
+            self._eof.discard(task_id)
+
+    # -- monitor ------------------------------------------------------------
+    def _monitor_loop(self) -> None:
+        k, hb = self.keys, self.config.heartbeat_interval
+        last_beat = 0.0
+        while not self._closed.is_set():
+            try:
+                item = self.state.blpop([k.events, k.grow], timeout=hb / 2)
+                if item is not None:
+                    self._on_event(item)
+                now = time.monotonic()
+                if now - last_beat >= hb / 2:
+                    last_beat = now
+                    self._beat()
+            except CONNECTION_ERRORS:
+                if self._closed.wait(0.5):
+                    return
+            except Exception:  # noqa: BLE001 - the monitor must survive anything
+                logger.exception("faasmp monitor error")
+
+    def _on_event(self, item: tuple[bytes, bytes]) -> None:
+        key, value = item
+        if key.decode() == self.keys.grow:
+            self.ensure_capacity()
+            return
+        msg = loads(value, self.authkey)
+        if msg[0] == "host":
+            _, host_id, invoked, started = msg
+            self._starting.pop(host_id, None)
+            self.stats.emit(HostStarted(host_id, invoked, started))
+
+    def _beat(self) -> None:
+        k = self.keys
+        t0 = time.perf_counter()
+        pipe = self.state.pipeline()
+        pipe.pexpire(k.client, self._ttl_ms)
+        pipe.llen(k.work)
+        _, queued = pipe.execute()
+        self.stats.emit(LatencySample(self.now(), time.perf_counter() - t0))
+        for host_id, (inv, slots) in list(self._starting.items()):
+            if inv.finished():
+                self._starting.pop(host_id, None)
+                if not self.host_alive(host_id):
+                    err = inv.error() or "the invocation ended before it started any worker"
+                    self._start_error = err
+                    self.state.incrby(k.starting, -slots)
+                    logger.error("faasmp: worker invocation %s failed: %s", host_id, err)
+        if queued:
+            self.ensure_capacity()
+
+    # -- shutdown -----------------------------------------------------------
+    def delete_keys(self) -> int:
+        """Delete every key of this run; returns how many."""
+        n = 0
+        batch: list[bytes] = []
+        for key in self.state.scan_keys(self.keys.pattern):
+            batch.append(key)
+            if len(batch) >= 500:
+                n += int(self.state.delete(*batch))
+                batch.clear()
+        if batch:
+            n += int(self.state.delete(*batch))
+        return n
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop every worker of the run, delete its keys, release the backends."""
+        if self._closed.is_set() or self.remote_mode:
+            return
+        self._closed.set()
+        k = self.keys
+        with contextlib.suppress(*CONNECTION_ERRORS, StateError):
+            self.state.delete(k.client)
+            for host in self.state.smembers(k.hosts):
+                self.state.rpush(k.host_ctl(host.decode()), b"stop")
+            deadline = time.monotonic() + timeout
+            while self.state.scard(k.hosts) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            self.delete_keys()
+        if self._compute_ready.is_set() and self._compute is not None:
+            self._compute.shutdown()
+        with contextlib.suppress(Exception):
+            self.state.close()
+        if self.server is not None:
+            self.server.stop()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()

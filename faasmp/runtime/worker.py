@@ -1,0 +1,594 @@
+"""The one entry point that runs remotely: :func:`host_main`.
+
+A Lithops invocation runs ``host_main(spec)``, which makes that invocation a
+*host* of warm worker *slots*:
+
+* the host forks ``spec.slots`` slot processes and supervises them: a slot that
+  dies is reported (its task fails with a clear error, never a hang) and
+  replaced; the host keeps a heartbeat key alive and takes control messages
+  (``spawn N`` to grow, ``kill PID`` to end a slot a Pool terminated);
+* each slot pulls :class:`RemoteCall` items from the run's work queue until it
+  has been idle for ``idle_timeout`` seconds.  A PROCESS call runs a Process
+  object in a forked child (so exit codes, ``terminate`` and ``kill`` behave as
+  in the stdlib); a POOL_WORKER call makes the slot a worker of one Pool until
+  the Pool sends its sentinel.
+
+One invocation hosting several slots turns N interpreter starts into one on the
+localhost backend and uses every vCPU of a large cloud function.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import mmap
+import os
+import pickle
+import signal
+import struct
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+from ..backends.state import CONNECTION_ERRORS, StateBackend, open_state
+from .call import CallKind, ExceptionInfo, RemoteCall, dumps, loads
+from .keys import Keys
+
+logger = logging.getLogger(__name__)
+
+_SLOT_RECORD = 4096
+
+
+@dataclasses.dataclass
+class HostSpec:
+    """Everything a host needs; sent as the invocation's payload."""
+
+    url: str
+    authkey: bytes
+    run_id: str
+    host_id: str
+    slots: int
+    max_slots: int
+    idle_timeout: float
+    heartbeat: float
+    key_ttl: float
+    invoked_at: float  # client clock
+    clock_offset: float  # client's (redis clock - local clock)
+
+    def __repr__(self) -> str:  # the URL carries a password and authkey a secret
+        return f"<HostSpec run={self.run_id} host={self.host_id} slots={self.slots}>"
+
+
+# --- Lua scripts (atomic multi-key steps) -----------------------------------
+
+SLOT_REGISTER = """
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[1])
+local s = tonumber(redis.call('GET', KEYS[3]) or '0')
+if s > 0 then redis.call('DECR', KEYS[3]) end
+return 1
+"""
+
+# A slot leaves only when no work is queued, so queued work always has a slot.
+SLOT_IDLE_EXIT = """
+if redis.call('LLEN', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[2], ARGV[1])
+  redis.call('SREM', KEYS[3], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+# A host leaves only when nobody asked it to grow in the meantime.
+HOST_EXIT = """
+if redis.call('LLEN', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[2])
+  redis.call('SREM', KEYS[3], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+PROCESS_START = """
+local sig = redis.call('HGET', KEYS[1], 'pending_signal')
+redis.call('HSET', KEYS[1], 'state', 'running', 'slot', ARGV[1], 'host', ARGV[2],
+           'pid', ARGV[3], 'started', ARGV[4])
+if sig then return tonumber(sig) end
+return 0
+"""
+
+
+def clock_offset(state: StateBackend) -> float:
+    """Offset of the Redis server clock from ours (redis - local), in seconds."""
+    best: tuple[float, float] | None = None
+    for _ in range(3):
+        t0 = time.time()
+        server = state.time()
+        t1 = time.time()
+        rtt = t1 - t0
+        if best is None or rtt < best[0]:
+            best = (rtt, server - (t0 + t1) / 2)
+    assert best is not None
+    return best[1]
+
+
+def host_main(spec: HostSpec) -> dict[str, Any]:
+    """Lithops entry point: host warm worker slots until they are all idle."""
+    started = time.time()
+    host = Host(spec)
+    try:
+        host.run(started)
+    finally:
+        host.close()
+    return {"host": spec.host_id, "slots_started": host.slots_started}
+
+
+class Host:
+    """Forks, supervises and replaces the worker slots of one invocation."""
+
+    def __init__(self, spec: HostSpec) -> None:
+        self.spec = spec
+        self.keys = Keys(spec.run_id)
+        self.state = open_state(spec.url, client_name=f"faasmp-host-{spec.host_id}")
+        self.offset = clock_offset(self.state)
+        self.slots: dict[int, tuple[str, mmap.mmap]] = {}
+        self.slots_started = 0
+        self.lock = threading.Condition()
+        self.stopping = False
+        self.client_gone = False
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.state.close()
+
+    # -- lifecycle --------------------------------------------------------
+    def run(self, started: float) -> None:
+        k, spec = self.keys, self.spec
+        pipe = self.state.pipeline()
+        pipe.sadd(k.hosts, spec.host_id)
+        pipe.set(k.host_alive(spec.host_id), b"1", px=int(spec.heartbeat * 3000))
+        pipe.hset(
+            k.k("host", spec.host_id),
+            {"max_slots": spec.max_slots, "pid": os.getpid(), "hostname": os.uname().nodename},
+        )
+        pipe.rpush(
+            k.events,
+            dumps(
+                ("host", spec.host_id, spec.invoked_at, started + self.offset - spec.clock_offset),
+                spec.authkey,
+            ),
+        )
+        pipe.execute()
+        with self.lock:
+            self.spawn(spec.slots)
+        threading.Thread(target=self._heartbeat, name="faasmp-host-hb", daemon=True).start()
+        threading.Thread(target=self._control, name="faasmp-host-ctl", daemon=True).start()
+        self._supervise()
+
+    def spawn(self, n: int) -> None:
+        """Fork *n* slots (call with self.lock held)."""
+        allowed = max(min(n, self.spec.max_slots - len(self.slots)), 0)
+        if allowed < n:
+            # The client reserved n starting slots; give back what we refuse.
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                self.state.incrby(self.keys.starting, allowed - n)
+        for _ in range(allowed):
+            self.slots_started += 1
+            slot_id = f"{self.spec.host_id}.{self.slots_started}"
+            record = mmap.mmap(-1, _SLOT_RECORD)
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child
+                code = 1
+                try:
+                    code = Slot(self.spec, slot_id, record, self.offset).run()
+                except BaseException:  # noqa: BLE001 - last resort in a forked child
+                    traceback.print_exc()
+                finally:
+                    os._exit(code)
+            self.slots[pid] = (slot_id, record)
+        self.lock.notify_all()
+
+    def _supervise(self) -> None:
+        while True:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                with self.lock:
+                    if self.slots:
+                        continue
+                    if self.stopping:
+                        self._leave()
+                        return
+                    if self._try_exit():
+                        return
+                    # Someone asked us to grow while we were leaving.
+                    self.lock.wait(0.1)
+                continue
+            with self.lock:
+                slot_id, record = self.slots.pop(pid, (None, None))
+            if slot_id is None or record is None:
+                continue
+            clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+            if not clean:
+                self._report_lost(slot_id, record, status)
+                with self.lock:
+                    if not self.stopping and not self.client_gone:
+                        self.spawn(1)
+            record.close()
+
+    def _try_exit(self) -> bool:
+        k = self.keys
+        script = self.state.script(HOST_EXIT)
+        return bool(
+            script(
+                keys=[k.host_ctl(self.spec.host_id), k.host_alive(self.spec.host_id), k.hosts],
+                args=[self.spec.host_id],
+            )
+        )
+
+    def _leave(self) -> None:
+        k, host_id = self.keys, self.spec.host_id
+        with contextlib.suppress(*CONNECTION_ERRORS):
+            pipe = self.state.pipeline()
+            pipe.srem(k.hosts, host_id)
+            pipe.delete(k.host_alive(host_id), k.host_ctl(host_id))
+            pipe.execute()
+
+    def _report_lost(self, slot_id: str, record: mmap.mmap, status: int) -> None:
+        """A slot died: fail whatever it was running, with the cause."""
+        if os.WIFSIGNALED(status):
+            cause = f"killed by signal {signal.Signals(os.WTERMSIG(status)).name}"
+        else:
+            cause = f"exited with code {os.WEXITSTATUS(status)}"
+        current = read_record(record)
+        k = self.keys
+        pipe = self.state.pipeline()
+        pipe.srem(k.slots, slot_id)
+        pipe.srem(k.idle, slot_id)
+        if current is not None:
+            report_lost(pipe, k, self.spec.authkey, current, slot_id, cause)
+        with contextlib.suppress(*CONNECTION_ERRORS):
+            pipe.execute()
+
+    def _heartbeat(self) -> None:
+        k, spec = self.keys, self.spec
+        while True:
+            time.sleep(spec.heartbeat)
+            try:
+                pipe = self.state.pipeline()
+                pipe.pexpire(k.host_alive(spec.host_id), int(spec.heartbeat * 3000))
+                pipe.exists(k.client)
+                _, client = pipe.execute()
+            except CONNECTION_ERRORS:
+                client = 0
+            if not client:
+                self._client_gone()
+                return
+
+    def _client_gone(self) -> None:
+        """The client died or shut down: end every slot (and what they run)."""
+        with self.lock:
+            self.client_gone = True
+            self.stopping = True
+            for pid in list(self.slots):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+    def _control(self) -> None:
+        k, spec = self.keys, self.spec
+        ctl = k.host_ctl(spec.host_id)
+        while not self.stopping:
+            try:
+                item = self.state.blpop([ctl], timeout=spec.heartbeat * 2)
+            except CONNECTION_ERRORS:
+                return
+            if item is None:
+                continue
+            cmd, _, arg = item[1].decode().partition(" ")
+            with self.lock:
+                if cmd == "spawn":
+                    self.spawn(int(arg))
+                elif cmd == "stop":
+                    self._client_gone()  # self.lock is an RLock
+                    return
+                elif cmd == "kill":
+                    for pid, (slot_id, _rec) in self.slots.items():
+                        if slot_id == arg:
+                            with contextlib.suppress(ProcessLookupError):
+                                os.kill(pid, signal.SIGKILL)
+
+
+def read_record(record: mmap.mmap) -> tuple[Any, ...] | None:
+    (size,) = struct.unpack_from("I", record, 0)
+    if not size:
+        return None
+    value: tuple[Any, ...] | None = pickle.loads(record[4 : 4 + size])
+    return value
+
+
+def write_record(record: mmap.mmap, value: tuple[Any, ...] | None) -> None:
+    """What the slot is doing now, readable by its host if the slot dies."""
+    if value is None:
+        struct.pack_into("I", record, 0, 0)
+        return
+    data = pickle.dumps(value)[: _SLOT_RECORD - 4]
+    record[4 : 4 + len(data)] = data
+    struct.pack_into("I", record, 0, len(data))
+
+
+def report_lost(pipe: Any, k: Keys, authkey: bytes, current: tuple[Any, ...], slot_id: str, cause: str) -> None:
+    """Queue (on *pipe*) the messages that fail the work *current* describes."""
+    kind = current[0]
+    if kind == "process":
+        proc_id = current[1]
+        code = -signal.SIGKILL
+        pipe.hset(k.proc(proc_id), {"state": "exited", "exitcode": code, "lost": cause})
+        pipe.rpush(k.proc_exit(proc_id), str(code).encode())
+        pipe.publish(k.proc_exit(proc_id), b"exit")
+    elif kind == "pool":
+        _, pool_id, job, index = current
+        pipe.rpush(
+            k.pool_results(pool_id),
+            dumps(("lost", slot_id, job, index, cause), authkey),
+        )
+
+
+class Slot:
+    """One warm worker: pulls RemoteCalls from the work queue and runs them."""
+
+    def __init__(self, spec: HostSpec, slot_id: str, record: mmap.mmap, offset: float) -> None:
+        self.spec = spec
+        self.slot_id = slot_id
+        self.record = record
+        self.offset = offset
+        self.keys = Keys(spec.run_id)
+        self.state = open_state(spec.url, client_name=f"faasmp-slot-{slot_id}")
+        self.sink = None
+
+    def run(self) -> int:
+        from ..context import attach_remote  # noqa: PLC0415 - worker-only import
+
+        k, spec = self.keys, self.spec
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        attach_remote(spec, self.state)
+        self.state.script(SLOT_REGISTER)(keys=[k.slots, k.idle, k.starting], args=[self.slot_id])
+        idle_exit = self.state.script(SLOT_IDLE_EXIT)
+        idle_since = time.monotonic()
+        wait = min(spec.idle_timeout, max(spec.heartbeat * 3, 1.0))
+        while True:
+            try:
+                item = self.state.blpop([k.work], timeout=wait)
+            except CONNECTION_ERRORS:
+                return 0  # Redis is gone: the run is over
+            if item is None:
+                if not self.state.exists(k.client):
+                    return 0
+                if time.monotonic() - idle_since >= spec.idle_timeout and idle_exit(
+                    keys=[k.work, k.idle, k.slots], args=[self.slot_id]
+                ):
+                    return 0
+                continue
+            self.state.srem(k.idle, self.slot_id)
+            call: RemoteCall = loads(item[1], spec.authkey)
+            if call.kind is CallKind.STOP:
+                self.state.srem(k.slots, self.slot_id)
+                return 0
+            dequeued = time.time()
+            if call.kind is CallKind.PROCESS:
+                self.run_process(call, dequeued)
+            elif call.kind is CallKind.POOL_WORKER:
+                self.run_pool_worker(call, dequeued)
+            write_record(self.record, None)
+            self.state.sadd(k.idle, self.slot_id)
+            idle_since = time.monotonic()
+
+    # -- processes ---------------------------------------------------------
+    def run_process(self, call: RemoteCall, dequeued: float) -> None:
+        k, spec = self.keys, self.spec
+        proc_id = call.call_id
+        write_record(self.record, ("process", proc_id))
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the forked child
+            code = 1
+            try:
+                code = self._process_child(call)
+            finally:
+                os._exit(code)
+        sig = self.state.script(PROCESS_START)(
+            keys=[k.proc(proc_id)],
+            args=[self.slot_id, self.spec.host_id, pid, dequeued + self.offset - spec.clock_offset],
+        )
+        if sig:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, int(sig))
+        ctl = k.proc_ctl(proc_id)
+        status: list[int] = []
+
+        def reap() -> None:
+            _, st = os.waitpid(pid, 0)
+            status.append(st)
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                self.state.rpush(ctl, b"__exited__")
+
+        threading.Thread(target=reap, name="faasmp-reaper", daemon=True).start()
+        while not status:
+            try:
+                item = self.state.blpop([ctl], timeout=spec.heartbeat * 3)
+            except CONNECTION_ERRORS:
+                item = None
+                if not status:
+                    os.kill(pid, signal.SIGKILL)
+            if item is None:
+                if not status and not self.state.exists(k.client):
+                    os.kill(pid, signal.SIGKILL)
+                continue
+            cmd = item[1]
+            if cmd in (b"SIGTERM", b"SIGKILL") and not status:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.Signals[cmd.decode()])
+        st = status[0]
+        code = -os.WTERMSIG(st) if os.WIFSIGNALED(st) else os.WEXITSTATUS(st)
+        ended = time.time() + self.offset - spec.clock_offset
+        pipe = self.state.pipeline()
+        pipe.hset(k.proc(proc_id), {"state": "exited", "exitcode": code, "ended": ended})
+        pipe.rpush(k.proc_exit(proc_id), str(code).encode())
+        pipe.publish(k.proc_exit(proc_id), b"exit")
+        pipe.delete(ctl)
+        pipe.incrby(k.tasks_run, 1)
+        pipe.execute()
+
+    def _process_child(self, call: RemoteCall) -> int:  # pragma: no cover - forked child
+        from ..backends.server import _pdeathsig_preexec  # noqa: PLC0415
+        from ..context import attach_remote  # noqa: PLC0415
+
+        preexec = _pdeathsig_preexec()
+        if callable(preexec):
+            preexec()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        self.state = open_state(self.spec.url, client_name=f"faasmp-proc-{call.call_id}")
+        attach_remote(self.spec, self.state)
+        sink = self._install_output(call)
+        sink.begin(call.call_id)
+        proc = call.payload
+        code = proc._bootstrap_remote()
+        sink.end()
+        return int(code)
+
+    def _install_output(self, call: RemoteCall) -> Any:
+        from .output import install  # noqa: PLC0415
+
+        out_key, authkey, state = self.keys.out, self.spec.authkey, self.state
+
+        def push(msg: tuple[Any, ...]) -> None:
+            state.rpush(out_key, dumps(msg, authkey))
+
+        return install(push, call.log_level)
+
+    # -- pool workers ------------------------------------------------------
+    def run_pool_worker(self, call: RemoteCall, dequeued: float) -> None:
+        """Serve one Pool: initializer once, then tasks until the sentinel.
+
+        Task messages (from faasmp.pool): ``(job, index, fn_key, mode, chunk)``
+        where mode is ``"apply"`` (chunk = (args, kwds)), ``"map"`` or
+        ``"starmap"``; ``None`` is the sentinel.  Results:
+        ``("done", job, index, ok, value, timing)``.
+        """
+        k, spec = self.keys, self.spec
+        desc = call.payload
+        pool_id: str = desc["pool_id"]
+        res_key, task_key = k.pool_results(pool_id), k.pool_tasks(pool_id)
+        authkey = spec.authkey
+        old_out, old_err = sys.stdout, sys.stderr
+        sink = self._install_output(call)
+        write_record(self.record, ("pool", pool_id, None, None))
+        self.state.rpush(res_key, dumps(("started", self.slot_id, spec.host_id, os.getpid()), authkey))
+        try:
+            reason = self._pool_loop(desc, res_key, task_key, sink)
+        finally:
+            sys.stdout, sys.stderr = old_out, old_err
+        self.state.rpush(res_key, dumps(("exit", self.slot_id, reason), authkey))
+
+    def _pool_loop(self, desc: dict[str, Any], res_key: str, task_key: str, sink: Any) -> str:
+        from .. import process as process_mod  # noqa: PLC0415
+
+        k, spec, state, authkey = self.keys, self.spec, self.state, self.spec.authkey
+        pool_id = desc["pool_id"]
+        process_mod._set_pool_worker_identity(desc, self.slot_id)
+        if desc.get("initializer") is not None:
+            sink.begin(f"{pool_id}:init")
+            try:
+                init, initargs = loads(desc["initializer"], authkey)
+                init(*initargs)
+            except BaseException as exc:  # noqa: BLE001 - reported to the pool
+                sink.end()
+                state.rpush(res_key, dumps(("init_failed", self.slot_id, ExceptionInfo.capture(exc)), authkey))
+                return "initializer failed"
+            sink.end()
+        funcs: dict[bytes, Any] = {}
+        maxtasks = desc.get("maxtasksperchild")
+        done = 0
+        offset = self.offset - spec.clock_offset
+        while maxtasks is None or done < maxtasks:
+            try:
+                item = state.blpop([task_key], timeout=spec.heartbeat * 3)
+            except CONNECTION_ERRORS:
+                return "redis unreachable"
+            if item is None:
+                if not state.exists(k.pool_alive(pool_id)):
+                    return "pool gone"
+                continue
+            t_deq = time.time()
+            msg = loads(item[1], authkey)
+            if msg is None:
+                return "sentinel"
+            job, index, fn_key, mode, chunk = msg
+            write_record(self.record, ("pool", pool_id, job, index))
+            fn = funcs.get(fn_key)
+            if fn is None:
+                fn = loads(state.hget(k.pool_funcs(pool_id), fn_key), authkey)
+                funcs[fn_key] = fn
+            task_id = f"{pool_id}:{job}:{index}"
+            sink.begin(task_id)
+            t_setup = time.time()
+            cpu0 = time.process_time()
+            _reset_peak_rss()
+            ok, value = _run_chunk(fn, mode, chunk)
+            t_run = time.time()
+            cpu = time.process_time() - cpu0
+            had_output = sink.end()
+            timing = (t_deq + offset, t_setup + offset, t_run + offset, _peak_rss(), cpu, self.slot_id, had_output)
+            try:
+                blob = dumps(("done", job, index, ok, value, timing), authkey)
+            except Exception as exc:  # noqa: BLE001 - an unsendable result is an error
+                err = _encoding_error(exc, value)
+                blob = dumps(("done", job, index, False, ExceptionInfo.capture(err), timing), authkey)
+            pipe = state.pipeline()
+            pipe.rpush(res_key, blob)
+            pipe.incrby(k.tasks_run, 1)
+            pipe.execute()
+            write_record(self.record, ("pool", pool_id, None, None))
+            done += 1
+        return "maxtasksperchild"
+
+
+def _run_chunk(fn: Any, mode: str, chunk: Any) -> tuple[bool, Any]:
+    try:
+        if mode == "apply":
+            args, kwds = chunk
+            return True, fn(*args, **kwds)
+        if mode == "map":
+            return True, [fn(x) for x in chunk]
+        return True, [fn(*x) for x in chunk]
+    except BaseException as exc:  # noqa: BLE001 - every task failure goes home
+        return False, ExceptionInfo.capture(exc)
+
+
+def _encoding_error(exc: BaseException, value: Any) -> BaseException:
+    from multiprocessing.pool import MaybeEncodingError  # noqa: PLC0415
+
+    return MaybeEncodingError(exc, value)
+
+
+def _reset_peak_rss() -> None:
+    """Reset the kernel's peak-RSS mark so it measures this task alone (Linux)."""
+    with contextlib.suppress(OSError):
+        with open(f"/proc/{os.getpid()}/clear_refs", "w") as fh:
+            fh.write("5")
+
+
+def _peak_rss() -> int:
+    """Peak resident set size in bytes since the last reset."""
+    try:
+        with open(f"/proc/{os.getpid()}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource  # noqa: PLC0415
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
