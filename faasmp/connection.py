@@ -14,10 +14,15 @@ from typing import Any, Protocol
 
 
 class Waitable(Protocol):
+    """What :func:`wait` accepts: a readiness check, a change channel, its session."""
+
     def ready(self) -> bool: ...
 
     @property
     def channel(self) -> str: ...
+
+    @property
+    def session(self) -> Any: ...
 
 
 def wait(object_list: Iterable[Any], timeout: float | None = None) -> list[Any]:
@@ -28,7 +33,7 @@ def wait(object_list: Iterable[Any], timeout: float | None = None) -> list[Any]:
     """
     objects = list(object_list)
     for obj in objects:
-        if not (hasattr(obj, "ready") and hasattr(obj, "channel")):
+        if not all(hasattr(obj, a) for a in ("ready", "channel", "session")):
             raise TypeError(
                 f"faasmp.connection.wait() cannot wait on {obj!r}: pass Process.sentinel "
                 "objects or faasmp connections"
@@ -36,9 +41,7 @@ def wait(object_list: Iterable[Any], timeout: float | None = None) -> list[Any]:
     ready = [o for o in objects if o.ready()]
     if ready or not objects or timeout == 0:
         return ready
-    from .context import _default_context  # noqa: PLC0415
-
-    session = _default_context.session
+    session = objects[0].session
     sub = session.state.subscribe(*{o.channel for o in objects})
     try:
         deadline = None if timeout is None else time.monotonic() + timeout

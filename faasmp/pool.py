@@ -673,21 +673,16 @@ class IMapIterator(_Result):
 
     def next(self, timeout: float | None = None) -> Any:
         """The next result; TimeoutError if none within *timeout*."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            try:
-                ok, value = self._items.popleft()
-            except IndexError:
+            while not self._items:
                 if self._index == self._length:
-                    self._pool = None  # type: ignore[assignment]
-                    raise StopIteration from None
-                self._cond.wait(timeout)
-                try:
-                    ok, value = self._items.popleft()
-                except IndexError:
-                    if self._index == self._length:
-                        self._pool = None  # type: ignore[assignment]
-                        raise StopIteration from None
-                    raise TimeoutError from None
+                    raise StopIteration
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError
+                self._cond.wait(left)
+            ok, value = self._items.popleft()
         if ok:
             return value
         raise _value(ok, value)

@@ -162,11 +162,11 @@ class BaseProcess:
         self._args = tuple(args)
         self._kwargs = dict(kwargs) if kwargs else {}
         self._name = name or type(self).__name__ + "-" + ":".join(str(i) for i in self._identity)
-        if daemon is not None:
-            self.daemon = daemon
         self._handle: _RemoteHandle | None = None
         self._closed = False
         self._proc_id: str | None = None
+        if daemon is not None:
+            self.daemon = daemon
 
     def run(self) -> None:
         """The code the process runs; override in a subclass, or pass ``target``."""
@@ -392,6 +392,12 @@ class ProcessSentinel:
         handle = self.process._handle
         assert handle is not None
         return handle.exit_key
+
+    @property
+    def session(self) -> Session:
+        handle = self.process._handle
+        assert handle is not None
+        return handle.session
 
     def __repr__(self) -> str:
         return f"<ProcessSentinel {self.process.name}>"

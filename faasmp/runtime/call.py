@@ -11,15 +11,19 @@ notebooks) are pickled by value by cloudpickle; importable ones by reference.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import enum
+import functools
 import hashlib
 import hmac
 import io
 import linecache
 import multiprocessing
 import pickle
+import sys
 import traceback
+import types
 from typing import Any
 
 import cloudpickle
@@ -199,3 +203,40 @@ class ExceptionInfo:
             exc = RemoteError(self.type_name, self.message)
         exc.__cause__ = RemoteTraceback(self.format_traceback())
         return exc
+
+
+# --- module globals of functions shipped by value ---------------------------
+
+
+def share_globals(obj: Any, shared: dict[str, dict[str, Any]], memo: dict[int, Any] | None = None) -> Any:
+    """Rebind functions pickled by value so they share one globals dict per module.
+
+    cloudpickle gives every separately pickled ``__main__``/notebook function a
+    private copy of its module's globals, so a Pool initializer that sets a
+    global would not be seen by the tasks.  With ``fork`` the stdlib's workers
+    share their module globals; rebinding the initializer and the task functions
+    of one pool worker to one dict per module (*shared*) restores that.  Values
+    first seen win, as in a forked worker that keeps its globals.
+    """
+    memo = {} if memo is None else memo
+    if isinstance(obj, functools.partial):
+        func = share_globals(obj.func, shared, memo)
+        return functools.partial(func, *obj.args, **obj.keywords) if func is not obj.func else obj
+    if not isinstance(obj, types.FunctionType):
+        return obj
+    module = sys.modules.get(obj.__module__)
+    if module is not None and obj.__globals__ is module.__dict__:
+        return obj  # pickled by reference: already the real module's globals
+    if id(obj) in memo:
+        return memo[id(obj)]
+    g = shared.setdefault(obj.__module__, {"__builtins__": builtins, "__name__": obj.__module__})
+    new = types.FunctionType(obj.__code__, g, obj.__name__, obj.__defaults__, obj.__closure__)
+    new.__kwdefaults__ = obj.__kwdefaults__
+    new.__qualname__ = obj.__qualname__
+    new.__module__ = obj.__module__
+    new.__dict__.update(obj.__dict__)
+    memo[id(obj)] = new
+    for name, value in obj.__globals__.items():
+        if name not in g:
+            g[name] = share_globals(value, shared, memo)
+    return new

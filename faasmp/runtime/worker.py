@@ -34,7 +34,7 @@ import traceback
 from typing import Any
 
 from ..backends.state import CONNECTION_ERRORS, StateBackend, open_state
-from .call import CallKind, ExceptionInfo, RemoteCall, dumps, loads
+from .call import CallKind, ExceptionInfo, RemoteCall, dumps, loads, share_globals
 from .keys import Keys
 
 logger = logging.getLogger(__name__)
@@ -498,11 +498,12 @@ class Slot:
         k, spec, state, authkey = self.keys, self.spec, self.state, self.spec.authkey
         pool_id = desc["pool_id"]
         process_mod._set_pool_worker_identity(desc, self.slot_id)
+        shared: dict[str, dict[str, Any]] = {}  # module globals of this worker's by-value functions
         if desc.get("initializer") is not None:
             sink.begin(f"{pool_id}:init")
             try:
                 init, initargs = loads(desc["initializer"], authkey)
-                init(*initargs)
+                share_globals(init, shared)(*initargs)
             except BaseException as exc:  # noqa: BLE001 - reported to the pool
                 sink.end()
                 state.rpush(res_key, dumps(("init_failed", self.slot_id, ExceptionInfo.capture(exc)), authkey))
@@ -529,7 +530,7 @@ class Slot:
             write_record(self.record, ("pool", pool_id, job, index))
             fn = funcs.get(fn_key)
             if fn is None:
-                fn = loads(state.hget(k.pool_funcs(pool_id), fn_key), authkey)
+                fn = share_globals(loads(state.hget(k.pool_funcs(pool_id), fn_key), authkey), shared)
                 funcs[fn_key] = fn
             task_id = f"{pool_id}:{job}:{index}"
             sink.begin(task_id)

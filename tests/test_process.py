@@ -1,0 +1,172 @@
+"""Process semantics against the stdlib's, on real workers."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+import faasmp
+from faasmp.connection import wait
+from tests import helpers
+
+
+def test_start_join_exitcode_zero(ctx):
+    p = ctx.Process(target=helpers.noop)
+    assert p.exitcode is None
+    assert not p.is_alive()
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0
+    assert not p.is_alive()
+
+
+@pytest.mark.parametrize(("code", "expected"), [(3, 3), (None, 0), ("bye", 1)])
+def test_sys_exit_codes(ctx, code, expected):
+    p = ctx.Process(target=helpers.exit_with, args=(code,))
+    p.start()
+    p.join(30)
+    assert p.exitcode == expected
+
+
+def test_os_exit_code(ctx):
+    p = ctx.Process(target=helpers.hard_exit, args=(7,))
+    p.start()
+    p.join(30)
+    assert p.exitcode == 7
+
+
+def test_exception_gives_exitcode_1_and_traceback_on_stderr(ctx, capsys):
+    p = ctx.Process(target=helpers.raise_value_error, args=("boom-in-process",), name="Failing")
+    p.start()
+    p.join(30)
+    assert p.exitcode == 1
+    err = capsys.readouterr().err
+    assert "Process Failing:" in err
+    assert "ValueError: boom-in-process" in err
+    assert "raise ValueError(msg)" in err  # the remote source line
+
+
+def test_terminate_and_kill_give_negative_signals(ctx):
+    p = ctx.Process(target=helpers.sleep_forever)
+    p.start()
+    assert p.pid is not None  # waits until it runs
+    assert p.is_alive()
+    p.terminate()
+    p.join(30)
+    assert p.exitcode == -signal.SIGTERM
+    q = ctx.Process(target=helpers.sleep_forever)
+    q.start()
+    assert q.pid
+    q.kill()
+    q.join(30)
+    assert q.exitcode == -signal.SIGKILL
+    assert "exitcode=-SIGKILL" in repr(q)
+
+
+def test_join_timeout_returns_while_running(ctx):
+    p = ctx.Process(target=helpers.sleep_forever)
+    p.start()
+    t0 = time.monotonic()
+    p.join(0.3)
+    assert time.monotonic() - t0 < 5
+    assert p.exitcode is None
+    assert p.is_alive()
+    with pytest.raises(ValueError, match="still running"):
+        p.close()
+    p.kill()
+    p.join(30)
+    p.close()
+    with pytest.raises(ValueError, match="closed"):
+        p.is_alive()
+
+
+def test_start_twice_and_join_unstarted(ctx):
+    p = ctx.Process(target=helpers.noop)
+    with pytest.raises(AssertionError, match="started process"):
+        p.join()
+    p.start()
+    with pytest.raises(AssertionError, match="twice"):
+        p.start()
+    p.join(30)
+
+
+def test_print_is_forwarded(ctx, capsys):
+    p = ctx.Process(target=helpers.print_lines, args=(3, "proc"))
+    p.start()
+    p.join(30)
+    out, err = capsys.readouterr()
+    assert out.splitlines()[-3:] == ["proc 0", "proc 1", "proc 2"]
+    assert "proc to stderr" in err
+
+
+def test_current_and_parent_process_remote(ctx, capsys):
+    p = ctx.Process(target=helpers.report_identity, args=("ident",), name="Named-1")
+    p.start()
+    p.join(30)
+    out = capsys.readouterr().out
+    assert "ident: Named-1 parent=('MainProcess', True)" in out
+
+
+def test_main_process_identity():
+    assert faasmp.current_process().name == "MainProcess"
+    assert faasmp.parent_process() is None
+
+
+def test_active_children_and_daemon(ctx):
+    p = ctx.Process(target=helpers.sleep_forever, daemon=True)
+    assert p.daemon
+    p.start()
+    assert p in faasmp.active_children()
+    with pytest.raises(AssertionError):
+        p.daemon = False
+    p.terminate()
+    p.join(30)
+    assert p not in faasmp.active_children()
+
+
+def test_terminate_before_it_runs_cancels_it(ctx):
+    p = ctx.Process(target=helpers.sleep_forever)
+    p.start()
+    p.terminate()  # most likely still queued: cancelled without running
+    p.join(30)
+    assert p.exitcode == -signal.SIGTERM
+
+
+def test_sentinel_with_connection_wait(ctx):
+    fast = ctx.Process(target=helpers.sleep_then, args=(0.2,))
+    slow = ctx.Process(target=helpers.sleep_forever)
+    fast.start()
+    slow.start()
+    ready = wait([fast.sentinel, slow.sentinel], timeout=30)
+    assert [s.process for s in ready] == [fast]
+    assert wait([slow.sentinel], timeout=0.2) == []
+    slow.kill()
+    slow.join(30)
+
+
+def test_subclass_overriding_run(default_ctx, capsys):
+    p = helpers.Counter(5)
+    p.start()
+    p.join(30)
+    assert p.exitcode == 5
+    assert "subclass run in Counter-sub" in capsys.readouterr().out
+
+
+def test_unpicklable_target_fails_at_start_naming_it(ctx):
+    import threading
+
+    lock = threading.Lock()
+    p = ctx.Process(target=helpers.noop, args=(lock,), name="HasLock")
+    with pytest.raises(faasmp.PicklingFailed, match="HasLock"):
+        p.start()
+
+
+def test_name_and_repr(ctx):
+    p = ctx.Process(target=helpers.noop)
+    assert p.name.startswith("Process-")
+    p.name = "renamed"
+    assert "renamed" in repr(p) and "initial" in repr(p)
+    with pytest.raises(AssertionError):
+        p.name = 3  # type: ignore[assignment]
