@@ -31,8 +31,10 @@ def demo(workers: int, points: int, tasks: int) -> int:
 
     per_task = points // tasks
     print(f"faasmp demo: Monte Carlo pi with Pool({workers}), {tasks} tasks x {per_task:,} points")
-    print(f"backend={faasmp.get_context().config.backend!r}, Redis: "
-          f"{'embedded' if faasmp.get_context().config.redis_url is None else 'external'}")
+    print(
+        f"backend={faasmp.get_context().config.backend!r}, Redis: "
+        f"{'embedded' if faasmp.get_context().config.redis_url is None else 'external'}"
+    )
     t0 = time.perf_counter()
     with faasmp.Pool(workers) as pool:
         t_pool = time.perf_counter()

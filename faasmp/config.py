@@ -181,9 +181,7 @@ def _from_file(path: Path, explicit: bool) -> dict[str, Any]:
     table = data.get("faasmp", data)
     unknown = sorted(set(table) - set(_FIELDS))
     if unknown:
-        raise ValueError(
-            f"unknown faasmp setting(s) {unknown} in {path}; known: {sorted(_FIELDS)}"
-        )
+        raise ValueError(f"unknown faasmp setting(s) {unknown} in {path}; known: {sorted(_FIELDS)}")
     return dict(table)
 
 

@@ -33,7 +33,9 @@ _CONTEXTS: weakref.WeakValueDictionary[str, FaasContext] = weakref.WeakValueDict
 class FaasContext:
     """The multiprocessing API on serverless functions, for one configuration."""
 
-    def __init__(self, config: config_mod.Config | None = None, *, start_method: str = "faas", **settings: Any) -> None:
+    def __init__(
+        self, config: config_mod.Config | None = None, *, start_method: str = "faas", **settings: Any
+    ) -> None:
         self._config = config
         self._settings = settings
         self._start_method = start_method
@@ -56,9 +58,7 @@ class FaasContext:
         """Change settings; only before the context has started its run."""
         with self._lock:
             if self._session is not None and not self._session.closed:
-                raise RuntimeError(
-                    "faasmp is already running with this configuration; call shutdown() first"
-                )
+                raise RuntimeError("faasmp is already running with this configuration; call shutdown() first")
             self._config = self.config.replace(**settings) if self._config else None
             if self._config is None:
                 self._settings.update(settings)
@@ -93,7 +93,9 @@ class FaasContext:
         return f"<FaasContext {self._start_method} backend={self.config.backend!r}>"
 
     # -- warm pool ----------------------------------------------------------------
-    def start_warm_pool(self, workers: int, *, wait: bool = True, timeout: float | None = None) -> dict[str, Any]:
+    def start_warm_pool(
+        self, workers: int, *, wait: bool = True, timeout: float | None = None
+    ) -> dict[str, Any]:
         """Pre-start *workers* warm worker slots so later work pays no cold start.
 
         With *wait*, blocks until they are up (``start_timeout`` by default)
@@ -118,7 +120,7 @@ class FaasContext:
         self.shutdown()
 
     # -- multiprocessing API -----------------------------------------------------
-    def Pool(  # noqa: N802 - stdlib name
+    def Pool(
         self,
         processes: int | None = None,
         initializer: Callable[..., Any] | None = None,
@@ -228,9 +230,7 @@ def _context_for_run(run_id: str) -> FaasContext:
     if ctx is None and _default_context._session is not None and _default_context._session.run_id == run_id:
         ctx = _default_context
     if ctx is None:
-        raise RuntimeError(
-            f"this object belongs to faasmp run {run_id}, which is not active in this process"
-        )
+        raise RuntimeError(f"this object belongs to faasmp run {run_id}, which is not active in this process")
     return ctx
 
 

@@ -24,7 +24,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing import ProcessError, TimeoutError
-from multiprocessing.pool import MaybeEncodingError, ThreadPool
+from multiprocessing.pool import MaybeEncodingError, ThreadPool  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING, Any
 
 from .runtime.call import CallKind, ExceptionInfo, RemoteCall, dumps, dumps_named, loads
@@ -35,16 +35,16 @@ if TYPE_CHECKING:
     from .runtime.session import Session
 
 __all__ = [
-    "Pool",
-    "ThreadPool",
-    "AsyncResult",
     "ApplyResult",
-    "MapResult",
+    "AsyncResult",
     "IMapIterator",
     "IMapUnorderedIterator",
+    "MapResult",
     "MaybeEncodingError",
-    "WorkerLostError",
+    "Pool",
     "PoolTerminated",
+    "ThreadPool",
+    "WorkerLostError",
 ]
 
 logger = logging.getLogger(__name__)
@@ -84,9 +84,7 @@ class Pool:
             raise TypeError(f"processes must be an int, got {type(processes).__name__}")
         if processes < 1:
             raise ValueError("Number of processes must be at least 1")
-        if maxtasksperchild is not None and (
-            not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0
-        ):
+        if maxtasksperchild is not None and (not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0):
             raise ValueError("maxtasksperchild must be a positive int or None")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
@@ -127,8 +125,10 @@ class Pool:
         session.state.set(self._alive_key, b"1", px=self._ttl_ms)
         self._lease(processes)
         self._handler = threading.Thread(
-            target=_handle_results, args=(weakref.ref(self), session, self._results_key),
-            name=f"faasmp-pool-{self._pool_id}", daemon=True,
+            target=_handle_results,
+            args=(weakref.ref(self), session, self._results_key),
+            name=f"faasmp-pool-{self._pool_id}",
+            daemon=True,
         )
         self._handler.start()
 
@@ -145,8 +145,13 @@ class Pool:
                 "worker_index": self._lease_count,
                 "worker_name": f"ForkPoolWorker-{self._lease_count}",
             }
-            call = RemoteCall(CallKind.POOL_WORKER, f"{self._pool_id}.{self._lease_count}", desc,
-                              session.now(), _log_level())
+            call = RemoteCall(
+                CallKind.POOL_WORKER,
+                f"{self._pool_id}.{self._lease_count}",
+                desc,
+                session.now(),
+                _log_level(),
+            )
             blobs.append(dumps(call, session.authkey))
         self._leases.extend(blobs)
         session.push_work(*blobs)
@@ -171,7 +176,9 @@ class Pool:
             self._fn_keys.add(key)
         return key
 
-    def _submit(self, job: int, func: Callable[..., Any], mode: str, chunks: Iterable[tuple[int, Any]]) -> None:
+    def _submit(
+        self, job: int, func: Callable[..., Any], mode: str, chunks: Iterable[tuple[int, Any]]
+    ) -> None:
         """Push the chunks of a job (in batches) to the pool's task list."""
         session = self._session
         authkey = session.authkey
@@ -182,13 +189,15 @@ class Pool:
         for index, chunk in chunks:
             t0 = time.perf_counter()
             submitted = time.time()
-            batch.append(dumps_named((job, index, fn_key, mode, chunk), authkey, f"the arguments of task {index}"))
+            batch.append(
+                dumps_named((job, index, fn_key, mode, chunk), authkey, f"the arguments of task {index}")
+            )
             metas.append((index, submitted, time.perf_counter() - t0))
             if len(batch) >= _SUBMIT_BATCH:
                 self._push(pipe, job, batch, metas)
                 pipe = session.state.pipeline()
                 batch, metas = [], []
-        if batch or len(pipe):
+        if batch or len(pipe):  # type: ignore[arg-type]
             self._push(pipe, job, batch, metas)
 
     def _push(self, pipe: Any, job: int, batch: list[bytes], metas: list[tuple[int, float, float]]) -> None:
@@ -204,7 +213,9 @@ class Pool:
         self._session.stats.emit(JobStarted(f"{self._pool_id}:{result._job}", "pool", n_tasks, time.time()))
 
     # -- stdlib API ---------------------------------------------------------
-    def apply(self, func: Callable[..., Any], args: Iterable[Any] = (), kwds: dict[str, Any] | None = None) -> Any:
+    def apply(
+        self, func: Callable[..., Any], args: Iterable[Any] = (), kwds: dict[str, Any] | None = None
+    ) -> Any:
         """Call ``func(*args, **kwds)`` in a worker and wait for the result."""
         return self.apply_async(func, args, kwds).get()
 
@@ -223,27 +234,47 @@ class Pool:
         self._submit(result._job, func, "apply", [(0, (tuple(args), dict(kwds or {})))])
         return result
 
-    def map(self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int | None = None) -> list[Any]:
+    def map(
+        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int | None = None
+    ) -> list[Any]:
         """``list(map(func, iterable))`` computed by the workers, in order."""
         return self._map_async(func, iterable, "map", chunksize).get()
 
-    def starmap(self, func: Callable[..., Any], iterable: Iterable[Iterable[Any]], chunksize: int | None = None) -> list[Any]:
+    def starmap(
+        self, func: Callable[..., Any], iterable: Iterable[Iterable[Any]], chunksize: int | None = None
+    ) -> list[Any]:
         """Like :meth:`map`, calling ``func(*args)`` for each item."""
         return self._map_async(func, iterable, "starmap", chunksize).get()
 
-    def map_async(self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int | None = None,
-                  callback: Callable[[Any], Any] | None = None,
-                  error_callback: Callable[[BaseException], Any] | None = None) -> MapResult:
+    def map_async(
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        callback: Callable[[Any], Any] | None = None,
+        error_callback: Callable[[BaseException], Any] | None = None,
+    ) -> MapResult:
         return self._map_async(func, iterable, "map", chunksize, callback, error_callback)
 
-    def starmap_async(self, func: Callable[..., Any], iterable: Iterable[Iterable[Any]], chunksize: int | None = None,
-                      callback: Callable[[Any], Any] | None = None,
-                      error_callback: Callable[[BaseException], Any] | None = None) -> MapResult:
+    def starmap_async(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+        callback: Callable[[Any], Any] | None = None,
+        error_callback: Callable[[BaseException], Any] | None = None,
+    ) -> MapResult:
         return self._map_async(func, iterable, "starmap", chunksize, callback, error_callback)
 
-    def _map_async(self, func: Callable[..., Any], iterable: Iterable[Any], mode: str, chunksize: int | None,
-                   callback: Callable[[Any], Any] | None = None,
-                   error_callback: Callable[[BaseException], Any] | None = None) -> MapResult:
+    def _map_async(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        mode: str,
+        chunksize: int | None,
+        callback: Callable[[Any], Any] | None = None,
+        error_callback: Callable[[BaseException], Any] | None = None,
+    ) -> MapResult:
         self._check_running()
         items = iterable if hasattr(iterable, "__len__") else list(iterable)
         n = len(items)  # type: ignore[arg-type]
@@ -266,12 +297,15 @@ class Pool:
         """Lazy, ordered :meth:`map`: results are yielded as soon as they are ready."""
         return self._imap(IMapIterator, func, iterable, chunksize)
 
-    def imap_unordered(self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int = 1) -> IMapIterator:
+    def imap_unordered(
+        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int = 1
+    ) -> IMapIterator:
         """Like :meth:`imap`, yielding results in completion order."""
         return self._imap(IMapUnorderedIterator, func, iterable, chunksize)
 
-    def _imap(self, cls: type[IMapIterator], func: Callable[[Any], Any], iterable: Iterable[Any],
-              chunksize: int) -> IMapIterator:
+    def _imap(
+        self, cls: type[IMapIterator], func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int
+    ) -> IMapIterator:
         self._check_running()
         if chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
@@ -279,11 +313,17 @@ class Pool:
         self._start_job(result, 0)
         # The stdlib feeds the iterable from a thread, so a slow or endless
         # generator does not block the caller; so do we.
-        threading.Thread(target=self._feed, args=(result, func, iterable, chunksize),
-                         name="faasmp-pool-feeder", daemon=True).start()
+        threading.Thread(
+            target=self._feed,
+            args=(result, func, iterable, chunksize),
+            name="faasmp-pool-feeder",
+            daemon=True,
+        ).start()
         return result
 
-    def _feed(self, result: IMapIterator, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int) -> None:
+    def _feed(
+        self, result: IMapIterator, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int
+    ) -> None:
         count = 0
         try:
             for index, chunk in enumerate(_chunks(iterable, chunksize)):
@@ -370,9 +410,7 @@ class Pool:
         self.terminate()
 
     def __reduce__(self) -> Any:
-        raise NotImplementedError(
-            "pool objects cannot be passed between processes or pickled"
-        )
+        raise NotImplementedError("pool objects cannot be passed between processes or pickled")
 
     def __repr__(self) -> str:
         return f"<faasmp.pool.Pool state={self._state} pool_size={self._processes}>"
@@ -422,10 +460,10 @@ class Pool:
         elif kind == "init_failed":
             _, slot, info = msg
             exc = info.rebuild()
-            err = ProcessError(f"the Pool initializer failed in worker {slot}: {exc!r}")
-            err.__cause__ = exc
-            self._broken = err
-            self._fail_all(err)
+            broken = ProcessError(f"the Pool initializer failed in worker {slot}: {exc!r}")
+            broken.__cause__ = exc
+            self._broken = broken
+            self._fail_all(broken)
         return True
 
     def _on_done(self, job: int, index: int, ok: bool, value: Any, timing: tuple[Any, ...]) -> None:
@@ -439,10 +477,21 @@ class Pool:
         if meta is not None:
             submitted, ser, uploaded = meta
             rec = TaskRecord(
-                job_id=f"{self._pool_id}:{job}", task_id=f"{job}:{index}", kind="pool",
-                worker=slot, host=slot.split(".")[0], submitted=submitted, uploaded=uploaded,
-                started=t_deq, run_start=t_setup, run_end=t_run, received=received,
-                serialize_s=ser, peak_rss=rss, cpu_s=cpu, ok=ok,
+                job_id=f"{self._pool_id}:{job}",
+                task_id=f"{job}:{index}",
+                kind="pool",
+                worker=slot,
+                host=slot.split(".")[0],
+                submitted=submitted,
+                uploaded=uploaded,
+                started=t_deq,
+                run_start=t_setup,
+                run_end=t_run,
+                received=received,
+                serialize_s=ser,
+                peak_rss=rss,
+                cpu_s=cpu,
+                ok=ok,
                 n_items=len(value) if ok and isinstance(value, list) else 1,
             )
             self._session.stats.emit(TaskFinished(rec))
@@ -498,9 +547,11 @@ def _health_check(pool: Pool) -> None:
     for slot in dead:
         pool._on_message(("lost", slot, None, None, "was lost with its function invocation"))
     if dead:
-        pool._fail_all(WorkerLostError(
-            f"faasmp workers {dead} were lost with their function invocation; "
-            "their tasks did not finish"))
+        pool._fail_all(
+            WorkerLostError(
+                f"faasmp workers {dead} were lost with their function invocation; their tasks did not finish"
+            )
+        )
     try:
         session.check_start_error()
     except Exception as exc:  # noqa: BLE001 - fail the work instead of hanging
@@ -556,8 +607,12 @@ def _value(ok: bool, value: Any) -> Any:
 class ApplyResult(_Result):
     """Result of :meth:`Pool.apply_async` (``AsyncResult``)."""
 
-    def __init__(self, pool: Pool, callback: Callable[[Any], Any] | None,
-                 error_callback: Callable[[BaseException], Any] | None) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        callback: Callable[[Any], Any] | None,
+        error_callback: Callable[[BaseException], Any] | None,
+    ) -> None:
         self._pool = pool
         self._event = threading.Event()
         self._job = next(_job_counter)
@@ -610,7 +665,9 @@ class ApplyResult(_Result):
         self._event.set()
         with self._pool._lock:
             self._cache.pop(self._job, None)
-        self._pool._session.stats.emit(JobFinished(f"{self._pool._pool_id}:{self._job}", time.time(), self._success))
+        self._pool._session.stats.emit(
+            JobFinished(f"{self._pool._pool_id}:{self._job}", time.time(), self._success)
+        )
 
 
 AsyncResult = ApplyResult
@@ -619,8 +676,14 @@ AsyncResult = ApplyResult
 class MapResult(ApplyResult):
     """Result of :meth:`Pool.map_async`."""
 
-    def __init__(self, pool: Pool, chunksize: int, length: int, callback: Callable[[Any], Any] | None,
-                 error_callback: Callable[[BaseException], Any] | None) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        chunksize: int,
+        length: int,
+        callback: Callable[[Any], Any] | None,
+        error_callback: Callable[[BaseException], Any] | None,
+    ) -> None:
         super().__init__(pool, callback, error_callback)
         self._success = True
         self._value = [None] * length
@@ -724,7 +787,9 @@ class IMapIterator(_Result):
             self._cond.notify_all()
             with self._pool._lock:
                 self._cache.pop(self._job, None)
-            self._pool._session.stats.emit(JobFinished(f"{self._pool._pool_id}:{self._job}", time.time(), True))
+            self._pool._session.stats.emit(
+                JobFinished(f"{self._pool._pool_id}:{self._job}", time.time(), True)
+            )
 
     def _fail(self, exc: BaseException) -> None:
         with self._cond:

@@ -98,7 +98,9 @@ class _RemoteHandle:
             if not self.session.host_alive(host):
                 code = -signal.SIGKILL
                 pipe = self.session.state.pipeline()
-                pipe.hset(self.hash_key, {"state": "exited", "exitcode": code, "lost": "worker invocation died"})
+                pipe.hset(
+                    self.hash_key, {"state": "exited", "exitcode": code, "lost": "worker invocation died"}
+                )
                 pipe.rpush(self.exit_key, str(code).encode())
                 pipe.execute()
                 self.returncode = code
@@ -137,6 +139,7 @@ class BaseProcess:
     """
 
     _ctx: FaasContext | None = None
+    _config: dict[str, Any]
 
     def __init__(
         self,
@@ -179,7 +182,9 @@ class BaseProcess:
         self._check_closed()
         assert self._handle is None, "cannot start a process twice"
         assert self._parent_pid == os.getpid(), "can only start a process object created by current process"
-        assert not _current_process._config.get("daemon"), "daemonic processes are not allowed to have children"
+        assert not _current_process._config.get("daemon"), (
+            "daemonic processes are not allowed to have children"
+        )
         _cleanup()
         ctx = self._get_ctx()
         session = ctx.session
@@ -247,8 +252,10 @@ class BaseProcess:
         """Release the process' resources; raises ValueError while it still runs."""
         if self._handle is not None:
             if self._handle.poll() is None:
-                raise ValueError("Cannot close a process while it is still running. "
-                                 "You should first call join() or terminate().")
+                raise ValueError(
+                    "Cannot close a process while it is still running. "
+                    "You should first call join() or terminate()."
+                )
             self._handle.close()
             self._handle = None
             _children.discard(self)
@@ -325,7 +332,7 @@ class BaseProcess:
         else:
             exitcode = self._handle.poll()
             status = "started" if exitcode is None else "stopped"
-        info = [type(self).__name__, "name=%r" % self._name]
+        info = [type(self).__name__, f"name={self._name!r}"]
         if self._handle is not None and self._handle._pid is not None:
             info.append(f"pid={self._handle._pid}")
         info.append(f"parent={self._parent_pid}")
@@ -335,7 +342,7 @@ class BaseProcess:
             info.append(f"exitcode={code}")
         if self.daemon:
             info.append("daemon")
-        return "<%s>" % " ".join(info)
+        return "<{}>".format(" ".join(info))
 
     # -- pickling -----------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:

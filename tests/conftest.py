@@ -53,9 +53,23 @@ class ExternalServer:
         self.password = secrets.token_hex(16)
         self.dir = tempfile.mkdtemp(prefix="faasmp-ext-redis-")
         self.proc = subprocess.Popen(
-            [find_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--requirepass", self.password, "--save", "", "--appendonly", "no", "--dir", self.dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                find_server_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--requirepass",
+                self.password,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         self.url = f"redis://:{self.password}@127.0.0.1:{self.port}/0"
         deadline = time.monotonic() + 10

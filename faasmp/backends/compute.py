@@ -96,9 +96,7 @@ class LithopsCompute:
         self._lock = threading.Lock()
         lconf = self._lithops_config(config)
         try:
-            self._executor = lithops.FunctionExecutor(
-                config=lconf, log_level=config.lithops_log_level
-            )
+            self._executor = lithops.FunctionExecutor(config=lconf, log_level=config.lithops_log_level)
         except Exception as exc:  # noqa: BLE001 - reported with the backend's name
             raise ComputeError(
                 f"could not create a Lithops executor for backend {config.backend!r}: {exc}"

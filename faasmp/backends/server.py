@@ -149,7 +149,7 @@ class EmbeddedServer:
             # PR_SET_PDEATHSIG fires when the *thread* that forked exits, so a
             # thread that lives exactly as long as the server does the fork.
             try:
-                self.process = subprocess.Popen(
+                self.process = subprocess.Popen(  # type: ignore[call-overload]
                     [self.binary, "-"],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.DEVNULL,
@@ -201,9 +201,7 @@ class EmbeddedServer:
                 s.settimeout(1.0)
                 s.connect(self.socket_path)
                 pw = self.password.encode()
-                s.sendall(
-                    b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n*1\r\n$4\r\nPING\r\n" % (len(pw), pw)
-                )
+                s.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n*1\r\n$4\r\nPING\r\n" % (len(pw), pw))
                 data = b""
                 while data.count(b"\r\n") < 2:
                     chunk = s.recv(64)
@@ -246,4 +244,3 @@ def _stop_all() -> None:
     for server in list(_live_servers):
         with contextlib.suppress(Exception):
             server.stop()
-

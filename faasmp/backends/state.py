@@ -127,7 +127,7 @@ class RedisState:
         return self._r.set(key, value, px=px, nx=nx)
 
     def hset(self, key: Key, mapping: dict[str, Any]) -> Any:
-        return self._r.hset(key, mapping=mapping)
+        return self._r.hset(key, mapping=mapping)  # type: ignore[arg-type]
 
     def ping(self) -> float:
         """Round-trip time of one PING in seconds."""
@@ -148,7 +148,7 @@ class RedisState:
 
     def blmove_rotate(self, key: Key, timeout: float) -> bytes | None:
         """Wait until *key* has an element and return its last one, leaving it there."""
-        return self._r.blmove(key, key, timeout, "RIGHT", "RIGHT")  # type: ignore[return-value]
+        return self._r.blmove(key, key, timeout, "RIGHT", "RIGHT")  # type: ignore[arg-type,return-value]
 
     def pipeline(self, transaction: bool = False) -> StatePipeline:
         return _RedisPipeline(self._r.pipeline(transaction=transaction))
@@ -215,11 +215,9 @@ def open_state(url: str, client_name: str = "faasmp") -> StateBackend:
     scheme = url.split("://", 1)[0]
     factory = _STATE_BACKENDS.get(scheme)
     if factory is None:
-        raise ValueError(
-            f"no state backend for URL scheme {scheme!r}; known: {sorted(_STATE_BACKENDS)}"
-        )
+        raise ValueError(f"no state backend for URL scheme {scheme!r}; known: {sorted(_STATE_BACKENDS)}")
     return factory(url, client_name=client_name)
 
 
 for _scheme in ("redis", "rediss", "unix"):
-    register_state_backend(_scheme, RedisState)
+    register_state_backend(_scheme, RedisState)  # type: ignore[arg-type]

@@ -150,7 +150,7 @@ class ExceptionInfo:
         frames = [(f.filename, f.lineno or 0, f.name, f.line) for f in traceback.extract_tb(tb)]
         try:
             blob: bytes | None = cloudpickle.dumps(exc)
-            pickle.loads(blob)
+            pickle.loads(blob)  # type: ignore[arg-type]
         except Exception:  # noqa: BLE001 - unpicklable exceptions travel as text
             blob = None
         chain = ""

@@ -120,7 +120,13 @@ class Session:
         # Runs before the interpreter joins non-daemon threads (Lithops' job
         # manager waits for our long-lived invocations), like concurrent.futures.
         ref = weakref.ref(self)
-        threading._register_atexit(lambda: (s := ref()) and s.shutdown())  # type: ignore[attr-defined]
+
+        def _at_exit() -> None:
+            session = ref()
+            if session is not None:
+                session.shutdown()
+
+        threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
 
     @classmethod
     def remote(cls, spec: HostSpec, state: StateBackend, stats: StatsCollector) -> Session:
@@ -181,7 +187,9 @@ class Session:
             self.state.rpush(self.keys.grow, b"1")
             return
         k = self.keys
-        need = int(self._ensure(keys=[k.work, k.idle, k.slots, k.starting], args=[0, self.config.max_workers]))
+        need = int(
+            self._ensure(keys=[k.work, k.idle, k.slots, k.starting], args=[0, self.config.max_workers])
+        )
         if need > 0:
             self.grow(need)
 
@@ -234,7 +242,9 @@ class Session:
                     self.state.incrby(k.starting, -n)
                     logger.warning(
                         "faasmp: cannot start %d more workers: backend %r runs at most %d invocations",
-                        n, cfg.backend, compute.max_concurrency,
+                        n,
+                        cfg.backend,
+                        compute.max_concurrency,
                     )
                     return
                 slots = min(n, cfg.effective_slots_per_invocation())
@@ -269,8 +279,7 @@ class Session:
         """Raise WorkerStartError if the backend failed to start a worker."""
         if self._start_error is not None:
             raise WorkerStartError(
-                f"a faasmp worker invocation failed on backend {self.config.backend!r}: "
-                f"{self._start_error}"
+                f"a faasmp worker invocation failed on backend {self.config.backend!r}: {self._start_error}"
             )
 
     def host_alive(self, host_id: str) -> bool:

@@ -319,7 +319,9 @@ def write_record(record: mmap.mmap, value: tuple[Any, ...] | None) -> None:
     struct.pack_into("I", record, 0, len(data))
 
 
-def report_lost(pipe: Any, k: Keys, authkey: bytes, current: tuple[Any, ...], slot_id: str, cause: str) -> None:
+def report_lost(
+    pipe: Any, k: Keys, authkey: bytes, current: tuple[Any, ...], slot_id: str, cause: str
+) -> None:
     """Queue (on *pipe*) the messages that fail the work *current* describes."""
     kind = current[0]
     if kind == "process":
@@ -506,7 +508,9 @@ class Slot:
                 share_globals(init, shared)(*initargs)
             except BaseException as exc:  # noqa: BLE001 - reported to the pool
                 sink.end()
-                state.rpush(res_key, dumps(("init_failed", self.slot_id, ExceptionInfo.capture(exc)), authkey))
+                state.rpush(
+                    res_key, dumps(("init_failed", self.slot_id, ExceptionInfo.capture(exc)), authkey)
+                )
                 return "initializer failed"
             sink.end()
         funcs: dict[bytes, Any] = {}
@@ -541,7 +545,15 @@ class Slot:
             t_run = time.time()
             cpu = time.process_time() - cpu0
             had_output = sink.end()
-            timing = (t_deq + offset, t_setup + offset, t_run + offset, _peak_rss(), cpu, self.slot_id, had_output)
+            timing = (
+                t_deq + offset,
+                t_setup + offset,
+                t_run + offset,
+                _peak_rss(),
+                cpu,
+                self.slot_id,
+                had_output,
+            )
             try:
                 blob = dumps(("done", job, index, ok, value, timing), authkey)
             except Exception as exc:  # noqa: BLE001 - an unsendable result is an error
@@ -569,7 +581,7 @@ def _run_chunk(fn: Any, mode: str, chunk: Any) -> tuple[bool, Any]:
 
 
 def _encoding_error(exc: BaseException, value: Any) -> BaseException:
-    from multiprocessing.pool import MaybeEncodingError  # noqa: PLC0415
+    from multiprocessing.pool import MaybeEncodingError  # type: ignore[attr-defined]  # noqa: PLC0415
 
     return MaybeEncodingError(exc, value)
 

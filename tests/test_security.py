@@ -1,0 +1,64 @@
+"""Payloads are signed; tampered or foreign data is refused, never unpickled."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from faasmp.runtime.call import AuthenticationError, ExceptionInfo, RemoteTraceback, dumps, loads
+
+KEY = b"k" * 32
+
+
+class Boom:
+    def __reduce__(self):
+        raise AssertionError("a refused payload must never be unpickled")
+
+
+def test_roundtrip_and_tamper_refused():
+    blob = dumps({"a": 1}, KEY)
+    assert loads(blob, KEY) == {"a": 1}
+    tampered = bytearray(blob)
+    tampered[-1] ^= 1
+    with pytest.raises(AuthenticationError):
+        loads(bytes(tampered), KEY)
+    with pytest.raises(AuthenticationError):
+        loads(blob, b"x" * 32)  # another run's key
+    with pytest.raises(AuthenticationError):
+        loads(b"short", KEY)
+
+
+def test_malicious_pickle_is_not_unpickled():
+    evil = b"\x00" * 32 + pickle.dumps(Boom.__reduce__)  # wrong MAC, pickle body
+    with pytest.raises(AuthenticationError):
+        loads(evil, KEY)
+
+
+def test_malicious_pickle_in_the_work_queue_is_refused(ctx, tmp_path):
+    """A foreign payload written into a run's keyspace is refused by the workers."""
+    import os
+
+    marker = tmp_path / "pwned"
+    session = ctx.session
+    session.prestart(1)
+    session.wait_ready(1, 60)
+    payload = b"\x00" * 32 + pickle.dumps((os.system, (f"touch {marker}",)))
+    session.state.rpush(session.keys.work, payload)
+    # The pool still works afterwards, and the command never ran.
+    from tests import helpers
+
+    with ctx.Pool(1) as p:
+        assert p.apply(helpers.square, (3,)) == 9
+    assert not marker.exists()
+
+
+def test_exception_info_rebuilds_type_and_cause():
+    try:
+        raise KeyError("missing")
+    except KeyError as exc:
+        info = ExceptionInfo.capture(exc)
+    rebuilt = info.rebuild()
+    assert isinstance(rebuilt, KeyError)
+    assert isinstance(rebuilt.__cause__, RemoteTraceback)
+    assert 'raise KeyError("missing")' in str(rebuilt.__cause__)

@@ -1,0 +1,86 @@
+"""The embedded server: private, password-protected, no persistence, dies with us."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import redis
+
+from faasmp.backends.server import EmbeddedServer
+
+
+@pytest.fixture
+def server():
+    s = EmbeddedServer.start()
+    yield s
+    s.stop()
+
+
+def test_unix_socket_only_password_required_no_persistence(server):
+    r = redis.Redis(unix_socket_path=server.socket_path, password=server.password)
+    assert r.ping()
+    assert r.config_get("port")["port"] == "0"  # no TCP listener
+    assert r.config_get("save")["save"] == ""
+    assert r.config_get("appendonly")["appendonly"] == "no"
+    assert oct(os.stat(os.path.dirname(server.socket_path)).st_mode & 0o777) == "0o700"
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis(unix_socket_path=server.socket_path).ping()
+    assert server.password not in repr(server)
+
+
+def _pid_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        # a zombie still answers kill(0): check its state
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                if fh.read().split()[2] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from faasmp.backends.server import EmbeddedServer
+    s = EmbeddedServer.start()
+    print(s.process.pid, flush=True)
+    if sys.argv[1] == "hang":
+        time.sleep(60)
+    """
+)
+
+
+@pytest.mark.parametrize("how", ["exit", "sigkill"])
+def test_server_does_not_outlive_its_parent(how):
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, "hang" if how == "sigkill" else "exit"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    server_pid = int(child.stdout.readline())
+    if how == "sigkill":
+        child.send_signal(signal.SIGKILL)
+    child.wait(30)
+    assert _pid_gone(server_pid, 10), f"embedded server {server_pid} outlived its parent ({how})"
+
+
+def test_missing_binary_is_a_clear_error():
+    from faasmp.backends.server import ServerError
+
+    with pytest.raises(ServerError, match="not an executable"):
+        EmbeddedServer.start("/nonexistent/valkey-server")

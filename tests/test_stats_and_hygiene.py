@@ -1,0 +1,85 @@
+"""Stats records, the warm pool API, key hygiene and the module boundaries."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pytest
+
+from faasmp.context import FaasContext
+from faasmp.stats import PHASES, JobFinished, TaskFinished, format_summary
+from tests import helpers
+from tests.conftest import TEST_SETTINGS
+
+ROOT = pathlib.Path(__file__).resolve().parents[1] / "faasmp"
+
+
+def test_records_have_all_phases_and_events_stream(ctx):
+    events = []
+    listener = ctx.stats.subscribe(events.append)
+    try:
+        with ctx.Pool(2) as p:
+            p.map(helpers.square, range(8), chunksize=2)
+    finally:
+        ctx.stats.unsubscribe(listener)
+    recs = ctx.stats.last()
+    assert len(recs) == 4
+    for r in recs:
+        assert set(r.phases) == set(PHASES)
+        assert all(v >= 0 for v in r.phases.values())
+        assert r.submitted <= r.uploaded <= r.received
+        assert r.worker and r.ok
+    assert sum(isinstance(e, TaskFinished) for e in events) == 4
+    assert any(isinstance(e, JobFinished) for e in events)
+    table = format_summary(recs)
+    assert "invoke" in table and "(4 task records)" in table
+
+
+def test_warm_pool_start_status_stop():
+    ctx = FaasContext(**TEST_SETTINGS)
+    try:
+        status = ctx.start_warm_pool(3)
+        assert status["workers"] >= 3
+        assert status["backend"] == "localhost"
+        assert ctx.warm_pool_status()["running"]
+        with pytest.raises(ValueError, match="max_workers"):
+            ctx.start_warm_pool(10_000)
+        ctx.stop_warm_pool()
+        assert not ctx.warm_pool_status()["running"]
+    finally:
+        ctx.shutdown()
+
+
+def test_no_keys_left_after_shutdown(external_server):
+    import redis
+
+    ctx = FaasContext(redis_url=external_server.url, **TEST_SETTINGS)
+    with ctx.Pool(2) as p:
+        assert p.map(helpers.square, range(4)) == [0, 1, 4, 9]
+    proc = ctx.Process(target=helpers.noop)
+    proc.start()
+    proc.join(30)
+    pattern = ctx.session.keys.pattern
+    ctx.shutdown()
+    r = redis.Redis.from_url(external_server.url)
+    assert list(r.scan_iter(match=pattern)) == []
+
+
+def _imports(path: pathlib.Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_only_the_backend_modules_import_redis_and_lithops():
+    users = {"redis": [], "lithops": []}
+    for path in ROOT.rglob("*.py"):
+        for lib in users:
+            if lib in _imports(path):
+                users[lib].append(path.relative_to(ROOT).as_posix())
+    assert users == {"redis": ["backends/state.py"], "lithops": ["backends/compute.py"]}
