@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
 _job_counter = itertools.count()
 _SUBMIT_BATCH = 512
+_IMAP_AHEAD = 1024  # chunks imap submits beyond what the caller has taken
 
 
 class WorkerLostError(ProcessError):
@@ -327,6 +328,13 @@ class Pool:
         count = 0
         try:
             for index, chunk in enumerate(_chunks(iterable, chunksize)):
+                # Stop with the pool, and stay at most _IMAP_AHEAD chunks ahead
+                # of the consumer so an endless generator does not fill Redis.
+                with result._cond:
+                    while self._state == RUN and len(result._items) + index - result._index > _IMAP_AHEAD:
+                        result._cond.wait(0.1)
+                if self._state != RUN:
+                    return
                 self._submit(result._job, func, "map", [(index, chunk)])
                 count = index + 1
         except Exception as exc:  # noqa: BLE001 - the iterable's error goes to the caller
@@ -746,6 +754,7 @@ class IMapIterator(_Result):
                     raise TimeoutError
                 self._cond.wait(left)
             ok, value = self._items.popleft()
+            self._cond.notify_all()  # the feeder may be waiting for room
         if ok:
             return value
         raise _value(ok, value)

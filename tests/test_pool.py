@@ -83,9 +83,15 @@ def test_imap_unordered_and_next_timeout(pool):
     assert list(it) == [None]
 
 
-def test_imap_over_infinite_generator_can_stop(pool):
-    it = pool.imap(helpers.square, itertools.count(), chunksize=4)
-    assert [next(it) for _ in range(10)] == [x * x for x in range(10)]
+def test_imap_over_infinite_generator_can_stop(ctx):
+    with ctx.Pool(2) as p:
+        it = p.imap(helpers.square, itertools.count(), chunksize=4)
+        assert [next(it) for _ in range(10)] == [x * x for x in range(10)]
+        time.sleep(0.5)
+        # The feeder stays a bounded distance ahead instead of draining the generator.
+        assert ctx.session.state.llen(p._tasks_key) <= 1100
+    time.sleep(0.3)
+    assert not ctx.session.state.exists(p._tasks_key)  # and stops with the pool
 
 
 def test_initializer_runs_once_per_worker(ctx):

@@ -30,7 +30,8 @@ def test_records_have_all_phases_and_events_stream(ctx):
         assert all(v >= 0 for v in r.phases.values())
         assert r.submitted <= r.uploaded <= r.received
         assert r.worker and r.ok
-    assert sum(isinstance(e, TaskFinished) for e in events) == 4
+    job = recs[0].job_id
+    assert sum(isinstance(e, TaskFinished) and e.record.job_id == job for e in events) == 4
     assert any(isinstance(e, JobFinished) for e in events)
     table = format_summary(recs)
     assert "invoke" in table and "(4 task records)" in table
