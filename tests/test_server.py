@@ -84,3 +84,18 @@ def test_missing_binary_is_a_clear_error():
 
     with pytest.raises(ServerError, match="not an executable"):
         EmbeddedServer.start("/nonexistent/valkey-server")
+
+
+def test_forked_child_exit_does_not_stop_the_parents_run(default_ctx):
+    """A stdlib fork Pool in the same program must not shut faasmp down."""
+    import multiprocessing
+
+    import faasmp
+    from tests import helpers
+
+    with faasmp.Pool(1) as p:
+        assert p.apply(helpers.square, (2,)) == 4
+    with multiprocessing.get_context("fork").Pool(2) as std:
+        assert std.map(abs, [-1, -2]) == [1, 2]
+    with faasmp.Pool(1) as p:
+        assert p.apply(helpers.square, (3,)) == 9

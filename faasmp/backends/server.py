@@ -91,6 +91,8 @@ class EmbeddedServer:
     password: str
     workdir: str
     process: subprocess.Popen[bytes] | None = None
+    #: Only the process that started the server may stop it (not forked children).
+    owner_pid: int = field(default_factory=os.getpid)
     _keeper: threading.Thread | None = field(default=None, repr=False)
 
     @property
@@ -216,7 +218,12 @@ class EmbeddedServer:
         return self.process is not None and self.process.poll() is None
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the server (SIGTERM, then SIGKILL) and remove its directory."""
+        """Stop the server (SIGTERM, then SIGKILL) and remove its directory.
+
+        A no-op in a forked child: the server belongs to the process that started it.
+        """
+        if os.getpid() != self.owner_pid:
+            return
         _live_servers.discard(self)
         proc = self.process
         if proc is not None and proc.poll() is None:

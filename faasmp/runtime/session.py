@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import secrets
 import threading
 import time
@@ -78,6 +79,7 @@ class Session:
         self._grow_lock = threading.Lock()
         self._starting: dict[str, tuple[Invocation, int]] = {}
         self._start_error: str | None = None
+        self._owner_pid = os.getpid()
         self._eof_lock = threading.Condition()
         self._eof: set[str] = set()
         self._compute: ComputeBackend | None = None
@@ -412,7 +414,9 @@ class Session:
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop every worker of the run, delete its keys, release the backends."""
-        if self._closed.is_set() or self.remote_mode:
+        if self._closed.is_set() or self.remote_mode or os.getpid() != self._owner_pid:
+            # A forked child (e.g. a stdlib Pool worker) exits through the
+            # same atexit hooks; the run belongs to the process that made it.
             return
         self._closed.set()
         k = self.keys
