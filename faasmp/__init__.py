@@ -22,17 +22,33 @@ from .runtime.session import WorkerStartError
 __version__ = "0.1.0"
 
 __all__ = [
+    "Array",
     "AuthenticationError",
+    "Barrier",
+    "BoundedSemaphore",
     "BufferTooShort",
+    "Condition",
     "Config",
+    "Event",
     "FaasContext",
+    "JoinableQueue",
+    "Lock",
+    "Manager",
     "PicklingFailed",
+    "Pipe",
     "Pool",
     "Process",
     "ProcessError",
+    "Queue",
+    "RLock",
+    "RawArray",
+    "RawValue",
     "RemoteError",
     "RemoteTraceback",
+    "Semaphore",
+    "SimpleQueue",
     "TimeoutError",
+    "Value",
     "WorkerStartError",
     "active_children",
     "allow_connection_pickling",
@@ -58,6 +74,22 @@ __all__ = [
 
 _ctx = _default_context
 Pool = _ctx.Pool
+Pipe = _ctx.Pipe
+Queue = _ctx.Queue
+JoinableQueue = _ctx.JoinableQueue
+SimpleQueue = _ctx.SimpleQueue
+Lock = _ctx.Lock
+RLock = _ctx.RLock
+Condition = _ctx.Condition
+Semaphore = _ctx.Semaphore
+BoundedSemaphore = _ctx.BoundedSemaphore
+Event = _ctx.Event
+Barrier = _ctx.Barrier
+RawValue = _ctx.RawValue
+RawArray = _ctx.RawArray
+Value = _ctx.Value
+Array = _ctx.Array
+Manager = _ctx.Manager
 cpu_count = _ctx.cpu_count
 get_context = _ctx.get_context
 get_start_method = _ctx.get_start_method

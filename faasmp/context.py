@@ -132,6 +132,93 @@ class FaasContext:
 
         return Pool(processes, initializer, initargs, maxtasksperchild, context=self)
 
+    # Shared state and IPC: factories pass ctx=self, like CPython's BaseContext.
+    def Pipe(self, duplex: bool = True) -> Any:
+        """Two connected :class:`faasmp.connection.Connection` objects."""
+        from .connection import Pipe  # noqa: PLC0415
+
+        return Pipe(duplex, ctx=self)
+
+    def Queue(self, maxsize: int = 0) -> Any:
+        from .queues import Queue  # noqa: PLC0415
+
+        return Queue(maxsize, ctx=self)
+
+    def JoinableQueue(self, maxsize: int = 0) -> Any:
+        from .queues import JoinableQueue  # noqa: PLC0415
+
+        return JoinableQueue(maxsize, ctx=self)
+
+    def SimpleQueue(self) -> Any:
+        from .queues import SimpleQueue  # noqa: PLC0415
+
+        return SimpleQueue(ctx=self)
+
+    def Lock(self) -> Any:
+        from .synchronize import Lock  # noqa: PLC0415
+
+        return Lock(ctx=self)
+
+    def RLock(self) -> Any:
+        from .synchronize import RLock  # noqa: PLC0415
+
+        return RLock(ctx=self)
+
+    def Condition(self, lock: Any = None) -> Any:
+        from .synchronize import Condition  # noqa: PLC0415
+
+        return Condition(lock, ctx=self)
+
+    def Semaphore(self, value: int = 1) -> Any:
+        from .synchronize import Semaphore  # noqa: PLC0415
+
+        return Semaphore(value, ctx=self)
+
+    def BoundedSemaphore(self, value: int = 1) -> Any:
+        from .synchronize import BoundedSemaphore  # noqa: PLC0415
+
+        return BoundedSemaphore(value, ctx=self)
+
+    def Event(self) -> Any:
+        from .synchronize import Event  # noqa: PLC0415
+
+        return Event(ctx=self)
+
+    def Barrier(
+        self, parties: int, action: Callable[[], Any] | None = None, timeout: float | None = None
+    ) -> Any:
+        from .synchronize import Barrier  # noqa: PLC0415
+
+        return Barrier(parties, action, timeout, ctx=self)
+
+    def RawValue(self, typecode_or_type: Any, *args: Any) -> Any:
+        from .sharedctypes import RawValue  # noqa: PLC0415
+
+        return RawValue(typecode_or_type, *args, ctx=self)
+
+    def RawArray(self, typecode_or_type: Any, size_or_initializer: Any) -> Any:
+        from .sharedctypes import RawArray  # noqa: PLC0415
+
+        return RawArray(typecode_or_type, size_or_initializer, ctx=self)
+
+    def Value(self, typecode_or_type: Any, *args: Any, lock: Any = True) -> Any:
+        from .sharedctypes import Value  # noqa: PLC0415
+
+        return Value(typecode_or_type, *args, lock=lock, ctx=self)
+
+    def Array(self, typecode_or_type: Any, size_or_initializer: Any, *, lock: Any = True) -> Any:
+        from .sharedctypes import Array  # noqa: PLC0415
+
+        return Array(typecode_or_type, size_or_initializer, lock=lock, ctx=self)
+
+    def Manager(self) -> Any:
+        """A started :class:`faasmp.managers.SyncManager` whose objects live in Redis."""
+        from .managers import SyncManager  # noqa: PLC0415
+
+        m = SyncManager(ctx=self)
+        m.start()
+        return m
+
     def cpu_count(self) -> int:
         """CPUs of this machine, as the stdlib (a Pool's default size)."""
         return os.cpu_count() or 1
