@@ -34,11 +34,14 @@ TEST_SETTINGS = {"idle_timeout": 30.0, "heartbeat_interval": 0.5, "start_timeout
 def pytest_collection_finish(session: pytest.Session) -> None:
     # Workers do not have the tests directory on sys.path, exactly like a
     # notebook's functions: ship test modules by value.
-    for module in {item.module for item in session.items if getattr(item, "module", None)}:
-        cloudpickle.register_pickle_by_value(module)
-    import tests.helpers as helpers  # noqa: PLC0415
+    import sys  # noqa: PLC0415
 
-    cloudpickle.register_pickle_by_value(helpers)
+    import tests.helpers  # noqa: F401, PLC0415
+
+    modules = {item.module for item in session.items if getattr(item, "module", None)}
+    modules |= {m for name, m in list(sys.modules.items()) if name.startswith("tests.helpers")}
+    for module in modules:
+        cloudpickle.register_pickle_by_value(module)
 
 
 class ExternalServer:
