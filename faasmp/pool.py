@@ -360,11 +360,15 @@ class Pool:
         pipe = session.state.pipeline()
         for blob in self._leases:
             pipe.lrem(k.work, 1, blob)  # type: ignore[attr-defined]
-        pipe.delete(self._tasks_key, self._alive_key)
         with self._lock:
             workers = dict(self._workers)
+        # Idle workers take a sentinel and go back to the warm pool; only the
+        # ones busy with a task are killed (by their host, which re-forks).
+        pipe.delete(self._tasks_key)
+        if workers:
+            pipe.lpush(self._tasks_key, *[dumps(None, session.authkey)] * len(workers))
         for slot, host in workers.items():
-            pipe.rpush(k.host_ctl(host), f"kill {slot}".encode())
+            pipe.rpush(k.host_ctl(host), f"killbusy {slot} {self._pool_id}".encode())
         try:
             pipe.execute()
         except Exception:  # noqa: BLE001 - terminate never raises on a dead backend
@@ -474,15 +478,18 @@ class Pool:
             self._fail_all(broken)
         return True
 
-    def _on_done(self, job: int, index: int, ok: bool, value: Any, timing: tuple[Any, ...]) -> None:
+    def _on_done(self, job: int, index: int, ok: bool, value: Any, timing: tuple[Any, ...] | None) -> None:
         received = time.time()
-        t_deq, t_setup, t_run, rss, cpu, slot, had_output = timing
-        if had_output:
-            self._session.wait_output(f"{self._pool_id}:{job}:{index}")
         with self._lock:
             meta = self._meta.pop((job, index), None)
             result = self._cache.get(job)
-        if meta is not None:
+        if timing is None:  # the task never ran (its function could not be loaded)
+            meta = None
+        else:
+            t_deq, t_setup, t_run, rss, cpu, slot, had_output = timing
+            if had_output:
+                self._session.wait_output(f"{self._pool_id}:{job}:{index}")
+        if meta is not None and timing is not None:
             submitted, ser, uploaded = meta
             rec = TaskRecord(
                 job_id=f"{self._pool_id}:{job}",

@@ -21,7 +21,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from .runtime.call import CallKind, RemoteCall, dumps_named
+from .runtime.call import CallKind, RemoteCall, dumps, dumps_named
 
 if TYPE_CHECKING:
     from .context import FaasContext
@@ -61,6 +61,8 @@ class _RemoteHandle:
         self.ctl_key = k.proc_ctl(proc_id)
         self.returncode: int | None = None
         self._pid: int | None = None
+        #: join() has waited for the process' output to be replayed.
+        self.output_done = False
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -189,14 +191,20 @@ class BaseProcess:
         ctx = self._get_ctx()
         session = ctx.session
         self._proc_id = f"p{os.getpid()}-{'-'.join(map(str, self._identity))}-{session.run_id}"
+        # The Process travels as its own signed blob inside the call, so a
+        # worker that cannot unpickle it (a module it cannot import) still
+        # knows which process failed and reports it instead of dying.
+        payload = dumps_named(
+            self, session.authkey, f"Process {self._name!r} (its target, args or attributes)"
+        )
         call = RemoteCall(
             kind=CallKind.PROCESS,
             call_id=self._proc_id,
-            payload=self,
+            payload=payload,
             submitted=session.now(),
             log_level=_client_log_level(),
         )
-        blob = dumps_named(call, session.authkey, f"Process {self._name!r} (its target, args or attributes)")
+        blob = dumps(call, session.authkey)
         handle = _RemoteHandle(session, self._proc_id, blob)
         pipe = session.state.pipeline()
         pipe.hset(handle.hash_key, {"state": "queued", "name": self._name})
@@ -230,10 +238,13 @@ class BaseProcess:
         self._check_closed()
         assert self._parent_pid == os.getpid(), "can only join a child process"
         assert self._handle is not None, "can only join a started process"
-        res = self._handle.wait(timeout)
+        handle = self._handle
+        res = handle.wait(timeout)
         if res is not None:
             _children.discard(self)
-            self._get_ctx().session.wait_output(self._proc_id or "", timeout=2.0)
+            if not handle.output_done:
+                handle.output_done = True
+                self._get_ctx().session.wait_output(self._proc_id or "", timeout=2.0)
 
     def is_alive(self) -> bool:
         """True while the process has started and not yet ended (does not block)."""

@@ -188,3 +188,15 @@ def test_default_context_pool_and_lambda_by_value(default_ctx):
     offset = 10
     with faasmp.Pool(2) as p:
         assert p.map(lambda x: x + offset, [1, 2]) == [11, 12]
+
+
+def test_function_from_module_workers_cannot_import_names_the_cause(ctx, tmp_path, monkeypatch):
+    (tmp_path / "clientonly_mod.py").write_text("def double(x):\n    return 2 * x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import clientonly_mod
+
+    with ctx.Pool(1) as p:
+        with pytest.raises(RuntimeError, match="ModuleNotFoundError") as info:
+            p.map(clientonly_mod.double, range(3))
+        assert "register_pickle_by_value" in str(info.value)
+        assert p.map(helpers.square, [3]) == [9]  # the worker survived

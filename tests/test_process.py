@@ -170,3 +170,25 @@ def test_name_and_repr(ctx):
     assert "renamed" in repr(p) and "initial" in repr(p)
     with pytest.raises(AssertionError):
         p.name = 3  # type: ignore[assignment]
+
+
+def test_join_of_a_silent_process_does_not_wait_for_output(ctx):
+    p = ctx.Process(target=helpers.noop)
+    p.start()
+    p.join(30)
+    t0 = time.monotonic()
+    p.join(0.1)
+    assert time.monotonic() - t0 < 1.0  # used to wait 2 s for output that never came
+
+
+def test_process_from_unimportable_module_exits_1_with_cause(ctx, tmp_path, monkeypatch, capsys):
+    (tmp_path / "clientonly_proc.py").write_text("def run():\n    print('never')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import clientonly_proc
+
+    p = ctx.Process(target=clientonly_proc.run)
+    p.start()
+    p.join(30)
+    assert p.exitcode == 1
+    err = capsys.readouterr().err
+    assert "ModuleNotFoundError" in err and "clientonly_proc" in err

@@ -33,13 +33,16 @@ class TaskOutput:
         self.task_id = task_id
         self.wrote = False
 
-    def end(self) -> bool:
-        """Flush and mark the task's output complete; True if it wrote anything."""
+    def end(self, force: bool = False) -> bool:
+        """Flush and mark the task's output complete; True if it wrote anything.
+
+        The ``eof`` marker is sent only if the task wrote, unless *force*.
+        """
         for stream in (sys.stdout, sys.stderr):
             if isinstance(stream, RemoteStream):
                 stream.flush()
         wrote = self.wrote
-        if wrote:
+        if wrote or force:
             self.push(("eof", self.task_id))
         self.task_id = None
         return wrote

@@ -40,6 +40,11 @@ from .keys import Keys
 logger = logging.getLogger(__name__)
 
 _SLOT_RECORD = 4096
+_IMPORT_HINT = (
+    "hint: functions and classes from modules the worker cannot import must be "
+    "shipped by value (cloudpickle.register_pickle_by_value(module)) or installed "
+    "in the worker's runtime\n"
+)
 
 
 @dataclasses.dataclass
@@ -294,9 +299,17 @@ class Host:
                 elif cmd == "stop":
                     self._client_gone()  # self.lock is an RLock
                     return
-                elif cmd == "kill":
-                    for pid, (slot_id, _rec) in self.slots.items():
-                        if slot_id == arg:
+                elif cmd == "killbusy":
+                    # End a slot only while it runs a task of that pool.
+                    slot_arg, _, pool_arg = arg.partition(" ")
+                    for pid, (slot_id, rec) in self.slots.items():
+                        current = read_record(rec) if slot_id == slot_arg else None
+                        if (
+                            current
+                            and current[0] == "pool"
+                            and current[1] == pool_arg
+                            and current[2] is not None
+                        ):
                             with contextlib.suppress(ProcessLookupError):
                                 os.kill(pid, signal.SIGKILL)
 
@@ -455,9 +468,17 @@ class Slot:
         attach_remote(self.spec, self.state)
         sink = self._install_output(call)
         sink.begin(call.call_id)
-        proc = call.payload
+        try:
+            proc = loads(call.payload, self.spec.authkey)
+        except BaseException:  # noqa: BLE001 - reported like a failing process
+            sys.stderr.write(f"Process {call.call_id}: the worker could not load it:\n")
+            traceback.print_exc()
+            sys.stderr.write(_IMPORT_HINT)
+            sink.end(force=True)
+            return 1
         code = proc._bootstrap_remote()
-        sink.end()
+        # Always mark the end: join() waits for it so output precedes join's return.
+        sink.end(force=True)
         return int(code)
 
     def _install_output(self, call: RemoteCall) -> Any:
@@ -534,7 +555,16 @@ class Slot:
             write_record(self.record, ("pool", pool_id, job, index))
             fn = funcs.get(fn_key)
             if fn is None:
-                fn = share_globals(loads(state.hget(k.pool_funcs(pool_id), fn_key), authkey), shared)
+                try:
+                    fn = share_globals(loads(state.hget(k.pool_funcs(pool_id), fn_key), authkey), shared)
+                except Exception as exc:  # noqa: BLE001 - the task fails with the real cause
+                    err = RuntimeError(
+                        f"the worker could not load the task's function: {exc!r}. {_IMPORT_HINT}"
+                    )
+                    err.__cause__ = exc
+                    info = ExceptionInfo.capture(err)
+                    state.rpush(res_key, dumps(("done", job, index, False, info, None), authkey))
+                    continue
                 funcs[fn_key] = fn
             task_id = f"{pool_id}:{job}:{index}"
             sink.begin(task_id)
