@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
 _job_counter = itertools.count()
 _SUBMIT_BATCH = 512
+_DRAIN = 256  # results the handler takes per round trip
 _IMAP_AHEAD = 1024  # chunks imap submits beyond what the caller has taken
 
 
@@ -537,12 +538,17 @@ def _handle_results(pool_ref: weakref.ref[Pool], session: Session, results_key: 
         if pool is None:
             return
         if item is not None:
-            try:
-                msg = loads(item[1], session.authkey)
-            except Exception:  # noqa: BLE001
-                logger.warning("faasmp pool: dropped an unauthenticated result message")
-                continue
-            pool._on_message(msg)
+            # One blocking pop, then drain what else arrived in one round trip.
+            blobs = [item[1]]
+            if pool._cache:
+                blobs += session.state.lpop_many(results_key, _DRAIN)
+            for blob in blobs:
+                try:
+                    msg = loads(blob, session.authkey)
+                except Exception:  # noqa: BLE001
+                    logger.warning("faasmp pool: dropped an unauthenticated result message")
+                    continue
+                pool._on_message(msg)
         now = time.monotonic()
         if now - last_check >= hb:
             last_check = now
