@@ -395,8 +395,35 @@ class Session:
                     self._start_error = err
                     self.state.incrby(k.starting, -slots)
                     logger.error("faasmp: worker invocation %s failed: %s", host_id, err)
+        self._forget_dead_hosts()
         if queued:
             self.ensure_capacity()
+
+    def _forget_dead_hosts(self) -> None:
+        """Drop hosts whose heartbeat expired (and their slots) from the pool's books.
+
+        Their work is failed by its owners (Process.join, the Pool's handler),
+        which check the same heartbeat; this keeps capacity planning honest so
+        queued work gets new workers instead of waiting for dead ones.
+        """
+        k = self.keys
+        hosts = [h.decode() for h in self.state.smembers(k.hosts)]
+        if not hosts:
+            return
+        pipe = self.state.pipeline()
+        for host in hosts:
+            pipe.exists(k.host_alive(host))
+        dead = [h for h, alive in zip(hosts, pipe.execute(), strict=True) if not alive]
+        if not dead:
+            return
+        slots = [s for s in self.state.smembers(k.slots) if s.decode().split(".")[0] in dead]
+        pipe = self.state.pipeline()
+        pipe.srem(k.hosts, *dead)
+        if slots:
+            pipe.srem(k.slots, *slots)
+            pipe.srem(k.idle, *slots)
+        pipe.execute()
+        logger.warning("faasmp: worker invocation(s) %s stopped answering; their workers are gone", dead)
 
     # -- shutdown -----------------------------------------------------------
     def delete_keys(self) -> int:

@@ -365,9 +365,13 @@ class Slot:
         self.sink = None
 
     def run(self) -> int:
+        from ..backends.server import _pdeathsig_preexec  # noqa: PLC0415
         from ..context import attach_remote  # noqa: PLC0415 - worker-only import
 
         k, spec = self.keys, self.spec
+        die_with_host = _pdeathsig_preexec()
+        if callable(die_with_host):
+            die_with_host()  # a killed host takes its slots (and their processes) along
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         attach_remote(spec, self.state)
