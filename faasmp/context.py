@@ -96,16 +96,20 @@ class FaasContext:
     def start_warm_pool(
         self, workers: int, *, wait: bool = True, timeout: float | None = None
     ) -> dict[str, Any]:
-        """Pre-start *workers* warm worker slots so later work pays no cold start.
+        """Size the warm pool to *workers* slots so later work pays no cold start.
 
-        With *wait*, blocks until they are up (``start_timeout`` by default)
-        and returns :meth:`warm_pool_status`.
+        Grows by starting slots; shrinks by asking idle slots to leave (busy
+        ones finish first).  With *wait*, blocks until *workers* slots are up
+        (``start_timeout`` by default).  Returns :meth:`warm_pool_status`.
         """
+        if not isinstance(workers, int) or isinstance(workers, bool):
+            raise TypeError(f"workers must be an int, got {type(workers).__name__}")
         session = self.session
         session.prestart(workers)
+        session.shrink(workers)
         if wait:
             session.wait_ready(workers, timeout or session.config.start_timeout)
-        return session.status()
+        return self.warm_pool_status()
 
     def warm_pool_status(self) -> dict[str, Any]:
         """Hosts, workers, idle workers, queued calls and tasks run so far."""

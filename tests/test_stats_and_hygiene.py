@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import time
 
 import pytest
 
@@ -46,6 +47,15 @@ def test_warm_pool_start_status_stop():
         assert ctx.warm_pool_status()["running"]
         with pytest.raises(ValueError, match="max_workers"):
             ctx.start_warm_pool(10_000)
+        with pytest.raises(TypeError, match="int"):
+            ctx.start_warm_pool("4")  # type: ignore[arg-type]
+        ctx.start_warm_pool(1)  # shrink: idle workers leave
+        deadline = time.monotonic() + 30
+        while ctx.warm_pool_status()["workers"] > 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ctx.warm_pool_status()["workers"] == 1
+        with ctx.Pool(1) as p:
+            assert p.apply(helpers.square, (4,)) == 16
         ctx.stop_warm_pool()
         assert not ctx.warm_pool_status()["running"]
     finally:

@@ -66,6 +66,11 @@ class Keys:
         return self.k("starting")
 
     @property
+    def ready(self) -> str:
+        """Slot ids as they register (a wake-up list for wait_ready)."""
+        return self.k("ready")
+
+    @property
     def tasks_run(self) -> str:
         return self.k("tasks_run")
 

@@ -26,7 +26,7 @@ from ..backends.state import CONNECTION_ERRORS, StateBackend, StateError, open_s
 from ..config import Config, redact_url
 from ..stats import HostStarted, LatencySample, StatsCollector
 from . import output
-from .call import loads
+from .call import CallKind, RemoteCall, dumps, loads
 from .keys import Keys
 from .worker import HostSpec, clock_offset, host_main
 
@@ -211,14 +211,35 @@ class Session:
             self.state.incrby(k.starting, missing)
             self.grow(missing)
 
+    def shrink(self, n: int) -> int:
+        """Ask idle slots to leave until about *n* remain; returns how many were asked.
+
+        Busy slots (running a Process or serving a Pool) are never interrupted:
+        the STOP calls go to the front of the work queue, where only idle slots look.
+        """
+        if n < 0:
+            raise ValueError(f"warm pool size must be >= 0, got {n}")
+        k = self.keys
+        pipe = self.state.pipeline()
+        pipe.scard(k.slots)
+        pipe.scard(k.idle)
+        total, idle = (int(v) for v in pipe.execute())
+        extra = min(total - n, idle)
+        if extra > 0:
+            stop = dumps(RemoteCall(CallKind.STOP, "stop"), self.authkey)
+            self.state.lpush(k.work, *[stop] * extra)
+        return max(extra, 0)
+
     def wait_ready(self, n: int, timeout: float) -> None:
         """Block until *n* slots are registered (or raise WorkerStartError)."""
         deadline = time.monotonic() + timeout
         while int(self.state.scard(self.keys.slots)) < n:
             self.check_start_error()
-            if time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise WorkerStartError(f"{n} warm workers did not start within {timeout:.0f}s")
-            time.sleep(0.01)
+            # Woken by each registering slot; the cap re-checks start errors.
+            self.state.blpop([self.keys.ready], timeout=min(left, self.config.heartbeat_interval))
 
     def grow(self, n: int) -> None:
         """Start *n* more slots: first in live hosts with room, then new invocations."""

@@ -35,7 +35,7 @@ import traceback
 from typing import Any
 
 from ..backends.state import CONNECTION_ERRORS, StateBackend, open_state
-from .call import CallKind, ExceptionInfo, RemoteCall, dumps, loads, share_globals
+from .call import AuthenticationError, CallKind, ExceptionInfo, RemoteCall, dumps, loads, share_globals
 from .keys import Keys
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,8 @@ redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[1])
 local s = tonumber(redis.call('GET', KEYS[3]) or '0')
 if s > 0 then redis.call('DECR', KEYS[3]) end
+redis.call('RPUSH', KEYS[4], ARGV[1])
+redis.call('LTRIM', KEYS[4], -256, -1)
 return 1
 """
 
@@ -375,7 +377,7 @@ class Slot:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         attach_remote(spec, self.state)
-        self.state.script(SLOT_REGISTER)(keys=[k.slots, k.idle, k.starting], args=[self.slot_id])
+        self.state.script(SLOT_REGISTER)(keys=[k.slots, k.idle, k.starting, k.ready], args=[self.slot_id])
         idle_exit = self.state.script(SLOT_IDLE_EXIT)
         idle_since = time.monotonic()
         wait = min(spec.idle_timeout, max(spec.heartbeat * 3, 1.0))
@@ -392,8 +394,12 @@ class Slot:
                 ):
                     return 0
                 continue
+            try:
+                call: RemoteCall = loads(item[1], spec.authkey)
+            except AuthenticationError:
+                logger.warning("faasmp slot %s: refused an unauthenticated work item", self.slot_id)
+                continue
             self.state.srem(k.idle, self.slot_id)
-            call: RemoteCall = loads(item[1], spec.authkey)
             if call.kind is CallKind.STOP:
                 self.state.srem(k.slots, self.slot_id)
                 return 0
