@@ -1,0 +1,1797 @@
+"""Managers: shared dicts, lists, namespaces and custom objects, kept in Redis.
+
+The API of :mod:`multiprocessing.managers` (``SyncManager``, ``BaseManager.register``,
+proxies) with **no server process**: every proxy acts directly on the object's
+state in Redis, so a proxy passed to a :class:`~faasmp.Process` or a
+:class:`~faasmp.Pool` worker keeps working there, and every operation is one
+Lua script (one round trip, atomic).
+
+How each type is kept (and how it differs from the stdlib):
+
+* ``dict`` -> :class:`DictProxy`: a Redis HASH (field = encoded key, value =
+  signed pickle) plus a ZSET remembering insertion order, so ``keys()``,
+  iteration and ``popitem()`` (LIFO) follow dict order.  Keys of type ``str``,
+  ``int``, ``bytes``, ``float``, ``bool``, ``None`` and tuples/frozensets of
+  them are encoded canonically; other hashable keys are encoded by (signed)
+  pickle and must pickle identically when equal (true for enums, most frozen
+  dataclasses; not for objects whose pickle depends on identity).  Keys are
+  matched by type *and* value: ``1``, ``1.0`` and ``True`` are three
+  different keys (in a dict they are one).
+* ``list`` -> :class:`ListProxy`: a Redis LIST of signed pickles.  Index,
+  append, pop, insert, reverse are Lua scripts; ``sort``, ``remove`` and slice
+  assignment/deletion read the list, compute in Python and write it back only
+  if nobody changed it meanwhile (a version counter; retried on conflict).
+* ``Namespace`` -> :class:`NamespaceProxy`: a HASH of attribute -> value.
+* ``Value`` -> :class:`ValueProxy`: one key holding a pickle, any object (as the
+  stdlib's manager ``Value``, whose ``lock`` argument is ignored as well).
+* Registered classes -> :class:`AutoProxy`: the instance is pickled in one key;
+  each method call runs *in the calling process* as load -> call -> store
+  while holding a per-object Redis lock (owner token, lease expiry, waiting in
+  ``BLPOP``), so calls from any number of processes are serialized.  Side
+  effects of a method (prints, files) happen in the caller, not in a server.
+* ``Lock``, ``RLock``, ``Semaphore``, ``BoundedSemaphore``, ``Condition``,
+  ``Event``, ``Barrier``, ``Queue``, ``JoinableQueue``, ``Array`` and ``Pool``
+  are the context's own Redis-backed objects (already shareable), returned as
+  they are; the manager releases them (and terminates pools) at shutdown.
+
+Values fetched from a proxy are copies: ``d['k'].append(1)`` changes the copy
+only, exactly as with the stdlib (assign it back: ``d['k'] = v``).  Values may
+be proxies themselves (``l.append(m.dict())``): they round-trip as proxies to
+the same Redis state.
+
+Lifetime: objects are not reference counted; they live until the manager that
+created them shuts down (``shutdown()``, leaving a ``with`` block, or the
+manager object and every proxy created from it in this process being garbage
+collected), which deletes all their keys at once.  Using a proxy afterwards
+raises :class:`ManagerShutdownError`.  Every access refreshes the keys' TTL
+(``key_ttl``), the safety net for a killed client: an object nobody touches
+for that long expires.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import functools
+import hashlib
+import hmac
+import operator
+import secrets
+import sys
+import types
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, MutableSequence
+from dataclasses import dataclass
+from multiprocessing import ProcessError
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .runtime.call import AuthenticationError, PicklingFailed, dumps, loads
+from .runtime.shared import SharedObject, _default_ctx
+
+if TYPE_CHECKING:
+    from .backends.state import ScriptCall, StateBackend
+    from .context import FaasContext
+
+__all__ = [
+    "AutoProxy",
+    "BaseManager",
+    "BaseProxy",
+    "DictProxy",
+    "Direct",
+    "ListProxy",
+    "MakeProxyType",
+    "ManagerShutdownError",
+    "Namespace",
+    "NamespaceProxy",
+    "SyncManager",
+    "Token",
+    "Value",
+    "ValueProxy",
+    "all_methods",
+    "public_methods",
+]
+
+
+class ManagerShutdownError(ProcessError):
+    """A proxy was used after its manager shut down (its objects are deleted)."""
+
+
+# ---------------------------------------------------------------------------
+# Lua scripts.  KEYS[1] is always the manager's key (a SET naming every key of
+# its objects, plus an '@auth:' member); ARGV[1] the TTL in ms.  A script
+# returns the integer -1 when the manager is gone.
+# ---------------------------------------------------------------------------
+
+_PRELUDE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local ttl = ARGV[1]
+redis.call('PEXPIRE', KEYS[1], ttl)
+local function touch(k) redis.call('PEXPIRE', k, ttl) end
+local function pushall(k, t, from)
+  for i = from, #t, 1000 do redis.call('RPUSH', k, unpack(t, i, math.min(i + 999, #t))) end
+end
+"""
+
+_REGISTER = (
+    _PRELUDE
+    + """
+redis.call('SADD', KEYS[1], unpack(ARGV, 2))
+return 1
+"""
+)
+
+_MGR_START = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SADD', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+_MGR_CONNECT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('SISMEMBER', KEYS[1], ARGV[2]) == 0 then return -1 end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+# Delete every key of the manager's objects, the manager key, and wake joiners.
+_MGR_SHUTDOWN = """
+local members = redis.call('SMEMBERS', KEYS[1])
+local ks = {}
+for _, m in ipairs(members) do
+  if string.sub(m, 1, 1) ~= '@' then ks[#ks + 1] = m end
+end
+for i = 1, #ks, 500 do redis.call('DEL', unpack(ks, i, math.min(i + 499, #ks))) end
+redis.call('DEL', KEYS[1])
+redis.call('RPUSH', KEYS[2], 1)
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return #ks
+"""
+
+# -- dict: KEYS = manager, hash, order zset -------------------------------
+_D_GET = (
+    _PRELUDE
+    + """
+touch(KEYS[2]) touch(KEYS[3])
+return redis.call('HGET', KEYS[2], ARGV[2])
+"""
+)
+_D_HAS = _PRELUDE + "return redis.call('HEXISTS', KEYS[2], ARGV[2])"
+_D_LEN = _PRELUDE + "return redis.call('HLEN', KEYS[2])"
+_D_KEYS = _PRELUDE + "return redis.call('ZRANGE', KEYS[3], 0, -1)"
+_D_NEXT_SCORE = """
+local function next_score()
+  local top = redis.call('ZREVRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+  if top[2] then return tonumber(top[2]) + 1 end
+  return 0
+end
+"""
+_D_SET = (
+    _PRELUDE
+    + _D_NEXT_SCORE
+    + """
+local s = nil
+for i = 2, #ARGV, 2 do
+  if redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) == 1 then
+    if s == nil then s = next_score() end
+    redis.call('ZADD', KEYS[3], s, ARGV[i])
+    s = s + 1
+  end
+end
+touch(KEYS[2]) touch(KEYS[3])
+return 1
+"""
+)
+_D_SETDEFAULT = (
+    _PRELUDE
+    + _D_NEXT_SCORE
+    + """
+touch(KEYS[2])
+if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3]) == 1 then
+  redis.call('ZADD', KEYS[3], next_score(), ARGV[2])
+  touch(KEYS[3])
+  return 1
+end
+return redis.call('HGET', KEYS[2], ARGV[2])
+"""
+)
+_D_POP = (
+    _PRELUDE
+    + """
+local v = redis.call('HGET', KEYS[2], ARGV[2])
+if v then
+  redis.call('HDEL', KEYS[2], ARGV[2])
+  redis.call('ZREM', KEYS[3], ARGV[2])
+end
+return v
+"""
+)
+_D_POPITEM = (
+    _PRELUDE
+    + """
+local top = redis.call('ZREVRANGE', KEYS[3], 0, 0)
+if not top[1] then return 0 end
+local v = redis.call('HGET', KEYS[2], top[1])
+redis.call('HDEL', KEYS[2], top[1])
+redis.call('ZREM', KEYS[3], top[1])
+return {top[1], v}
+"""
+)
+_D_ITEMS = (
+    _PRELUDE
+    + """
+local f = redis.call('ZRANGE', KEYS[3], 0, -1)
+local v = {}
+for i = 1, #f, 1000 do
+  local part = redis.call('HMGET', KEYS[2], unpack(f, i, math.min(i + 999, #f)))
+  for j = 1, #part do v[#v + 1] = part[j] end
+end
+return {f, v}
+"""
+)
+_D_CLEAR = _PRELUDE + "redis.call('DEL', KEYS[2], KEYS[3]) return 1"
+
+# -- list: KEYS = manager, list, version ------------------------------------
+_TOMB = "\\0faasmp:tombstone"  # shorter than any signed payload: never a real element
+_L_BUMP = """
+local function bump()
+  redis.call('INCR', KEYS[3])
+  touch(KEYS[3]) touch(KEYS[2])
+end
+"""
+_L_PUSH = (
+    _PRELUDE
+    + _L_BUMP
+    + """
+pushall(KEYS[2], ARGV, 2)
+bump()
+return redis.call('LLEN', KEYS[2])
+"""
+)
+_L_LEN = _PRELUDE + "return redis.call('LLEN', KEYS[2])"
+_L_INDEX = _PRELUDE + "touch(KEYS[2]) touch(KEYS[3]) return redis.call('LINDEX', KEYS[2], ARGV[2])"
+_L_RANGE = (
+    _PRELUDE
+    + """
+local n = redis.call('LLEN', KEYS[2])
+local function norm(v, default)
+  if v == '' then return default end
+  v = tonumber(v)
+  if v < 0 then
+    v = v + n
+    if v < 0 then v = 0 end
+  elseif v > n then
+    v = n
+  end
+  return v
+end
+local s = norm(ARGV[2], 0)
+local e = norm(ARGV[3], n)
+touch(KEYS[2]) touch(KEYS[3])
+if s >= e then return {} end
+return redis.call('LRANGE', KEYS[2], s, e - 1)
+"""
+)
+_L_SET = (
+    _PRELUDE
+    + _L_BUMP
+    + """
+local n = redis.call('LLEN', KEYS[2])
+local i = tonumber(ARGV[2])
+if i < 0 then i = i + n end
+if i < 0 or i >= n then return -2 end
+redis.call('LSET', KEYS[2], i, ARGV[3])
+bump()
+return 1
+"""
+)
+_L_POP = (
+    _PRELUDE
+    + _L_BUMP
+    + f"""
+local n = redis.call('LLEN', KEYS[2])
+if n == 0 then return -3 end
+local i = tonumber(ARGV[2])
+if i < 0 then i = i + n end
+if i < 0 or i >= n then return -2 end
+local v
+if i == n - 1 then
+  v = redis.call('RPOP', KEYS[2])
+elseif i == 0 then
+  v = redis.call('LPOP', KEYS[2])
+else
+  v = redis.call('LINDEX', KEYS[2], i)
+  redis.call('LSET', KEYS[2], i, "{_TOMB}")
+  redis.call('LREM', KEYS[2], 1, "{_TOMB}")
+end
+bump()
+return v
+"""
+)
+_L_INSERT = (
+    _PRELUDE
+    + _L_BUMP
+    + f"""
+local n = redis.call('LLEN', KEYS[2])
+local i = tonumber(ARGV[2])
+if i < 0 then
+  i = i + n
+  if i < 0 then i = 0 end
+end
+if i >= n then
+  redis.call('RPUSH', KEYS[2], ARGV[3])
+elseif i == 0 then
+  redis.call('LPUSH', KEYS[2], ARGV[3])
+else
+  local old = redis.call('LINDEX', KEYS[2], i)
+  redis.call('LSET', KEYS[2], i, "{_TOMB}")
+  redis.call('LINSERT', KEYS[2], 'BEFORE', "{_TOMB}", ARGV[3])
+  redis.call('LSET', KEYS[2], i + 1, old)
+end
+bump()
+return 1
+"""
+)
+_L_REVERSE = (
+    _PRELUDE
+    + _L_BUMP
+    + """
+local all = redis.call('LRANGE', KEYS[2], 0, -1)
+if #all > 1 then
+  local rev = {}
+  for j = #all, 1, -1 do rev[#rev + 1] = all[j] end
+  redis.call('DEL', KEYS[2])
+  pushall(KEYS[2], rev, 1)
+end
+bump()
+return 1
+"""
+)
+_L_IMUL = (
+    _PRELUDE
+    + _L_BUMP
+    + """
+local times = tonumber(ARGV[2])
+if times <= 0 then
+  redis.call('DEL', KEYS[2])
+else
+  local all = redis.call('LRANGE', KEYS[2], 0, -1)
+  for r = 2, times do pushall(KEYS[2], all, 1) end
+end
+bump()
+return 1
+"""
+)
+_L_SNAPSHOT = (
+    _PRELUDE
+    + """
+touch(KEYS[2]) touch(KEYS[3])
+return {redis.call('GET', KEYS[3]) or '0', redis.call('LRANGE', KEYS[2], 0, -1)}
+"""
+)
+_L_REPLACE = (
+    _PRELUDE
+    + _L_BUMP
+    + """
+if (redis.call('GET', KEYS[3]) or '0') ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[2])
+pushall(KEYS[2], ARGV, 3)
+bump()
+return 1
+"""
+)
+_L_CLEAR = _PRELUDE + _L_BUMP + "redis.call('DEL', KEYS[2]) bump() return 1"
+
+# -- hash of attributes (Namespace): KEYS = manager, hash ---------------------
+_H_GET = _PRELUDE + "touch(KEYS[2]) return redis.call('HGET', KEYS[2], ARGV[2])"
+_H_SET = _PRELUDE + "redis.call('HSET', KEYS[2], ARGV[2], ARGV[3]) touch(KEYS[2]) return 1"
+_H_DEL = _PRELUDE + "touch(KEYS[2]) return redis.call('HDEL', KEYS[2], ARGV[2])"
+_H_ALL = _PRELUDE + "touch(KEYS[2]) return redis.call('HGETALL', KEYS[2])"
+
+# -- one pickled value: KEYS = manager, key ---------------------------------------
+_V_GET = _PRELUDE + "touch(KEYS[2]) return redis.call('GET', KEYS[2])"
+_V_SET = _PRELUDE + "redis.call('SET', KEYS[2], ARGV[2], 'PX', ttl) return 1"
+
+# -- pickled object under a lease lock: KEYS = manager, state, owner, wake ------
+_O_ACQUIRE = (
+    _PRELUDE
+    + """
+if redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then
+  touch(KEYS[2])
+  return {1, redis.call('GET', KEYS[2])}
+end
+return {0, redis.call('PTTL', KEYS[3])}
+"""
+)
+_O_RELEASE = (
+    _PRELUDE
+    + """
+if redis.call('GET', KEYS[3]) ~= ARGV[2] then return 0 end
+if ARGV[3] == '1' then
+  redis.call('SET', KEYS[2], ARGV[4], 'PX', ttl)
+else
+  touch(KEYS[2])
+end
+redis.call('DEL', KEYS[3])
+if redis.call('LLEN', KEYS[4]) == 0 then redis.call('RPUSH', KEYS[4], 1) end
+touch(KEYS[4])
+return 1
+"""
+)
+_O_PEEK = _PRELUDE + "touch(KEYS[2]) return redis.call('GET', KEYS[2])"
+
+
+# ---------------------------------------------------------------------------
+# Dict key encoding: canonical bytes for common key types (no pickle, so equal
+# keys always give the same field), signed pickle for anything else.
+# ---------------------------------------------------------------------------
+
+
+def _frame(data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + data
+
+
+def _encode_key(key: Any, authkey: bytes) -> bytes:
+    tp = type(key)
+    if tp is str:
+        return b"s" + key.encode("utf-8", "surrogatepass")
+    if tp is int:
+        return b"i" + format(key, "x").encode()
+    if tp is bytes:
+        return b"b" + key
+    if key is None:
+        return b"n"
+    if tp is bool:
+        return b"T" if key else b"F"
+    if tp is float:
+        return b"d" + key.hex().encode()
+    if tp is tuple:
+        return b"t" + b"".join(_frame(_encode_key(x, authkey)) for x in key)
+    if tp is frozenset:
+        return b"f" + b"".join(_frame(e) for e in sorted(_encode_key(x, authkey) for x in key))
+    hash(key)  # unhashable keys fail as they do in a dict: TypeError: unhashable type
+    return b"p" + dumps(key, authkey)
+
+
+def _unframe(body: bytes, authkey: bytes) -> Iterator[Any]:
+    pos = 0
+    while pos < len(body):
+        n = int.from_bytes(body[pos : pos + 4], "big")
+        yield _decode_key(body[pos + 4 : pos + 4 + n], authkey)
+        pos += 4 + n
+
+
+def _decode_key(field: bytes, authkey: bytes) -> Any:
+    tag, body = field[:1], field[1:]
+    if tag == b"s":
+        return body.decode("utf-8", "surrogatepass")
+    if tag == b"i":
+        return int(body, 16)
+    if tag == b"b":
+        return bytes(body)
+    if tag == b"n":
+        return None
+    if tag == b"T":
+        return True
+    if tag == b"F":
+        return False
+    if tag == b"d":
+        return float.fromhex(body.decode())
+    if tag == b"t":
+        return tuple(_unframe(body, authkey))
+    if tag == b"f":
+        return frozenset(_unframe(body, authkey))
+    if tag == b"p":
+        return loads(body, authkey)
+    raise ValueError(f"unknown dict key encoding {tag!r} in a manager dict (not written by faasmp?)")
+
+
+# ---------------------------------------------------------------------------
+# Server-side types of the stdlib (kept for _getvalue() and registration)
+# ---------------------------------------------------------------------------
+
+
+class Namespace:
+    """A plain namespace, what ``NamespaceProxy._getvalue()`` returns."""
+
+    def __init__(self, /, **kwds: Any) -> None:
+        self.__dict__.update(kwds)
+
+    def __repr__(self) -> str:
+        items = sorted(f"{k}={v!r}" for k, v in self.__dict__.items() if not k.startswith("_"))
+        return f"{type(self).__name__}({', '.join(items)})"
+
+
+class Value:
+    """The stdlib manager's ``Value``: any object with a typecode label (no lock)."""
+
+    def __init__(self, typecode: Any, value: Any, lock: Any = True) -> None:
+        self._typecode = typecode
+        self._value = value
+
+    def get(self) -> Any:
+        return self._value
+
+    def set(self, value: Any) -> None:
+        self._value = value
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._typecode!r}, {self._value!r})"
+
+    value = property(get, set)
+
+
+def all_methods(obj: Any) -> list[str]:
+    """Names of every callable attribute of *obj* (as the stdlib)."""
+    return [name for name in dir(obj) if callable(getattr(obj, name, None))]
+
+
+def public_methods(obj: Any) -> list[str]:
+    """Names of the callable attributes of *obj* not starting with ``_``."""
+    return [name for name in all_methods(obj) if name[0] != "_"]
+
+
+@dataclass(frozen=True)
+class Token:
+    """What identifies a shared object (stdlib-compatible fields)."""
+
+    typeid: str
+    address: str
+    id: str
+
+
+# ---------------------------------------------------------------------------
+# Proxies
+# ---------------------------------------------------------------------------
+
+
+class _Conn:
+    """Per-proxy cache of what every operation needs (not pickled)."""
+
+    __slots__ = ("authkey", "keys", "scripts", "session", "state", "ttl")
+
+    def __init__(self, session: Any, keys: list[str]) -> None:
+        self.session = session
+        self.state: StateBackend = session.state
+        self.authkey: bytes = session.authkey
+        self.ttl = int(session.config.key_ttl * 1000)
+        self.keys = keys
+        self.scripts: dict[str, ScriptCall] = {}
+
+
+class BaseProxy(SharedObject):
+    """A reference to an object that lives in Redis, usable from any process.
+
+    Subclass it (like the stdlib's ``BaseProxy``) and call
+    :meth:`_callmethod` for a custom proxy type; the referent is pickled in one
+    key and each call runs locally under the object's Redis lock.  Proxies are
+    created by a manager, never directly.
+    """
+
+    _kind: ClassVar[str] = "mobj"
+    _key_suffixes: ClassVar[tuple[str, ...]] = ("", "own", "wake")
+    _exposed_: ClassVar[tuple[str, ...] | None] = None
+    _method_to_typeid_: ClassVar[dict[str, str] | None] = None
+    #: Longest a method call may hold an object's lock before another caller
+    #: may take it (a crashed caller's lock frees itself after this).
+    _lease: ClassVar[float] = 60.0
+
+    _mid: str
+    _typeid: str
+    _manager: BaseManager | None
+    _exposed: tuple[str, ...] | None
+    _mcls: type[BaseManager] | None
+
+    def __init__(self, *args: Any, **kwds: Any) -> None:
+        raise TypeError(f"{type(self).__name__} objects are made by a manager, e.g. manager.dict()")
+
+    # -- construction (manager side) -------------------------------------------
+    @classmethod
+    def _new(cls, ctx: FaasContext, mid: str, typeid: str, manager: BaseManager | None) -> Any:
+        self = cls.__new__(cls)
+        d = self.__dict__
+        d["_ctx"] = ctx
+        d["_oid"] = secrets.token_hex(8)
+        d["_owner"] = False
+        d["_mid"] = mid
+        d["_typeid"] = typeid
+        d["_manager"] = manager  # keeps the manager (and its objects) alive while we are
+        d["_exposed"] = cls._exposed_
+        d["_mcls"] = None
+        return self
+
+    def _register(self) -> None:
+        """Record this object's keys with its manager (deleted at its shutdown)."""
+        self._call(_REGISTER, *self._conn().keys[1:])
+
+    def _adopt(self, value: Any) -> None:
+        """Store *value* as the initial state (subclasses store natively)."""
+        self._call(_V_SET, self._dump(value, "the object"))
+
+    # -- pickling ----------------------------------------------------------------
+    def _getstate_extra(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"_mid": self._mid, "_typeid": self._typeid}
+        if self._exposed is not type(self)._exposed_:
+            extra["_exposed"] = self._exposed
+        if self._mcls is not None:
+            extra["_mcls"] = self._mcls
+        return extra
+
+    def _setstate_extra(self, state: dict[str, Any]) -> None:
+        d = self.__dict__
+        d["_manager"] = None
+        d["_exposed"] = type(self)._exposed_
+        d["_mcls"] = None
+        d.update(state)
+
+    def __reduce__(self) -> Any:
+        made = type(self).__dict__.get("_made_")
+        if made is not None:  # a generated class: rebuild it on the other side
+            return (_rebuild_made, (made, self._ctx, self._oid, self._getstate_extra()))
+        return super().__reduce__()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return self._getvalue()
+
+    # -- plumbing ----------------------------------------------------------------
+    def _keyname(self, suffix: str) -> str:
+        return SharedObject.key(self, suffix)
+
+    def _conn(self) -> _Conn:
+        conn: _Conn | None = self.__dict__.get("_c")
+        if conn is not None and not conn.session.closed:
+            return conn
+        if not self._ctx.running:
+            raise ManagerShutdownError(
+                f"{self._describe()}: the faasmp run it belonged to has ended (its context was shut down)"
+            )
+        session = self._ctx.session
+        keys = [session.keys.k("mgr", self._mid)] + [self._keyname(s) for s in self._key_suffixes]
+        conn = _Conn(session, keys)
+        self.__dict__["_c"] = conn
+        return conn
+
+    def _call(self, source: str, *args: Any) -> Any:
+        conn = self._conn()
+        script = conn.scripts.get(source)
+        if script is None:
+            script = conn.scripts[source] = conn.state.script(source)
+        result = script(keys=conn.keys, args=(conn.ttl, *args))
+        if result.__class__ is int and result == -1:
+            raise ManagerShutdownError(
+                f"{self._describe()}: its manager has shut down and deleted its shared objects"
+            )
+        return result
+
+    def _describe(self) -> str:
+        return f"{type(self).__name__} for {self._typeid!r} object {self._oid}"
+
+    def _dump(self, value: Any, what: str) -> bytes:
+        try:
+            return dumps(value, self._conn().authkey)
+        except Exception as exc:  # noqa: BLE001 - any pickling failure becomes one clear error
+            raise PicklingFailed(
+                f"cannot store {what} in a manager {self._typeid!r}: {type(value).__name__} object "
+                f"is not picklable ({type(exc).__name__}: {exc}). Shared objects live in Redis, "
+                "so everything stored in them must pickle."
+            ) from exc
+
+    def _load(self, blob: bytes) -> Any:
+        return loads(blob, self._conn().authkey)
+
+    @property
+    def _token(self) -> Token:
+        return Token(self._typeid, _address(self._conn().session.run_id, self._mid), self._oid)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} object, typeid {self._typeid!r} at {id(self):#x}>"
+
+    def __str__(self) -> str:
+        try:
+            return repr(self._getvalue())
+        except Exception as exc:  # noqa: BLE001 - str() of a broken proxy must not raise
+            return repr(self)[:-1] + f"; '__str__()' failed: {exc}>"
+
+    # -- the stdlib's proxy API ---------------------------------------------------
+    def _check_exposed(self, methodname: str) -> None:
+        exposed = self._exposed
+        if exposed is not None and methodname not in exposed:
+            raise AttributeError(
+                f"method {methodname!r} of {self._typeid!r} object is not in exposed={exposed!r}"
+            )
+
+    def _callmethod(
+        self, methodname: str, args: tuple[Any, ...] = (), kwds: dict[str, Any] | None = None
+    ) -> Any:
+        """Call *methodname* of the referent and return the result.
+
+        Runs in this process: the object is loaded, the method called and the
+        object stored back while holding the object's Redis lock (blocks while
+        another process is in a method of the same object).  A result whose
+        method is in ``method_to_typeid`` becomes a new shared object of that
+        typeid and a proxy for it is returned.
+        """
+        self._check_exposed(methodname)
+        token = secrets.token_hex(8)
+        blob = self._acquire(token)
+        try:
+            obj = self._load(blob)
+        except BaseException:
+            self._release_lock(token, None)
+            raise
+        try:
+            result = getattr(obj, methodname)(*args, **(kwds or {}))
+        except BaseException:
+            self._store_release(token, obj, blob)
+            raise
+        self._store_release(token, obj, blob)
+        typeid = (self._method_to_typeid() or {}).get(methodname)
+        if typeid is not None:
+            result = self._wrap_result(typeid, result)
+        return result
+
+    def _getvalue(self) -> Any:
+        """A copy of the referent (reads it without taking the lock)."""
+        blob = self._call(_O_PEEK)
+        if blob is None:
+            raise ManagerShutdownError(f"{self._describe()}: its state no longer exists in Redis")
+        return self._load(blob)
+
+    # -- object state under a lease lock -----------------------------------------
+    def _acquire(self, token: str) -> bytes:
+        lease_ms = int(self._lease * 1000)
+        while True:
+            result = self._call(_O_ACQUIRE, token, lease_ms)
+            if result[0] == 1:
+                if len(result) < 2:  # the state expired or was deleted under us
+                    self._release_lock(token, None)
+                    raise ManagerShutdownError(f"{self._describe()}: its state no longer exists in Redis")
+                blob: bytes = result[1]
+                return blob
+            pttl = int(result[1])
+            wait = pttl / 1000 + 0.001 if pttl > 0 else 0.005
+            conn = self._conn()
+            conn.state.blpop([conn.keys[3]], max(wait, 0.005))  # woken by the holder's release
+
+    def _release_lock(self, token: str, blob: bytes | None) -> None:
+        ok = self._call(
+            _O_RELEASE, token, "1" if blob is not None else "0", blob if blob is not None else b""
+        )
+        if ok != 1:
+            raise RuntimeError(
+                f"{self._describe()}: a method call held the object's lock longer than its "
+                f"{self._lease:g} s lease and another process took it; this call's changes were not "
+                "stored (raise BaseProxy._lease for long methods)"
+            )
+
+    def _store_release(self, token: str, obj: Any, old: bytes) -> None:
+        try:
+            new: bytes | None = dumps(obj, self._conn().authkey)
+        except Exception as exc:  # noqa: BLE001 - report which object could not be stored
+            self._release_lock(token, None)
+            raise PicklingFailed(
+                f"{self._describe()}: after the method call the object could not be pickled "
+                f"({type(exc).__name__}: {exc}); its change was not stored"
+            ) from exc
+        self._release_lock(token, None if new == old else new)
+
+    # -- method_to_typeid ---------------------------------------------------------
+    def _method_to_typeid(self) -> dict[str, str] | None:
+        if self._mcls is None:
+            return type(self)._method_to_typeid_
+        return self._mcls._registry_entry(self._typeid)[2]
+
+    def _wrap_result(self, typeid: str, value: Any) -> Any:
+        mcls = self._mcls if self._mcls is not None else SyncManager
+        return _make_object(mcls, self._ctx, self._mid, typeid, None, value=value)
+
+
+def _rebuild_made(made: tuple[str, tuple[str, ...], type], ctx: Any, oid: str, extra: dict[str, Any]) -> Any:
+    from .runtime.shared import _rebuild  # noqa: PLC0415
+
+    return _rebuild(MakeProxyType(*made), ctx, oid, extra)
+
+
+class AutoProxy(BaseProxy):
+    """Base of the proxy types made for registered classes (``proxytype=None``)."""
+
+
+@functools.lru_cache(maxsize=256)
+def MakeProxyType(name: str, exposed: tuple[str, ...], base: type[BaseProxy] = BaseProxy) -> type[BaseProxy]:
+    """A proxy type with one method per name in *exposed* calling :meth:`BaseProxy._callmethod`."""
+    exposed = tuple(exposed)
+
+    def method(meth: str) -> Callable[..., Any]:
+        def call(self: BaseProxy, /, *args: Any, **kwds: Any) -> Any:
+            return self._callmethod(meth, args, kwds)
+
+        call.__name__ = call.__qualname__ = meth
+        return call
+
+    namespace: dict[str, Any] = {meth: method(meth) for meth in exposed}
+    namespace.update(_exposed_=exposed, _made_=(name, exposed, base), __module__=__name__)
+    return type(name, (base,), namespace)
+
+
+class _NativeProxy(BaseProxy):
+    """Proxies whose operations are native Redis structures (dict, list, ...)."""
+
+    def _callmethod(
+        self, methodname: str, args: tuple[Any, ...] = (), kwds: dict[str, Any] | None = None
+    ) -> Any:
+        """Call *methodname* (one of ``_exposed_``) with the stdlib's calling convention."""
+        self._check_exposed(methodname)
+        return getattr(self, methodname)(*args, **(kwds or {}))
+
+
+class DictProxy(_NativeProxy, MutableMapping):  # type: ignore[type-arg]
+    """A dict in a Redis hash; ``keys()``/``values()``/``items()`` return lists.
+
+    Iteration walks a snapshot of the keys (no ``RuntimeError`` if the dict
+    changes meanwhile).  ``d == other`` compares contents (the stdlib proxy
+    compares identity).  See the module docstring for which keys work.
+    """
+
+    _kind = "mdict"
+    _key_suffixes = ("", "order")
+    _exposed_ = (
+        "__contains__",
+        "__delitem__",
+        "__getitem__",
+        "__iter__",
+        "__len__",
+        "__setitem__",
+        "clear",
+        "copy",
+        "get",
+        "items",
+        "keys",
+        "pop",
+        "popitem",
+        "setdefault",
+        "update",
+        "values",
+    )
+
+    def _adopt(self, value: Any) -> None:
+        if value:
+            self.update(value)
+
+    def _field(self, key: Any) -> bytes:
+        return _encode_key(key, self._conn().authkey)
+
+    def __getitem__(self, key: Any) -> Any:
+        blob = self._call(_D_GET, self._field(key))
+        if blob is None:
+            raise KeyError(key)
+        return self._load(blob)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        blob = self._call(_D_GET, self._field(key))
+        return default if blob is None else self._load(blob)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._call(_D_SET, self._field(key), self._dump(value, f"the value for key {key!r}"))
+
+    def __delitem__(self, key: Any) -> None:
+        if self._call(_D_POP, self._field(key)) is None:
+            raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            field = self._field(key)
+        except TypeError:
+            return False
+        return bool(self._call(_D_HAS, field))
+
+    def __len__(self) -> int:
+        return int(self._call(_D_LEN))
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.keys())
+
+    def __reversed__(self) -> Iterator[Any]:
+        return reversed(self.keys())
+
+    def keys(self) -> list[Any]:  # type: ignore[override]
+        """The keys in insertion order (a list, like the stdlib proxy)."""
+        ak = self._conn().authkey
+        return [_decode_key(f, ak) for f in self._call(_D_KEYS)]
+
+    def _items_raw(self) -> tuple[list[bytes], list[bytes]]:
+        fields, blobs = self._call(_D_ITEMS)
+        return fields, blobs
+
+    def values(self) -> list[Any]:  # type: ignore[override]
+        return [self._load(b) for b in self._items_raw()[1]]
+
+    def items(self) -> list[tuple[Any, Any]]:  # type: ignore[override]
+        ak = self._conn().authkey
+        fields, blobs = self._items_raw()
+        return [(_decode_key(f, ak), self._load(b)) for f, b in zip(fields, blobs, strict=True)]
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        """Atomic: of several concurrent callers exactly one inserts."""
+        result = self._call(
+            _D_SETDEFAULT, self._field(key), self._dump(default, f"the value for key {key!r}")
+        )
+        if result.__class__ is int:
+            return default
+        return self._load(result)
+
+    _MISSING: ClassVar[Any] = object()
+
+    def pop(self, key: Any, default: Any = _MISSING) -> Any:
+        blob = self._call(_D_POP, self._field(key))
+        if blob is None:
+            if default is DictProxy._MISSING:
+                raise KeyError(key)
+            return default
+        return self._load(blob)
+
+    def popitem(self) -> tuple[Any, Any]:
+        """Remove and return the last inserted item (LIFO, like dict)."""
+        result = self._call(_D_POPITEM)
+        if result.__class__ is int:
+            raise KeyError("popitem(): dictionary is empty")
+        return _decode_key(result[0], self._conn().authkey), self._load(result[1])
+
+    def update(self, other: Any = (), /, **kwds: Any) -> None:
+        """Set several items in one atomic step."""
+        ak = self._conn().authkey
+        args: list[bytes] = []
+        if isinstance(other, Mapping) or hasattr(other, "keys"):
+            pairs: Iterable[Any] = ((k, other[k]) for k in other.keys())
+        else:
+            pairs = other
+        for i, item in enumerate(pairs):
+            try:
+                pair = tuple(item)
+            except TypeError:
+                raise TypeError(
+                    f"cannot convert dictionary update sequence element #{i} to a sequence"
+                ) from None
+            if len(pair) != 2:
+                raise ValueError(
+                    f"dictionary update sequence element #{i} has length {len(pair)}; 2 is required"
+                )
+            k, v = pair
+            args += (_encode_key(k, ak), self._dump(v, f"the value for key {k!r}"))
+        for k, v in kwds.items():
+            args += (_encode_key(k, ak), self._dump(v, f"the value for key {k!r}"))
+        if args:
+            self._call(_D_SET, *args)
+
+    def clear(self) -> None:
+        self._call(_D_CLEAR)
+
+    def copy(self) -> dict[Any, Any]:
+        """A plain dict with the current contents (one round trip)."""
+        return dict(self.items())
+
+    _getvalue = copy
+
+
+def _list_error(code: int, message: str) -> None:
+    if code == -2:
+        raise IndexError(message)
+    if code == -3:
+        raise IndexError("pop from empty list")
+
+
+class ListProxy(_NativeProxy, MutableSequence):  # type: ignore[type-arg]
+    """A list in a Redis list.  Slices, ``+`` and ``*`` return plain lists.
+
+    ``sort``, ``remove`` and slice assignment/deletion are read-compute-write
+    with a version check (retried if another process changed the list
+    meanwhile); everything else is one atomic Lua script.  ``sort``'s key
+    function runs in this process.  Iteration walks a snapshot.
+    """
+
+    _kind = "mlist"
+    _key_suffixes = ("", "v")
+    _exposed_ = (
+        "__add__",
+        "__contains__",
+        "__delitem__",
+        "__getitem__",
+        "__len__",
+        "__mul__",
+        "__reversed__",
+        "__rmul__",
+        "__setitem__",
+        "append",
+        "count",
+        "extend",
+        "index",
+        "insert",
+        "pop",
+        "remove",
+        "reverse",
+        "sort",
+        "__imul__",
+        "__iadd__",
+        "__iter__",
+        "clear",
+        "copy",
+    )
+    _MAX_RETRIES: ClassVar[int] = 1000
+
+    def _adopt(self, value: Any) -> None:
+        self.extend(value)
+
+    # -- reading ---------------------------------------------------------------
+    def _raw(self) -> tuple[bytes, list[bytes]]:
+        version, raw = self._call(_L_SNAPSHOT)
+        return version, raw
+
+    def _getvalue(self) -> list[Any]:
+        return [self._load(b) for b in self._raw()[1]]
+
+    copy = _getvalue
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            if index.step is None or index.step == 1:
+                start = "" if index.start is None else _clamp(index.start)
+                stop = "" if index.stop is None else _clamp(index.stop)
+                return [self._load(b) for b in self._call(_L_RANGE, start, stop)]
+            return [self._load(b) for b in self._raw()[1][index]]
+        blob = self._call(_L_INDEX, _clamp(index, True))
+        if blob is None:
+            raise IndexError("list index out of range")
+        return self._load(blob)
+
+    def __len__(self) -> int:
+        return int(self._call(_L_LEN))
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._getvalue())
+
+    def __reversed__(self) -> Iterator[Any]:
+        return reversed(self._getvalue())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._getvalue()
+
+    def index(self, value: Any, start: int = 0, stop: int = sys.maxsize) -> int:
+        return self._getvalue().index(value, start, stop)
+
+    def count(self, value: Any) -> int:
+        return self._getvalue().count(value)
+
+    def __add__(self, other: Any) -> list[Any]:
+        if isinstance(other, ListProxy):
+            other = other._getvalue()
+        return self._getvalue() + other
+
+    def __radd__(self, other: Any) -> list[Any]:
+        if not isinstance(other, list):
+            return NotImplemented
+        return other + self._getvalue()
+
+    def __mul__(self, n: Any) -> list[Any]:
+        return self._getvalue() * n
+
+    __rmul__ = __mul__
+
+    # -- writing ---------------------------------------------------------------
+    def append(self, value: Any) -> None:
+        self._call(_L_PUSH, self._dump(value, "an item"))
+
+    def extend(self, values: Iterable[Any]) -> None:
+        """Append every item of *values* in one atomic step."""
+        if isinstance(values, ListProxy):
+            values = values._getvalue()
+        blobs = [self._dump(v, "an item") for v in values]
+        if blobs:
+            self._call(_L_PUSH, *blobs)
+
+    def __iadd__(self, values: Iterable[Any]) -> ListProxy:  # type: ignore[misc]
+        self.extend(values)
+        return self
+
+    def __imul__(self, n: Any) -> ListProxy:
+        self._call(_L_IMUL, operator.index(n))
+        return self
+
+    def insert(self, index: Any, value: Any) -> None:
+        self._call(_L_INSERT, _clamp(index), self._dump(value, "an item"))
+
+    def pop(self, index: Any = -1) -> Any:
+        result = self._call(_L_POP, _clamp(index))
+        if result.__class__ is int:
+            _list_error(result, "pop index out of range")
+        return self._load(result)
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        if isinstance(index, slice):
+            if isinstance(value, ListProxy):
+                value = value._getvalue()
+            try:
+                items = list(value)
+            except TypeError:
+                raise TypeError("must assign iterable to extended slice") from None
+            blobs = [self._dump(v, "an item") for v in items]
+
+            def assign(raw: list[bytes]) -> None:
+                raw[index] = blobs
+
+            self._rewrite(assign)
+            return
+        result = self._call(_L_SET, _clamp(index, True), self._dump(value, "an item"))
+        if result != 1:
+            _list_error(result, "list assignment index out of range")
+
+    def __delitem__(self, index: Any) -> None:
+        if isinstance(index, slice):
+
+            def delete(raw: list[bytes]) -> None:
+                del raw[index]
+
+            self._rewrite(delete)
+            return
+        result = self._call(_L_POP, _clamp(index, True))
+        if result.__class__ is int:
+            _list_error(-2, "list assignment index out of range")
+
+    def remove(self, value: Any) -> None:
+        def remove(raw: list[bytes]) -> None:
+            for i, blob in enumerate(raw):
+                item = self._load(blob)
+                if item is value or item == value:
+                    del raw[i]
+                    return
+            raise ValueError("list.remove(x): x not in list")
+
+        self._rewrite(remove)
+
+    def reverse(self) -> None:
+        self._call(_L_REVERSE)
+
+    def sort(self, *, key: Callable[[Any], Any] | None = None, reverse: bool = False) -> None:
+        """Sort in place (stable); *key* runs in this process."""
+
+        def sort(raw: list[bytes]) -> None:
+            values = [self._load(b) for b in raw]
+            keys = values if key is None else [key(v) for v in values]
+            order = sorted(range(len(raw)), key=keys.__getitem__, reverse=reverse)
+            raw[:] = [raw[i] for i in order]
+
+        self._rewrite(sort)
+
+    def clear(self) -> None:
+        self._call(_L_CLEAR)
+
+    def _rewrite(self, change: Callable[[list[bytes]], None]) -> None:
+        """Apply *change* to a snapshot and store it if the list did not change meanwhile."""
+        for _ in range(self._MAX_RETRIES):
+            version, raw = self._raw()
+            raw = list(raw)
+            change(raw)
+            if self._call(_L_REPLACE, version, *raw) == 1:
+                return
+        raise RuntimeError(
+            f"{self._describe()}: gave up after {self._MAX_RETRIES} attempts because other "
+            "processes kept changing the list; guard it with a manager Lock"
+        )
+
+
+def _clamp(index: Any, subscript: bool = False) -> int:
+    """A Python index as an int Lua can hold (beyond the list either way)."""
+    try:
+        i = operator.index(index)
+    except TypeError:
+        if not subscript:
+            raise
+        raise TypeError(f"list indices must be integers or slices, not {type(index).__name__}") from None
+    return max(min(i, 1 << 50), -(1 << 50))
+
+
+class NamespaceProxy(_NativeProxy):
+    """Attributes stored in a Redis hash; names starting with ``_`` stay local.
+
+    ``repr()`` shows the contents, like ``Namespace(a=1, b=2)``.
+    """
+
+    _kind = "mns"
+    _key_suffixes = ("",)
+    _exposed_ = ("__getattribute__", "__setattr__", "__delattr__")
+
+    def _adopt(self, value: Any) -> None:
+        for name, v in vars(value).items():
+            if not name.startswith("_"):
+                setattr(self, name, v)
+
+    def __getattribute__(self, name: str) -> Any:
+        if name[0] == "_":
+            return object.__getattribute__(self, name)
+        blob = self._call(_H_GET, name.encode("utf-8", "surrogatepass"))
+        if blob is None:
+            raise AttributeError(f"'Namespace' object has no attribute {name!r}")
+        return self._load(blob)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name[0] == "_":
+            object.__setattr__(self, name, value)
+            return
+        self._call(_H_SET, name.encode("utf-8", "surrogatepass"), self._dump(value, f"attribute {name!r}"))
+
+    def __delattr__(self, name: str) -> None:
+        if name[0] == "_":
+            object.__delattr__(self, name)
+            return
+        if not self._call(_H_DEL, name.encode("utf-8", "surrogatepass")):
+            raise AttributeError(f"'Namespace' object has no attribute {name!r}")
+
+    def _getvalue(self) -> Namespace:
+        flat = self._call(_H_ALL)
+        it = iter(flat)
+        return Namespace(
+            **{f.decode("utf-8", "surrogatepass"): self._load(b) for f, b in zip(it, it, strict=True)}
+        )
+
+    def __repr__(self) -> str:
+        return repr(self._getvalue())
+
+    __str__ = __repr__
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(object.__dir__(self)) | set(vars(self._getvalue())))
+
+
+class ValueProxy(_NativeProxy):
+    """A manager ``Value``: ``get()``, ``set()`` and ``.value`` on one Redis key.
+
+    As with the stdlib, ``v.value += 1`` is a read then a write (not atomic);
+    use a manager ``Lock`` around it, or a :func:`faasmp.Value` with its lock.
+    """
+
+    _kind = "mval"
+    _key_suffixes = ("",)
+    _exposed_ = ("get", "set")
+    _typecode: Any = None
+
+    def _adopt(self, value: Any) -> None:
+        if isinstance(value, Value):
+            self.__dict__["_typecode"] = value._typecode
+            value = value._value
+        self.set(value)
+
+    def _getstate_extra(self) -> dict[str, Any]:
+        extra = super()._getstate_extra()
+        extra["_typecode"] = self._typecode
+        return extra
+
+    def get(self) -> Any:
+        blob = self._call(_V_GET)
+        if blob is None:
+            raise ManagerShutdownError(f"{self._describe()}: its value no longer exists in Redis")
+        return self._load(blob)
+
+    def set(self, value: Any) -> None:
+        self._call(_V_SET, self._dump(value, "the value"))
+
+    value = property(get, set)
+
+    def _getvalue(self) -> Value:
+        return Value(self._typecode, self.get())
+
+    __class_getitem__: ClassVar[Any] = classmethod(types.GenericAlias)
+
+
+# ---------------------------------------------------------------------------
+# Object creation
+# ---------------------------------------------------------------------------
+
+
+class Direct:
+    """Marker ``proxytype`` for objects that are shared by themselves.
+
+    The registered callable is called as ``callable(*args, ctx=context,
+    **kwds)`` and must return a faasmp shared object (a ``Lock``, ``Queue``,
+    ...); it is handed out as is, and the manager releases it at shutdown.
+    """
+
+
+_NO_VALUE: Any = object()
+
+
+def _make_object(
+    mcls: type[BaseManager],
+    ctx: FaasContext,
+    mid: str,
+    typeid: str,
+    manager: BaseManager | None,
+    args: tuple[Any, ...] = (),
+    kwds: dict[str, Any] | None = None,
+    *,
+    value: Any = _NO_VALUE,
+) -> Any:
+    """Create a shared object of *typeid* (from its callable, or adopting *value*)."""
+    kwds = kwds or {}
+    callable_, exposed, method_to_typeid, proxytype = mcls._registry_entry(typeid)
+    if proxytype is Direct:
+        if value is _NO_VALUE:
+            if callable_ is None:
+                raise TypeError(f"typeid {typeid!r} has no callable to create objects with")
+            value = callable_(*args, ctx=ctx, **kwds)
+        if manager is not None:
+            manager._track(value)
+        else:
+            _register_foreign(ctx, mid, value)
+        return value
+    if value is _NO_VALUE:
+        if callable_ is None:
+            if kwds or len(args) != 1:
+                raise ValueError("Without callable, must have one non-keyword argument")
+            value = args[0]
+        else:
+            value = callable_(*args, **kwds)
+    if proxytype is AutoProxy:
+        names = tuple(exposed) if exposed is not None else tuple(public_methods(value))
+        ptype: type[BaseProxy] = MakeProxyType(f"AutoProxy[{typeid}]", names, AutoProxy)
+    else:
+        ptype = proxytype
+    proxy = ptype._new(ctx, mid, typeid, manager)
+    if exposed is not None and not issubclass(ptype, _NativeProxy):
+        proxy.__dict__["_exposed"] = tuple(exposed)
+    elif ptype._exposed_ is None and not issubclass(ptype, _NativeProxy):
+        proxy.__dict__["_exposed"] = tuple(public_methods(value))
+    if method_to_typeid:
+        proxy.__dict__["_mcls"] = mcls
+    proxy._register()
+    proxy._adopt(value)
+    return proxy
+
+
+def _register_foreign(ctx: FaasContext, mid: str, obj: Any) -> None:
+    """Record a directly shared object made outside the owner (keys only)."""
+    if isinstance(obj, SharedObject):
+        session = ctx.session
+        keys = [obj.key(s) for s in obj._key_suffixes]
+        script = session.state.script(_REGISTER)
+        if script(keys=[session.keys.k("mgr", mid)], args=[int(session.config.key_ttl * 1000), *keys]) == -1:
+            raise ManagerShutdownError(f"manager {mid} has shut down")
+
+
+# ---------------------------------------------------------------------------
+# Managers
+# ---------------------------------------------------------------------------
+
+
+class State:
+    """The manager's state (``manager._state.value``), as in the stdlib."""
+
+    __slots__ = ("value",)
+    INITIAL = 0
+    STARTED = 1
+    SHUTDOWN = 2
+
+    def __init__(self) -> None:
+        self.value = State.INITIAL
+
+
+_ADDRESS_PREFIX = "faasmp:"
+
+
+def _address(run_id: str, mid: str) -> str:
+    return f"{_ADDRESS_PREFIX}{run_id}/{mid}"
+
+
+class _Kind(enum.Enum):
+    OWNER = "owner"
+    CONNECTED = "connected"
+
+
+def _shutdown_manager(session: Any, mid: str, objects: list[Any]) -> None:
+    """Delete every object of manager *mid* (its finalizer; runs once)."""
+    try:
+        if not session.closed:
+            k = session.keys
+            script = session.state.script(_MGR_SHUTDOWN)
+            script(keys=[k.k("mgr", mid), k.k("mgr", mid, "closed")], args=[60_000])
+    finally:
+        for obj in reversed(objects):
+            try:
+                if isinstance(obj, SharedObject):
+                    obj._release()
+                elif hasattr(obj, "terminate"):
+                    obj.terminate()
+            except Exception:  # noqa: BLE001, S110 - best effort: the run may be ending
+                pass
+        objects.clear()
+
+
+class BaseManager:
+    """Creates shared objects whose state lives in Redis (no server process).
+
+    Same API as :class:`multiprocessing.managers.BaseManager`; differences:
+
+    * ``start()`` starts no process: it reserves the manager's id in Redis
+      and runs *initializer* here (in the stdlib it runs in the manager
+      process, whose globals nobody else sees).
+    * ``address`` is ``'faasmp:<run id>/<manager id>'``.  Passing it (or a
+      plain name, which becomes the manager id) to another manager of the
+      same run and calling ``connect()`` attaches to the same objects; the
+      stdlib's ``(host, port)`` addresses are refused (there is no socket).
+    * *authkey* (bytes) must match between ``start()`` and ``connect()``
+      (else :class:`multiprocessing.AuthenticationError`); payloads are in
+      any case signed with the run's key.  Only ``serializer='pickle'``.
+    * Managers pickle (as connected managers) once started, so one can be
+      passed to a process that creates more objects with it.
+    * *shutdown_timeout* is accepted for compatibility; shutdown is one
+      atomic Redis script, nothing to wait for.
+    """
+
+    _registry: ClassVar[dict[str, tuple[Any, Any, Any, Any]]] = {}
+
+    def __init__(
+        self,
+        address: Any = None,
+        authkey: bytes | None = None,
+        serializer: str = "pickle",
+        ctx: Any = None,
+        *,
+        shutdown_timeout: float = 1.0,
+    ) -> None:
+        if serializer != "pickle":
+            raise ValueError(
+                f"unknown serializer {serializer!r}: faasmp managers store signed pickles only ('pickle')"
+            )
+        if authkey is not None and not isinstance(authkey, bytes | bytearray | memoryview):
+            raise TypeError(f"authkey should be a byte string, not {type(authkey).__name__}")
+        self._address = address
+        self._run_id, self._mid = _parse_address(address)
+        self._authkey = bytes(authkey) if authkey is not None else None
+        self._serializer = serializer
+        self._ctx: FaasContext = ctx if ctx is not None else _default_ctx()
+        self._shutdown_timeout = shutdown_timeout
+        self._state = State()
+        self._kind: _Kind | None = None
+        self._objects: list[Any] = []  # directly shared objects to release at shutdown
+        self._finalizer: weakref.finalize | None = None  # type: ignore[type-arg]
+        self._session: Any = None
+
+    # -- lifecycle ------------------------------------------------------------------
+    def _check_initial(self) -> None:
+        if self._state.value == State.STARTED:
+            raise ProcessError("Already started server")
+        if self._state.value == State.SHUTDOWN:
+            raise ProcessError("Manager has shut down")
+
+    def _attach(self) -> Any:
+        session = self._ctx.session
+        if self._run_id is not None and self._run_id != session.run_id:
+            raise ValueError(
+                f"manager address {self._address!r} belongs to faasmp run {self._run_id}, "
+                f"but this context runs {session.run_id}; managers are shared within one run"
+            )
+        self._session = session
+        return session
+
+    def _auth_member(self, session: Any) -> str:
+        key = self._authkey if self._authkey is not None else b""
+        return "@auth:" + hmac.new(session.authkey, b"manager-authkey:" + key, hashlib.sha256).hexdigest()
+
+    def _mgr_keys(self) -> list[str]:
+        k = self._session.keys
+        return [k.k("mgr", self._mid), k.k("mgr", self._mid, "closed")]
+
+    def start(self, initializer: Callable[..., Any] | None = None, initargs: Iterable[Any] = ()) -> None:
+        """Make the manager ready to create objects; runs *initializer(*initargs)* here first."""
+        self._check_initial()
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        session = self._attach()
+        if self._mid is None:
+            self._mid = secrets.token_hex(8)
+        if initializer is not None:
+            initializer(*initargs)
+        ttl = int(session.config.key_ttl * 1000)
+        if not session.state.script(_MGR_START)(
+            keys=self._mgr_keys(), args=[ttl, self._auth_member(session)]
+        ):
+            raise OSError(errno.EADDRINUSE, f"a faasmp manager is already running at {self.address!r}")
+        self._kind = _Kind.OWNER
+        self._state.value = State.STARTED
+        self._finalizer = weakref.finalize(self, _shutdown_manager, session, self._mid, self._objects)
+
+    def connect(self) -> None:
+        """Attach to the objects of the started manager at ``address`` (same run).
+
+        Raises :class:`ConnectionRefusedError` if no manager runs there and
+        :class:`multiprocessing.AuthenticationError` if the authkey differs.
+        """
+        if self._mid is None:
+            raise ValueError("connect() needs the address of a started manager (its .address)")
+        session = self._attach()
+        ttl = int(session.config.key_ttl * 1000)
+        result = session.state.script(_MGR_CONNECT)(
+            keys=self._mgr_keys(), args=[ttl, self._auth_member(session)]
+        )
+        if result == 0:
+            raise ConnectionRefusedError(
+                f"no faasmp manager at {self.address!r}: it has shut down or was never started"
+            )
+        if result == -1:
+            raise AuthenticationError(
+                f"digest received was wrong: the authkey differs from the manager's at {self.address!r}"
+            )
+        self._kind = _Kind.CONNECTED
+        self._state.value = State.STARTED
+
+    def shutdown(self) -> None:
+        """Delete every object this manager created (owner) or detach (connected).
+
+        Afterwards their proxies raise :class:`ManagerShutdownError` in every
+        process; directly shared objects (locks, queues, ...) are released and
+        pools terminated.  Calling it again does nothing.
+        """
+        if self._state.value != State.STARTED:
+            if self._state.value == State.INITIAL:
+                self._state.value = State.SHUTDOWN
+            return
+        self._state.value = State.SHUTDOWN
+        if self._finalizer is not None:
+            self._finalizer()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until this manager is shut down (by any process), at most *timeout* seconds.
+
+        Blocks in Redis.  Returns at once if it is not running.
+        """
+        if self._state.value != State.STARTED or self._session is None or self._session.closed:
+            return
+        if timeout is not None and timeout <= 0:
+            return
+        state = self._session.state
+        mgr, closed = self._mgr_keys()
+        if not state.exists(mgr):
+            return
+        state.blmove_rotate(closed, 0 if timeout is None else timeout)
+
+    def __enter__(self) -> BaseManager:
+        if self._state.value == State.INITIAL:
+            self.start()
+        if self._state.value != State.STARTED:
+            raise ProcessError("Manager has shut down")
+        return self
+
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        self.shutdown()
+
+    @property
+    def address(self) -> Any:
+        """``'faasmp:<run id>/<manager id>'`` once started or connected (else as given)."""
+        if self._session is None or self._mid is None:
+            return self._address
+        return _address(self._session.run_id, self._mid)
+
+    def get_server(self) -> _Server:
+        """An object whose ``serve_forever()`` starts this manager and blocks until it shuts down."""
+        self._check_initial()
+        return _Server(self)
+
+    def __reduce__(self) -> Any:
+        if self._state.value != State.STARTED:
+            raise TypeError("a manager can be passed to another process only while it is started")
+        return (_rebuild_manager, (type(self), self._ctx, self._mid))
+
+    def __repr__(self) -> str:
+        state = {State.INITIAL: "initial", State.STARTED: "started", State.SHUTDOWN: "shut down"}
+        kind = f" {self._kind.value}" if self._kind is not None else ""
+        return f"<{type(self).__name__} {state[self._state.value]}{kind} address={self.address!r}>"
+
+    # -- objects -----------------------------------------------------------------------
+    def _create(self, typeid: str, /, *args: Any, **kwds: Any) -> Any:
+        """Create a shared object of *typeid*; returns its proxy (or the object itself)."""
+        if self._state.value != State.STARTED:
+            if self._state.value == State.SHUTDOWN:
+                raise ProcessError("Manager has shut down")
+            raise ProcessError("Manager has not been started: call start() or use it in a with statement")
+        assert self._mid is not None
+        return _make_object(type(self), self._ctx, self._mid, typeid, self, args, kwds)
+
+    def _track(self, obj: Any) -> None:
+        if self._kind is _Kind.OWNER:
+            self._objects.append(obj)
+        assert self._mid is not None
+        _register_foreign(self._ctx, self._mid, obj)
+
+    @classmethod
+    def _registry_entry(cls, typeid: str) -> tuple[Any, Any, Any, Any]:
+        try:
+            return cls._registry[typeid]
+        except KeyError:
+            raise ValueError(
+                f"unknown typeid {typeid!r} for {cls.__name__}; registered: {sorted(cls._registry)}"
+            ) from None
+
+    @classmethod
+    def register(
+        cls,
+        typeid: str,
+        callable: Callable[..., Any] | None = None,
+        proxytype: Any = None,
+        exposed: Iterable[str] | None = None,
+        method_to_typeid: dict[str, str] | None = None,
+        create_method: bool = True,
+    ) -> None:
+        """Register *typeid*: ``manager.<typeid>(*args)`` then creates a shared object.
+
+        With the default ``proxytype`` (:class:`AutoProxy`), the object made
+        by *callable* is pickled into Redis and its public methods (or
+        *exposed*) become proxy methods run under the object's lock.  A
+        :class:`BaseProxy` subclass gives a custom proxy; :class:`Direct`
+        hands out faasmp shared objects as they are.
+        """
+        if not isinstance(typeid, str):
+            raise TypeError(f"typeid must be a string, not {type(typeid).__name__}")
+        if "_registry" not in cls.__dict__:
+            cls._registry = cls._registry.copy()
+        if proxytype is None:
+            proxytype = AutoProxy
+        if proxytype is not Direct and not (isinstance(proxytype, type) and issubclass(proxytype, BaseProxy)):
+            raise TypeError(
+                f"proxytype for {typeid!r} must be a faasmp.managers.BaseProxy subclass (or "
+                f"Direct), not {proxytype!r}; stdlib proxy classes need a server process"
+            )
+        exposed = exposed or getattr(proxytype, "_exposed_", None)
+        method_to_typeid = method_to_typeid or getattr(proxytype, "_method_to_typeid_", None)
+        if method_to_typeid:
+            for key, value in method_to_typeid.items():
+                if type(key) is not str or type(value) is not str:
+                    raise TypeError(f"method_to_typeid must map str to str, got {key!r}: {value!r}")
+        cls._registry[typeid] = (
+            callable,
+            tuple(exposed) if exposed is not None else None,
+            dict(method_to_typeid) if method_to_typeid else None,
+            proxytype,
+        )
+        if create_method:
+
+            def temp(self: BaseManager, /, *args: Any, **kwds: Any) -> Any:
+                return self._create(typeid, *args, **kwds)
+
+            temp.__name__ = temp.__qualname__ = typeid
+            temp.__doc__ = (
+                f"Create a shared {typeid!r} object and return it (a proxy unless shared directly)."
+            )
+            setattr(cls, typeid, temp)
+
+
+def _parse_address(address: Any) -> tuple[str | None, str | None]:
+    if address is None:
+        return None, None
+    if not isinstance(address, str) or not address:
+        raise ValueError(
+            f"faasmp managers have no server socket, so address {address!r} cannot be used: "
+            "pass None, another manager's .address, or a name (a non-empty string)"
+        )
+    if address.startswith(_ADDRESS_PREFIX):
+        run_id, sep, mid = address[len(_ADDRESS_PREFIX) :].partition("/")
+        if not sep or not run_id or not mid:
+            raise ValueError(
+                f"malformed manager address {address!r}; expected 'faasmp:<run id>/<manager id>'"
+            )
+        return run_id, mid
+    return None, address
+
+
+def _rebuild_manager(cls: type[BaseManager], ctx: Any, mid: str) -> BaseManager:
+    m = cls.__new__(cls)
+    BaseManager.__init__(m, None, None, "pickle", ctx)
+    m._mid = mid
+    session = m._attach()
+    m._address = _address(session.run_id, mid)
+    m._kind = _Kind.CONNECTED
+    m._state.value = State.STARTED
+    return m
+
+
+class _Server:
+    """What :meth:`BaseManager.get_server` returns."""
+
+    def __init__(self, manager: BaseManager) -> None:
+        self._manager = manager
+
+    @property
+    def address(self) -> Any:
+        return self._manager.address
+
+    def serve_forever(self) -> None:
+        """Start the manager and block until it is shut down (Ctrl-C shuts it down)."""
+        if self._manager._state.value == State.INITIAL:
+            self._manager.start()
+        try:
+            self._manager.join()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self._manager.shutdown()
+
+
+# -- SyncManager ------------------------------------------------------------------------
+
+
+def _lock(*, ctx: Any) -> Any:
+    return ctx.Lock()
+
+
+def _rlock(*, ctx: Any) -> Any:
+    return ctx.RLock()
+
+
+def _semaphore(value: int = 1, *, ctx: Any) -> Any:
+    return ctx.Semaphore(value)
+
+
+def _bounded_semaphore(value: int = 1, *, ctx: Any) -> Any:
+    return ctx.BoundedSemaphore(value)
+
+
+def _condition(lock: Any = None, *, ctx: Any) -> Any:
+    return ctx.Condition(lock)
+
+
+def _event(*, ctx: Any) -> Any:
+    return ctx.Event()
+
+
+def _barrier(
+    parties: int, action: Callable[[], Any] | None = None, timeout: float | None = None, *, ctx: Any
+) -> Any:
+    return ctx.Barrier(parties, action, timeout)
+
+
+def _queue(maxsize: int = 0, *, ctx: Any) -> Any:
+    return ctx.Queue(maxsize)
+
+
+def _joinable_queue(maxsize: int = 0, *, ctx: Any) -> Any:
+    return ctx.JoinableQueue(maxsize)
+
+
+def _array(typecode: Any, sequence: Any, lock: Any = True, *, ctx: Any) -> Any:
+    return ctx.Array(typecode, sequence, lock=lock)
+
+
+def _pool(
+    processes: int | None = None,
+    initializer: Callable[..., Any] | None = None,
+    initargs: Iterable[Any] = (),
+    maxtasksperchild: int | None = None,
+    *,
+    ctx: Any,
+) -> Any:
+    return ctx.Pool(processes, initializer, initargs, maxtasksperchild)
+
+
+class SyncManager(BaseManager):
+    """The manager behind ``faasmp.Manager()``: dict, list, Namespace, Value and sync objects.
+
+    ``dict``/``list``/``Namespace``/``Value`` give proxies to Redis state;
+    ``Lock``, ``RLock``, ``Semaphore``, ``BoundedSemaphore``, ``Condition``,
+    ``Event``, ``Barrier``, ``Queue``, ``JoinableQueue``, ``Array`` and
+    ``Pool`` return the context's own objects (shareable already; a Pool
+    cannot be passed to other processes).
+    """
+
+
+SyncManager.register("Queue", _queue, Direct)
+SyncManager.register("JoinableQueue", _joinable_queue, Direct)
+SyncManager.register("Event", _event, Direct)
+SyncManager.register("Lock", _lock, Direct)
+SyncManager.register("RLock", _rlock, Direct)
+SyncManager.register("Semaphore", _semaphore, Direct)
+SyncManager.register("BoundedSemaphore", _bounded_semaphore, Direct)
+SyncManager.register("Condition", _condition, Direct)
+SyncManager.register("Barrier", _barrier, Direct)
+SyncManager.register("Pool", _pool, Direct)
+SyncManager.register("list", list, ListProxy)
+SyncManager.register("dict", dict, DictProxy)
+SyncManager.register("Value", Value, ValueProxy)
+SyncManager.register("Array", _array, Direct)
+SyncManager.register("Namespace", Namespace, NamespaceProxy)

@@ -1,0 +1,599 @@
+"""Managers: proxies to dicts, lists, namespaces and custom objects kept in Redis."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+import time
+
+import cloudpickle
+import pytest
+
+import faasmp
+from faasmp.managers import (
+    AutoProxy,
+    BaseManager,
+    DictProxy,
+    ListProxy,
+    ManagerShutdownError,
+    Namespace,
+    NamespaceProxy,
+    SyncManager,
+    ValueProxy,
+)
+from faasmp.runtime.call import AuthenticationError
+from tests import helpers_managers as hm
+
+
+@pytest.fixture
+def manager(ctx):
+    with ctx.Manager() as m:
+        yield m
+
+
+def _exists(ctx, *keys):
+    return ctx.session.state.exists(*keys)
+
+
+# --- dict ---------------------------------------------------------------------
+
+
+def test_dict_mapping_api_follows_dict(manager):
+    d = manager.dict({"a": 1}, b=2)
+    assert isinstance(d, DictProxy)
+    d["c"] = [1, 2]
+    d[7] = "seven"
+    assert d["a"] == 1 and d["c"] == [1, 2] and d[7] == "seven"
+    assert len(d) == 4
+    assert "a" in d and "zz" not in d and [1] not in d  # unhashable: simply not there
+    assert d.keys() == ["a", "b", "c", 7]  # lists, in insertion order
+    assert d.values() == [1, 2, [1, 2], "seven"]
+    assert d.items() == [("a", 1), ("b", 2), ("c", [1, 2]), (7, "seven")]
+    assert list(d) == ["a", "b", "c", 7]
+    assert list(reversed(d)) == [7, "c", "b", "a"]
+    assert d.get("a") == 1 and d.get("zz") is None and d.get("zz", 5) == 5
+    d["a"] = 10  # overwriting keeps the position
+    assert d.keys()[0] == "a" and d["a"] == 10
+    assert d.setdefault("a", 99) == 10
+    assert d.setdefault("new", 3) == 3 and d["new"] == 3
+    assert d.pop("b") == 2 and d.pop("b", "gone") == "gone"
+    assert d.popitem() == ("new", 3)  # LIFO like dict
+    del d[7]
+    d.update({"x": 1}, y=2)
+    d.update([("z", 3)])
+    copy = d.copy()
+    assert type(copy) is dict
+    assert copy == {"a": 10, "c": [1, 2], "x": 1, "y": 2, "z": 3}
+    assert d == copy and dict(d) == copy
+    assert str(d) == repr(copy)
+    assert repr(d).startswith("<DictProxy object, typeid 'dict' at ")
+    assert d._callmethod("__getitem__", ("x",)) == 1
+    d.clear()
+    assert len(d) == 0 and d.copy() == {}
+
+
+def test_dict_errors_match_dict(manager):
+    d = manager.dict()
+    with pytest.raises(KeyError, match="missing"):
+        d["missing"]
+    with pytest.raises(KeyError):
+        del d["missing"]
+    with pytest.raises(KeyError):
+        d.pop("missing")
+    with pytest.raises(KeyError, match="dictionary is empty"):
+        d.popitem()
+    with pytest.raises(TypeError, match="unhashable type: 'list'"):
+        d[[1, 2]] = 1
+    with pytest.raises(TypeError, match="unhashable"):
+        d[(1, [2])] = 1
+    with pytest.raises(ValueError, match="element #0 has length 3"):
+        d.update([(1, 2, 3)])
+    with pytest.raises(TypeError, match="element #0 to a sequence"):
+        d.update([1])
+    with pytest.raises(faasmp.PicklingFailed, match="value for key 'lock'"):
+        d["lock"] = threading.Lock()
+    with pytest.raises(AttributeError, match="not in exposed"):
+        d._callmethod("__class__")
+    assert len(d) == 0
+
+
+def test_dict_keys_of_every_hashable_kind_round_trip(manager):
+    keys = [
+        "text",
+        "",
+        "ünïcödé",
+        0,
+        -5,
+        10**40,
+        b"\x00bytes",
+        None,
+        True,
+        False,
+        1.5,
+        float("inf"),
+        (1, "a", (2.0, None)),
+        (),
+        frozenset({"x", "y", 3}),
+        hm.Color.RED,
+        ("x", "x"),
+    ]
+    d = manager.dict()
+    for i, k in enumerate(keys):
+        d[k] = i
+    assert len(d) == len(keys)
+    assert d.keys() == keys
+    for i, k in enumerate(keys):
+        assert d[k] == i
+    # Equal keys built differently hit the same field (no pickle memo effects).
+    assert d[("".join(["x"]), "x")] == len(keys) - 1
+    assert d[frozenset({3, "y", "x"})] == 14
+    # Documented difference: keys are matched by type and value.
+    d[1] = "int"
+    d[1.0] = "float"
+    assert d[1] == "int" and d[1.0] == "float" and d[True] == 8
+
+
+def test_setdefault_is_atomic_across_threads(manager):
+    d = manager.dict()
+    results: list[object] = []
+    barrier = threading.Barrier(8)
+
+    def race(i: int) -> None:
+        barrier.wait()
+        results.append(d.setdefault("winner", i))
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(set(results)) == 1
+    assert d["winner"] == results[0]
+
+
+# --- list ----------------------------------------------------------------------
+
+
+def test_list_api_follows_list(manager):
+    lp = manager.list(range(5))
+    model = list(range(5))
+    assert isinstance(lp, ListProxy)
+
+    def same() -> None:
+        assert lp.copy() == model
+        assert len(lp) == len(model)
+
+    ops = [
+        lambda x: x.append(5),
+        lambda x: x.extend(["a", "b"]),
+        lambda x: x.insert(0, "first"),
+        lambda x: x.insert(3, "mid"),
+        lambda x: x.insert(-1, "neg"),
+        lambda x: x.insert(100, "end"),
+        lambda x: x.insert(-100, "start"),
+        lambda x: x.__setitem__(2, "set"),
+        lambda x: x.__setitem__(-1, "last"),
+        lambda x: x.__delitem__(1),
+        lambda x: x.__delitem__(-2),
+        lambda x: x.__setitem__(slice(1, 3), ["s1", "s2", "s3"]),
+        lambda x: x.__setitem__(slice(None, None, 3), ["e"] * len(x[::3])),
+        lambda x: x.__delitem__(slice(-3, None)),
+        lambda x: x.__delitem__(slice(None, None, 2)),
+        lambda x: x.reverse(),
+        lambda x: x.remove(x[1]),
+        lambda x: x.extend([7, 8, 9]),
+    ]
+    for op in ops:
+        op(model)
+        op(lp)
+        same()
+    assert lp.pop() == model.pop() and lp.pop(0) == model.pop(0) and lp.pop(1) == model.pop(1)
+    same()
+    for sl in [
+        slice(None),
+        slice(1, 3),
+        slice(-2, None),
+        slice(None, -1),
+        slice(5, 1),
+        slice(None, None, -1),
+        slice(1, None, 2),
+        slice(-100, 100),
+    ]:
+        assert lp[sl] == model[sl]
+    for i in range(-len(model), len(model)):
+        assert lp[i] == model[i]
+    lp.extend([3, 1, 2, 3])
+    model.extend([3, 1, 2, 3])
+    assert lp.index(3) == model.index(3) and lp.count(3) == model.count(3) == 2
+    assert lp.index(3, lp.index(3) + 1) == model.index(3, model.index(3) + 1)
+    assert 2 in lp and "nope" not in lp
+    assert list(lp) == model and list(reversed(lp)) == model[::-1]
+    assert lp + [9] == model + [9] and [9] + lp == [9] + model  # noqa: RUF005 - the operators under test
+    assert lp * 2 == model * 2 and 2 * lp == 2 * model
+    lp += ["plus"]
+    lp *= 2
+    model += ["plus"]
+    model *= 2
+    same()
+    assert lp._callmethod("__len__") == len(model)
+    lp.clear()
+    assert lp.copy() == [] and len(lp) == 0
+    lp.extend([3, 1, 2])
+    lp *= 0
+    assert len(lp) == 0
+
+
+def test_list_sort_is_stable_with_key_and_reverse(manager):
+    data = [("b", 2), ("a", 2), ("c", 1), ("d", 3), ("e", 1)]
+    lp = manager.list(data)
+    lp.sort(key=lambda t: t[1])
+    assert lp.copy() == sorted(data, key=lambda t: t[1])
+    lp.sort(key=lambda t: t[1], reverse=True)
+    assert lp.copy() == sorted(data, key=lambda t: t[1], reverse=True)
+    nums = manager.list([5, 3, 9, 1])
+    nums.sort()
+    assert nums.copy() == [1, 3, 5, 9]
+
+
+def test_list_errors_match_list(manager):
+    lp = manager.list([1, 2, 3])
+    with pytest.raises(IndexError, match="list index out of range"):
+        lp[3]
+    with pytest.raises(IndexError, match="list index out of range"):
+        lp[-4]
+    with pytest.raises(IndexError, match="list assignment index out of range"):
+        lp[5] = 0
+    with pytest.raises(IndexError, match="list assignment index out of range"):
+        del lp[-9]
+    with pytest.raises(IndexError, match="pop index out of range"):
+        lp.pop(10)
+    with pytest.raises(TypeError, match="list indices must be integers or slices, not str"):
+        lp["x"]
+    with pytest.raises(ValueError, match=r"list.remove\(x\): x not in list"):
+        lp.remove(99)
+    with pytest.raises(ValueError, match="is not in list"):
+        lp.index(99)
+    with pytest.raises(ValueError, match="extended slice of size 2"):
+        lp[::2] = [1, 2, 3]
+    with pytest.raises(TypeError):
+        lp[0:1] = 5
+    assert lp.copy() == [1, 2, 3]
+    empty = manager.list()
+    with pytest.raises(IndexError, match="pop from empty list"):
+        empty.pop()
+
+
+# --- Namespace and Value ------------------------------------------------------------
+
+
+def test_namespace_attributes_live_in_redis(manager):
+    ns = manager.Namespace(a=1, key="k")
+    assert isinstance(ns, NamespaceProxy)
+    ns.b = [1, 2]
+    assert ns.a == 1 and ns.b == [1, 2]
+    assert ns.key == "k"  # a stored attribute, not SharedObject.key()
+    assert repr(ns) == "Namespace(a=1, b=[1, 2], key='k')" == str(ns)
+    del ns.a
+    with pytest.raises(AttributeError, match="'a'"):
+        _ = ns.a
+    with pytest.raises(AttributeError):
+        del ns.a
+    ns._local = "only here"  # underscore names stay on the proxy, as in the stdlib
+    assert ns._local == "only here"
+    assert "_local" not in repr(ns)
+    value = ns._getvalue()
+    assert isinstance(value, Namespace) and value.b == [1, 2]
+    copy = pickle.loads(cloudpickle.dumps(ns))
+    assert copy.b == [1, 2] and not hasattr(copy, "_local")
+
+
+def test_value_proxy_holds_any_object(manager):
+    v = manager.Value("i", 5)
+    assert isinstance(v, ValueProxy)
+    assert v.value == 5 and v.get() == 5
+    v.value += 1
+    assert v.get() == 6
+    v.set("text")
+    assert v.value == "text"
+    assert str(v) == "Value('i', 'text')"
+    s = manager.Value(str, "hello")
+    assert s.value == "hello"
+    assert ValueProxy[int] is not None
+
+
+# --- values, nesting, pickling, security ------------------------------------------------
+
+
+def test_nested_proxies_round_trip_and_share_state(manager):
+    inner = manager.dict(x=1)
+    outer = manager.list([inner])
+    ns = manager.Namespace(inner=inner)
+    got = outer[0]
+    assert isinstance(got, DictProxy)
+    got["y"] = 2
+    assert inner.copy() == {"x": 1, "y": 2}
+    assert ns.inner["y"] == 2
+    d = manager.dict()
+    d["list"] = outer
+    d["list"][0]["z"] = 3
+    assert inner["z"] == 3
+
+
+def test_mutating_a_fetched_plain_value_does_not_write_back(manager):
+    d = manager.dict(items=[1])
+    d["items"].append(2)  # changes a copy, exactly as with the stdlib
+    assert d["items"] == [1]
+    items = d["items"]
+    items.append(2)
+    d["items"] = items
+    assert d["items"] == [1, 2]
+
+
+def test_proxies_pickle_to_the_same_state(manager):
+    d = manager.dict(a=1)
+    lp = manager.list([1])
+    for proxy in (d, lp):
+        clone = pickle.loads(cloudpickle.dumps(proxy))
+        assert type(clone) is type(proxy) and clone is not proxy
+    clone_d = pickle.loads(cloudpickle.dumps(d))
+    clone_d["b"] = 2
+    assert d["b"] == 2
+
+
+def test_tampered_value_in_redis_is_refused(manager, ctx):
+    d = manager.dict(a=1)
+    hash_key = d._conn().keys[1]
+    ctx.session.state.hset(hash_key, mapping={"sa": pickle.dumps("evil")})
+    with pytest.raises(AuthenticationError):
+        d["a"]
+
+
+# --- manager lifecycle ------------------------------------------------------------------
+
+
+def test_start_twice_and_use_before_start_raise_process_error(ctx):
+    m = SyncManager(ctx=ctx)
+    with pytest.raises(faasmp.ProcessError, match="not been started"):
+        m.dict()
+    m.start()
+    try:
+        with pytest.raises(faasmp.ProcessError, match="Already started server"):
+            m.start()
+    finally:
+        m.shutdown()
+    with pytest.raises(faasmp.ProcessError, match="Manager has shut down"):
+        m.start()
+    with pytest.raises(faasmp.ProcessError, match="Manager has shut down"):
+        m.dict()
+    m.shutdown()  # idempotent
+
+
+def test_shutdown_deletes_every_object_and_proxies_fail_clearly(ctx):
+    m = hm.TestManager(ctx=ctx)
+    m.start()
+    proxies = [m.dict(a=1), m.list([1, 2]), m.Namespace(a=1), m.Value("i", 1), m.Counter()]
+    proxies[1].sort()  # creates the version key too
+    proxies[4].increment()  # and the object's lock keys
+    keys = [k for p in proxies for k in p._conn().keys[1:]]
+    assert _exists(ctx, *keys) >= len(proxies)
+    m.shutdown()
+    assert _exists(ctx, *keys) == 0
+    assert _exists(ctx, proxies[0]._conn().keys[0]) == 0  # the manager's own key
+    for op in (
+        lambda: proxies[0]["a"],
+        lambda: proxies[1].append(3),
+        lambda: proxies[2].a,
+        lambda: proxies[3].value,
+        lambda: proxies[4].increment(),
+    ):
+        with pytest.raises(ManagerShutdownError, match="manager has shut down"):
+            op()
+
+
+def test_context_manager_and_initializer(ctx):
+    seen: list[str] = []
+    m = SyncManager(ctx=ctx)
+    m.start(seen.append, ("init ran",))
+    assert seen == ["init ran"]
+    m.shutdown()
+    with pytest.raises(TypeError, match="initializer must be a callable"):
+        SyncManager(ctx=ctx).start(initializer=5)
+    with SyncManager(ctx=ctx) as m2:
+        d = m2.dict(a=1)
+        assert d["a"] == 1
+    with pytest.raises(ManagerShutdownError):
+        d["a"]
+
+
+def test_join_waits_in_redis_until_shutdown(ctx):
+    m = ctx.Manager()
+    t0 = time.monotonic()
+    m.join(0.3)  # still running: returns after the timeout
+    assert 0.25 < time.monotonic() - t0 < 5
+    threading.Timer(0.3, m.shutdown).start()
+    t0 = time.monotonic()
+    m.join(30)
+    assert time.monotonic() - t0 < 10
+    m.join()  # shut down: returns at once
+
+
+def test_address_connect_and_authkey(ctx):
+    with SyncManager(authkey=b"secret", ctx=ctx) as owner:
+        address = owner.address
+        assert address.startswith("faasmp:") and address.endswith(owner._mid)
+        d = owner.dict(shared=1)
+        other = SyncManager(address=address, authkey=b"secret", ctx=ctx)
+        other.connect()
+        d2 = other.dict(from_other=True)
+        d["child"] = d2
+        with pytest.raises(AuthenticationError, match="digest received was wrong"):
+            SyncManager(address=address, authkey=b"wrong", ctx=ctx).connect()
+        with pytest.raises(OSError, match="already running"):
+            SyncManager(address=address, authkey=b"secret", ctx=ctx).start()
+        other.shutdown()  # a connected manager only detaches
+        assert d["child"]["from_other"] is True
+        child = d["child"]
+    with pytest.raises(ManagerShutdownError):
+        child.copy()  # objects made through the connection belong to the owner
+    with pytest.raises(ConnectionRefusedError):
+        SyncManager(address=address, ctx=ctx).connect()
+
+
+def test_named_managers_and_bad_arguments(ctx):
+    with SyncManager(address="results", ctx=ctx) as m:
+        assert m.address.endswith("/results")
+        twin = SyncManager(address="results", ctx=ctx)
+        twin.connect()
+        assert twin.address == m.address
+    with pytest.raises(ValueError, match="no server socket"):
+        SyncManager(address=("127.0.0.1", 50000), ctx=ctx)
+    with pytest.raises(ValueError, match="serializer"):
+        SyncManager(serializer="xmlrpclib", ctx=ctx)
+    with pytest.raises(TypeError, match="authkey"):
+        SyncManager(authkey="text", ctx=ctx)
+    with pytest.raises(ValueError, match="belongs to faasmp run"):
+        SyncManager(address="faasmp:otherrun/abc", ctx=ctx).connect()
+    with pytest.raises(ValueError, match="needs the address"):
+        SyncManager(ctx=ctx).connect()
+
+
+def test_manager_kept_alive_by_its_proxies(ctx):
+    d = ctx.Manager().dict(a=1)  # the manager object itself is dropped here
+    import gc
+
+    gc.collect()
+    d["b"] = 2
+    assert d.copy() == {"a": 1, "b": 2}
+    m = d._manager
+    m.shutdown()
+
+
+# --- custom types ---------------------------------------------------------------------------
+
+
+def test_registered_class_gets_an_autoproxy(ctx):
+    with hm.TestManager(ctx=ctx) as m:
+        c = m.Counter(5)
+        assert isinstance(c, AutoProxy)
+        assert type(c).__name__ == "AutoProxy[Counter]"
+        assert c.increment() == 6 and c.increment(4) == 10 and c.get() == 10
+        assert not hasattr(c, "_private") and not hasattr(c, "n")
+        with pytest.raises(ValueError, match="changed, then failed"):
+            c.fail_after_change()
+        assert c.get() == 110  # like a server-side object, the change before the error stays
+        assert c._getvalue().n == 110
+        clone = pickle.loads(cloudpickle.dumps(c))
+        assert clone.increment() == 111 and c.get() == 111
+
+        ro = m.ReadOnlyCounter(1)
+        assert ro.get() == 1 and not hasattr(ro, "increment")
+        with pytest.raises(AttributeError, match="not in exposed"):
+            ro._callmethod("increment")
+
+        hc = m.HistoryCounter(2)
+        hist = hc.history()
+        assert isinstance(hist, ListProxy) and hist.copy() == ["n=2"]
+        snap = hc.snapshot()
+        assert isinstance(snap, DictProxy) and snap.copy() == {"n": 2}
+
+        pc = m.ProxiedCounter()
+        assert type(pc) is hm.CounterProxy
+        assert pc.increment(3) == 3 and pc.get() == 3
+
+
+def test_register_validates_like_the_stdlib():
+    class M(BaseManager):
+        pass
+
+    with pytest.raises(TypeError, match="proxytype"):
+        M.register("X", dict, proxytype=dict)
+    with pytest.raises(TypeError, match="method_to_typeid"):
+        M.register("Y", dict, method_to_typeid={"get": 1})
+    M.register("Z", hm.Counter, create_method=False)
+    assert not hasattr(M, "Z") and "Z" in M._registry
+    assert "Z" not in BaseManager._registry and "Counter" not in SyncManager._registry
+
+
+def test_crashed_lock_holder_frees_the_object_after_its_lease(ctx):
+    # Fault injection: take the object's lock and never release it.
+    with hm.TestManager(ctx=ctx) as m:
+        c = m.ShortLeaseCounter()
+        c._acquire("crashed-holder")
+        t0 = time.monotonic()
+        assert c.increment() == 1  # waits (in BLPOP) for the 0.5 s lease, then proceeds
+        assert 0.3 < time.monotonic() - t0 < 10
+        with pytest.raises(RuntimeError, match=r"longer than its 0\.5 s lease"):
+            c._release_lock("crashed-holder", None)
+
+
+# --- remote processes ----------------------------------------------------------------------------
+
+
+def _run_all(ctx, target, argsets):
+    procs = [ctx.Process(target=target, args=a) for a in argsets]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0] * len(procs)
+
+
+def test_remote_processes_write_one_dict_consistently(manager, ctx):
+    d = manager.dict()
+    _run_all(ctx, hm.set_keys, [(d, 250 * i, 250) for i in range(4)])
+    assert len(d) == 1000
+    assert d.copy() == {f"k{i}": i for i in range(1000)}
+
+
+def test_remote_processes_append_to_one_list_consistently(manager, ctx):
+    lp = manager.list()
+    _run_all(ctx, hm.append_items, [(lp, tag, 100) for tag in range(4)])
+    items = lp.copy()
+    assert len(items) == 400
+    assert sorted(items) == sorted((t, i) for t in range(4) for i in range(100))
+    for tag in range(4):  # each process's items keep their order
+        assert [i for t, i in items if t == tag] == list(range(100))
+
+
+def test_remote_processes_serialize_custom_object_calls(ctx):
+    with hm.TestManager(ctx=ctx) as m:
+        c = m.Counter()
+        _run_all(ctx, hm.increment_many, [(c, 100)] * 4)
+        assert c.get() == 400
+
+
+def test_remote_use_of_nested_proxies_namespace_and_method_results(manager, ctx):
+    inner = manager.dict(local=True)
+    outer = manager.list([inner])
+    ns = manager.Namespace(total=1)
+    _run_all(ctx, hm.mutate_nested, [(outer,)])
+    _run_all(ctx, hm.fill_namespace, [(ns,)])
+    assert inner.copy() == {"local": True, "from_remote": True}
+    assert outer[1] == "remote-was-here"
+    assert ns.remote == "yes" and ns.total == 2
+    with hm.TestManager(ctx=ctx) as m:
+        hc = m.HistoryCounter(7)
+        out = m.list()
+        _run_all(ctx, hm.history_remote, [(hc, out)])
+        remote_hist = out[0]
+        assert isinstance(remote_hist, ListProxy)
+        assert remote_hist.copy() == ["n=7", "appended remotely"]
+
+
+def test_pool_workers_share_a_manager_dict(manager, ctx):
+    d = manager.dict()
+    with ctx.Pool(2) as pool:
+        assert sorted(pool.map(hm.store_square, [(d, x) for x in range(10)])) == list(range(10))
+    assert d.copy() == {x: x * x for x in range(10)}
+
+
+def test_a_started_manager_can_be_passed_to_a_process(ctx):
+    with SyncManager(ctx=ctx) as m:
+        shared = m.list()
+        _run_all(ctx, hm.create_with_manager, [(m, shared)])
+        made = shared[0]
+        assert made.copy() == {"made": "remotely"}
+        keys = made._conn().keys[1:]
+        made["x"] = 1
+        assert _exists(ctx, *keys)
+    assert _exists(ctx, *keys) == 0  # objects made remotely are deleted with the manager
