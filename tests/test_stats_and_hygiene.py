@@ -94,3 +94,14 @@ def test_only_the_backend_modules_import_redis_and_lithops():
             if lib in _imports(path):
                 users[lib].append(path.relative_to(ROOT).as_posix())
     assert users == {"redis": ["backends/state.py"], "lithops": ["backends/compute.py"]}
+
+
+def test_pandas_export_has_one_row_per_record_with_phase_columns(ctx):
+    with ctx.Pool(2) as p:
+        p.map(helpers.square, range(6), chunksize=3)
+    recs = ctx.stats.last()
+    df = ctx.stats.to_pandas(recs)
+    assert len(df) == len(recs) == 2
+    for col in ("serialize_s", "invoke_s", "run_s", "join_s", "worker", "peak_rss"):
+        assert col in df.columns
+    assert (df["run_s"] >= 0).all()
