@@ -15,6 +15,7 @@ from multiprocessing import BufferTooShort, ProcessError, TimeoutError
 from . import stats
 from .config import Config
 from .context import FaasContext, _default_context
+from .patch import is_patched, patch, patched, unpatch
 from .process import Process, active_children, current_process, parent_process
 from .runtime.call import AuthenticationError, PicklingFailed, RemoteError, RemoteTraceback
 from .runtime.session import WorkerStartError
@@ -60,8 +61,11 @@ __all__ = [
     "get_context",
     "get_logger",
     "get_start_method",
+    "is_patched",
     "log_to_stderr",
     "parent_process",
+    "patch",
+    "patched",
     "set_executable",
     "set_forkserver_preload",
     "set_start_method",
@@ -69,6 +73,7 @@ __all__ = [
     "start_warm_pool",
     "stats",
     "stop_warm_pool",
+    "unpatch",
     "warm_pool_status",
 ]
 
