@@ -43,6 +43,8 @@ class FaasContext:
         self._session: Any = None
         self._explicit_method: str | None = None
         self.stats = StatsCollector()
+        self._output_handler: Callable[[tuple[Any, ...]], None] | None = None
+        self._scopes: list[WorkScope] = []
         self.Process = type("Process", (process.BaseProcess,), {"_ctx": self, "__module__": __name__})
 
     # -- configuration --------------------------------------------------------
@@ -71,8 +73,45 @@ class FaasContext:
                 from .runtime.session import Session  # noqa: PLC0415
 
                 self._session = Session(self.config, secrets.token_bytes(32), self.stats)
+                if self._output_handler is not None:
+                    self._session.output_sink = self._output_handler
                 _CONTEXTS[self._session.run_id] = self
             return self._session
+
+    # -- output and cancellation ---------------------------------------------
+    @property
+    def output_handler(self) -> Callable[[tuple[Any, ...]], None] | None:
+        """Where remote output goes; ``None`` = this process' sys.stdout/stderr and logging.
+
+        The handler receives the messages described in :mod:`faasmp.runtime.output`
+        (``("w", task_id, fd, text)``, ``("log", task_id, record_dict)``) on
+        faasmp's output thread; :func:`faasmp.runtime.output.replay` writes one
+        the default way.  Jupyter front ends use this to route output to a cell.
+        """
+        return self._output_handler
+
+    @output_handler.setter
+    def output_handler(self, handler: Callable[[tuple[Any, ...]], None] | None) -> None:
+        from .runtime import output  # noqa: PLC0415
+
+        if handler is not None and not callable(handler):
+            raise TypeError(f"output_handler must be callable or None, got {handler!r}")
+        self._output_handler = handler
+        if self._session is not None and not self._session.closed:
+            self._session.output_sink = handler or output.replay
+
+    def work_scope(self) -> WorkScope:
+        """A scope recording the Pools and Processes started inside it.
+
+        ``with ctx.work_scope() as scope: ...``; ``scope.cancel()`` (e.g. on
+        KeyboardInterrupt) terminates those pools and kills those processes,
+        leaving the warm pool usable.
+        """
+        return WorkScope(self)
+
+    def _register_work(self, obj: Any) -> None:
+        for scope in list(self._scopes):
+            scope._add(obj)
 
     @property
     def running(self) -> bool:
@@ -293,6 +332,46 @@ class FaasContext:
         from multiprocessing import reduction  # noqa: PLC0415
 
         return reduction
+
+
+class WorkScope:
+    """Remote work started in a block; see :meth:`FaasContext.work_scope`."""
+
+    def __init__(self, ctx: FaasContext) -> None:
+        self._ctx = ctx
+        self._items: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def _add(self, obj: Any) -> None:
+        self._items.add(obj)
+
+    @property
+    def pools(self) -> list[Any]:
+        from .pool import Pool  # noqa: PLC0415
+
+        return [o for o in self._items if isinstance(o, Pool)]
+
+    @property
+    def processes(self) -> list[process.BaseProcess]:
+        return [o for o in self._items if isinstance(o, process.BaseProcess)]
+
+    def cancel(self) -> int:
+        """Terminate the scope's pools and kill its live processes; returns how many."""
+        n = 0
+        for pool in self.pools:
+            pool.terminate()
+            n += 1
+        for proc in self.processes:
+            if proc._handle is not None and proc._handle.poll() is None:
+                proc.kill()
+                n += 1
+        return n
+
+    def __enter__(self) -> WorkScope:
+        self._ctx._scopes.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx._scopes.remove(self)
 
 
 class _MethodContext:

@@ -124,6 +124,7 @@ class Pool:
         self._lease_count = 0
         self._broken: BaseException | None = None
         self._ttl_ms = int(session.config.heartbeat_interval * 6000)
+        context._register_work(self)
         session.state.set(self._alive_key, b"1", px=self._ttl_ms)
         self._lease(processes)
         self._handler = threading.Thread(

@@ -211,7 +211,7 @@ class BaseProcess:
         pipe.execute()
         session.push_work(blob)
         self._handle = handle
-        # Tidy the pickled copy's handle away: only the client holds one.
+        ctx._register_work(self)
         _children.add(self)
 
     def _get_ctx(self) -> FaasContext:

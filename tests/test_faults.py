@@ -55,3 +55,35 @@ def test_invocation_that_cannot_start_is_reported_not_hung():
         assert time.monotonic() - t0 < 60
     finally:
         ctx.shutdown()
+
+
+def test_work_scope_cancel_stops_its_work_and_keeps_the_pool_warm(ctx):
+    from faasmp.pool import PoolTerminated
+
+    with ctx.work_scope() as scope:
+        pool = ctx.Pool(1)
+        pending = pool.apply_async(helpers.sleep_forever)
+        proc = ctx.Process(target=helpers.sleep_forever)
+        proc.start()
+        assert proc.pid
+    assert scope.pools == [pool] and scope.processes == [proc]
+    assert scope.cancel() == 2
+    with pytest.raises(PoolTerminated):
+        pending.get(10)
+    proc.join(30)
+    assert proc.exitcode == -signal.SIGKILL
+    with ctx.Pool(1) as p:
+        assert p.apply(helpers.square, (5,)) == 25
+
+
+def test_output_handler_receives_remote_output(ctx):
+    got = []
+    ctx.output_handler = got.append
+    try:
+        with ctx.Pool(1) as p:
+            p.apply(helpers.print_lines, (1, "routed"))
+    finally:
+        ctx.output_handler = None
+    assert ("w", got[0][1], 1, "routed 0\n") in got
+    with pytest.raises(TypeError):
+        ctx.output_handler = 3
