@@ -2,10 +2,11 @@
 
 :func:`patch` rebinds the public names of the :mod:`multiprocessing` package
 (``Process``, ``Pool``, ``Queue``, ``Lock``, ``Value``, ``Manager``,
-``get_context``, ``cpu_count``, ...) and of its submodules
-(``multiprocessing.pool.Pool``, ``multiprocessing.connection.wait``...) to
-faasmp's, so code that looks them up at call time — ``import multiprocessing``
-then ``multiprocessing.Pool(4)``, or ``from multiprocessing import Pool`` after
+``get_context``, ``cpu_count``, ...), of its submodules
+(``multiprocessing.pool.Pool``, ...) and
+``concurrent.futures.ProcessPoolExecutor`` to faasmp's, so code that looks
+them up at call time — ``import multiprocessing`` then
+``multiprocessing.Pool(4)``, or ``from multiprocessing import Pool`` after
 patching — runs on serverless workers.  :func:`unpatch` restores the
 originals; :func:`patched` does both around a block.
 
@@ -34,6 +35,8 @@ _TOP_LEVEL = (
     "set_executable", "set_forkserver_preload", "freeze_support",
 )  # fmt: skip
 _SUBMODULES = {
+    "concurrent.futures": {"ProcessPoolExecutor": ("faasmp.futures", "ProcessPoolExecutor")},
+    "concurrent.futures.process": {"ProcessPoolExecutor": ("faasmp.futures", "ProcessPoolExecutor")},
     "multiprocessing.pool": {"Pool": ("faasmp.pool", "Pool")},
     "multiprocessing.process": {
         "current_process": ("faasmp.process", "current_process"),

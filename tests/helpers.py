@@ -117,3 +117,9 @@ class Counter(faasmp.Process):
     def run(self) -> None:
         print(f"subclass run in {faasmp.current_process().name}")
         sys.exit(self.code)
+
+
+def fail_on(x: int, bad: int) -> int:
+    if x == bad:
+        raise KeyError(f"bad item {x}")
+    return x
