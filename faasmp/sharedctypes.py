@@ -88,7 +88,7 @@ _POINTER_TYPES = (ctypes.c_char_p, ctypes.c_wchar_p, ctypes.c_void_p)
 
 # Lua: writes refresh the TTL and never resurrect a deleted key.  With a lock
 # (ARGV[2] = caller's owner id), the write happens only if the lock is free or
-# the caller's.  KEYS: data[, lock tokens, lock owner].  ARGV: ttl, me or '',
+# the caller's.  KEYS: data[, lock tokens, lock meta (holds the owner)].  ARGV: ttl, me or '',
 # offset, bytes, offset, bytes, ...  -> 1 written, 0 lock held by another, -1 gone
 _WRITE = """
 if ARGV[2] ~= '' and redis.call('LLEN', KEYS[2]) == 0 and redis.call('HGET', KEYS[3], 'id') ~= ARGV[2] then
@@ -100,7 +100,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 """
 
-# KEYS: lock tokens, lock owner, data.  ARGV: me, start, end -> bytes, or nil if
+# KEYS: lock tokens, lock meta, data.  ARGV: me, start, end -> bytes, or nil if
 # another process holds the lock.
 _GUARDED_READ = """
 if redis.call('LLEN', KEYS[1]) == 0 and redis.call('HGET', KEYS[2], 'id') ~= ARGV[1] then return false end
@@ -224,9 +224,9 @@ class _SharedCData(SharedObject):
         if lock is None:
             data = self._session.state.getrange(self.key(), start, stop - 1)
         else:
-            _, tokens, owner, _ = lock._k()
+            meta, tokens, _ = lock._k()
             data = self._script("read")(
-                keys=[tokens, owner, self.key()], args=[_IDENTITY.current(), start, stop - 1]
+                keys=[tokens, meta, self.key()], args=[_IDENTITY.current(), start, stop - 1]
             )
             if data is None:
                 return None
@@ -239,8 +239,8 @@ class _SharedCData(SharedObject):
         args: list[Any] = [self._ttl_ms, ""]
         keys = [self.key()]
         if lock is not None:
-            _, tokens, owner, _ = lock._k()
-            keys += [tokens, owner]
+            meta, tokens, _ = lock._k()
+            keys += [tokens, meta]
             args[1] = _IDENTITY.current()
         for offset, data in pieces:
             args += [offset, data]

@@ -15,8 +15,8 @@ Design (DESIGN.md §1), and why:
   Redis hands a pushed token straight to the longest-waiting ``BLPOP`` client,
   so waiters are served first come, first served, nobody polls, and a wake-up
   cannot be lost: the token *is* the wake-up.  A waiter that dies simply
-  disappears from Redis' queue of blocked clients.  Locks keep an owner hash
-  (owner id, process name, recursion count) next to the tokens; the owner id
+  disappears from Redis' queue of blocked clients.  Locks record their owner
+  (owner id, process name, recursion count) in the object's hash; the owner id
   is a random token per process (renewed in a forked child) plus the thread
   id, so processes on other machines never share ids.  After a blocking
   ``BLPOP`` the owner is recorded in a second round trip; until then the lock
@@ -110,59 +110,56 @@ def _block_seconds(timeout: float | None) -> float:
 # --- Lua scripts (each one atomic step) -----------------------------------------
 
 _SCRIPTS: dict[str, str] = {
-    # KEYS: meta, tokens, owner.  ARGV: me, name, ttl, recursive, track owner, count
+    # The owner (id, name, recursion count) lives in the meta hash.
+    # KEYS: meta, tokens.  ARGV: me, name, ttl, recursive, track owner, count
     "sem_try": """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-if ARGV[4] == '1' and redis.call('HGET', KEYS[3], 'id') == ARGV[1] then
-  redis.call('HINCRBY', KEYS[3], 'count', 1)
-  redis.call('PEXPIRE', KEYS[3], ARGV[3])
+if ARGV[4] == '1' and redis.call('HGET', KEYS[1], 'id') == ARGV[1] then
+  redis.call('HINCRBY', KEYS[1], 'count', 1)
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return 1
 end
 if not redis.call('LPOP', KEYS[2]) then return 0 end
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
 if ARGV[5] == '1' then
-  redis.call('HSET', KEYS[3], 'id', ARGV[1], 'name', ARGV[2], 'count', ARGV[6])
-  redis.call('PEXPIRE', KEYS[3], ARGV[3])
+  redis.call('HSET', KEYS[1], 'id', ARGV[1], 'name', ARGV[2], 'count', ARGV[6])
 end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 1
 """,
-    # After a blocking BLPOP got the token.  KEYS: meta, owner.  ARGV: me, name, ttl, count
+    # After a blocking BLPOP got the token.  KEYS: meta.  ARGV: me, name, ttl, count
     "sem_owned": """
-redis.call('HSET', KEYS[2], 'id', ARGV[1], 'name', ARGV[2], 'count', ARGV[4])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'name', ARGV[2], 'count', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """,
-    # KEYS: meta, tokens, owner.  ARGV: me, ttl, recursive
+    # KEYS: meta, tokens.  ARGV: me, ttl, recursive
     # -> remaining recursion count (0 = released), -1 gone, -2 not owner, -3 over-release
     "sem_release": """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 if ARGV[3] == '1' then
-  if redis.call('HGET', KEYS[3], 'id') ~= ARGV[1] then return -2 end
-  local left = redis.call('HINCRBY', KEYS[3], 'count', -1)
-  if left > 0 then
-    redis.call('PEXPIRE', KEYS[3], ARGV[2])
-    return left
-  end
+  if redis.call('HGET', KEYS[1], 'id') ~= ARGV[1] then return -2 end
+  local left = redis.call('HINCRBY', KEYS[1], 'count', -1)
+  if left > 0 then return left end
 else
   local maxv = tonumber(redis.call('HGET', KEYS[1], 'max'))
   if maxv >= 0 and redis.call('LLEN', KEYS[2]) >= maxv then return -3 end
 end
-redis.call('DEL', KEYS[3])
+redis.call('HDEL', KEYS[1], 'id', 'name', 'count')
 redis.call('RPUSH', KEYS[2], 1)
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 0
 """,
     # Register a waiter and release the lock completely, atomically.
-    # KEYS: cond meta, cond queue, lock meta, lock tokens, lock owner.  ARGV: me, wid, ttl
+    # KEYS: cond meta, cond queue, lock meta, lock tokens.  ARGV: me, wid, ttl
     # -> the lock's recursion count, -1 gone, -2 lock not owned
     "cond_wait": """
 if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
-if redis.call('HGET', KEYS[5], 'id') ~= ARGV[1] then return -2 end
-local count = tonumber(redis.call('HGET', KEYS[5], 'count'))
-redis.call('DEL', KEYS[5])
+if redis.call('HGET', KEYS[3], 'id') ~= ARGV[1] then return -2 end
+local count = tonumber(redis.call('HGET', KEYS[3], 'count'))
+redis.call('HDEL', KEYS[3], 'id', 'name', 'count')
 redis.call('RPUSH', KEYS[4], 1)
 redis.call('RPUSH', KEYS[2], ARGV[2])
 for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
@@ -174,7 +171,7 @@ if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then return 0 end
 redis.call('DEL', KEYS[2])
 return 1
 """,
-    # KEYS: cond meta, cond queue, lock owner.  ARGV: me, n (-1 = all), ttl, wake prefix
+    # KEYS: cond meta, cond queue, lock meta.  ARGV: me, n (-1 = all), ttl, wake prefix
     "cond_notify": """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if redis.call('HGET', KEYS[3], 'id') ~= ARGV[1] then return -2 end
@@ -302,7 +299,7 @@ class SemLock(_Synchronizer):
     """A counting semaphore as a token list (base of the locks and semaphores)."""
 
     _kind = "sem"
-    _key_suffixes = ("m", "t", "o")
+    _key_suffixes = ("m", "t")
     #: An owner may acquire again (RLock).
     _recursive: ClassVar[bool] = False
     #: Record who holds it (locks; needed by Condition and repr).
@@ -315,7 +312,7 @@ class SemLock(_Synchronizer):
             raise ValueError(f"semaphore initial value must be >= 0 and <= {SEM_VALUE_MAX}, got {value}")
         self._init_shared(ctx)
         self._maxvalue = maxvalue
-        meta, tokens, _owner, _ = self._k()
+        meta, tokens, _ = self._k()
         pipe = self._session.state.pipeline(transaction=True)
         pipe.hset(meta, {"kind": type(self).__name__, "max": maxvalue})
         pipe.pexpire(meta, self._ttl)
@@ -342,12 +339,12 @@ class SemLock(_Synchronizer):
 
     def _acquire(self, block: bool, timeout: float | None, count: int) -> bool:
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
-        meta, tokens, owner, _ = self._k()
+        meta, tokens, _ = self._k()
         me = _IDENTITY.current()
         name = _owner_name() if self._track_owner else ""
         got = self._run(
             "sem_try",
-            [meta, tokens, owner],
+            [meta, tokens],
             [me, name, self._ttl, int(self._recursive), int(self._track_owner), count],
         )
         if got == 1:
@@ -362,7 +359,8 @@ class SemLock(_Synchronizer):
         if self._session.state.blpop([tokens], _block_seconds(left)) is None:
             return False
         if self._track_owner:
-            self._run("sem_owned", [meta, owner], [me, name, self._ttl, count])
+            if self._run("sem_owned", [meta], [me, name, self._ttl, count]) == -1:
+                raise self._gone()
         return True
 
     def release(self) -> None:
@@ -370,9 +368,9 @@ class SemLock(_Synchronizer):
         self._release_checked()
 
     def _release_checked(self) -> int:
-        meta, tokens, owner, _ = self._k()
+        meta, tokens, _ = self._k()
         left: int = self._run(
-            "sem_release", [meta, tokens, owner], [_IDENTITY.current(), self._ttl, int(self._recursive)]
+            "sem_release", [meta, tokens], [_IDENTITY.current(), self._ttl, int(self._recursive)]
         )
         if left == -1:
             raise self._gone()
@@ -390,14 +388,13 @@ class SemLock(_Synchronizer):
 
     # -- introspection ------------------------------------------------------------
     def _snapshot(self) -> tuple[bool, int, dict[bytes, bytes]]:
-        """(exists, tokens available, owner hash) in one round trip."""
-        meta, tokens, owner, _ = self._k()
+        """(exists, tokens available, meta hash with the owner) in one round trip."""
+        meta, tokens, _ = self._k()
         pipe = self._session.state.pipeline()
-        pipe.exists(meta)
+        pipe.hgetall(meta)
         pipe.llen(tokens)
-        pipe.hgetall(owner)
-        exists, value, own = pipe.execute()
-        return bool(exists), int(value), own
+        own, value = pipe.execute()
+        return bool(own), int(value), own
 
     def get_value(self) -> int:
         """The number of tokens available now (a snapshot, as the stdlib's)."""
@@ -407,7 +404,7 @@ class SemLock(_Synchronizer):
         return value
 
     def _is_mine(self) -> bool:
-        own = self._session.state.hget(self._k()[2], "id")
+        own = self._session.state.hget(self._k()[0], "id")
         return own is not None and own.decode() == _IDENTITY.current()
 
     def _owner_and_count(self) -> tuple[str, int | str]:
@@ -549,12 +546,10 @@ class Condition(_Synchronizer):
         Returns ``False`` if *timeout* passed without a notification.
         """
         meta, queue, prefix = self._k()
-        lmeta, ltokens, lowner, _ = self._lock._k()
+        lmeta, ltokens, _ = self._lock._k()
         wid = secrets.token_hex(8)
         wake = prefix + wid
-        count = self._run(
-            "cond_wait", [meta, queue, lmeta, ltokens, lowner], [_IDENTITY.current(), wid, self._ttl]
-        )
+        count = self._run("cond_wait", [meta, queue, lmeta, ltokens], [_IDENTITY.current(), wid, self._ttl])
         if count == -1:
             raise self._gone()
         if count == -2:
@@ -596,7 +591,7 @@ class Condition(_Synchronizer):
     def _notify(self, n: int) -> int:
         meta, queue, prefix = self._k()
         woken: int = self._run(
-            "cond_notify", [meta, queue, self._lock._k()[2]], [_IDENTITY.current(), n, self._ttl, prefix]
+            "cond_notify", [meta, queue, self._lock._k()[0]], [_IDENTITY.current(), n, self._ttl, prefix]
         )
         if woken == -1:
             raise self._gone()
