@@ -1313,14 +1313,17 @@ def _make_object(
     kwds = kwds or {}
     callable_, exposed, method_to_typeid, proxytype = mcls._registry_entry(typeid)
     if proxytype is Direct:
+        given = {id(a) for a in (*args, *kwds.values())}
         if value is _NO_VALUE:
             if callable_ is None:
                 raise TypeError(f"typeid {typeid!r} has no callable to create objects with")
             value = callable_(*args, ctx=ctx, **kwds)
-        if manager is not None:
-            manager._track(value)
-        else:
-            _register_foreign(ctx, mid, value)
+        parts = _shared_parts(value, given)
+        _register_keys(ctx, mid, parts)
+        if manager is not None and manager._kind is _Kind.OWNER:
+            manager._objects.extend(parts)
+            if not parts and hasattr(value, "terminate"):  # a Pool
+                manager._objects.append(value)
         return value
     if value is _NO_VALUE:
         if callable_ is None:
@@ -1346,14 +1349,30 @@ def _make_object(
     return proxy
 
 
-def _register_foreign(ctx: FaasContext, mid: str, obj: Any) -> None:
-    """Record a directly shared object made outside the owner (keys only)."""
-    if isinstance(obj, SharedObject):
-        session = ctx.session
-        keys = [obj.key(s) for s in obj._key_suffixes]
-        script = session.state.script(_REGISTER)
-        if script(keys=[session.keys.k("mgr", mid)], args=[int(session.config.key_ttl * 1000), *keys]) == -1:
-            raise ManagerShutdownError(f"manager {mid} has shut down")
+def _shared_parts(obj: Any, given: set[int]) -> list[SharedObject]:
+    """The shared objects *obj* consists of (itself, or a wrapper's lock and data).
+
+    Objects the caller passed in (*given*, by id), e.g. a Condition's lock, are
+    not the manager's to delete.
+    """
+    parts: list[SharedObject] = []
+    seen = set(given)
+    for candidate in (obj, *getattr(obj, "__dict__", {}).values()):
+        if isinstance(candidate, SharedObject) and id(candidate) not in seen:
+            seen.add(id(candidate))
+            parts.append(candidate)
+    return parts
+
+
+def _register_keys(ctx: FaasContext, mid: str, parts: list[SharedObject]) -> None:
+    """Record the keys of directly shared objects with manager *mid* (deleted at its shutdown)."""
+    keys = [p.key(s) for p in parts for s in p._key_suffixes]
+    if not keys:
+        return
+    session = ctx.session
+    script = session.state.script(_REGISTER)
+    if script(keys=[session.keys.k("mgr", mid)], args=[int(session.config.key_ttl * 1000), *keys]) == -1:
+        raise ManagerShutdownError(f"manager {mid} has shut down; no more objects can be made with it")
 
 
 # ---------------------------------------------------------------------------
@@ -1593,12 +1612,6 @@ class BaseManager:
             raise ProcessError("Manager has not been started: call start() or use it in a with statement")
         assert self._mid is not None
         return _make_object(type(self), self._ctx, self._mid, typeid, self, args, kwds)
-
-    def _track(self, obj: Any) -> None:
-        if self._kind is _Kind.OWNER:
-            self._objects.append(obj)
-        assert self._mid is not None
-        _register_foreign(self._ctx, self._mid, obj)
 
     @classmethod
     def _registry_entry(cls, typeid: str) -> tuple[Any, Any, Any, Any]:

@@ -597,3 +597,91 @@ def test_a_started_manager_can_be_passed_to_a_process(ctx):
         made["x"] = 1
         assert _exists(ctx, *keys)
     assert _exists(ctx, *keys) == 0  # objects made remotely are deleted with the manager
+
+
+# --- objects the manager hands out directly (the context's own) ------------------------------------
+
+
+def test_sync_objects_queues_and_array_are_the_contexts_own(manager, ctx):
+    from faasmp import queues, synchronize
+
+    lock = manager.Lock()
+    assert isinstance(lock, synchronize.Lock)
+    assert lock.acquire(timeout=5)
+    assert not lock.acquire(timeout=0.05)
+    lock.release()
+    rlock = manager.RLock()
+    with rlock, rlock:
+        pass
+    sem = manager.Semaphore(2)
+    assert sem.acquire(timeout=1) and sem.acquire(timeout=1) and not sem.acquire(timeout=0.05)
+    bsem = manager.BoundedSemaphore(1)
+    bsem.acquire()
+    bsem.release()
+    with pytest.raises(ValueError):
+        bsem.release()
+    cond = manager.Condition()
+    with cond:
+        assert cond.wait(0.05) is False
+    event = manager.Event()
+    event.set()
+    assert event.wait(5)
+    barrier = manager.Barrier(1)
+    assert barrier.wait(5) == 0
+    q = manager.Queue(2)
+    assert isinstance(q, queues.Queue)
+    q.put("item")
+    assert q.get(timeout=5) == "item"
+    jq = manager.JoinableQueue()
+    jq.put(1)
+    jq.get(timeout=5)
+    jq.task_done()
+    jq.join()
+    arr = manager.Array("i", [1, 2, 3])
+    arr[0] = 5
+    assert arr[:] == [5, 2, 3] and len(arr) == 3
+    with arr.get_lock():
+        arr[1] += 1
+    assert arr[1] == 3
+
+
+def test_shutdown_releases_direct_objects_but_not_ones_passed_in(ctx):
+    own_lock = ctx.Lock()
+    m = ctx.Manager()
+    lock = m.Lock()
+    cond = m.Condition(own_lock)
+    q = m.Queue()
+    arr = m.Array("d", 4)
+    q.put(1)
+    keys = [o.key(s) for o in (lock, q, arr._obj) for s in o._key_suffixes]
+    assert _exists(ctx, *keys) > 0
+    m.shutdown()
+    assert _exists(ctx, *keys) == 0
+    with pytest.raises(RuntimeError, match="gone"):
+        lock.acquire(timeout=1)
+    assert cond._lock is own_lock
+    assert own_lock.acquire(timeout=5)  # the caller's lock is not the manager's to delete
+    own_lock.release()
+
+
+def test_manager_pool_is_the_contexts_pool_and_ends_with_the_manager(ctx):
+    from tests import helpers
+
+    m = ctx.Manager()
+    pool = m.Pool(2)
+    assert pool.map(helpers.square, range(5)) == [0, 1, 4, 9, 16]
+    m.shutdown()
+    with pytest.raises(ValueError):
+        pool.map(helpers.square, range(2))  # terminated with its manager
+
+
+def test_remote_processes_use_manager_lock_and_queue(manager, ctx):
+    lock = manager.Lock()
+    ns = manager.Namespace(total=0)
+    _run_all(ctx, hm.lock_increment, [(lock, ns, 25)] * 3)
+    assert ns.total == 75
+    q = manager.Queue()
+    out = manager.Queue()
+    q.put(21)
+    _run_all(ctx, hm.queue_roundtrip, [(q, out)])
+    assert out.get(timeout=10) == 42
