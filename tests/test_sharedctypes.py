@@ -270,3 +270,17 @@ def test_structure_array_read_remotely(ctx):
     p.join(60)
     assert p.exitcode == 0
     assert out.value == 3.75
+
+
+def test_data_key_has_a_ttl_and_is_deleted_with_its_owner(ctx):
+    import gc  # noqa: PLC0415
+
+    v = ctx.Value("i", 1)
+    arr = ctx.RawArray("d", 3)
+    arr[0] = 1.0
+    keys = [v.get_obj().key(), v.get_lock().key("m"), arr.key()]
+    redis_client = ctx.session.state._r  # the test inspects Redis directly
+    assert all(0 < redis_client.pttl(k) <= ctx.config.key_ttl * 1000 for k in keys)
+    del v, arr
+    gc.collect()
+    assert redis_client.exists(*keys) == 0

@@ -492,3 +492,26 @@ def test_owner_ids_differ_per_thread_and_after_fork():
         os._exit(0)
     os.waitpid(pid, 0)
     assert os.read(r, 64).decode() != token
+
+
+def test_keys_carry_a_ttl_and_the_owner_deletes_them(ctx):
+    import gc  # noqa: PLC0415
+
+    lock, sem, ev, cond, barrier = ctx.RLock(), ctx.Semaphore(2), ctx.Event(), ctx.Condition(), ctx.Barrier(1)
+    lock.acquire()
+    sem.acquire()
+    ev.set()
+    with cond:
+        cond.wait(0.01)
+    assert barrier.wait(5) == 0
+    objs = [lock, sem, ev, cond, cond._lock, barrier]
+    redis_client = ctx.session.state._r  # the test inspects Redis directly
+    keys = [k for o in objs for k in ctx.session.state.scan_keys(o.key() + "*")]
+    assert len(keys) >= 6
+    ttl_ms = ctx.config.key_ttl * 1000
+    assert all(0 < redis_client.pttl(k) <= ttl_ms for k in keys)
+    prefixes = [o.key() for o in objs]
+    del lock, sem, ev, cond, barrier, objs
+    gc.collect()
+    left = [k for p in prefixes for k in ctx.session.state.scan_keys(p + "*")]
+    assert left == []
