@@ -1,20 +1,562 @@
-"""``faasmp.connection``: waiting on faasmp objects.
+"""``faasmp.connection``: pipes between processes on different machines, and :func:`wait`.
 
-:func:`wait` takes process sentinels (``Process.sentinel``) and any object with
-``ready()`` and a ``channel`` on which its owner publishes when it changes.
-It subscribes before it checks, so a change between the check and the wait is
-never missed, and blocks in Redis rather than polling.
+:func:`Pipe` returns two :class:`Connection` objects with the stdlib's API and
+semantics, backed by Redis lists (one list per direction):
+
+* ``send``/``send_bytes`` push one signed message (``HMAC-SHA256 || body``,
+  the format of :func:`faasmp.runtime.call.dumps`) with one Lua call that also
+  refreshes the keys' TTL and publishes on the list's channel (for
+  :func:`wait`).  ``send_bytes`` stores the raw bytes (no pickling), ``send``
+  a cloudpickle, so — as in the stdlib — ``recv_bytes`` after ``send`` returns
+  the pickle and ``recv`` after ``send_bytes(pickle.dumps(x))`` returns ``x``.
+* ``recv`` is one ``BLPOP`` (it returns as soon as a message is there);
+  ``poll(timeout)`` blocks with a non-destructive ``BLMOVE`` and never takes a
+  message, so a timeout never loses one.
+
+**End of file, like OS pipes.**  Each end counts its open *handles* in Redis:
+the two objects :func:`Pipe` returns, and every copy made by pickling one
+(passing it to a ``Process``/``Pool``, putting it on a queue).  A handle is
+released by ``close()``, by garbage collection, or — for a copy used inside a
+remote ``Process`` — when that process exits, even if it was killed.  When no
+handle of the other end is left, ``recv`` on an empty pipe raises
+:class:`EOFError` and ``send`` raises :class:`BrokenPipeError`.  So the usual
+pattern works as with ``fork``::
+
+    r, w = Pipe(duplex=False)
+    p = Process(target=producer, args=(w,)); p.start()
+    w.close()                      # the child's copy keeps the end open
+    while True:
+        try:
+            item = r.recv()
+        except EOFError:           # the child closed w or exited
+            break
+
+The last close of an end pushes a wake-up onto the other end's list, so a
+blocked ``recv`` raises ``EOFError`` at once; a reader whose peer *process*
+died without closing notices within ``heartbeat_interval`` seconds.  When both
+ends are closed everywhere the pipe's keys are deleted.
+
+Differences from the stdlib: there is no file descriptor (``fileno()`` raises
+:class:`OSError`; use :func:`wait`), and a copy pickled but never unpickled
+(for example a ``Process`` terminated before it ran) keeps its end open.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
+import hmac
+import multiprocessing
+import pickle
+import secrets
 import time
-from collections.abc import Iterable
-from typing import Any, Protocol
+import weakref
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .backends.state import CONNECTION_ERRORS
+from .runtime.call import AuthenticationError, dumps, dumps_named
+from .runtime.shared import SharedObject
+
+if TYPE_CHECKING:
+    from .backends.state import ScriptCall, StateBackend
+    from .context import FaasContext
+    from .runtime.session import Session
+
+__all__ = ["Connection", "Pipe", "sign_bytes", "verify_bytes", "wait"]
+
+_MAC_SIZE = 32
+#: Messages above this many bytes skip Lua: a Lua call copies its arguments
+#: (~2 ms per MB); a pipeline of plain commands hands them to Redis as they are.
+_BIG = 1 << 16
+#: What ``close()`` pushes onto the other end's list to wake a blocked reader.
+#: Never a message: every message carries a 32-byte signature.
+_WAKE = b""
+
+
+# --- signing raw bytes -------------------------------------------------------
+# Same format as faasmp.runtime.call.dumps (HMAC-SHA256 of the body, then the
+# body), so a signed pickle is a signed byte string and vice versa.
+
+
+def sign_bytes(body: bytes | memoryview, authkey: bytes) -> bytes:
+    """``HMAC-SHA256(authkey, body) || body`` — :func:`~faasmp.runtime.call.dumps` without pickling."""
+    mac = hmac.new(authkey, body, hashlib.sha256).digest()
+    return b"".join((mac, body))
+
+
+def verify_bytes(data: bytes, authkey: bytes) -> memoryview:
+    """Check a payload made by :func:`sign_bytes` (or ``dumps``); return its body, uncopied.
+
+    Raises :class:`~faasmp.runtime.call.AuthenticationError` if the signature
+    does not match, before anything looks at the body.
+    """
+    if len(data) < _MAC_SIZE:
+        raise AuthenticationError("message too short to carry a signature; refused")
+    body = memoryview(data)[_MAC_SIZE:]
+    expected = hmac.new(authkey, body, hashlib.sha256).digest()
+    if not hmac.compare_digest(memoryview(data)[:_MAC_SIZE], expected):
+        raise AuthenticationError(
+            "message signature does not match this run's authkey; refused without unpickling"
+        )
+    return body
+
+
+# --- Lua ---------------------------------------------------------------------
+
+# Is any handle of the end whose holder hash is KEYS[n] still open?  Holders
+# bound to a process (value = process id) die with it.
+_PEER_ALIVE = """
+local function peer_alive(hash, prefix)
+  local fields = redis.call('HGETALL', hash)
+  local alive = false
+  for i = 1, #fields, 2 do
+    local proc = fields[i + 1]
+    if proc == '' then
+      alive = true
+    else
+      local st = redis.call('HGET', prefix .. 'proc:' .. proc, 'state')
+      if st == false or st == 'exited' then
+        redis.call('HDEL', hash, fields[i])
+      else
+        alive = true
+      end
+    end
+  end
+  return alive
+end
+"""
+
+# KEYS: list to push to, holders of the reading end, own holders.  ARGV: blob, ttl.
+SEND = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+local n = redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+redis.call('PUBLISH', KEYS[1], '')
+return n
+"""
+
+# Take the next message, or report EOF.  KEYS: own list, holders of the other
+# end.  ARGV: run key prefix, ttl.  Returns {1, msg} | {0} (empty) | {2} (EOF).
+# At EOF a wake-up is left in the list so later blocking reads return at once.
+RECV_NOW = (
+    _PEER_ALIVE
+    + """
+while true do
+  local v = redis.call('LPOP', KEYS[1])
+  if not v then break end
+  if v ~= '' then return {1, v} end
+end
+if peer_alive(KEYS[2], ARGV[1]) then return {0} end
+redis.call('RPUSH', KEYS[1], '')
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return {2}
+"""
+)
+
+# Like RECV_NOW without taking anything: 1 = a message waits, 2 = EOF, 0 = neither.
+POLL = (
+    _PEER_ALIVE
+    + """
+while true do
+  local v = redis.call('LINDEX', KEYS[1], 0)
+  if not v then break end
+  if v ~= '' then return 1 end
+  redis.call('LPOP', KEYS[1])
+end
+if peer_alive(KEYS[2], ARGV[1]) then return 0 end
+redis.call('RPUSH', KEYS[1], '')
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 2
+"""
+)
+
+# Release one handle.  KEYS: own holders, other end's holders, the list the
+# other end reads, both lists.  ARGV: holder id, wake the other end (0/1), ttl.
+CLOSE = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('HLEN', KEYS[1]) > 0 then return 1 end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('DEL', KEYS[4], KEYS[5])
+  return 2
+end
+if ARGV[2] == '1' then
+  redis.call('RPUSH', KEYS[3], '')
+  redis.call('PEXPIRE', KEYS[3], ARGV[3])
+  redis.call('PUBLISH', KEYS[3], '')
+end
+return 1
+"""
+
+# Tie a handle to the process that holds it (only while the handle is open).
+BIND = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+
+def _current_proc_id() -> str | None:
+    """The faasmp process id of the calling code when it runs in a remote Process."""
+    from . import process  # noqa: PLC0415
+
+    return getattr(process.current_process(), "_proc_id", None)
+
+
+def _release_handle(session: Session, close: ScriptCall, keys: list[str], args: list[Any]) -> None:
+    """Finalizer of a handle: release it in Redis (never raises; Redis may be gone)."""
+    if session.closed:
+        return
+    with contextlib.suppress(*CONNECTION_ERRORS):
+        close(keys=keys, args=args)
+
+
+class Connection(SharedObject):
+    """One end of a :func:`Pipe`, like :class:`multiprocessing.connection.Connection`.
+
+    Blocking calls wait inside Redis.  See the module docstring for how end
+    of file and handle copies work, and for the differences from the stdlib.
+    """
+
+    _kind = "pipe"
+    #: Keys are deleted when the last handle of both ends is closed, not when
+    #: the creating object goes away (remote copies may still use them).
+    _key_suffixes = ()
+
+    _end: int
+    _duplex: bool
+    _readable: bool
+    _writable: bool
+    _holder: str
+    _closed: bool
+    _bound: bool
+
+    def __init__(self) -> None:
+        raise TypeError("faasmp connections are created by faasmp.Pipe() (or ctx.Pipe())")
+
+    # -- construction ---------------------------------------------------------
+    @classmethod
+    def _make(cls, first: Connection | None, ctx: FaasContext | None, end: int, duplex: bool) -> Connection:
+        conn = cls.__new__(cls)
+        if first is None:
+            conn._init_shared(ctx)
+        else:
+            conn._ctx, conn._oid, conn._owner = first._ctx, first._oid, True
+        conn._end = end
+        conn._duplex = duplex
+        conn._readable = duplex or end == 0
+        conn._writable = duplex or end == 1
+        conn._holder = secrets.token_hex(6)
+        conn._setup()
+        return conn
+
+    def _setup(self) -> None:
+        """Cache what the hot path needs and arm the release-on-GC finalizer."""
+        session = self._session
+        state: StateBackend = session.state
+        e = self._end
+        self._state = state
+        self._authkey: bytes = session.authkey
+        self._ttl = int(session.config.key_ttl * 1000)
+        self._prefix = session.keys.prefix
+        self._cap = max(0.05, float(session.config.heartbeat_interval))
+        lists = (self.key("d0"), self.key("d1"))
+        holders = (self.key("h0"), self.key("h1"))
+        self._rkey, self._wkey = lists[e], lists[1 - e]
+        self._own_h, self._peer_h = holders[e], holders[1 - e]
+        # Messages go through the thread's own connection (lowest latency);
+        # the release finalizer uses the pooled client, since it may run from
+        # garbage collection in the middle of a command on that connection.
+        direct = state.direct
+        self._direct = direct
+        self._send_script = direct.script(SEND)
+        self._recv_script = direct.script(RECV_NOW)
+        self._poll_script = direct.script(POLL)
+        self._bind_script = direct.script(BIND)
+        # The other end reads from our write list only if it is readable.
+        wake = "1" if (self._duplex or e == 1) else "0"
+        self._closed = False
+        self._bound = False
+        self._releaser = weakref.finalize(
+            self,
+            _release_handle,
+            session,
+            state.script(CLOSE),
+            [self._own_h, self._peer_h, self._wkey, lists[0], lists[1]],
+            [self._holder, wake, self._ttl],
+        )
+
+    # -- pickling -----------------------------------------------------------
+    def _getstate_extra(self) -> dict[str, Any]:
+        """A copy is a new handle of the same end: registered now, before it travels.
+
+        Registering at pickling time keeps the end open while the copy is on
+        its way, even if this side closes its own handle right after
+        ``Process.start()``.
+        """
+        self._check_closed()
+        ticket = secrets.token_hex(6)
+        pipe = self._state.pipeline()
+        pipe.hset(self._own_h, {ticket: ""})
+        pipe.pexpire(self._own_h, self._ttl)
+        pipe.execute()
+        return {"end": self._end, "duplex": self._duplex, "holder": ticket}
+
+    def _setstate_extra(self, state: dict[str, Any]) -> None:
+        self._end = state["end"]
+        self._duplex = state["duplex"]
+        self._readable = self._duplex or self._end == 0
+        self._writable = self._duplex or self._end == 1
+        self._holder = state["holder"]
+        self._setup()
+
+    def _bind(self) -> None:
+        """Tie this copy to the remote Process using it, so it closes when that process ends."""
+        self._bound = True
+        proc_id = _current_proc_id()
+        if proc_id:
+            self._bind_script(keys=[self._own_h], args=[self._holder, proc_id, self._ttl])
+
+    # -- checks (stdlib messages) ----------------------------------------------
+    def _check_closed(self) -> None:
+        if self._closed:
+            raise OSError("handle is closed")
+
+    def _check_readable(self) -> None:
+        if not self._readable:
+            raise OSError("connection is write-only")
+
+    def _check_writable(self) -> None:
+        if not self._writable:
+            raise OSError("connection is read-only")
+
+    def _bad_message_length(self) -> None:
+        if self._writable:
+            self._readable = False
+        else:
+            self.close()
+        raise OSError("bad message length")
+
+    @property
+    def closed(self) -> bool:
+        """True if the connection is closed."""
+        return self._closed
+
+    @property
+    def readable(self) -> bool:
+        """True if the connection is readable."""
+        return self._readable
+
+    @property
+    def writable(self) -> bool:
+        """True if the connection is writable."""
+        return self._writable
+
+    def fileno(self) -> int:
+        """Always raises :class:`OSError`: a faasmp connection is not a file descriptor.
+
+        Use :func:`faasmp.connection.wait` (or :meth:`poll`) to wait for input.
+        """
+        self._check_closed()
+        raise OSError(
+            errno.EBADF,
+            "a faasmp Connection lives in Redis and has no file descriptor; "
+            "use faasmp.connection.wait() or Connection.poll() instead of select()",
+        )
+
+    def close(self) -> None:
+        """Close this handle; the other end sees EOF once every handle of this end is closed."""
+        if not self._closed:
+            self._closed = True
+            self._releaser()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mode = "duplex" if self._duplex else ("read-only" if self._end == 0 else "write-only")
+        status = " closed" if self._closed else ""
+        return f"<faasmp.connection.Connection {self._oid}/{self._end} {mode}{status}>"
+
+    # -- sending ----------------------------------------------------------------
+    def send_bytes(self, buf: Any, offset: int = 0, size: int | None = None) -> None:
+        """Send the bytes of a bytes-like object (stored raw, not pickled)."""
+        self._check_closed()
+        self._check_writable()
+        m = memoryview(buf)
+        if m.itemsize > 1:
+            m = m.cast("B")
+        n = m.nbytes
+        if offset < 0:
+            raise ValueError("offset is negative")
+        if n < offset:
+            raise ValueError("buffer length < offset")
+        if size is None:
+            size = n - offset
+        elif size < 0:
+            raise ValueError("size is negative")
+        elif offset + size > n:
+            raise ValueError("buffer length < offset + size")
+        self._send_blob(sign_bytes(m[offset : offset + size], self._authkey))
+
+    def send(self, obj: Any) -> None:
+        """Send a picklable object (cloudpickle: lambdas and ``__main__`` classes too)."""
+        self._check_closed()
+        self._check_writable()
+        try:
+            blob = dumps(obj, self._authkey)
+        except Exception:  # noqa: BLE001 - redo it to raise one clear error naming the pipe
+            blob = dumps_named(obj, self._authkey, f"an object sent on {self!r}")
+        self._send_blob(blob)
+
+    def _send_blob(self, blob: bytes) -> None:
+        if not self._bound:
+            self._bind()
+        wkey, peer_h, own_h, ttl = self._wkey, self._peer_h, self._own_h, self._ttl
+        if len(blob) <= _BIG:
+            if self._send_script(keys=[wkey, peer_h, own_h], args=[blob, ttl]) != -1:
+                return
+        else:
+            # SEND's steps as one pipeline (one round trip), the reader check first.
+            reader_open = self._direct.execute_many(
+                [
+                    ("EXISTS", peer_h),
+                    ("RPUSH", wkey, blob),
+                    ("PEXPIRE", wkey, ttl),
+                    ("PEXPIRE", peer_h, ttl),
+                    ("PEXPIRE", own_h, ttl),
+                    ("PUBLISH", wkey, ""),
+                ]
+            )[0]
+            if reader_open:
+                return
+            self._direct.execute_many([("DEL", wkey)])  # nobody will ever read it
+        raise BrokenPipeError(errno.EPIPE, "the other end of the pipe is closed")
+
+    # -- receiving ----------------------------------------------------------------
+    def _recv_blob(self) -> bytes:
+        """Block until a message arrives (returned) or the other end is closed (EOFError)."""
+        if not self._bound:
+            self._bind()
+        blpop, rkey = self._direct.blpop, [self._rkey]
+        while True:
+            item = blpop(rkey, self._cap)
+            if item is not None and item[1]:
+                return item[1]
+            # A wake-up, or a quiet period: take a message or detect EOF atomically
+            # (this also notices a peer process that died without closing).
+            res = self._recv_script(keys=[self._rkey, self._peer_h], args=[self._prefix, self._ttl])
+            if res[0] == 1:
+                return bytes(res[1])
+            if res[0] == 2:
+                raise EOFError
+
+    def recv_bytes(self, maxlength: int | None = None) -> bytes:
+        """Receive one message as bytes; EOFError if the other end is closed and nothing is left.
+
+        A message longer than *maxlength* raises ``OSError("bad message
+        length")`` and, as in the stdlib, leaves the connection unusable for reading.
+        """
+        self._check_closed()
+        self._check_readable()
+        if maxlength is not None and maxlength < 0:
+            raise ValueError("negative maxlength")
+        body = verify_bytes(self._recv_blob(), self._authkey)
+        if maxlength is not None and body.nbytes > maxlength:
+            self._bad_message_length()
+        return body.tobytes()
+
+    def recv_bytes_into(self, buf: Any, offset: int = 0) -> int:
+        """Receive one message into a writable buffer at byte *offset*; return its size.
+
+        Raises :class:`multiprocessing.BufferTooShort` (carrying the message)
+        if it does not fit.
+        """
+        self._check_closed()
+        self._check_readable()
+        with memoryview(buf) as m, m.cast("B") as target:
+            itemsize = m.itemsize
+            bytesize = itemsize * len(m)
+            if offset < 0:
+                raise ValueError("negative offset")
+            if offset > bytesize:
+                raise ValueError("offset too large")
+            body = verify_bytes(self._recv_blob(), self._authkey)
+            size = body.nbytes
+            if bytesize < offset + size:
+                raise multiprocessing.BufferTooShort(body.tobytes())
+            target[offset : offset + size] = body
+            return size
+
+    def recv(self) -> Any:
+        """Receive one object sent with :meth:`send`; EOFError at end of file."""
+        self._check_closed()
+        self._check_readable()
+        return pickle.loads(verify_bytes(self._recv_blob(), self._authkey))
+
+    def _poll_now(self) -> int:
+        if not self._bound:
+            self._bind()
+        return int(self._poll_script(keys=[self._rkey, self._peer_h], args=[self._prefix, self._ttl]))
+
+    def poll(self, timeout: float | None = 0.0) -> bool:
+        """Whether a message (or EOF) is waiting; waits up to *timeout* seconds (None = forever).
+
+        Never takes the message: it blocks with a non-destructive BLMOVE.
+        """
+        self._check_closed()
+        self._check_readable()
+        if self._poll_now():
+            return True
+        if timeout is not None and timeout <= 0:
+            return False
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = self._cap if deadline is None else min(self._cap, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            # Returns when the list has an element (a message or a wake-up);
+            # the capped wait also notices a peer process that died.
+            self._direct.blmove_rotate(self._rkey, max(left, 0.001))
+            if self._poll_now():
+                return True
+
+    # -- wait() support ------------------------------------------------------------
+    def _wait_ready(self) -> bool:
+        return self._poll_now() != 0
+
+
+def Pipe(duplex: bool = True, *, ctx: FaasContext | None = None) -> tuple[Connection, Connection]:
+    """Two connected :class:`Connection` objects, like :func:`multiprocessing.Pipe`.
+
+    With ``duplex=False`` the first can only receive and the second only send.
+    """
+    if not isinstance(duplex, bool):
+        raise TypeError(f"duplex must be a bool, not {type(duplex).__name__}")
+    c0 = Connection._make(None, ctx, 0, duplex)
+    c1 = Connection._make(c0, ctx, 1, duplex)
+    proc_id = _current_proc_id() or ""
+    pipe = c0._state.pipeline()
+    for c in (c0, c1):
+        pipe.hset(c._own_h, {c._holder: proc_id})
+        pipe.pexpire(c._own_h, c._ttl)
+        c._bound = True
+    pipe.execute()
+    return c0, c1
+
+
+# --- wait --------------------------------------------------------------------
 
 
 class Waitable(Protocol):
-    """What :func:`wait` accepts: a readiness check, a change channel, its session."""
+    """What :func:`wait` accepts besides connections: a readiness check, a change channel, a session."""
 
     def ready(self) -> bool: ...
 
@@ -25,35 +567,54 @@ class Waitable(Protocol):
     def session(self) -> Any: ...
 
 
+def _wait_entry(obj: Any) -> tuple[Callable[[], bool], str, Any]:
+    if isinstance(obj, Connection):
+        obj._check_closed()
+        obj._check_readable()
+        return obj._wait_ready, obj._rkey, obj._session
+    if all(hasattr(obj, a) for a in ("ready", "channel", "session")):
+        return obj.ready, obj.channel, obj.session
+    raise TypeError(
+        f"faasmp.connection.wait() cannot wait on {obj!r}: pass faasmp Connection objects "
+        "or Process.sentinel objects (faasmp has no file descriptors or sockets)"
+    )
+
+
 def wait(object_list: Iterable[Any], timeout: float | None = None) -> list[Any]:
     """Wait until an object in *object_list* is ready; return the ready ones.
 
-    Like :func:`multiprocessing.connection.wait`: returns an empty list if
-    *timeout* (seconds) passes first; ``None`` waits forever.
+    Like :func:`multiprocessing.connection.wait`: *object_list* holds
+    connections (ready when :meth:`Connection.poll` would return True, which
+    includes end of file) and ``Process.sentinel`` objects (ready when the
+    process has ended).  Returns an empty list if *timeout* seconds pass
+    first; ``None`` waits forever.
+
+    It subscribes to the objects' change channels before it checks them, so
+    a change between the check and the wait is never missed, and blocks in
+    Redis rather than polling.
     """
     objects = list(object_list)
-    for obj in objects:
-        if not all(hasattr(obj, a) for a in ("ready", "channel", "session")):
-            raise TypeError(
-                f"faasmp.connection.wait() cannot wait on {obj!r}: pass Process.sentinel "
-                "objects or faasmp connections"
-            )
-    ready = [o for o in objects if o.ready()]
-    if ready or not objects or timeout == 0:
+    entries = [(obj, *_wait_entry(obj)) for obj in objects]
+
+    def ready_now() -> list[Any]:
+        return [obj for obj, ready, _, _ in entries if ready()]
+
+    ready = ready_now()
+    if ready or not entries or (timeout is not None and timeout <= 0):
         return ready
-    session = objects[0].session
-    sub = session.state.subscribe(*{o.channel for o in objects})
+    session = entries[0][3]
+    sub = session.state.subscribe(*{channel for _, _, channel, _ in entries})
     try:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            ready = [o for o in objects if o.ready()]
+            ready = ready_now()
             if ready:
                 return ready
             left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
             if left <= 0:
                 return []
             # A message only wakes us; readiness is re-checked above.  The
-            # 1 s cap also catches workers lost without a publish.
+            # 1 s cap also catches workers (and pipe ends) lost without a publish.
             sub.get_message(timeout=left)
     finally:
         sub.close()

@@ -1,0 +1,84 @@
+"""Remote code for the pipe and queue tests (shipped by value, like notebook code)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+def echo(conn: Any) -> None:
+    """Send back every object received until ``"stop"``, then close."""
+    while True:
+        msg = conn.recv()
+        if msg == "stop":
+            break
+        conn.send(msg)
+    conn.close()
+
+
+def echo_bytes(conn: Any) -> None:
+    """Send back every byte message until ``b"stop"`` (the benchmark's loop)."""
+    while True:
+        msg = conn.recv_bytes()
+        if msg == b"stop":
+            break
+        conn.send_bytes(msg)
+
+
+def send_range(conn: Any, n: int, close: bool = True) -> None:
+    for i in range(n):
+        conn.send(i)
+    if close:
+        conn.close()
+
+
+def send_then_sleep(conn: Any, value: Any) -> None:
+    """Use the connection, then never close it (the test kills the process)."""
+    conn.send(value)
+    time.sleep(600)
+
+
+def sleep_then_send(conn: Any, delay: float, value: Any) -> None:
+    time.sleep(delay)
+    conn.send(value)
+
+
+def make_pipe_and_send_back(out: Any, message: str) -> None:
+    """Create a Pipe remotely, hand one end to the client, write to the other, exit."""
+    import faasmp  # noqa: PLC0415
+
+    r, w = faasmp.Pipe(duplex=False)
+    out.put(r)
+    w.send(message)
+    # No close: the end is released when this process exits.
+
+
+def pool_send(conn: Any, value: Any) -> str:
+    conn.send(value)
+    return "sent"
+
+
+def produce(q: Any, producer: int, n: int) -> None:
+    for i in range(n):
+        q.put((producer, i))
+
+
+def put_all(q: Any, items: list[Any]) -> None:
+    for item in items:
+        q.put(item)
+
+
+def consume_joinable(q: Any, results: Any) -> None:
+    """Double every item until ``None``; mark each one done."""
+    while True:
+        item = q.get(timeout=60)
+        if item is None:
+            q.task_done()
+            return
+        results.put(item * 2)
+        q.task_done()
+
+
+def simple_put(q: Any, items: list[Any]) -> None:
+    for item in items:
+        q.put(item)

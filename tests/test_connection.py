@@ -1,0 +1,404 @@
+"""Pipe/Connection semantics against the stdlib's, locally and with remote processes."""
+
+from __future__ import annotations
+
+import array
+import gc
+import pickle
+import threading
+import time
+
+import cloudpickle
+import pytest
+
+import faasmp
+from faasmp.connection import Connection, Pipe, sign_bytes, verify_bytes, wait
+from faasmp.runtime.call import AuthenticationError, PicklingFailed, dumps
+from tests import helpers_ipc
+
+
+def _later(delay: float, fn, *args) -> threading.Thread:
+    def run() -> None:
+        time.sleep(delay)
+        fn(*args)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+# --- local semantics ------------------------------------------------------------
+
+
+def test_duplex_objects_both_ways(ctx):
+    a, b = ctx.Pipe()
+    a.send({"x": [1, 2.5, "three"]})
+    assert b.recv() == {"x": [1, 2.5, "three"]}
+    b.send(lambda y: y + 1)  # cloudpickle: lambdas travel
+    assert a.recv()(1) == 2
+    assert a.readable and a.writable and b.readable and b.writable
+
+
+def test_send_and_send_bytes_interoperate_like_stdlib(ctx):
+    a, b = ctx.Pipe()
+    a.send_bytes(pickle.dumps([1, 2]))
+    assert b.recv() == [1, 2]
+    a.send((3, 4))
+    assert pickle.loads(b.recv_bytes()) == (3, 4)
+    a.send_bytes(b"")
+    assert b.recv_bytes() == b""
+
+
+def test_send_bytes_offset_size_and_itemsize(ctx):
+    a, b = ctx.Pipe()
+    a.send_bytes(b"0123456789", 2, 3)
+    assert b.recv_bytes() == b"234"
+    a.send_bytes(b"0123456789", 7)
+    assert b.recv_bytes() == b"789"
+    ints = array.array("i", [1, 2, 3])
+    a.send_bytes(ints)
+    assert b.recv_bytes() == ints.tobytes()
+    with pytest.raises(ValueError, match="offset is negative"):
+        a.send_bytes(b"abc", -1)
+    with pytest.raises(ValueError, match="buffer length < offset"):
+        a.send_bytes(b"abc", 4)
+    with pytest.raises(ValueError, match="size is negative"):
+        a.send_bytes(b"abc", 0, -1)
+    with pytest.raises(ValueError, match=r"buffer length < offset \+ size"):
+        a.send_bytes(b"abc", 1, 3)
+    assert not b.poll()
+
+
+def test_large_messages_take_the_pipelined_path(ctx):
+    a, b = ctx.Pipe()
+    big = bytes(range(256)) * 4096  # 1 MiB, above the Lua threshold
+    a.send_bytes(big)
+    a.send({"payload": big})
+    assert b.recv_bytes() == big
+    assert b.recv() == {"payload": big}
+    b.close()
+    with pytest.raises(BrokenPipeError):
+        a.send_bytes(big)
+    with pytest.raises(BrokenPipeError):
+        a.send_bytes(b"small")
+
+
+def test_recv_bytes_maxlength(ctx):
+    a, b = ctx.Pipe()
+    with pytest.raises(ValueError, match="negative maxlength"):
+        b.recv_bytes(-1)
+    a.send_bytes(b"12345")
+    assert b.recv_bytes(5) == b"12345"
+    a.send_bytes(b"123456")
+    with pytest.raises(OSError, match="bad message length"):
+        b.recv_bytes(5)
+    # As in the stdlib, a duplex end stops being readable (a read-only one closes).
+    assert not b.readable
+    with pytest.raises(OSError, match="write-only"):
+        b.recv()
+    r, w = ctx.Pipe(duplex=False)
+    w.send_bytes(b"too long")
+    with pytest.raises(OSError, match="bad message length"):
+        r.recv_bytes(2)
+    assert r.closed
+
+
+def test_recv_bytes_into_and_buffer_too_short(ctx):
+    a, b = ctx.Pipe()
+    buf = bytearray(10)
+    a.send_bytes(b"abc")
+    assert b.recv_bytes_into(buf, 2) == 3
+    assert buf == bytearray(b"\0\0abc\0\0\0\0\0")
+    ints = array.array("i", [0, 0, 0, 0])
+    a.send_bytes(array.array("i", [7, 8]))
+    assert b.recv_bytes_into(ints, ints.itemsize) == 2 * ints.itemsize
+    assert ints.tolist() == [0, 7, 8, 0]
+    a.send_bytes(b"0123456789xyz")
+    with pytest.raises(multiprocessing_buffer_too_short()) as info:
+        b.recv_bytes_into(bytearray(4))
+    assert info.value.args[0] == b"0123456789xyz"  # the message travels with the error
+    with pytest.raises(ValueError, match="negative offset"):
+        b.recv_bytes_into(buf, -1)
+    with pytest.raises(ValueError, match="offset too large"):
+        b.recv_bytes_into(buf, 11)
+
+
+def multiprocessing_buffer_too_short() -> type[Exception]:
+    import multiprocessing  # noqa: PLC0415
+
+    assert faasmp.BufferTooShort is multiprocessing.BufferTooShort
+    return multiprocessing.BufferTooShort
+
+
+def test_poll_is_non_destructive_and_times_out(ctx):
+    a, b = ctx.Pipe()
+    assert b.poll() is False
+    t0 = time.monotonic()
+    assert b.poll(0.2) is False
+    assert time.monotonic() - t0 >= 0.15
+    a.send("m1")
+    assert b.poll() is True
+    assert b.poll(1) is True  # still there: poll never takes a message
+    assert b.recv() == "m1"
+    _later(0.2, a.send, "m2")
+    assert b.poll(10) is True
+    assert b.poll(None) is True
+    assert b.recv() == "m2"
+
+
+def test_poll_timeout_does_not_lose_a_message_sent_meanwhile(ctx):
+    a, b = ctx.Pipe()
+
+    def sender() -> None:
+        for i in range(20):
+            time.sleep(0.004)
+            a.send(i)
+
+    t = threading.Thread(target=sender)
+    t.start()
+    while t.is_alive():
+        b.poll(0.003)  # often times out just as a message arrives
+    t.join()
+    assert [b.recv() for _ in range(20)] == list(range(20))
+    assert not b.poll()
+
+
+def test_simplex_ends(ctx):
+    r, w = ctx.Pipe(duplex=False)
+    assert (r.readable, r.writable, w.readable, w.writable) == (True, False, False, True)
+    with pytest.raises(OSError, match="connection is read-only"):
+        r.send(1)
+    with pytest.raises(OSError, match="connection is write-only"):
+        w.recv()
+    with pytest.raises(OSError, match="connection is write-only"):
+        w.poll()
+    w.send_bytes(b"one way")
+    assert r.recv_bytes() == b"one way"
+
+
+def test_closed_handle(ctx):
+    a, b = ctx.Pipe()
+    a.close()
+    a.close()  # idempotent, like the stdlib
+    assert a.closed and not b.closed
+    for call in (lambda: a.send(1), a.recv, a.poll, a.recv_bytes, a.fileno, lambda: a.send_bytes(b"x")):
+        with pytest.raises(OSError, match="handle is closed"):
+            call()
+    with b:
+        pass
+    assert b.closed
+
+
+def test_fileno_explains_there_is_no_descriptor(ctx):
+    a, _ = ctx.Pipe()
+    with pytest.raises(OSError, match=r"no file descriptor.*wait\(\)"):
+        a.fileno()
+
+
+def test_eof_and_broken_pipe_after_the_other_end_closes(ctx):
+    a, b = ctx.Pipe()
+    a.send(1)
+    a.send(2)
+    a.close()
+    assert b.recv() == 1  # messages sent before close are still delivered
+    assert b.poll() is True
+    assert b.recv() == 2
+    assert b.poll() is True  # EOF counts as readable
+    with pytest.raises(EOFError):
+        b.recv()
+    with pytest.raises(EOFError):  # and stays so
+        b.recv_bytes()
+    with pytest.raises(BrokenPipeError):
+        b.send("nobody reads this")
+
+
+def test_blocked_recv_returns_eof_when_the_other_end_closes(ctx):
+    r, w = ctx.Pipe(duplex=False)
+    _later(0.3, w.close)
+    t0 = time.monotonic()
+    with pytest.raises(EOFError):
+        r.recv()
+    assert time.monotonic() - t0 < 10
+
+
+def test_garbage_collected_end_counts_as_closed(ctx):
+    r, w = ctx.Pipe(duplex=False)
+    w.send("last words")
+    del w
+    gc.collect()
+    assert r.recv() == "last words"
+    with pytest.raises(EOFError):
+        r.recv()
+
+
+def test_pickled_copy_keeps_its_end_open(ctx):
+    r, w = ctx.Pipe(duplex=False)
+    blob = cloudpickle.dumps(w)
+    w.close()  # like closing the parent's copy right after Process.start()
+    assert r.poll() is False  # not EOF: the copy in flight still holds the end
+    copy = pickle.loads(blob)
+    assert isinstance(copy, Connection) and copy.writable and not copy.readable
+    copy.send("via copy")
+    assert r.recv() == "via copy"
+    copy.close()
+    with pytest.raises(EOFError):
+        r.recv()
+    with pytest.raises(OSError, match="handle is closed"):
+        cloudpickle.dumps(copy)
+
+
+def test_keys_are_deleted_when_every_handle_is_closed(ctx):
+    a, b = ctx.Pipe()
+    a.send("unread")
+    state = ctx.session.state
+    pattern = a.key("*")
+    assert list(state.scan_keys(pattern))
+    a.close()
+    assert list(state.scan_keys(pattern))  # b may still read
+    b.close()
+    assert list(state.scan_keys(pattern)) == []
+
+
+def test_tampered_message_is_refused(ctx):
+    a, b = ctx.Pipe()
+    ctx.session.state.rpush(b._rkey, b"\0" * 32 + pickle.dumps("forged"))
+    with pytest.raises(AuthenticationError):
+        b.recv()
+    a.send("genuine")
+    assert b.recv() == "genuine"
+
+
+def test_sign_and_verify_bytes_match_the_payload_format(ctx):
+    key = ctx.session.authkey
+    signed = sign_bytes(b"raw", key)
+    assert bytes(verify_bytes(signed, key)) == b"raw"
+    assert pickle.loads(verify_bytes(dumps("obj", key), key)) == "obj"
+    with pytest.raises(AuthenticationError):
+        verify_bytes(signed, b"another key" * 3)
+    with pytest.raises(AuthenticationError, match="too short"):
+        verify_bytes(b"short", key)
+
+
+def test_unpicklable_object_names_the_pipe(ctx):
+    a, _ = ctx.Pipe()
+    with pytest.raises(PicklingFailed, match=r"sent on <faasmp\.connection\.Connection"):
+        a.send(threading.Lock())
+
+
+def test_bad_arguments(ctx):
+    with pytest.raises(TypeError, match="duplex must be a bool"):
+        Pipe("yes", ctx=ctx)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"created by faasmp\.Pipe"):
+        Connection()
+    with pytest.raises(TypeError, match="cannot wait on 42"):
+        wait([42])
+
+
+def test_wait_on_connections(ctx):
+    a, b = ctx.Pipe()
+    c, d = ctx.Pipe()
+    assert wait([b, d], timeout=0.2) == []
+    assert wait([b, d], timeout=0) == []
+    _later(0.2, c.send, "to d")
+    assert wait([b, d], timeout=10) == [d]
+    assert wait([b, d], timeout=0) == [d]  # still unread
+    assert d.recv() == "to d"
+    _later(0.2, a.close)
+    assert wait([b, d], timeout=10) == [b]  # EOF makes it ready
+    b.close()
+    with pytest.raises(OSError, match="handle is closed"):
+        wait([b])
+
+
+# --- with remote processes ------------------------------------------------------
+
+
+def test_ping_pong_with_a_remote_process(ctx):
+    a, b = ctx.Pipe()
+    p = ctx.Process(target=helpers_ipc.echo, args=(b,))
+    p.start()
+    b.close()  # the child's copy keeps its end open
+    for msg in [1, "two", {"three": 3}, b"\x00" * 100_000, list(range(50))]:
+        a.send(msg)
+        assert a.recv() == msg
+    a.send("stop")
+    with pytest.raises(EOFError):  # the child closed its end after "stop"
+        a.recv()
+    p.join(30)
+    assert p.exitcode == 0
+
+
+def test_eof_when_the_remote_writer_closes(ctx):
+    r, w = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=helpers_ipc.send_range, args=(w, 5))
+    p.start()
+    w.close()
+    got = []
+    while True:
+        try:
+            got.append(r.recv())
+        except EOFError:
+            break
+    assert got == [0, 1, 2, 3, 4]
+    p.join(30)
+
+
+def test_eof_when_the_remote_writer_exits_without_closing(ctx):
+    r, w = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=helpers_ipc.send_range, args=(w, 3, False))
+    p.start()
+    w.close()
+    assert [r.recv() for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(EOFError):  # the process ended: its copy is released
+        r.recv()
+    p.join(30)
+    assert p.exitcode == 0
+
+
+def test_eof_when_the_remote_writer_is_killed(ctx):
+    r, w = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=helpers_ipc.send_then_sleep, args=(w, "hello"))
+    p.start()
+    w.close()
+    assert r.recv() == "hello"
+    assert not r.poll(0.3)  # alive and holding its end: no EOF
+    p.kill()
+    p.join(30)
+    assert r.poll(10) is True
+    with pytest.raises(EOFError):
+        r.recv()
+
+
+def test_pipe_created_remotely_is_usable_by_the_client(ctx):
+    out = ctx.Queue()
+    p = ctx.Process(target=helpers_ipc.make_pipe_and_send_back, args=(out, "made remotely"))
+    p.start()
+    r = out.get(timeout=30)
+    assert r.recv() == "made remotely"
+    p.join(30)
+    with pytest.raises(EOFError):
+        r.recv()
+
+
+def test_wait_mixes_connections_and_sentinels(ctx):
+    a, b = ctx.Pipe()
+    sender = ctx.Process(target=helpers_ipc.sleep_then_send, args=(b, 0.2, "ready"))
+    sleeper = ctx.Process(target=helpers_ipc.send_then_sleep, args=(b, "first"))
+    sender.start()
+    sleeper.start()
+    assert a.recv() == "first"
+    ready = wait([a, sleeper.sentinel], timeout=30)
+    assert ready == [a]
+    assert a.recv() == "ready"
+    sleeper.kill()
+    ready = wait([sleeper.sentinel], timeout=30)
+    assert [s.process for s in ready] == [sleeper]
+    sender.join(30)
+    sleeper.join(30)
+
+
+def test_connection_passed_to_a_pool_worker(ctx):
+    r, w = ctx.Pipe(duplex=False)
+    with ctx.Pool(1) as pool:
+        assert pool.apply(helpers_ipc.pool_send, (w, 42)) == "sent"
+    assert r.recv() == 42
