@@ -27,6 +27,7 @@ from multiprocessing import ProcessError, TimeoutError
 from multiprocessing.pool import MaybeEncodingError, ThreadPool  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING, Any
 
+from .patch import is_patched
 from .runtime.call import CallKind, ExceptionInfo, RemoteCall, dumps, dumps_named, loads
 from .stats import JobFinished, JobStarted, TaskFinished, TaskRecord
 
@@ -122,6 +123,7 @@ class Pool:
         self._workers: dict[str, str] = {}  # slot id -> host id
         self._leases: list[bytes] = []  # queued lease blobs, removable on terminate
         self._lease_count = 0
+        self._lost_unstarted = 0
         self._broken: BaseException | None = None
         self._ttl_ms = int(session.config.heartbeat_interval * 6000)
         context._register_work(self)
@@ -154,6 +156,7 @@ class Pool:
                 desc,
                 session.now(),
                 _log_level(),
+                patched=is_patched(),
             )
             blobs.append(dumps(call, session.authkey))
         self._leases.extend(blobs)
@@ -459,8 +462,21 @@ class Pool:
         elif kind == "lost":
             _, slot, job, index, cause = msg
             with self._lock:
-                self._workers.pop(slot, None)
+                was_started = self._workers.pop(slot, None) is not None
+                if self._leases and not was_started:
+                    self._leases.pop(0)  # the lease this slot had taken
             if self._state == TERMINATE:
+                return True
+            # Workers dying before they ever start (a broken runtime) would be
+            # re-leased forever; three in a row break the pool instead.
+            self._lost_unstarted = 0 if was_started else self._lost_unstarted + 1
+            if self._lost_unstarted >= 3:
+                broken = WorkerLostError(
+                    f"faasmp workers for this pool died {self._lost_unstarted} times before "
+                    f"starting (last: {cause}); see the worker log of your compute backend"
+                )
+                self._broken = broken
+                self._fail_all(broken)
                 return True
             err = WorkerLostError(
                 f"the faasmp worker {slot} running task {index} of this map/apply {cause}; "

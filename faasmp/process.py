@@ -203,6 +203,7 @@ class BaseProcess:
             payload=payload,
             submitted=session.now(),
             log_level=_client_log_level(),
+            patched=_patched(),
         )
         blob = dumps(call, session.authkey)
         handle = _RemoteHandle(session, self._proc_id, blob)
@@ -514,6 +515,12 @@ def _exit_children() -> None:
             p.join()
         except Exception:  # noqa: BLE001, S110
             pass
+
+
+def _patched() -> bool:
+    from .patch import is_patched  # noqa: PLC0415
+
+    return is_patched()
 
 
 def _client_log_level() -> int:

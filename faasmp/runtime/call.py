@@ -43,8 +43,51 @@ class PicklingFailed(TypeError):
     """An object sent to remote code could not be pickled."""
 
 
+_local_roots: list[str] = []
+_seen_modules = 0
+
+
+def ship_modules_under(path: str) -> None:
+    """Pickle modules whose files live under *path* by value from now on.
+
+    Workers elsewhere cannot import a user's own modules (helpers next to a
+    script or notebook); shipped by value, they need not.  Installed packages
+    (anything under ``sys.prefix``) and faasmp itself are never shipped.
+    """
+    import os  # noqa: PLC0415
+
+    root = os.path.realpath(path)
+    if not os.path.isdir(root):
+        raise ValueError(f"ship_modules_under() needs a directory, got {path!r}")
+    if root not in _local_roots:
+        _local_roots.append(root)
+        _register_local_modules(force=True)
+
+
+def _register_local_modules(force: bool = False) -> None:
+    global _seen_modules
+    if not _local_roots or (not force and len(sys.modules) == _seen_modules):
+        return
+    import os  # noqa: PLC0415
+
+    _seen_modules = len(sys.modules)
+    prefixes = tuple(os.path.realpath(p) + os.sep for p in {sys.prefix, sys.base_prefix})
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if not file or name == "__main__" or name.split(".")[0] == "faasmp":
+            continue
+        real = os.path.realpath(file)
+        if real.startswith(prefixes) or not any(real.startswith(r + os.sep) for r in _local_roots):
+            continue
+        try:
+            cloudpickle.register_pickle_by_value(module)
+        except ValueError:  # not a module cloudpickle can ship
+            continue
+
+
 def dumps(obj: Any, authkey: bytes) -> bytes:
     """Serialize and sign *obj*."""
+    _register_local_modules()
     body = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     return hmac.new(authkey, body, hashlib.sha256).digest() + body
 
@@ -98,6 +141,9 @@ class RemoteCall:
     submitted: float = 0.0
     #: Client's root logger level, so remote ``logging`` behaves like a fork.
     log_level: int = 30
+    #: The client runs with multiprocessing patched to faasmp (faasmp run,
+    #: %%faas): remote code sees the same ``multiprocessing``.
+    patched: bool = False
 
 
 # --- remote errors ----------------------------------------------------------

@@ -404,6 +404,12 @@ class Slot:
                 self.state.srem(k.slots, self.slot_id)
                 return 0
             dequeued = time.time()
+            # From here a crash of this slot is reported for the call it took.
+            if call.kind is CallKind.PROCESS:
+                write_record(self.record, ("process", call.call_id))
+            elif call.kind is CallKind.POOL_WORKER:
+                write_record(self.record, ("pool", call.payload["pool_id"], None, None))
+            _match_patch(call.patched)
             if call.kind is CallKind.PROCESS:
                 self.run_process(call, dequeued)
             elif call.kind is CallKind.POOL_WORKER:
@@ -615,6 +621,16 @@ class Slot:
             pending.execute()
             write_record(self.record, ("pool", pool_id, None, None))
         return "maxtasksperchild"
+
+
+def _match_patch(patched: bool) -> None:
+    """Give remote code the ``multiprocessing`` its client has (patched or not)."""
+    from ..patch import patch, unpatch  # noqa: PLC0415
+
+    if patched:
+        patch()
+    else:
+        unpatch()
 
 
 def _run_chunk(fn: Any, mode: str, chunk: Any) -> tuple[bool, Any]:
