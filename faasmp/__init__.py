@@ -10,6 +10,7 @@ The top-level names are bound to the default context, as in CPython.
 
 from __future__ import annotations
 
+import sys as _sys
 from multiprocessing import BufferTooShort, ProcessError, TimeoutError
 
 from . import stats
@@ -21,6 +22,9 @@ from .runtime.call import AuthenticationError, PicklingFailed, RemoteError, Remo
 from .runtime.session import WorkerStartError
 
 __version__ = "0.1.0"
+
+if "joblib" in _sys.modules:  # register the "faasmp" joblib backend for free
+    from . import joblib as _joblib_backend  # noqa: F401
 
 __all__ = [
     "Array",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -70,10 +71,15 @@ def _replacements() -> list[tuple[Any, str, Any]]:
 
 
 def patch() -> None:
-    """Route the ``multiprocessing`` API to faasmp (idempotent)."""
+    """Route the ``multiprocessing`` API to faasmp (idempotent).
+
+    Also registers the ``"faasmp"`` joblib backend when joblib is installed.
+    """
     with _lock:
         if _saved:
             return
+        if importlib.util.find_spec("joblib") is not None:
+            importlib.import_module("faasmp.joblib")
         for module, attr, new in _replacements():
             _saved.append((module, attr, getattr(module, attr)))
             setattr(module, attr, new)
