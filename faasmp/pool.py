@@ -490,10 +490,10 @@ class Pool:
         elif kind == "init_failed":
             _, slot, info = msg
             exc = info.rebuild()
-            broken = ProcessError(f"the Pool initializer failed in worker {slot}: {exc!r}")
-            broken.__cause__ = exc
-            self._broken = broken
-            self._fail_all(broken)
+            init_error = ProcessError(f"the Pool initializer failed in worker {slot}: {exc!r}")
+            init_error.__cause__ = exc
+            self._broken = init_error
+            self._fail_all(init_error)
         return True
 
     def _on_done(self, job: int, index: int, ok: bool, value: Any, timing: tuple[Any, ...] | None) -> None:

@@ -611,8 +611,8 @@ class Slot:
             try:
                 blob = dumps(("done", job, index, ok, value, timing), authkey)
             except Exception as exc:  # noqa: BLE001 - an unsendable result is an error
-                err = _encoding_error(exc, value)
-                blob = dumps(("done", job, index, False, ExceptionInfo.capture(err), timing), authkey)
+                unsendable = _encoding_error(exc, value)
+                blob = dumps(("done", job, index, False, ExceptionInfo.capture(unsendable), timing), authkey)
             pending = state.pipeline()
             pending.rpush(res_key, blob)
             pending.incrby(k.tasks_run, 1)
