@@ -23,6 +23,7 @@ from typing import Any
 
 from . import config as config_mod
 from . import process
+from .advisor import GranularityAdvisor
 from .stats import StatsCollector
 
 START_METHODS = ("faas", "fork", "spawn", "forkserver")
@@ -43,6 +44,7 @@ class FaasContext:
         self._session: Any = None
         self._explicit_method: str | None = None
         self.stats = StatsCollector()
+        self._advisor = GranularityAdvisor(self.stats)
         self._output_handler: Callable[[tuple[Any, ...]], None] | None = None
         self._scopes: list[WorkScope] = []
         self.Process = type("Process", (process.BaseProcess,), {"_ctx": self, "__module__": __name__})

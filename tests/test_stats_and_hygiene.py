@@ -105,3 +105,18 @@ def test_pandas_export_has_one_row_per_record_with_phase_columns(ctx):
     for col in ("serialize_s", "invoke_s", "run_s", "join_s", "worker", "peak_rss"):
         assert col in df.columns
     assert (df["run_s"] >= 0).all()
+
+
+def test_granularity_advisor_warns_once_with_a_chunksize(ctx):
+    from faasmp.advisor import GranularityAdvisor, GranularityWarning
+
+    ctx._advisor.warned = False
+    with ctx.Pool(2) as p:
+        with pytest.warns(GranularityWarning, match=r"try chunksize=\d+"):
+            p.map(helpers.square, range(64), chunksize=1)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", GranularityWarning)
+            p.map(helpers.square, range(64), chunksize=1)  # only once
+    assert isinstance(ctx._advisor, GranularityAdvisor)
