@@ -55,6 +55,9 @@ class Config:
     start_timeout: float = 60.0
     #: Seconds between worker heartbeats; a worker silent for 3 beats is dead.
     heartbeat_interval: float = 1.0
+    #: How often a Pool task whose worker died mid-task is re-run before its
+    #: result fails with WorkerLostError (0 = never; Processes are never re-run).
+    task_retries: int = 1
     #: Safety-net TTL (seconds) on every key of a run, renewed while it lives.
     key_ttl: float = 3600.0
     #: Extra Lithops configuration merged over the generated one.
@@ -146,6 +149,8 @@ def _validated(cfg: Config) -> Config:
         raise ValueError("faasmp setting 'backend' must name a Lithops backend")
     if cfg.max_workers < 1:
         raise ValueError(f"faasmp setting 'max_workers' must be >= 1, got {cfg.max_workers}")
+    if cfg.task_retries < 0:
+        raise ValueError(f"faasmp setting 'task_retries' must be >= 0, got {cfg.task_retries}")
     if cfg.slots_per_invocation < 0:
         raise ValueError(
             f"faasmp setting 'slots_per_invocation' must be >= 0, got {cfg.slots_per_invocation}"

@@ -124,6 +124,10 @@ class Pool:
         self._leases: list[bytes] = []  # queued lease blobs, removable on terminate
         self._lease_count = 0
         self._lost_unstarted = 0
+        # Outstanding task blobs, kept to re-run a task whose worker died.
+        self._retries_allowed = session.config.task_retries
+        self._blobs: dict[tuple[int, int], bytes] = {}
+        self._tries: dict[tuple[int, int], int] = {}
         self._broken: BaseException | None = None
         self._ttl_ms = int(session.config.heartbeat_interval * 6000)
         context._register_work(self)
@@ -212,8 +216,10 @@ class Pool:
         pipe.execute()
         uploaded = time.time()
         with self._lock:
-            for index, submitted, ser in metas:
+            for (index, submitted, ser), blob in zip(metas, batch, strict=True):
                 self._meta[(job, index)] = (submitted, ser, uploaded)
+                if self._retries_allowed:
+                    self._blobs[(job, index)] = blob
 
     def _start_job(self, result: _Result, n_tasks: int) -> None:
         self._session.stats.emit(JobStarted(f"{self._pool_id}:{result._job}", "pool", n_tasks, time.time()))
@@ -416,6 +422,8 @@ class Pool:
     def _fail_all(self, exc: BaseException) -> None:
         with self._lock:
             results = list(self._cache.values())
+            self._blobs.clear()
+            self._tries.clear()
         for r in results:
             r._fail(exc)
 
@@ -478,9 +486,17 @@ class Pool:
                 self._broken = broken
                 self._fail_all(broken)
                 return True
+            if job is not None and self._retry((job, index), slot, cause):
+                self._lease(1)
+                return True
             err = WorkerLostError(
                 f"the faasmp worker {slot} running task {index} of this map/apply {cause}; "
                 "the task did not finish (it may have run out of memory or been killed)"
+                + (
+                    f"; it was tried {self._tries.get((job, index), 0) + 1} times"
+                    if self._retries_allowed
+                    else ""
+                )
             )
             with self._lock:
                 result = self._cache.get(job)
@@ -496,10 +512,32 @@ class Pool:
             self._fail_all(init_error)
         return True
 
+    def _retry(self, key: tuple[int, int], slot: str, cause: str) -> bool:
+        """Queue a lost task again if it has retries left (at-least-once)."""
+        with self._lock:
+            blob = self._blobs.get(key)
+            tries = self._tries.get(key, 0)
+            if blob is None or tries >= self._retries_allowed:
+                return False
+            self._tries[key] = tries + 1
+        logger.warning(
+            "faasmp: worker %s %s while running task %s of job %s; running it again (retry %d of %d)",
+            slot,
+            cause,
+            key[1],
+            key[0],
+            tries + 1,
+            self._retries_allowed,
+        )
+        self._session.state.lpush(self._tasks_key, blob)
+        return True
+
     def _on_done(self, job: int, index: int, ok: bool, value: Any, timing: tuple[Any, ...] | None) -> None:
         received = time.time()
         with self._lock:
             meta = self._meta.pop((job, index), None)
+            self._blobs.pop((job, index), None)
+            self._tries.pop((job, index), None)
             result = self._cache.get(job)
         if timing is None:  # the task never ran (its function could not be loaded)
             meta = None

@@ -123,3 +123,12 @@ def fail_on(x: int, bad: int) -> int:
     if x == bad:
         raise KeyError(f"bad item {x}")
     return x
+
+
+def die_first_time(marker: str) -> str:
+    """SIGKILL the worker the first time (injected fault), succeed on the retry."""
+    if not os.path.exists(marker):
+        with open(marker, "w") as fh:
+            fh.write("died once")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return "survived"

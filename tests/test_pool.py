@@ -154,7 +154,7 @@ def test_terminate_fails_outstanding_results(ctx):
 def test_worker_killed_mid_task_is_reported_not_hung(ctx):
     with ctx.Pool(2) as p:
         t0 = time.monotonic()
-        with pytest.raises(WorkerLostError, match="killed by signal SIGKILL"):
+        with pytest.raises(WorkerLostError, match=r"killed by signal SIGKILL.*tried 2 times"):
             p.apply(helpers.kill_self)
         assert time.monotonic() - t0 < 20
         # The pool replaced its worker and still works.
@@ -200,3 +200,21 @@ def test_function_from_module_workers_cannot_import_names_the_cause(ctx, tmp_pat
             p.map(clientonly_mod.double, range(3))
         assert "register_pickle_by_value" in str(info.value)
         assert p.map(helpers.square, [3]) == [9]  # the worker survived
+
+
+def test_task_whose_worker_died_is_retried(ctx, tmp_path):
+    with ctx.Pool(2) as p:
+        assert p.apply(helpers.die_first_time, (str(tmp_path / "marker"),)) == "survived"
+        assert (tmp_path / "marker").exists()
+
+
+def test_retries_can_be_turned_off(tmp_path):
+    from faasmp.context import FaasContext
+    from tests.conftest import TEST_SETTINGS
+
+    ctx = FaasContext(task_retries=0, **TEST_SETTINGS)
+    try:
+        with ctx.Pool(1) as p, pytest.raises(WorkerLostError):
+            p.apply(helpers.die_first_time, (str(tmp_path / "m"),))
+    finally:
+        ctx.shutdown()
