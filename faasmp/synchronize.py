@@ -403,10 +403,6 @@ class SemLock(_Synchronizer):
             raise self._gone()
         return value
 
-    def _is_mine(self) -> bool:
-        own = self._session.state.hget(self._k()[0], "id")
-        return own is not None and own.decode() == _IDENTITY.current()
-
     def _owner_and_count(self) -> tuple[str, int | str]:
         """The stdlib's (owner name, count) for reprs."""
         exists, value, own = self._snapshot()
