@@ -32,7 +32,9 @@ How each type is kept (and how it differs from the stdlib):
 * ``Lock``, ``RLock``, ``Semaphore``, ``BoundedSemaphore``, ``Condition``,
   ``Event``, ``Barrier``, ``Queue``, ``JoinableQueue``, ``Array`` and ``Pool``
   are the context's own Redis-backed objects (already shareable), returned as
-  they are; the manager releases them (and terminates pools) at shutdown.
+  they are; the manager releases them (and terminates pools) at shutdown,
+  after which they raise their own "state is gone" ``RuntimeError``.  Objects
+  passed in (``m.Condition(my_lock)``) are not the manager's to release.
 
 Values fetched from a proxy are copies: ``d['k'].append(1)`` changes the copy
 only, exactly as with the stdlib (assign it back: ``d['k'] = v``).  Values may
@@ -43,9 +45,14 @@ Lifetime: objects are not reference counted; they live until the manager that
 created them shuts down (``shutdown()``, leaving a ``with`` block, or the
 manager object and every proxy created from it in this process being garbage
 collected), which deletes all their keys at once.  Using a proxy afterwards
-raises :class:`ManagerShutdownError`.  Every access refreshes the keys' TTL
-(``key_ttl``), the safety net for a killed client: an object nobody touches
+raises :class:`ManagerShutdownError`.  Every write refreshes the keys' TTL
+(``key_ttl``), the safety net for a killed client: an object nobody writes to
 for that long expires.
+
+Speed: a read is one plain Redis command (``HGET``, ``LINDEX``, ...; only a
+miss checks whether the manager is gone), a write one Lua script; there is no
+server process in between, and proxies work the same from any machine that
+reaches the Redis server.
 """
 
 from __future__ import annotations
@@ -150,15 +157,6 @@ return #ks
 """
 
 # -- dict: KEYS = manager, hash, order zset -------------------------------
-_D_GET = (
-    _PRELUDE
-    + """
-touch(KEYS[2]) touch(KEYS[3])
-return redis.call('HGET', KEYS[2], ARGV[2])
-"""
-)
-_D_HAS = _PRELUDE + "return redis.call('HEXISTS', KEYS[2], ARGV[2])"
-_D_LEN = _PRELUDE + "return redis.call('HLEN', KEYS[2])"
 _D_KEYS = _PRELUDE + "return redis.call('ZRANGE', KEYS[3], 0, -1)"
 _D_NEXT_SCORE = """
 local function next_score()
@@ -187,12 +185,10 @@ _D_SETDEFAULT = (
     _PRELUDE
     + _D_NEXT_SCORE
     + """
-touch(KEYS[2])
-if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3]) == 1 then
-  redis.call('ZADD', KEYS[3], next_score(), ARGV[2])
-  touch(KEYS[3])
-  return 1
-end
+local inserted = redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3])
+if inserted == 1 then redis.call('ZADD', KEYS[3], next_score(), ARGV[2]) end
+touch(KEYS[2]) touch(KEYS[3])
+if inserted == 1 then return 1 end
 return redis.call('HGET', KEYS[2], ARGV[2])
 """
 )
@@ -249,8 +245,6 @@ bump()
 return redis.call('LLEN', KEYS[2])
 """
 )
-_L_LEN = _PRELUDE + "return redis.call('LLEN', KEYS[2])"
-_L_INDEX = _PRELUDE + "touch(KEYS[2]) touch(KEYS[3]) return redis.call('LINDEX', KEYS[2], ARGV[2])"
 _L_RANGE = (
     _PRELUDE
     + """
@@ -384,13 +378,11 @@ return 1
 _L_CLEAR = _PRELUDE + _L_BUMP + "redis.call('DEL', KEYS[2]) bump() return 1"
 
 # -- hash of attributes (Namespace): KEYS = manager, hash ---------------------
-_H_GET = _PRELUDE + "touch(KEYS[2]) return redis.call('HGET', KEYS[2], ARGV[2])"
 _H_SET = _PRELUDE + "redis.call('HSET', KEYS[2], ARGV[2], ARGV[3]) touch(KEYS[2]) return 1"
 _H_DEL = _PRELUDE + "touch(KEYS[2]) return redis.call('HDEL', KEYS[2], ARGV[2])"
 _H_ALL = _PRELUDE + "touch(KEYS[2]) return redis.call('HGETALL', KEYS[2])"
 
 # -- one pickled value: KEYS = manager, key ---------------------------------------
-_V_GET = _PRELUDE + "touch(KEYS[2]) return redis.call('GET', KEYS[2])"
 _V_SET = _PRELUDE + "redis.call('SET', KEYS[2], ARGV[2], 'PX', ttl) return 1"
 
 # -- pickled object under a lease lock: KEYS = manager, state, owner, wake ------
@@ -659,10 +651,23 @@ class BaseProxy(SharedObject):
             script = conn.scripts[source] = conn.state.script(source)
         result = script(keys=conn.keys, args=(conn.ttl, *args))
         if result.__class__ is int and result == -1:
-            raise ManagerShutdownError(
-                f"{self._describe()}: its manager has shut down and deleted its shared objects"
-            )
+            raise self._closed_error()
         return result
+
+    def _closed_error(self) -> ManagerShutdownError:
+        return ManagerShutdownError(
+            f"{self._describe()}: its manager has shut down and deleted its shared objects (or "
+            "they expired: nothing wrote to them for key_ttl)"
+        )
+
+    def _check_alive(self, conn: _Conn) -> None:
+        """After a plain read found nothing: is that because the manager is gone?
+
+        Reads are single commands (no Lua): a hit cannot happen after
+        shutdown, which deletes every key atomically, so only misses check.
+        """
+        if not conn.state.exists(conn.keys[0]):
+            raise self._closed_error()
 
     def _describe(self) -> str:
         return f"{type(self).__name__} for {self._typeid!r} object {self._oid}"
@@ -862,14 +867,20 @@ class DictProxy(_NativeProxy, MutableMapping):  # type: ignore[type-arg]
         return _encode_key(key, self._conn().authkey)
 
     def __getitem__(self, key: Any) -> Any:
-        blob = self._call(_D_GET, self._field(key))
+        conn = self._conn()
+        blob = conn.state.hget(conn.keys[1], _encode_key(key, conn.authkey))
         if blob is None:
+            self._check_alive(conn)
             raise KeyError(key)
-        return self._load(blob)
+        return loads(blob, conn.authkey)
 
     def get(self, key: Any, default: Any = None) -> Any:
-        blob = self._call(_D_GET, self._field(key))
-        return default if blob is None else self._load(blob)
+        conn = self._conn()
+        blob = conn.state.hget(conn.keys[1], _encode_key(key, conn.authkey))
+        if blob is None:
+            self._check_alive(conn)
+            return default
+        return loads(blob, conn.authkey)
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self._call(_D_SET, self._field(key), self._dump(value, f"the value for key {key!r}"))
@@ -883,10 +894,18 @@ class DictProxy(_NativeProxy, MutableMapping):  # type: ignore[type-arg]
             field = self._field(key)
         except TypeError:
             return False
-        return bool(self._call(_D_HAS, field))
+        conn = self._conn()
+        if conn.state.hexists(conn.keys[1], field):
+            return True
+        self._check_alive(conn)
+        return False
 
     def __len__(self) -> int:
-        return int(self._call(_D_LEN))
+        conn = self._conn()
+        n = int(conn.state.hlen(conn.keys[1]))
+        if n == 0:
+            self._check_alive(conn)
+        return n
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.keys())
@@ -1038,13 +1057,19 @@ class ListProxy(_NativeProxy, MutableSequence):  # type: ignore[type-arg]
                 stop = "" if index.stop is None else _clamp(index.stop)
                 return [self._load(b) for b in self._call(_L_RANGE, start, stop)]
             return [self._load(b) for b in self._raw()[1][index]]
-        blob = self._call(_L_INDEX, _clamp(index, True))
+        conn = self._conn()
+        blob = conn.state.lindex(conn.keys[1], _clamp(index, True))
         if blob is None:
+            self._check_alive(conn)
             raise IndexError("list index out of range")
-        return self._load(blob)
+        return loads(blob, conn.authkey)
 
     def __len__(self) -> int:
-        return int(self._call(_L_LEN))
+        conn = self._conn()
+        n = int(conn.state.llen(conn.keys[1]))
+        if n == 0:
+            self._check_alive(conn)
+        return n
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._getvalue())
@@ -1207,8 +1232,10 @@ class NamespaceProxy(_NativeProxy):
     def __getattribute__(self, name: str) -> Any:
         if name[0] == "_":
             return object.__getattribute__(self, name)
-        blob = self._call(_H_GET, name.encode("utf-8", "surrogatepass"))
+        conn = self._conn()
+        blob = conn.state.hget(conn.keys[1], name.encode("utf-8", "surrogatepass"))
         if blob is None:
+            self._check_alive(conn)
             raise AttributeError(f"'Namespace' object has no attribute {name!r}")
         return self._load(blob)
 
@@ -1265,10 +1292,12 @@ class ValueProxy(_NativeProxy):
         return extra
 
     def get(self) -> Any:
-        blob = self._call(_V_GET)
+        conn = self._conn()
+        blob = conn.state.get(conn.keys[1])
         if blob is None:
+            self._check_alive(conn)
             raise ManagerShutdownError(f"{self._describe()}: its value no longer exists in Redis")
-        return self._load(blob)
+        return loads(blob, conn.authkey)
 
     def set(self, value: Any) -> None:
         self._call(_V_SET, self._dump(value, "the value"))

@@ -390,6 +390,23 @@ def test_shutdown_deletes_every_object_and_proxies_fail_clearly(ctx):
             op()
 
 
+def test_every_key_written_carries_a_ttl(ctx):
+    m = hm.TestManager(ctx=ctx)
+    m.start()
+    d = m.dict()
+    d.setdefault("a", 1)
+    lp = m.list()
+    lp.append(1)
+    ns = m.Namespace()
+    ns.x = 1
+    c = m.Counter()
+    c.increment()
+    pttl = ctx.session.state._r.pttl  # test-only peek at the redis-py client
+    keys = [k for p in (d, lp, ns, m.Value("i", 1), c) for k in p._conn().keys]
+    assert all(pttl(k) > 0 for k in keys if _exists(ctx, k)), [(k, pttl(k)) for k in keys]
+    m.shutdown()
+
+
 def test_context_manager_and_initializer(ctx):
     seen: list[str] = []
     m = SyncManager(ctx=ctx)
