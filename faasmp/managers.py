@@ -749,7 +749,7 @@ class BaseProxy(SharedObject):
         while True:
             result = self._call(_O_ACQUIRE, token, lease_ms)
             if result[0] == 1:
-                if len(result) < 2:  # the state expired or was deleted under us
+                if len(result) < 2 or result[1] is None:  # the state expired or was deleted
                     self._release_lock(token, None)
                     raise ManagerShutdownError(f"{self._describe()}: its state no longer exists in Redis")
                 blob: bytes = result[1]
@@ -890,12 +890,8 @@ class DictProxy(_NativeProxy, MutableMapping):  # type: ignore[type-arg]
             raise KeyError(key)
 
     def __contains__(self, key: object) -> bool:
-        try:
-            field = self._field(key)
-        except TypeError:
-            return False
         conn = self._conn()
-        if conn.state.hexists(conn.keys[1], field):
+        if conn.state.hexists(conn.keys[1], _encode_key(key, conn.authkey)):
             return True
         self._check_alive(conn)
         return False
@@ -1225,7 +1221,7 @@ class NamespaceProxy(_NativeProxy):
     _exposed_ = ("__getattribute__", "__setattr__", "__delattr__")
 
     def _adopt(self, value: Any) -> None:
-        for name, v in vars(value).items():
+        for name, v in (value if isinstance(value, Mapping) else vars(value)).items():
             if not name.startswith("_"):
                 setattr(self, name, v)
 
