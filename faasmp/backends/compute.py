@@ -65,7 +65,8 @@ class _LithopsInvocation:
             self._error = f"{type(exc).__name__}: {exc}"
             self._finished = True
             return True
-        if status is None:
+        if status is None or status.get("type") == "__init__":
+            # Lithops writes an "__init__" status when the call starts running.
             return False
         self._finished = True
         if status.get("exception"):
