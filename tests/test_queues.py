@@ -295,3 +295,13 @@ def test_queue_used_by_pool_workers(ctx):
     with ctx.Pool(2) as pool:
         pool.starmap(helpers_ipc.produce, [(q, 0, 5), (q, 1, 5)])
     assert sorted(q.get(timeout=10) for _ in range(10)) == [(p, i) for p in range(2) for i in range(5)]
+
+
+def test_get_blocks_longer_than_the_client_socket_timeout(ctx):
+    # redis-py 8 gives sockets a 5 s timeout by default, which used to cut
+    # every blocking wait at 5 s with a TimeoutError.
+    if ctx.config.redis_url is not None:
+        pytest.skip("same code path as the embedded server; runs once to save 6 s")
+    q = ctx.Queue()
+    _later(5.5, q.put, "after 5.5 s")
+    assert q.get() == "after 5.5 s"

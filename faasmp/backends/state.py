@@ -108,7 +108,15 @@ class RedisState:
 
     def __init__(self, url: str, *, client_name: str = "faasmp") -> None:
         self.url = url
-        opts: dict[str, Any] = {"socket_connect_timeout": 5, "client_name": client_name}
+        # socket_timeout=None: redis-py 8 defaults to 5 s, which cuts every
+        # blocking command (BLPOP/BLMOVE waits of a Queue.get, Lock.acquire,
+        # join...) longer than that with a TimeoutError.  Blocking calls pass
+        # their own timeouts to Redis; a dead peer is seen by keepalive/EOF.
+        opts: dict[str, Any] = {
+            "socket_connect_timeout": 5,
+            "socket_timeout": None,
+            "client_name": client_name,
+        }
         if not url.startswith("unix://"):
             opts["socket_keepalive"] = True
         self._r = redis.Redis.from_url(url, **opts)
