@@ -1,0 +1,775 @@
+"""The faasmp dashboard: a data model fed by ``faasmp.stats`` events, and views that draw it.
+
+Nothing here runs or schedules work.  :class:`DashboardModel` consumes the
+stats event stream (:class:`~faasmp.stats.JobStarted`,
+:class:`~faasmp.stats.TaskFinished`, :class:`~faasmp.stats.JobFinished`,
+:class:`~faasmp.stats.HostStarted`, :class:`~faasmp.stats.LatencySample`)
+and warm pool status snapshots; its listener does O(1) work under a lock,
+because events arrive on faasmp's own threads while work runs.  The pure
+functions below it turn a :class:`Snapshot` into plot series, and three views
+draw them:
+
+* :class:`LiveDashboard` — ipywidgets + one plotly ``FigureWidget``,
+  redrawn from a timer thread at most every ``interval`` seconds (never on the
+  thread that delivered the event);
+* :class:`StaticDashboard` — a text progress line while work runs, then a
+  static plotly figure (and the text table) when it ends: for front ends
+  without widgets (nbconvert, a kernel without ipywidgets/anywidget);
+* :func:`text_report` — the plain text table (IPython in a terminal).
+
+The panels follow the views of the thesis behind the original prototype:
+the invocation timeline and a histogram of task start/end times (Fig. 4.2),
+per-phase overheads as stacked bars (Table 4.1), the Redis round-trip
+latency histogram (Table 4.2), and per-task peak memory and CPU time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import html
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from faasmp import stats
+from faasmp.stats import PHASES, TaskRecord
+
+logger = logging.getLogger(__name__)
+
+#: Redraws are never more frequent than this (seconds): at most 4 updates/s.
+MIN_INTERVAL = 0.25
+#: Tasks drawn individually (timeline, per-task bars, memory/CPU); older ones
+#: still count in progress, histograms and the summary table.
+MAX_TASKS_DRAWN = 1500
+MAX_BARS_DRAWN = 300
+HIST_BINS = 30
+
+PHASE_COLORS = {
+    "serialize": "#8c564b",
+    "upload": "#e377c2",
+    "invoke": "#ff7f0e",
+    "setup": "#bcbd22",
+    "run": "#1f77b4",
+    "join": "#2ca02c",
+}
+STATE_COLORS = {
+    "done": "#2ca02c",
+    "running": "#1f77b4",
+    "queued": "#9e9e9e",
+    "failed": "#d62728",
+    "cancelled": "#ff7f0e",
+}
+
+
+# -- data model ------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """Task counts of the jobs a dashboard follows (a task = a Pool chunk)."""
+
+    total: int
+    done: int
+    failed: int
+    running: int
+    queued: int
+    cancelled: int
+    workers: int
+    idle: int
+    starting: int
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.failed + self.cancelled
+
+    @property
+    def outstanding(self) -> int:
+        return self.running + self.queued
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """A consistent copy of a model's data, safe to draw on any thread."""
+
+    t0: float
+    now: float
+    records: tuple[TaskRecord, ...]
+    rtts: tuple[float, ...]
+    hosts: tuple[stats.HostStarted, ...]
+    progress: Progress
+    jobs: int
+    status: dict[str, Any]
+
+
+class DashboardModel:
+    """What a dashboard shows, built from ``faasmp.stats`` events (thread-safe).
+
+    A *cell* model (``follow_all=False``) follows the jobs that start while it
+    is open (:meth:`close` stops adopting new jobs; tasks of adopted jobs are
+    still counted).  A *pool* model (``follow_all=True``) follows every job.
+    """
+
+    def __init__(self, *, follow_all: bool = False, t0: float | None = None, max_samples: int = 10_000):
+        self.t0 = time.time() if t0 is None else t0
+        self.follow_all = follow_all
+        self._lock = threading.Lock()
+        self._open = True
+        self._jobs: dict[str, int] = {}
+        self._job_done: dict[str, int] = {}
+        self._ended: dict[str, bool] = {}
+        self._records: list[TaskRecord] = []
+        self._rtts: deque[float] = deque(maxlen=max_samples)
+        self._hosts: deque[stats.HostStarted] = deque(maxlen=max_samples)
+        self._status: dict[str, Any] = {}
+        self._was_running = False
+        self._version = 0
+
+    # Called on faasmp's threads: constant work, no I/O, no widgets.
+    def on_event(self, event: stats.Event) -> None:
+        """Take one stats event (the ``faasmp.stats.subscribe`` listener)."""
+        with self._lock:
+            if isinstance(event, stats.TaskFinished):
+                rec = event.record
+                if rec.job_id not in self._jobs:
+                    return
+                self._records.append(rec)
+                self._job_done[rec.job_id] = self._job_done.get(rec.job_id, 0) + 1
+            elif isinstance(event, stats.JobStarted):
+                if not (self._open or self.follow_all):
+                    return
+                self._jobs[event.job_id] = event.n_tasks
+            elif isinstance(event, stats.JobFinished):
+                if event.job_id not in self._jobs:
+                    return
+                self._ended[event.job_id] = event.ok
+            elif isinstance(event, stats.LatencySample):
+                self._rtts.append(event.rtt)
+            elif isinstance(event, stats.HostStarted):
+                self._hosts.append(event)
+            else:
+                return
+            self._version += 1
+
+    def set_status(self, status: dict[str, Any]) -> None:
+        """Record a ``faasmp.warm_pool_status()`` snapshot (workers, idle, queued)."""
+        with self._lock:
+            if status.get("running"):
+                self._was_running = True
+            if status != self._status:
+                self._status = dict(status)
+                self._version += 1
+
+    def close(self) -> None:
+        """Stop adopting new jobs (the cell that owns the model has ended)."""
+        with self._lock:
+            self._open = False
+            self._version += 1
+
+    @property
+    def pool_stopped(self) -> bool:
+        """The warm pool was seen running and is not any more."""
+        with self._lock:
+            return self._was_running and not self._status.get("running", False)
+
+    @property
+    def version(self) -> int:
+        """Increases with every change; a view redraws when it differs from the last drawn."""
+        return self._version
+
+    @property
+    def jobs(self) -> list[str]:
+        with self._lock:
+            return list(self._jobs)
+
+    def records(self) -> list[TaskRecord]:
+        """The task records of the followed jobs, in arrival order."""
+        with self._lock:
+            return list(self._records)
+
+    def progress(self) -> Progress:
+        with self._lock:
+            return self._progress_locked()
+
+    def _progress_locked(self) -> Progress:
+        failed = sum(1 for r in self._records if not r.ok)
+        done = len(self._records) - failed
+        outstanding = cancelled = 0
+        for job, n in self._jobs.items():
+            left = max(n - self._job_done.get(job, 0), 0)
+            if job in self._ended:
+                cancelled += left  # the job ended without these tasks (terminate, Ctrl-C)
+            else:
+                outstanding += left
+        st = self._status
+        workers, idle = int(st.get("workers", 0)), int(st.get("idle", 0))
+        busy = max(workers - idle, 0) if st else outstanding
+        running = min(outstanding, busy)
+        return Progress(
+            total=sum(self._jobs.values()),
+            done=done,
+            failed=failed,
+            running=running,
+            queued=outstanding - running,
+            cancelled=cancelled,
+            workers=workers,
+            idle=idle,
+            starting=int(st.get("starting", 0)),
+        )
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            return Snapshot(
+                t0=self.t0,
+                now=time.time(),
+                records=tuple(self._records),
+                rtts=tuple(self._rtts),
+                hosts=tuple(self._hosts),
+                progress=self._progress_locked(),
+                jobs=len(self._jobs),
+                status=dict(self._status),
+            )
+
+
+# -- series: pure functions from a snapshot to what is drawn --------------------------
+def histogram(values: Sequence[float], bins: int = HIST_BINS) -> tuple[list[float], list[int], float]:
+    """Equal-width bins over the values' range: (bin centers, counts, bin width)."""
+    if not values:
+        return [], [], 1.0
+    lo, hi = min(values), max(values)
+    width = (hi - lo) / bins if hi > lo else max(abs(lo) * 0.05, 1e-3)
+    n = bins if hi > lo else 1
+    counts = [0] * n
+    for v in values:
+        counts[min(int((v - lo) / width), n - 1)] += 1
+    return [lo + (i + 0.5) * width for i in range(n)], counts, width
+
+
+def _segments(pairs: Sequence[tuple[float, float, int]]) -> tuple[list[float | None], list[int | None]]:
+    xs: list[float | None] = []
+    ys: list[int | None] = []
+    for a, b, y in pairs:
+        xs += [a, b, None]
+        ys += [y, y, None]
+    return xs, ys
+
+
+def timeline(snap: Snapshot) -> dict[str, tuple[list[Any], list[Any]]]:
+    """Per task, by start order: waiting (submitted→started) and running segments."""
+    recs = sorted(snap.records[-MAX_TASKS_DRAWN:], key=lambda r: r.started)
+    t0 = snap.t0
+    wait = [(r.submitted - t0, r.started - t0, i) for i, r in enumerate(recs)]
+    run = [(r.run_start - t0, r.run_end - t0, i) for i, r in enumerate(recs) if r.ok]
+    failed = [(r.run_start - t0, r.run_end - t0, i) for i, r in enumerate(recs) if not r.ok]
+    return {"wait": _segments(wait), "run": _segments(run), "failed": _segments(failed)}
+
+
+def start_end_histogram(snap: Snapshot) -> dict[str, tuple[list[float], list[int], float]]:
+    """Histograms of task start and end times (seconds since the dashboard started), shared bins."""
+    starts = [r.run_start - snap.t0 for r in snap.records]
+    ends = [r.run_end - snap.t0 for r in snap.records]
+    centers, _, width = histogram(starts + ends)
+    if not centers:
+        return {"start": ([], [], 1.0), "end": ([], [], 1.0)}
+    lo = centers[0] - width / 2
+    n = len(centers)
+
+    def count(values: list[float]) -> list[int]:
+        counts = [0] * n
+        for v in values:
+            counts[min(max(int((v - lo) / width), 0), n - 1)] += 1
+        return counts
+
+    return {"start": (centers, count(starts), width), "end": (centers, count(ends), width)}
+
+
+def phase_bars(snap: Snapshot) -> tuple[list[int], dict[str, list[float]]]:
+    """Per-phase milliseconds of the most recent tasks, for stacked bars: (task numbers, ms per phase)."""
+    first = max(len(snap.records) - MAX_BARS_DRAWN, 0)
+    recs = snap.records[first:]
+    x = list(range(first, first + len(recs)))
+    return x, {p: [r.phases[p] * 1e3 for r in recs] for p in PHASES}
+
+
+def resources(snap: Snapshot) -> dict[str, tuple[list[int], list[float]]]:
+    """Per task: peak RSS (MB), CPU seconds and run (wall) seconds."""
+    first = max(len(snap.records) - MAX_TASKS_DRAWN, 0)
+    recs = snap.records[first:]
+    x = list(range(first, first + len(recs)))
+    return {
+        "memory": (x, [r.peak_rss / 2**20 for r in recs]),
+        "cpu": (x, [r.cpu_s for r in recs]),
+        "wall": (x, [r.phases["run"] for r in recs]),
+    }
+
+
+def latency_ms(snap: Snapshot) -> tuple[list[float], list[int], float]:
+    return histogram([rtt * 1e3 for rtt in snap.rtts])
+
+
+# -- text -----------------------------------------------------------------------------
+def progress_line(snap: Snapshot) -> str:
+    p = snap.progress
+    parts = [
+        f"{p.finished}/{p.total} tasks",
+        f"done {p.done}",
+        f"running {p.running}",
+        f"queued {p.queued}",
+        f"failed {p.failed}",
+    ]
+    if p.cancelled:
+        parts.append(f"cancelled {p.cancelled}")
+    line = " · ".join(parts) + f" · {snap.now - snap.t0:.1f} s"
+    if snap.status.get("running"):
+        line += f" · workers {p.workers} (idle {p.idle}, starting {p.starting})"
+    return line
+
+
+def text_report(snap: Snapshot, title: str = "faasmp") -> str:
+    """The plain-text dashboard: progress, per-phase table, latency and resources."""
+    lines = [f"{title}: {progress_line(snap)}"]
+    if snap.records:
+        lines.append(stats.format_summary(snap.records))
+        rss = max(r.peak_rss for r in snap.records) / 2**20
+        cpu = sum(r.cpu_s for r in snap.records)
+        lines.append(f"peak memory {rss:.1f} MB per task (max) · CPU {cpu:.2f} s total")
+    if snap.rtts:
+        ms = sorted(r * 1e3 for r in snap.rtts)
+        lines.append(
+            f"Redis round trip: p50 {ms[len(ms) // 2]:.2f} ms, max {ms[-1]:.2f} ms ({len(ms)} samples)"
+        )
+    return "\n".join(lines)
+
+
+def summary_html(snap: Snapshot) -> str:
+    """The per-phase summary (thesis Table 4.1 view) as a small HTML table."""
+    summary = stats.summarize(snap.records)
+    if not summary:
+        return "<div style='color:#777'>no task finished yet</div>"
+    head = "".join(f"<th style='padding:0 8px;text-align:right'>{h}</th>" for h in ("mean", "p50", "max"))
+    rows = []
+    for phase, s in summary.items():
+        color = PHASE_COLORS[phase]
+        cells = "".join(
+            f"<td style='padding:0 8px;text-align:right'>{s[k] * 1e3:.2f}</td>"
+            for k in ("mean", "p50", "max")
+        )
+        rows.append(f"<tr><td style='color:{color};font-weight:bold'>{phase}</td>{cells}</tr>")
+    return (
+        "<table class='faasmp-phases' style='font-size:12px'>"
+        f"<tr><th style='text-align:left'>phase (ms)</th>{head}</tr>{''.join(rows)}</table>"
+    )
+
+
+def progress_html(snap: Snapshot, title: str) -> str:
+    """A header line and a stacked done/running/queued/failed bar."""
+    p = snap.progress
+    total = max(p.total, 1)
+    bar = []
+    for name, value in (
+        ("done", p.done),
+        ("failed", p.failed),
+        ("cancelled", p.cancelled),
+        ("running", p.running),
+        ("queued", p.queued),
+    ):
+        if value:
+            bar.append(
+                f"<div title='{name} {value}' style='width:{100 * value / total:.2f}%;"
+                f"background:{STATE_COLORS[name]};height:100%'></div>"
+            )
+    return (
+        f"<div class='faasmp-progress'><b>{html.escape(title)}</b> · {html.escape(progress_line(snap))}"
+        "<div style='display:flex;height:10px;background:#eee;border-radius:3px;overflow:hidden;"
+        f"margin-top:3px'>{''.join(bar)}</div></div>"
+    )
+
+
+# -- plotly figure (static or live) ----------------------------------------------------
+#: Trace order of the figure; :func:`trace_updates` returns data in this order.
+TRACES: tuple[tuple[str, int, int], ...] = (
+    ("waiting", 1, 1),
+    ("running", 1, 1),
+    ("failed", 1, 1),
+    ("starts", 1, 2),
+    ("ends", 1, 2),
+    *((phase, 2, 1) for phase in PHASES),
+    ("Redis RTT", 2, 2),
+    ("peak RSS", 3, 1),
+    ("CPU", 3, 2),
+    ("wall (run)", 3, 2),
+)
+
+
+def build_figure(widget: bool = False) -> Any:
+    """An empty dashboard figure (``go.FigureWidget`` if *widget*); fill it with :func:`update_figure`."""
+    import plotly.graph_objects as go  # noqa: PLC0415
+    from plotly.subplots import make_subplots  # noqa: PLC0415
+
+    fig = make_subplots(
+        rows=3,
+        cols=2,
+        column_widths=[0.62, 0.38],
+        vertical_spacing=0.11,
+        horizontal_spacing=0.08,
+        subplot_titles=(
+            "Invocation timeline (s)",
+            "Task start / end times",
+            "Per-task phases (ms, stacked)",
+            "Redis round trip (ms)",
+            "Peak memory per task (MB)",
+            "CPU vs wall time per task (s)",
+        ),
+    )
+    line = {"width": 3}
+    fig.add_trace(go.Scatter(name="waiting", mode="lines", line={"width": 1, "color": "#bbbbbb"}), 1, 1)
+    fig.add_trace(go.Scatter(name="running", mode="lines", line={**line, "color": "#1f77b4"}), 1, 1)
+    fig.add_trace(go.Scatter(name="failed", mode="lines", line={**line, "color": "#d62728"}), 1, 1)
+    fig.add_trace(go.Bar(name="starts", marker_color="#1f77b4", opacity=0.6), 1, 2)
+    fig.add_trace(go.Bar(name="ends", marker_color="#2ca02c", opacity=0.6), 1, 2)
+    for phase in PHASES:
+        fig.add_trace(go.Bar(name=phase, marker_color=PHASE_COLORS[phase]), 2, 1)
+    fig.add_trace(go.Bar(name="Redis RTT", marker_color="#9467bd", showlegend=False), 2, 2)
+    fig.add_trace(go.Scatter(name="peak RSS", mode="markers", marker_color="#17becf", showlegend=False), 3, 1)
+    fig.add_trace(go.Scatter(name="CPU", mode="markers", marker_color="#ff7f0e"), 3, 2)
+    fig.add_trace(
+        go.Scatter(name="wall (run)", mode="markers", marker={"color": "#1f77b4", "symbol": "x"}), 3, 2
+    )
+    fig.update_layout(
+        height=760,
+        barmode="overlay",
+        bargap=0.05,
+        margin={"l": 50, "r": 20, "t": 40, "b": 30},
+        legend={"orientation": "h", "y": -0.06, "font": {"size": 10}},
+        font={"size": 11},
+        template="plotly_white",
+    )
+    fig.update_yaxes(title_text="task", row=1, col=1)
+    fig.update_yaxes(title_text="tasks", row=1, col=2)
+    fig.update_xaxes(title_text="task #", row=2, col=1)
+    fig.update_xaxes(title_text="task #", row=3, col=1)
+    fig.update_xaxes(title_text="task #", row=3, col=2)
+    for ann in fig.layout.annotations:
+        ann.font = {"size": 12}
+    return fig if not widget else go.FigureWidget(fig)
+
+
+def trace_updates(snap: Snapshot) -> list[dict[str, Any]]:
+    """New data for every trace of :func:`build_figure`, in :data:`TRACES` order."""
+    tl = timeline(snap)
+    hist = start_end_histogram(snap)
+    bar_x, phase_ms = phase_bars(snap)
+    lat = latency_ms(snap)
+    res = resources(snap)
+    out: list[dict[str, Any]] = [
+        {"x": tl["wait"][0], "y": tl["wait"][1]},
+        {"x": tl["run"][0], "y": tl["run"][1]},
+        {"x": tl["failed"][0], "y": tl["failed"][1]},
+        {"x": hist["start"][0], "y": hist["start"][1], "width": hist["start"][2]},
+        {"x": hist["end"][0], "y": hist["end"][1], "width": hist["end"][2]},
+    ]
+    base = [0.0] * len(bar_x)
+    for phase in PHASES:
+        ys = phase_ms[phase]
+        out.append({"x": bar_x, "y": ys, "base": list(base)})
+        base = [b + y for b, y in zip(base, ys, strict=True)]
+    out.append({"x": lat[0], "y": lat[1], "width": lat[2]})
+    out.append({"x": res["memory"][0], "y": res["memory"][1]})
+    out.append({"x": res["cpu"][0], "y": res["cpu"][1]})
+    out.append({"x": res["wall"][0], "y": res["wall"][1]})
+    return out
+
+
+def update_figure(fig: Any, snap: Snapshot) -> None:
+    """Put *snap*'s data into *fig* (one message for a ``FigureWidget``)."""
+    updates = trace_updates(snap)
+    batch = fig.batch_update() if hasattr(fig, "batch_update") else contextlib.nullcontext()
+    with batch:
+        for trace, data in zip(fig.data, updates, strict=True):
+            trace.update(data)
+
+
+def static_figure(snap: Snapshot) -> Any:
+    fig = build_figure()
+    update_figure(fig, snap)
+    return fig
+
+
+def figure_bundle(fig: Any) -> dict[str, Any]:
+    """A MIME bundle for a static plotly figure (renders in JupyterLab, Notebook 7 and nbconvert HTML)."""
+    return {
+        "application/vnd.plotly.v1+json": json.loads(fig.to_json()),
+        "text/html": fig.to_html(full_html=False, include_plotlyjs="cdn"),
+    }
+
+
+# -- views ----------------------------------------------------------------------------------
+StatusFn = Callable[[], dict[str, Any]]
+
+
+class _Refresher:
+    """A timer thread that redraws a view while its model changes (≤ 1/interval redraws/s).
+
+    It runs inside a copy of the caller's context (contextvars), so what it
+    displays in a Jupyter kernel is attributed to the cell that created it.
+    """
+
+    def __init__(
+        self, model: DashboardModel, draw: Callable[[], None], interval: float, status: StatusFn | None
+    ):
+        self.model = model
+        self._draw = draw
+        self.interval = max(float(interval), MIN_INTERVAL)
+        self._status = status
+        self._stop = threading.Event()
+        self._linger_until: float | None = None
+        self._drawn = -1
+        self._draw_lock = threading.Lock()
+        self._last_status = 0.0
+        self.draws = 0
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._loop,), name="faasmp-dashboard", daemon=True
+        )
+        self._thread.start()
+
+    def _loop(self) -> None:
+        wait = self.interval
+        while not self._stop.wait(wait):
+            if self._linger_until is not None and (
+                time.monotonic() > self._linger_until or self.model.progress().outstanding == 0
+            ):
+                break
+            t = time.perf_counter()
+            self.poll_status()
+            self.redraw()
+            if self.model.follow_all and self.model.pool_stopped:
+                break  # a pool view ends with its pool
+            # Keep this thread's share of a core small even for big figures.
+            wait = max(self.interval, 5 * (time.perf_counter() - t))
+        self._stop.set()
+        self.redraw(force=True)
+
+    def poll_status(self, force: bool = False) -> None:
+        if self._status is None:
+            return
+        now = time.monotonic()
+        busy = self.model.progress().outstanding > 0 or self.model.follow_all
+        if force or (busy and now - self._last_status >= 0.5):
+            self._last_status = now
+            try:
+                self.model.set_status(self._status())
+            except Exception as exc:  # noqa: BLE001 - a status hiccup must not kill the view
+                logger.debug("faasmp dashboard: status poll failed: %s", exc)
+
+    def redraw(self, force: bool = False) -> None:
+        with self._draw_lock:
+            version = self.model.version
+            if version == self._drawn and not force:
+                return
+            try:
+                self._draw()
+                self.draws += 1
+            except Exception:  # noqa: BLE001 - drawing must never break the user's work
+                logger.exception("faasmp dashboard: redraw failed")
+            self._drawn = version
+
+    def finish(self, linger: float) -> None:
+        """Stop after outstanding tasks finished or *linger* seconds; redraw at once."""
+        self.poll_status(force=True)
+        if linger <= 0 or self.model.progress().outstanding == 0:
+            self.stop()
+        else:
+            self._linger_until = time.monotonic() + linger
+            self.redraw()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5)
+        self.redraw(force=True)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+
+class View:
+    """What the magics drive: ``show()``, then ``finish()`` when the cell ends."""
+
+    kind = "none"
+
+    def __init__(self, model: DashboardModel, title: str) -> None:
+        self.model = model
+        self.title = title
+
+    def show(self) -> None:  # pragma: no cover - trivial
+        """Display the view (in the current cell)."""
+
+    def finish(self, linger: float = 0.0) -> None:  # pragma: no cover - trivial
+        """The cell ended: final redraw (after *linger* seconds at most, if tasks are still running)."""
+
+    def stop(self) -> None:
+        self.finish(0.0)
+
+    @property
+    def alive(self) -> bool:
+        return False
+
+
+class TextView(View):
+    """Plain IPython: prints the text report when the cell ends."""
+
+    kind = "text"
+
+    def finish(self, linger: float = 0.0) -> None:
+        print(text_report(self.model.snapshot(), self.title))
+
+
+class StaticDashboard(View):
+    """No widgets: a text progress line while work runs, then a static plotly figure and the table."""
+
+    kind = "static"
+
+    def __init__(
+        self, model: DashboardModel, title: str, *, interval: float = 1.0, status: StatusFn | None = None
+    ):
+        super().__init__(model, title)
+        self._handle: Any = None
+        self._final = False
+        self._refresher = _Refresher(model, self._draw, max(interval, 1.0), status)
+
+    def _bundle(self) -> dict[str, Any]:
+        snap = self.model.snapshot()
+        bundle: dict[str, Any] = {"text/plain": text_report(snap, self.title)}
+        if self._final:
+            with contextlib.suppress(ImportError):
+                bundle.update(figure_bundle(static_figure(snap)))
+        return bundle
+
+    def _draw(self) -> None:
+        if self._handle is not None:
+            self._handle.update(self._bundle(), raw=True)
+
+    def show(self) -> None:
+        from IPython.display import display  # noqa: PLC0415
+
+        self._handle = display(self._bundle(), raw=True, display_id=True)
+        self._refresher.start()
+
+    def finish(self, linger: float = 0.0) -> None:
+        self._final = True
+        self._refresher.finish(0.0)
+
+    @property
+    def alive(self) -> bool:
+        return self._refresher.alive
+
+
+class LiveDashboard(View):
+    """ipywidgets + a plotly ``FigureWidget``, updated from a throttled timer thread."""
+
+    kind = "widgets"
+
+    def __init__(
+        self,
+        model: DashboardModel,
+        title: str,
+        *,
+        interval: float = MIN_INTERVAL,
+        status: StatusFn | None = None,
+    ):
+        import ipywidgets as widgets  # noqa: PLC0415
+
+        super().__init__(model, title)
+        self.header = widgets.HTML()
+        self.progress = widgets.IntProgress(min=0, max=1, value=0, bar_style="info", layout={"width": "100%"})
+        self.figure = build_figure(widget=True)
+        self.table = widgets.HTML()
+        self.widget = widgets.VBox(
+            [self.header, self.progress, self.figure, self.table], layout={"width": "100%"}
+        )
+        self.widget.add_class("faasmp-dashboard")
+        self._handle: Any = None
+        self._refresher = _Refresher(model, self._draw, interval, status)
+
+    @property
+    def draws(self) -> int:
+        return self._refresher.draws
+
+    def _draw(self) -> None:
+        snap = self.model.snapshot()
+        p = snap.progress
+        with self._hold(self.progress):
+            self.progress.max = max(p.total, 1)
+            self.progress.value = p.finished
+            self.progress.bar_style = (
+                "danger" if p.failed else ("success" if p.total and not p.outstanding else "info")
+            )
+        self.header.value = progress_html(snap, self.title)
+        self.table.value = summary_html(snap)
+        update_figure(self.figure, snap)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _hold(widget: Any) -> Iterator[None]:
+        with widget.hold_sync():
+            yield
+
+    def _bundle(self, snap: Snapshot) -> dict[str, Any]:
+        bundle = dict(self.widget._repr_mimebundle_() or {})
+        bundle["text/plain"] = text_report(snap, self.title)
+        bundle["text/html"] = progress_html(snap, self.title) + summary_html(snap)
+        return bundle
+
+    def show(self) -> None:
+        from IPython.display import display  # noqa: PLC0415
+
+        self._refresher.redraw(force=True)
+        self._handle = display(self._bundle(self.model.snapshot()), raw=True, display_id=True)
+        self._refresher.start()
+
+    def finish(self, linger: float = 0.0) -> None:
+        self._refresher.finish(linger)
+        if self._handle is not None:
+            # The text fallback (nbconvert, notebook viewers) gets the final numbers.
+            self._handle.update(self._bundle(self.model.snapshot()), raw=True)
+
+    def stop(self) -> None:
+        self._refresher.stop()
+
+    @property
+    def alive(self) -> bool:
+        return self._refresher.alive
+
+
+def prewarm() -> None:
+    """Import plotly's widget modules (seconds on first import) so the first dashboard is quick."""
+    with contextlib.suppress(Exception):
+        import plotly.basewidget  # noqa: PLC0415
+        import plotly.subplots  # noqa: F401, PLC0415
+
+
+def widgets_available() -> bool:
+    """True if ipywidgets and plotly's FigureWidget (which needs anywidget) can be used."""
+    try:
+        import anywidget  # noqa: F401, PLC0415
+        import ipywidgets  # noqa: F401, PLC0415
+        import plotly.graph_objects  # noqa: F401, PLC0415
+    except ImportError:
+        return False
+    return True
+
+
+def plotly_available() -> bool:
+    try:
+        import plotly.graph_objects  # noqa: F401, PLC0415
+    except ImportError:
+        return False
+    return True
