@@ -42,6 +42,38 @@ class Counter:
         return "hidden"
 
 
+class SlottedCounter:
+    """Pickled whole (no __dict__): the generic path."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def increment(self) -> int:
+        self.n += 1
+        return self.n
+
+
+class StatefulCounter:
+    """Custom __getstate__/__setstate__ must be honoured (pickled whole)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.cache = "fresh"
+
+    def __getstate__(self) -> dict[str, int]:
+        return {"n": self.n}
+
+    def __setstate__(self, state: dict[str, int]) -> None:
+        self.n = state["n"]
+        self.cache = "rebuilt"
+
+    def increment(self) -> tuple[int, str]:
+        self.n += 1
+        return self.n, self.cache
+
+
 class CounterProxy(BaseProxy):
     """A hand-written proxy type, like the stdlib's custom proxies."""
 
@@ -68,6 +100,8 @@ TestManager.register("Counter", Counter)
 TestManager.register("ReadOnlyCounter", Counter, exposed=("get",))
 TestManager.register("HistoryCounter", Counter, method_to_typeid={"history": "list", "snapshot": "dict"})
 TestManager.register("ProxiedCounter", Counter, CounterProxy)
+TestManager.register("SlottedCounter", SlottedCounter)
+TestManager.register("StatefulCounter", StatefulCounter)
 TestManager.register("ShortLeaseCounter", Counter, ShortLeaseProxy)
 
 

@@ -500,6 +500,21 @@ def test_named_managers_and_bad_arguments(ctx):
         SyncManager(ctx=ctx).connect()
 
 
+def test_proxies_fail_clearly_once_their_run_has_ended():
+    from faasmp.context import FaasContext
+    from tests.conftest import TEST_SETTINGS
+
+    ctx = FaasContext(**TEST_SETTINGS)
+    try:
+        d = ctx.Manager().dict(a=1)
+        assert d["a"] == 1
+    finally:
+        ctx.shutdown()
+    with pytest.raises(ManagerShutdownError, match="run it belonged to has ended"):
+        d["a"]
+    assert not ctx.running  # and no new run was started by the attempt
+
+
 def test_manager_kept_alive_by_its_proxies(ctx):
     d = ctx.Manager().dict(a=1)  # the manager object itself is dropped here
     import gc
@@ -542,6 +557,18 @@ def test_registered_class_gets_an_autoproxy(ctx):
         pc = m.ProxiedCounter()
         assert type(pc) is hm.CounterProxy
         assert pc.increment(3) == 3 and pc.get() == 3
+
+
+def test_objects_that_pickle_specially_are_stored_whole(ctx):
+    with hm.TestManager(ctx=ctx) as m:
+        plain, slotted, stateful = m.Counter(), m.SlottedCounter(), m.StatefulCounter()
+        assert plain._plain and not slotted._plain and not stateful._plain
+        assert [slotted.increment() for _ in range(3)] == [1, 2, 3]
+        assert stateful.increment() == (1, "rebuilt")  # __setstate__ ran on load
+        assert stateful.increment() == (2, "rebuilt")
+        clone = pickle.loads(cloudpickle.dumps(plain))  # fetches the class with its first call
+        assert "_cls" not in clone.__dict__
+        assert clone.increment() == 1 and plain.increment() == 2
 
 
 def test_register_validates_like_the_stdlib():
