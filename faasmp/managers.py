@@ -4,7 +4,7 @@ The API of :mod:`multiprocessing.managers` (``SyncManager``, ``BaseManager.regis
 proxies) with **no server process**: every proxy acts directly on the object's
 state in Redis, so a proxy passed to a :class:`~faasmp.Process` or a
 :class:`~faasmp.Pool` worker keeps working there, and every operation is one
-Lua script (one round trip, atomic).
+round trip (a plain command for reads, an atomic Lua script for writes).
 
 How each type is kept (and how it differs from the stdlib):
 
@@ -17,18 +17,21 @@ How each type is kept (and how it differs from the stdlib):
   dataclasses; not for objects whose pickle depends on identity).  Keys are
   matched by type *and* value: ``1``, ``1.0`` and ``True`` are three
   different keys (in a dict they are one).
-* ``list`` -> :class:`ListProxy`: a Redis LIST of signed pickles.  Index,
-  append, pop, insert, reverse are Lua scripts; ``sort``, ``remove`` and slice
+* ``list`` -> :class:`ListProxy`: a Redis LIST of signed pickles.  Append,
+  extend, pop, insert, reverse, ``*=`` are Lua scripts; ``sort``, ``remove`` and slice
   assignment/deletion read the list, compute in Python and write it back only
   if nobody changed it meanwhile (a version counter; retried on conflict).
 * ``Namespace`` -> :class:`NamespaceProxy`: a HASH of attribute -> value.
 * ``Value`` -> :class:`ValueProxy`: one key holding a pickle, any object (as the
   stdlib's manager ``Value``, whose ``lock`` argument is ignored as well).
-* Registered classes -> :class:`AutoProxy`: the instance is pickled in one key;
+* Registered classes -> :class:`AutoProxy`: the instance is pickled in one key
+  (a plain instance as its ``__dict__``, its class stored once beside it);
   each method call runs *in the calling process* as load -> call -> store
   while holding a per-object Redis lock (owner token, lease expiry, waiting in
   ``BLPOP``), so calls from any number of processes are serialized.  Side
-  effects of a method (prints, files) happen in the caller, not in a server.
+  effects of a method (prints, files) happen in the caller, not in a server;
+  a method that raises keeps the changes it made before (as a server object
+  would).  ``method_to_typeid`` results become new shared objects.
 * ``Lock``, ``RLock``, ``Semaphore``, ``BoundedSemaphore``, ``Condition``,
   ``Event``, ``Barrier``, ``Queue``, ``JoinableQueue``, ``Array`` and ``Pool``
   are the context's own Redis-backed objects (already shareable), returned as
