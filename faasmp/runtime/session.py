@@ -134,7 +134,9 @@ class Session:
     def remote(cls, spec: HostSpec, state: StateBackend, stats: StatsCollector) -> Session:
         """The session of code running inside a worker slot."""
         self = cls.__new__(cls)
-        self.config = Config(idle_timeout=spec.idle_timeout, heartbeat_interval=spec.heartbeat)
+        self.config = Config(
+            idle_timeout=spec.idle_timeout, heartbeat_interval=spec.heartbeat, key_ttl=spec.key_ttl
+        )
         self.authkey = spec.authkey
         self.stats = stats
         self.remote_mode = True
