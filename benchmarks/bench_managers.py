@@ -1,9 +1,13 @@
-"""p50 latency of manager operations: stdlib multiprocessing.Manager() vs faasmp (embedded Valkey, unix socket).
+"""p50 latency of manager operations: stdlib Manager() vs faasmp (embedded Valkey, unix socket).
 
 Interleaved rounds; run from the project root: python benchmarks/bench_managers.py
 """
 
-import multiprocessing, multiprocessing.managers, statistics, sys, time
+import multiprocessing
+import multiprocessing.managers
+import statistics
+import time
+
 from faasmp.context import FaasContext
 from faasmp.managers import SyncManager
 
@@ -54,19 +58,19 @@ if __name__ == "__main__":
     objs = {}
     for name, m in (("stdlib", std), ("faasmp", fm)):
         d = m.dict(k=1)
-        l = m.list(range(10))
+        lst = m.list(range(10))
         c = m.Counter()
         objs[name] = {
             "dict set": lambda d=d: d.__setitem__("k", 1),
             "dict get": lambda d=d: d["k"],
-            "list append": lambda l=l: l.append(1),
-            "list [i]": lambda l=l: l[3],
+            "list append": lambda lst=lst: lst.append(1),
+            "list [i]": lambda lst=lst: lst[3],
             "Counter.increment": lambda c=c: c.increment(),
         }
     st = ctx.session.state
     results = {n: {op: [] for op in objs[n]} for n in objs}
     pings = []
-    for rnd in range(5):
+    for _rnd in range(5):
         for name in objs:
             for op, f in objs[name].items():
                 results[name][op].append(p50(f))
