@@ -8,25 +8,29 @@ types and ``ctypes.Structure``/``Union`` subclasses).
 Layout: each object is **one binary STRING holding the ctypes buffer**; an
 element or a contiguous slice is one ``GETRANGE``/``SETRANGE`` at its byte
 offset, converted with ctypes itself, so values, wrap-around and errors are
-exactly ctypes'.  Measured against a LIST layout (one element per list item)
-for a 1M-element ``c_int`` array (embedded Valkey over a unix socket, 2-core
-machine; p50 of repeated runs, ``python /tmp/bench_sharedctypes.py``):
+exactly ctypes'.  Chosen by measurement against a LIST layout (one element
+per list item: LRANGE / RPUSH / LINDEX / LSET, a Lua LSET loop for slices)
+for a 1M-element ``c_int`` array: embedded Valkey over a unix socket on a
+busy 2-core machine (PING median 58 us), median of calls alternating
+between the layouts, in ms (5 runs; the spread between runs was up to 3x,
+the ranking never changed):
 
-=========================  ===============  ================
-operation                  STRING (chosen)  LIST
-=========================  ===============  ================
-read the whole array       18 ms            545 ms
-write the whole array      40 ms            1 190 ms
-read a 1 000-element slice 0.23 ms          0.52 ms
-write a 1 000-element slice 0.27 ms         0.95 ms (Lua LSET loop)
-get one element            0.14 ms          0.14 ms
-set one element            0.16 ms          0.15 ms
-=========================  ===============  ================
+===========================  =======  =======  ==========================
+operation                    STRING   LIST     stdlib (local shared mem)
+===========================  =======  =======  ==========================
+write the whole array          41      520      21
+read the whole array           83      337      63
+read a 1,000-element slice      0.15     0.31    0.02
+write a 1,000-element slice     0.55     7.1     0.04
+get one element                 0.13     0.11    0.0002
+set one element                 0.14     0.08    0.0001
+===========================  =======  =======  ==========================
 
-(the stdlib, in local shared memory: whole-array read 12 ms, write 11 ms;
-one element 0.05 µs).  Single elements cost the same round trip either way;
-bulk access is 10-30x faster as a string because Redis and redis-py move one
-bulk reply instead of a million.
+Bulk access is 2-13x faster as a string (Redis and redis-py move one bulk
+reply instead of a million; converting a million Python ints is most of what
+is left, and the stdlib pays it too).  Single elements are one round trip
+either way; the string layout's set is a Lua script (it refuses to resurrect
+a released key and refreshes the TTL), the LIST figure is a bare ``LSET``.
 
 Differences from the stdlib, all forced by the memory being remote:
 

@@ -45,7 +45,15 @@ How it differs from the stdlib:
   process killed while *blocked* in ``acquire`` leaves nothing behind.
 * ``repr`` of a lock held by another process shows that process' name (the
   stdlib can only say ``SomeOtherProcess``).
-* ``Condition`` accepts a faasmp :class:`Lock` or :class:`RLock` only.
+* ``Condition`` accepts a faasmp :class:`Lock` or :class:`RLock` only.  A
+  process killed while waiting stays registered until a ``notify`` takes it
+  (that notify then wakes one live waiter fewer), as with the stdlib's
+  semaphore-based Condition.
+* A Barrier waiter that times out just after the last party arrived waits for
+  the action to finish and returns normally (as the stdlib); if that last
+  party dies inside the action, the waiters are never released.
+* A blocking call interrupted (Ctrl-C) at the instant Redis hands it a token
+  can lose that token; the lock then stays locked, as if its holder had died.
 """
 
 from __future__ import annotations
