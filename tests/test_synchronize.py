@@ -515,3 +515,18 @@ def test_keys_carry_a_ttl_and_the_owner_deletes_them(ctx):
     gc.collect()
     left = [k for p in prefixes for k in ctx.session.state.scan_keys(p + "*")]
     assert left == []
+
+
+def test_module_level_constructors_use_the_default_context(default_ctx):
+    import faasmp  # noqa: PLC0415
+    from faasmp import sharedctypes  # noqa: PLC0415
+
+    lock = synchronize.Lock()
+    assert lock._ctx is default_ctx
+    with lock:
+        assert lock.acquire(False) is False
+    v = sharedctypes.Value("i", 41)
+    with v.get_lock():
+        v.value += 1
+    assert v.value == 42 and v.get_lock()._ctx is default_ctx
+    assert faasmp.Semaphore(2).get_value() == 2
