@@ -614,7 +614,14 @@ def _health_check(pool: Pool) -> None:
     """Refresh the pool's liveness and detect dead worker invocations."""
     session = pool._session
     if pool._state != TERMINATE:
-        session.state.pexpire(pool._alive_key, pool._ttl_ms)
+        # Safety net for a killed client: every key of the pool expires
+        # unless this thread keeps renewing it.
+        ttl = int(session.config.key_ttl * 1000)
+        pipe = session.state.pipeline()
+        pipe.pexpire(pool._alive_key, pool._ttl_ms)
+        for key in (pool._tasks_key, pool._results_key, pool._funcs_key):
+            pipe.pexpire(key, ttl)
+        pipe.execute()
     if not pool._cache:
         return
     with pool._lock:

@@ -209,6 +209,7 @@ class BaseProcess:
         handle = _RemoteHandle(session, self._proc_id, blob)
         pipe = session.state.pipeline()
         pipe.hset(handle.hash_key, {"state": "queued", "name": self._name})
+        pipe.pexpire(handle.hash_key, int(session.config.key_ttl * 1000))
         pipe.execute()
         session.push_work(blob)
         self._handle = handle

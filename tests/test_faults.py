@@ -87,3 +87,54 @@ def test_output_handler_receives_remote_output(ctx):
     assert ("w", got[0][1], 1, "routed 0\n") in got
     with pytest.raises(TypeError):
         ctx.output_handler = 3
+
+
+CLIENT = """
+import sys, time
+from faasmp.context import FaasContext
+ctx = FaasContext(redis_url=sys.argv[1], idle_timeout=60.0, heartbeat_interval=0.5)
+ctx.start_warm_pool(2)
+s = ctx.session
+hosts = [h.decode() for h in s.state.smembers(s.keys.hosts)]
+pids = [int(s.state.hget(s.keys.k("host", h), "pid")) for h in hosts]
+print(" ".join(map(str, pids)), s.keys.pattern, flush=True)
+time.sleep(120)
+"""
+
+
+def test_workers_of_a_killed_client_stop_and_its_keys_expire(external_server, tmp_path):
+    """SIGKILL the client (injected fault): its invocations stop within a few heartbeats."""
+    import subprocess
+    import sys
+
+    import redis
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", CLIENT, external_server.url],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    assert child.stdout is not None
+    line = child.stdout.readline().split()
+    host_pids, pattern = [int(p) for p in line[:-1]], line[-1]
+    assert host_pids
+    child.send_signal(signal.SIGKILL)
+    child.wait(30)
+    deadline = time.monotonic() + 30
+    alive = list(host_pids)
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if _running(p)]
+        time.sleep(0.1)
+    assert not alive, f"worker invocations {alive} outlived their killed client"
+    r = redis.Redis.from_url(external_server.url)
+    leftover = [k for k in r.scan_iter(match=pattern) if r.ttl(k) == -1]
+    assert leftover == [], f"keys without a TTL left by a killed client: {leftover[:5]}"
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False

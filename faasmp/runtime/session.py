@@ -49,6 +49,7 @@ local room = tonumber(ARGV[2]) - total - starting
 if need > room then need = room end
 if need > 0 then
   redis.call('INCRBY', KEYS[4], need)
+  redis.call('PEXPIRE', KEYS[4], ARGV[3])
   return need
 end
 return 0
@@ -192,7 +193,10 @@ class Session:
             return
         k = self.keys
         need = int(
-            self._ensure(keys=[k.work, k.idle, k.slots, k.starting], args=[0, self.config.max_workers])
+            self._ensure(
+                keys=[k.work, k.idle, k.slots, k.starting],
+                args=[0, self.config.max_workers, int(self.config.key_ttl * 1000)],
+            )
         )
         if need > 0:
             self.grow(need)
@@ -408,7 +412,24 @@ class Session:
         pipe = self.state.pipeline()
         pipe.pexpire(k.client, self._ttl_ms)
         pipe.llen(k.work)
-        _, queued = pipe.execute()
+        # Run-wide keys expire unless the client keeps renewing them: the
+        # safety net when the client is killed and cannot delete them.
+        ttl = int(self.config.key_ttl * 1000)
+        run_keys = (
+            k.work,
+            k.out,
+            k.events,
+            k.grow,
+            k.hosts,
+            k.slots,
+            k.idle,
+            k.starting,
+            k.tasks_run,
+            k.ready,
+        )
+        for key in run_keys:
+            pipe.pexpire(key, ttl)
+        queued = pipe.execute()[1]
         self.stats.emit(LatencySample(self.now(), time.perf_counter() - t0))
         for host_id, (inv, slots) in list(self._starting.items()):
             if inv.finished():

@@ -77,6 +77,7 @@ local s = tonumber(redis.call('GET', KEYS[3]) or '0')
 if s > 0 then redis.call('DECR', KEYS[3]) end
 redis.call('RPUSH', KEYS[4], ARGV[1])
 redis.call('LTRIM', KEYS[4], -256, -1)
+for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
 return 1
 """
 
@@ -157,11 +158,13 @@ class Host:
         k, spec = self.keys, self.spec
         pipe = self.state.pipeline()
         pipe.sadd(k.hosts, spec.host_id)
+        pipe.pexpire(k.hosts, int(spec.key_ttl * 1000))
         pipe.set(k.host_alive(spec.host_id), b"1", px=int(spec.heartbeat * 3000))
         pipe.hset(
             k.k("host", spec.host_id),
             {"max_slots": spec.max_slots, "pid": os.getpid(), "hostname": os.uname().nodename},
         )
+        pipe.pexpire(k.k("host", spec.host_id), int(spec.key_ttl * 1000))
         pipe.rpush(
             k.events,
             dumps(
@@ -268,10 +271,14 @@ class Host:
             try:
                 pipe = self.state.pipeline()
                 pipe.pexpire(k.host_alive(spec.host_id), int(spec.heartbeat * 3000))
+                pipe.pexpire(k.k("host", spec.host_id), int(spec.key_ttl * 1000))
                 pipe.exists(k.client)
-                _, client = pipe.execute()
+                client = pipe.execute()[-1]
             except CONNECTION_ERRORS:
                 client = 0
+            except Exception:  # noqa: BLE001 - a silent heartbeat death would look like a dead host
+                logger.exception("faasmp host %s: heartbeat failed", spec.host_id)
+                continue
             if not client:
                 self._client_gone()
                 return
@@ -377,7 +384,9 @@ class Slot:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         attach_remote(spec, self.state)
-        self.state.script(SLOT_REGISTER)(keys=[k.slots, k.idle, k.starting, k.ready], args=[self.slot_id])
+        self.state.script(SLOT_REGISTER)(
+            keys=[k.slots, k.idle, k.starting, k.ready], args=[self.slot_id, int(spec.key_ttl * 1000)]
+        )
         idle_exit = self.state.script(SLOT_IDLE_EXIT)
         idle_since = time.monotonic()
         wait = min(spec.idle_timeout, max(spec.heartbeat * 3, 1.0))
@@ -468,6 +477,7 @@ class Slot:
         pipe = self.state.pipeline()
         pipe.hset(k.proc(proc_id), {"state": "exited", "exitcode": code, "ended": ended})
         pipe.rpush(k.proc_exit(proc_id), str(code).encode())
+        pipe.pexpire(k.proc_exit(proc_id), int(spec.key_ttl * 1000))
         pipe.publish(k.proc_exit(proc_id), b"exit")
         pipe.delete(ctl)
         pipe.incrby(k.tasks_run, 1)
