@@ -9,6 +9,10 @@ semantics, backed by Redis lists (one list per direction):
   :func:`wait`).  ``send_bytes`` stores the raw bytes (no pickling), ``send``
   a cloudpickle, so — as in the stdlib — ``recv_bytes`` after ``send`` returns
   the pickle and ``recv`` after ``send_bytes(pickle.dumps(x))`` returns ``x``.
+  A send does not wait for Redis' reply: it is collected with the thread's
+  next command (``StateBackend.direct``), so a send followed by a ``recv`` is
+  one round trip.  Commands of a thread still run in order.  Messages above
+  64 KiB go as a pipeline of plain commands (Lua would copy them).
 * ``recv`` is one ``BLPOP`` (it returns as soon as a message is there);
   ``poll(timeout)`` blocks with a non-destructive ``BLMOVE`` and never takes a
   message, so a timeout never loses one.
@@ -19,8 +23,9 @@ the two objects :func:`Pipe` returns, and every copy made by pickling one
 released by ``close()``, by garbage collection, or — for a copy used inside a
 remote ``Process`` — when that process exits, even if it was killed.  When no
 handle of the other end is left, ``recv`` on an empty pipe raises
-:class:`EOFError` and ``send`` raises :class:`BrokenPipeError`.  So the usual
-pattern works as with ``fork``::
+:class:`EOFError` and ``send`` raises :class:`BrokenPipeError` (like a socket,
+at the latest on the send after the one that found the reader gone; that
+message is dropped).  So the usual pattern works as with ``fork``::
 
     r, w = Pipe(duplex=False)
     p = Process(target=producer, args=(w,)); p.start()
@@ -55,7 +60,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .backends.state import CONNECTION_ERRORS
+from .backends.state import CONNECTION_ERRORS, StateError
 from .runtime.call import AuthenticationError, dumps, dumps_named
 from .runtime.shared import SharedObject
 
@@ -215,6 +220,21 @@ def _release_handle(session: Session, close: ScriptCall, keys: list[str], args: 
         close(keys=keys, args=args)
 
 
+def _send_reply_handler(ref: weakref.ref[Connection]) -> Callable[[Any], None]:
+    """What a deferred send's reply sets on its connection (held weakly: GC still closes it)."""
+
+    def on_reply(reply: Any) -> None:
+        conn = ref()
+        if conn is None:
+            return
+        if isinstance(reply, Exception):
+            conn._lost = reply
+        elif reply == -1:
+            conn._broken = True
+
+    return on_reply
+
+
 class Connection(SharedObject):
     """One end of a :func:`Pipe`, like :class:`multiprocessing.connection.Connection`.
 
@@ -273,7 +293,7 @@ class Connection(SharedObject):
         # garbage collection in the middle of a command on that connection.
         direct = state.direct
         self._direct = direct
-        self._send_script = direct.script(SEND)
+        self._send_script = direct.deferred_script(SEND)
         self._recv_script = direct.script(RECV_NOW)
         self._poll_script = direct.script(POLL)
         self._bind_script = direct.script(BIND)
@@ -281,6 +301,9 @@ class Connection(SharedObject):
         wake = "1" if (self._duplex or e == 1) else "0"
         self._closed = False
         self._bound = False
+        self._broken = False
+        self._lost: BaseException | None = None
+        self._on_send_reply = _send_reply_handler(weakref.ref(self))
         self._releaser = weakref.finalize(
             self,
             _release_handle,
@@ -419,10 +442,14 @@ class Connection(SharedObject):
     def _send_blob(self, blob: bytes) -> None:
         if not self._bound:
             self._bind()
+        self._check_earlier_sends()
         wkey, peer_h, own_h, ttl = self._wkey, self._peer_h, self._own_h, self._ttl
         if len(blob) <= _BIG:
-            if self._send_script(keys=[wkey, peer_h, own_h], args=[blob, ttl]) != -1:
-                return
+            # The reply is collected with this thread's next command: a send
+            # does not wait (see StateBackend.direct).
+            self._send_script([wkey, peer_h, own_h], [blob, ttl], self._on_send_reply)
+            self._check_earlier_sends()
+            return
         else:
             # SEND's steps as one pipeline (one round trip), the reader check first.
             reader_open = self._direct.execute_many(
@@ -438,7 +465,16 @@ class Connection(SharedObject):
             if reader_open:
                 return
             self._direct.execute_many([("DEL", wkey)])  # nobody will ever read it
-        raise BrokenPipeError(errno.EPIPE, "the other end of the pipe is closed")
+            self._broken = True  # readers never come back
+            self._check_earlier_sends()
+
+    def _check_earlier_sends(self) -> None:
+        """Report what the replies of earlier (deferred) sends said."""
+        if self._broken:
+            raise BrokenPipeError(errno.EPIPE, "the other end of the pipe is closed")
+        lost, self._lost = self._lost, None
+        if lost is not None:
+            raise StateError(f"an earlier message sent on {self!r} was not delivered: {lost}")
 
     # -- receiving ----------------------------------------------------------------
     def _recv_blob(self) -> bytes:

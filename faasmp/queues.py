@@ -26,9 +26,12 @@ from __future__ import annotations
 import operator
 import time
 import types
+import weakref
+from collections.abc import Callable
 from queue import Empty, Full
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .backends.state import StateError
 from .runtime.call import dumps, dumps_named, loads
 from .runtime.shared import SharedObject
 
@@ -114,12 +117,25 @@ def _redis_timeout(timeout: float) -> float:
     return max(timeout, 0.001)
 
 
+def _put_reply_handler(ref: weakref.ref[_ListQueue]) -> Callable[[Any], None]:
+    """Records a failed deferred put on its queue (held weakly: GC still releases it)."""
+
+    def on_reply(reply: Any) -> None:
+        queue_ = ref()
+        if queue_ is not None and isinstance(reply, Exception):
+            queue_._lost = reply
+
+    return on_reply
+
+
 class _ListQueue(SharedObject):
     """What every queue shares: one list of signed pickles and its cached handles."""
 
     _state: StateBackend
     _authkey: bytes
     _ttl: int
+    #: items, space tokens, unfinished count, "all done" flag (PUT's KEYS).
+    _put_keys: list[str]
 
     def _setup(self) -> None:
         session = self._session
@@ -129,6 +145,47 @@ class _ListQueue(SharedObject):
         self._items = self.key("items")
         # The thread's own connection: the lowest-latency path (see StateBackend.direct).
         self._direct = self._state.direct
+        self._put_deferred = self._direct.deferred_script(PUT)
+        self._on_put_reply = _put_reply_handler(weakref.ref(self))
+        self._lost: BaseException | None = None
+
+    def _push_unbounded(self, blob: bytes, joinable: str) -> None:
+        """Push onto an unbounded queue without waiting for Redis' reply.
+
+        The command is written at once and runs in order with this thread's
+        next commands; its reply (always "pushed") is collected with the next one.
+        """
+        self._check_lost()
+        if len(blob) > _BIG:
+            self._push_big(blob, joinable)
+        else:
+            self._put_deferred(self._put_keys, [blob, SEM_VALUE_MAX, self._ttl, joinable], self._on_put_reply)
+        self._check_lost()
+
+    def _push_big(self, blob: bytes, joinable: str) -> None:
+        """PUT's steps for a large item on an unbounded queue, as plain commands in one trip."""
+        items, ttl = self._items, self._ttl
+        if joinable == "0":
+            self._direct.execute_many([("RPUSH", items, blob), ("PEXPIRE", items, ttl)])
+            return
+        unfinished, done = self._put_keys[2], self._put_keys[3]
+        # A transaction: a consumer must never see the item before it is counted.
+        self._direct.execute_many(
+            [
+                ("MULTI",),
+                ("RPUSH", items, blob),
+                ("PEXPIRE", items, ttl),
+                ("INCR", unfinished),
+                ("PEXPIRE", unfinished, ttl),
+                ("DEL", done),
+                ("EXEC",),
+            ]
+        )
+
+    def _check_lost(self) -> None:
+        lost, self._lost = self._lost, None
+        if lost is not None:
+            raise StateError(f"an earlier item put on {self!r} was not stored: {lost}")
 
     def _dumps(self, obj: Any) -> bytes:
         try:
@@ -187,12 +244,13 @@ class Queue(_ListQueue):
     def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
         """Put *obj* on the queue, waiting up to *timeout* seconds for room (``queue.Full``).
 
-        The object is pickled and stored in Redis before ``put`` returns.
+        The object is pickled and sent to Redis before ``put`` returns (on an
+        unbounded queue without waiting for the reply; see ``_push_unbounded``).
         """
         self._check_open()
         blob = self._dumps(obj)
-        if len(blob) > _BIG and self._bounded == "0":
-            self._push_big(blob)
+        if self._bounded == "0":
+            self._push_unbounded(blob, self._joinable)
             return
         args = [blob, self._maxsize, self._ttl, self._joinable]
         if self._put_script(keys=self._put_keys, args=args):
@@ -212,26 +270,6 @@ class Queue(_ListQueue):
                     raise Full
             if self._put_script(keys=self._put_keys, args=args):
                 return
-
-    def _push_big(self, blob: bytes) -> None:
-        """PUT's steps for a large item on an unbounded queue, as plain commands in one trip."""
-        items, ttl = self._items, self._ttl
-        if self._joinable == "0":
-            self._direct.execute_many([("RPUSH", items, blob), ("PEXPIRE", items, ttl)])
-            return
-        unfinished, done = self._put_keys[2], self._put_keys[3]
-        # A transaction: a consumer must never see the item before it is counted.
-        self._direct.execute_many(
-            [
-                ("MULTI",),
-                ("RPUSH", items, blob),
-                ("PEXPIRE", items, ttl),
-                ("INCR", unfinished),
-                ("PEXPIRE", unfinished, ttl),
-                ("DEL", done),
-                ("EXEC",),
-            ]
-        )
 
     def put_nowait(self, obj: Any) -> None:
         """``put(obj, False)``."""
@@ -347,7 +385,6 @@ class SimpleQueue(_ListQueue):
     def _setup(self) -> None:
         super()._setup()
         self._closed = False
-        self._put_script = self._direct.script(PUT)
         self._get_script = self._direct.script(GET_NOW)
         self._put_keys = [self._items, self.key("space"), self.key("unfinished"), self.key("done")]
 
@@ -359,13 +396,9 @@ class SimpleQueue(_ListQueue):
             raise OSError("handle is closed")
 
     def put(self, obj: Any) -> None:
-        """Put *obj* on the queue (stored in Redis before this returns)."""
+        """Put *obj* on the queue (sent to Redis before this returns; the reply is not awaited)."""
         self._check_open()
-        blob = self._dumps(obj)
-        if len(blob) > _BIG:
-            self._direct.execute_many([("RPUSH", self._items, blob), ("PEXPIRE", self._items, self._ttl)])
-        else:
-            self._put_script(keys=self._put_keys, args=[blob, SEM_VALUE_MAX, self._ttl, "0"])
+        self._push_unbounded(self._dumps(obj), "0")
 
     def get(self, *, timeout: float | None = None) -> Any:
         """Remove and return an item, blocking until there is one.

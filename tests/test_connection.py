@@ -78,9 +78,9 @@ def test_large_messages_take_the_pipelined_path(ctx):
     assert b.recv() == {"payload": big}
     b.close()
     with pytest.raises(BrokenPipeError):
-        a.send_bytes(big)
+        a.send_bytes(big)  # large sends wait for their reply
     with pytest.raises(BrokenPipeError):
-        a.send_bytes(b"small")
+        a.send_bytes(b"small")  # the earlier failure is remembered
 
 
 def test_recv_bytes_maxlength(ctx):
@@ -209,7 +209,10 @@ def test_eof_and_broken_pipe_after_the_other_end_closes(ctx):
     with pytest.raises(EOFError):  # and stays so
         b.recv_bytes()
     with pytest.raises(BrokenPipeError):
+        # A small send does not wait for its reply: like a socket, the error
+        # shows at the latest on the next send.
         b.send("nobody reads this")
+        b.send("reported by now")
 
 
 def test_blocked_recv_returns_eof_when_the_other_end_closes(ctx):

@@ -8,6 +8,7 @@ with :func:`register_state_backend` and the whole API suite run over it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -66,13 +67,19 @@ class StatePipeline(StateOps, Protocol):
     def execute(self) -> list[Any]: ...
 
 
+class DeferredScriptCall(Protocol):
+    def __call__(self, keys: Sequence[Key], args: Sequence[Any], on_reply: Callable[[Any], None]) -> None: ...
+
+
 class DirectOps(Protocol):
     """Hot-path commands on the calling thread's own connection (see :class:`_DirectRedis`)."""
 
     def blpop(self, keys: Sequence[Key], timeout: float) -> tuple[bytes, bytes] | None: ...
     def blmove_rotate(self, key: Key, timeout: float) -> bytes | None: ...
     def script(self, source: str) -> ScriptCall: ...
+    def deferred_script(self, source: str) -> DeferredScriptCall: ...
     def execute_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]: ...
+    def flush(self) -> None: ...
 
 
 class StateBackend(StateOps, Protocol):
@@ -121,6 +128,15 @@ class RedisState:
             opts["socket_keepalive"] = True
         self._r = redis.Redis.from_url(url, **opts)
         self.direct = _DirectRedis(self._r)
+        # Pooled commands first collect this thread's deferred direct reply, so
+        # a thread's commands run in program order whichever path they take.
+        direct_flush, pooled_execute = self.direct.flush, self._r.execute_command
+
+        def execute_command(*args: Any, **options: Any) -> Any:
+            direct_flush()
+            return pooled_execute(*args, **options)
+
+        self._r.execute_command = execute_command  # type: ignore[method-assign]
         # Bind the hot commands once: attribute lookups add up at 10k ops/s.
         r = self._r
         self.rpush = r.rpush
@@ -186,7 +202,7 @@ class RedisState:
         return self._r.blmove(key, key, timeout, "RIGHT", "RIGHT")  # type: ignore[arg-type,return-value]
 
     def pipeline(self, transaction: bool = False) -> StatePipeline:
-        return _RedisPipeline(self._r.pipeline(transaction=transaction))
+        return _RedisPipeline(self._r.pipeline(transaction=transaction), self.direct.flush)
 
     def script(self, source: str) -> ScriptCall:
         return self._r.register_script(source)  # type: ignore[return-value]
@@ -237,12 +253,21 @@ class _DirectRedis:
     through here.  Each thread gets its own connection (made on first use,
     again after a fork), so a blocking command blocks only its thread; an
     interrupted command drops the connection, like the client does.
+
+    **Deferred replies.**  :meth:`send_deferred` writes a command and returns
+    without waiting; its reply is read (and handed to a callback) just before
+    the next command of the same thread is answered — on this connection, or
+    on the pooled client, whose commands first :meth:`flush`.  So commands of
+    one thread still run in program order, a message send costs no wait of
+    its own, and a send followed by a receive is one round trip.  At most one
+    reply is outstanding per thread, so the server reads it in one go.
     """
 
     def __init__(self, client: redis.Redis) -> None:
         self._pool = client.connection_pool
         self._local = threading.local()
         self._conns: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._loaded: set[str] = set()
 
     def _conn(self) -> Any:
         local = self._local
@@ -251,15 +276,55 @@ class _DirectRedis:
             pool = self._pool
             conn = pool.connection_class(**pool.connection_kwargs)
             conn._command_packer = _SizePacker(conn)
-            local.conn, local.pid = conn, os.getpid()
+            local.conn, local.pid, local.pending = conn, os.getpid(), None
             self._conns.add(conn)
         return conn
+
+    def _drain(self, conn: Any) -> None:
+        """Read the outstanding deferred reply, if any, and hand it to its callback."""
+        local = self._local
+        on_reply = local.pending
+        if on_reply is None:
+            return
+        local.pending = None  # first: a flush from a GC finalizer must not read it twice
+        try:
+            reply = conn.read_response()
+        except redis.exceptions.ResponseError as exc:
+            reply = exc
+        with contextlib.suppress(Exception):
+            on_reply(reply)
+
+    def flush(self) -> None:
+        """Wait for this thread's deferred reply (no-op if there is none)."""
+        local = self._local
+        if getattr(local, "pending", None) is not None and local.pid == os.getpid():
+            try:
+                self._drain(local.conn)
+            except BaseException:
+                local.pending = None
+                raise
 
     def execute(self, *args: Any) -> Any:
         """Send one command and return its reply (Redis errors raise as with the client)."""
         conn = self._conn()
-        conn.send_command(*args, check_health=False)
+        try:
+            conn.send_command(*args, check_health=False)
+            self._drain(conn)
+        except BaseException:
+            self._local.pending = None  # the connection was dropped with it
+            raise
         return conn.read_response()
+
+    def send_deferred(self, on_reply: Callable[[Any], None], *args: Any) -> None:
+        """Send one command; *on_reply* gets its reply (or error) later (see the class doc)."""
+        conn = self._conn()
+        try:
+            conn.send_command(*args, check_health=False)
+            self._drain(conn)
+        except BaseException:
+            self._local.pending = None
+            raise
+        self._local.pending = on_reply
 
     def blpop(self, keys: Sequence[Key], timeout: float) -> tuple[bytes, bytes] | None:
         """Pop from the first non-empty list, waiting up to *timeout* (0 = forever)."""
@@ -272,13 +337,34 @@ class _DirectRedis:
     def script(self, source: str) -> ScriptCall:
         """A Lua script called with EVALSHA (loaded on first NOSCRIPT)."""
         sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-        execute = self.execute
+        execute, loaded = self.execute, self._loaded
 
         def call(keys: Sequence[Key] = (), args: Sequence[Any] = ()) -> Any:
             try:
-                return execute("EVALSHA", sha, len(keys), *keys, *args)
+                reply = execute("EVALSHA", sha, len(keys), *keys, *args)
             except redis.exceptions.NoScriptError:
-                return execute("EVAL", source, len(keys), *keys, *args)
+                reply = execute("EVAL", source, len(keys), *keys, *args)
+            loaded.add(sha)
+            return reply
+
+        return call
+
+    def deferred_script(self, source: str) -> DeferredScriptCall:
+        """A Lua script whose reply goes to ``on_reply`` later (see :meth:`send_deferred`).
+
+        The first call in a process waits (and loads the script if needed);
+        a server that later loses its scripts (restart) reports
+        ``NoScriptError`` to ``on_reply``: that call did not run.
+        """
+        sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+        sync = self.script(source)
+        send, loaded = self.send_deferred, self._loaded
+
+        def call(keys: Sequence[Key], args: Sequence[Any], on_reply: Callable[[Any], None]) -> None:
+            if sha in loaded:
+                send(on_reply, "EVALSHA", sha, len(keys), *keys, *args)
+            else:
+                on_reply(sync(keys, args))
 
         return call
 
@@ -290,7 +376,12 @@ class _DirectRedis:
         is an error, all replies are still read, then the first error raises.
         """
         conn = self._conn()
-        conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+        try:
+            conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            self._drain(conn)
+        except BaseException:
+            self._local.pending = None
+            raise
         replies: list[Any] = []
         error: Exception | None = None
         for _ in commands:
@@ -311,8 +402,9 @@ class _DirectRedis:
 class _RedisPipeline:
     """A redis-py pipeline with :class:`StateOps`' signatures."""
 
-    def __init__(self, pipe: Any) -> None:
+    def __init__(self, pipe: Any, before_execute: Callable[[], None] = lambda: None) -> None:
         self._p = pipe
+        self._before_execute = before_execute
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._p, name)
@@ -327,6 +419,7 @@ class _RedisPipeline:
         return self._p.set(key, value, px=px, nx=nx)
 
     def execute(self) -> list[Any]:
+        self._before_execute()
         return self._p.execute()  # type: ignore[no-any-return]
 
 
