@@ -120,3 +120,17 @@ def test_granularity_advisor_warns_once_with_a_chunksize(ctx):
             warnings.simplefilter("error", GranularityWarning)
             p.map(helpers.square, range(64), chunksize=1)  # only once
     assert isinstance(ctx._advisor, GranularityAdvisor)
+
+
+def test_idle_owned_objects_outlive_key_ttl():
+    """Keys carry a TTL as a safety net, but the owner keeps live objects alive."""
+    ctx = FaasContext(idle_timeout=30.0, heartbeat_interval=0.2, key_ttl=1.0)
+    try:
+        lock = ctx.Lock()
+        value = ctx.Value("i", 41)
+        time.sleep(2.5)  # longer than key_ttl, nothing touches the objects
+        with lock:
+            value.value += 1
+        assert value.value == 42
+    finally:
+        ctx.shutdown()

@@ -81,6 +81,9 @@ class Session:
         self._starting: dict[str, tuple[Invocation, int]] = {}
         self._start_error: str | None = None
         self._owner_pid = os.getpid()
+        #: Keys of shared objects this process owns, renewed by the monitor.
+        self.live_keys: dict[int, list[str]] = {}
+        self._last_renewal = time.monotonic()
         self._eof_lock = threading.Condition()
         self._eof: set[str] = set()
         self._compute: ComputeBackend | None = None
@@ -149,6 +152,7 @@ class Session:
         self.offset = spec.clock_offset
         self._closed = threading.Event()
         self._eof_lock = threading.Condition()
+        self.live_keys = {}
         self._eof = set()
         self._start_error = None
         return self
@@ -440,8 +444,20 @@ class Session:
                     self.state.incrby(k.starting, -slots)
                     logger.error("faasmp: worker invocation %s failed: %s", host_id, err)
         self._forget_dead_hosts()
+        if time.monotonic() - self._last_renewal >= self.config.key_ttl / 3:
+            self._renew_live_keys(ttl)
         if queued:
             self.ensure_capacity()
+
+    def _renew_live_keys(self, ttl_ms: int) -> None:
+        """Renew the TTL of every key of a live owned object (in batches)."""
+        self._last_renewal = time.monotonic()
+        keys = [key for group in list(self.live_keys.values()) for key in group]
+        for i in range(0, len(keys), 1000):
+            pipe = self.state.pipeline()
+            for key in keys[i : i + 1000]:
+                pipe.pexpire(key, ttl_ms)
+            pipe.execute()
 
     def _forget_dead_hosts(self) -> None:
         """Drop hosts whose heartbeat expired (and their slots) from the pool's books.

@@ -29,7 +29,8 @@ def _default_ctx() -> FaasContext:
     return _default_context
 
 
-def _delete(session: Session, keys: list[str]) -> None:
+def _delete(session: Session, token: int, keys: list[str]) -> None:
+    session.live_keys.pop(token, None)
     if session.closed or session.remote_mode or not keys:
         return
     with contextlib.suppress(Exception):
@@ -53,7 +54,12 @@ class SharedObject:
         self._oid = secrets.token_hex(6)
         self._owner = True
         session = self._ctx.session
-        self._finalizer = weakref.finalize(self, _delete, session, [self.key(s) for s in self._key_suffixes])
+        keys = [self.key(s) for s in self._key_suffixes]
+        # While the owner holds the object its keys are renewed by the
+        # session's monitor, so an object idle for longer than key_ttl lives on.
+        token = id(self)
+        session.live_keys[token] = keys
+        self._finalizer = weakref.finalize(self, _delete, session, token, keys)
 
     @property
     def _session(self) -> Session:
