@@ -83,6 +83,21 @@ def test_large_messages_take_the_pipelined_path(ctx):
         a.send_bytes(b"small")  # the earlier failure is remembered
 
 
+def test_sends_that_do_not_wait_still_run_in_program_order(ctx):
+    # A send returns before Redis replies; any later command of the thread,
+    # on whatever connection, must still see it.
+    a, b = ctx.Pipe()
+    state = ctx.session.state
+    for i in range(5):
+        a.send(i)
+        assert state.llen(b._rkey) == i + 1  # pooled client
+    pipe = state.pipeline()
+    pipe.llen(b._rkey)
+    a.send(5)
+    assert pipe.execute() == [6]  # a pipeline run after the send sees it too
+    assert [b.recv() for _ in range(6)] == list(range(6))
+
+
 def test_recv_bytes_maxlength(ctx):
     a, b = ctx.Pipe()
     with pytest.raises(ValueError, match="negative maxlength"):
