@@ -34,7 +34,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from faasmp import stats
@@ -49,6 +49,9 @@ MIN_INTERVAL = 0.25
 MAX_TASKS_DRAWN = 1500
 MAX_BARS_DRAWN = 300
 HIST_BINS = 30
+#: Serializes our background imports of plotly/ipywidgets/numpy: two threads
+#: importing the same package tree can see a partially initialized module.
+_IMPORT_LOCK = threading.Lock()
 
 PHASE_COLORS = {
     "serialize": "#8c564b",
@@ -442,8 +445,8 @@ def build_figure(widget: bool = False) -> Any:
         height=760,
         barmode="overlay",
         bargap=0.05,
-        margin={"l": 50, "r": 20, "t": 40, "b": 30},
-        legend={"orientation": "h", "y": -0.06, "font": {"size": 10}},
+        margin={"l": 50, "r": 20, "t": 70, "b": 30},
+        legend={"orientation": "h", "x": 0, "y": 1.05, "yanchor": "bottom", "font": {"size": 10}},
         font={"size": 11},
         template="plotly_white",
     )
@@ -452,6 +455,8 @@ def build_figure(widget: bool = False) -> Any:
     fig.update_xaxes(title_text="task #", row=2, col=1)
     fig.update_xaxes(title_text="task #", row=3, col=1)
     fig.update_xaxes(title_text="task #", row=3, col=2)
+    for row, col in ((1, 2), (2, 1), (2, 2), (3, 1), (3, 2)):
+        fig.update_yaxes(rangemode="tozero", row=row, col=col)
     for ann in fig.layout.annotations:
         ann.font = {"size": 12}
     return fig if not widget else go.FigureWidget(fig)
@@ -483,13 +488,25 @@ def trace_updates(snap: Snapshot) -> list[dict[str, Any]]:
     return out
 
 
+def _as_arrays(data: dict[str, Any]) -> dict[str, Any]:
+    """Lists as float arrays (None = a line break becomes NaN): plotly validates and sends them far faster."""
+    try:
+        import numpy as np  # noqa: PLC0415
+    except ImportError:
+        return data
+    return {
+        k: np.array([np.nan if x is None else x for x in v], dtype=float) if isinstance(v, list) else v
+        for k, v in data.items()
+    }
+
+
 def update_figure(fig: Any, snap: Snapshot) -> None:
     """Put *snap*'s data into *fig* (one message for a ``FigureWidget``)."""
     updates = trace_updates(snap)
     batch = fig.batch_update() if hasattr(fig, "batch_update") else contextlib.nullcontext()
     with batch:
         for trace, data in zip(fig.data, updates, strict=True):
-            trace.update(data)
+            trace.update(_as_arrays(data))
 
 
 def static_figure(snap: Snapshot) -> Any:
@@ -515,16 +532,26 @@ class _Refresher:
 
     It runs inside a copy of the caller's context (contextvars), so what it
     displays in a Jupyter kernel is attributed to the cell that created it.
+    *setup* runs first on that thread (building widgets imports plotly, which
+    takes seconds the first time: the cell's own work does not wait for it).
     """
 
     def __init__(
-        self, model: DashboardModel, draw: Callable[[], None], interval: float, status: StatusFn | None
+        self,
+        model: DashboardModel,
+        draw: Callable[[], None],
+        interval: float,
+        status: StatusFn | None,
+        setup: Callable[[], None] | None = None,
     ):
         self.model = model
         self._draw = draw
+        self._setup = setup
         self.interval = max(float(interval), MIN_INTERVAL)
         self._status = status
         self._stop = threading.Event()
+        self.ready = threading.Event()
+        self.failed = False
         self._linger_until: float | None = None
         self._drawn = -1
         self._draw_lock = threading.Lock()
@@ -540,7 +567,18 @@ class _Refresher:
         self._thread.start()
 
     def _loop(self) -> None:
-        wait = self.interval
+        try:
+            if self._setup is not None:
+                self._setup()
+        except Exception as exc:  # noqa: BLE001 - a view that cannot be built must not break the cell
+            logger.warning("faasmp dashboard: could not build the widgets (%s: %s)", type(exc).__name__, exc)
+            logger.debug("faasmp dashboard: build failure", exc_info=True)
+            self.failed = True
+            self._stop.set()
+            return
+        finally:
+            self.ready.set()
+        wait = 0.0
         while not self._stop.wait(wait):
             if self._linger_until is not None and (
                 time.monotonic() > self._linger_until or self.model.progress().outstanding == 0
@@ -551,8 +589,8 @@ class _Refresher:
             self.redraw()
             if self.model.follow_all and self.model.pool_stopped:
                 break  # a pool view ends with its pool
-            # Keep this thread's share of a core small even for big figures.
-            wait = max(self.interval, 5 * (time.perf_counter() - t))
+            # Keep this thread's share of a core (and of the GIL) under ~10% even for big figures.
+            wait = max(self.interval, 10 * (time.perf_counter() - t))
         self._stop.set()
         self.redraw(force=True)
 
@@ -569,6 +607,8 @@ class _Refresher:
                 logger.debug("faasmp dashboard: status poll failed: %s", exc)
 
     def redraw(self, force: bool = False) -> None:
+        if self.failed or (not self.ready.is_set() and self._setup is not None):
+            return
         with self._draw_lock:
             version = self.model.version
             if version == self._drawn and not force:
@@ -580,8 +620,13 @@ class _Refresher:
                 logger.exception("faasmp dashboard: redraw failed")
             self._drawn = version
 
-    def finish(self, linger: float) -> None:
-        """Stop after outstanding tasks finished or *linger* seconds; redraw at once."""
+    def finish(self, linger: float, setup_timeout: float = 60.0) -> None:
+        """Stop after outstanding tasks finished or *linger* seconds; redraw at once.
+
+        Waits up to *setup_timeout* for the view to be built, so a short cell
+        still ends with its final dashboard.
+        """
+        self.ready.wait(setup_timeout)
         self.poll_status(force=True)
         if linger <= 0 or self.model.progress().outstanding == 0:
             self.stop()
@@ -617,6 +662,10 @@ class View:
 
     def stop(self) -> None:
         self.finish(0.0)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until the view is on screen (widgets are built off the cell's thread)."""
+        return True
 
     @property
     def alive(self) -> bool:
@@ -673,7 +722,12 @@ class StaticDashboard(View):
 
 
 class LiveDashboard(View):
-    """ipywidgets + a plotly ``FigureWidget``, updated from a throttled timer thread."""
+    """ipywidgets + a plotly ``FigureWidget``, updated from a throttled timer thread.
+
+    :meth:`show` displays a light placeholder at once (so the dashboard sits at
+    the top of the cell's output); the widgets are built on the timer thread
+    and replace it.
+    """
 
     kind = "widgets"
 
@@ -685,45 +739,41 @@ class LiveDashboard(View):
         interval: float = MIN_INTERVAL,
         status: StatusFn | None = None,
     ):
-        import ipywidgets as widgets  # noqa: PLC0415
-
         super().__init__(model, title)
-        self.header = widgets.HTML()
-        self.progress = widgets.IntProgress(min=0, max=1, value=0, bar_style="info", layout={"width": "100%"})
-        self.figure = build_figure(widget=True)
-        self.table = widgets.HTML()
-        self.widget = widgets.VBox(
-            [self.header, self.progress, self.figure, self.table], layout={"width": "100%"}
-        )
-        self.widget.add_class("faasmp-dashboard")
+        self.header: Any = None
+        self.figure: Any = None
+        self.table: Any = None
+        self.widget: Any = None
         self._handle: Any = None
-        self._refresher = _Refresher(model, self._draw, interval, status)
+        self._refresher = _Refresher(model, self._draw, interval, status, setup=self._build)
 
     @property
     def draws(self) -> int:
         return self._refresher.draws
 
+    def _build(self) -> None:
+        with _IMPORT_LOCK:
+            import ipywidgets as widgets  # noqa: PLC0415
+
+            figure = build_figure(widget=True)
+        figure._config = {**figure._config, "responsive": True, "displaylogo": False}
+        self.figure = figure
+        self.header = widgets.HTML()
+        self.table = widgets.HTML()
+        self.widget = widgets.VBox([self.header, self.figure, self.table], layout={"width": "100%"})
+        self.widget.add_class("faasmp-dashboard")
+        self._draw()
+        if self._handle is not None:
+            self._handle.update(self._bundle(self.model.snapshot()), raw=True)
+
     def _draw(self) -> None:
         snap = self.model.snapshot()
-        p = snap.progress
-        with self._hold(self.progress):
-            self.progress.max = max(p.total, 1)
-            self.progress.value = p.finished
-            self.progress.bar_style = (
-                "danger" if p.failed else ("success" if p.total and not p.outstanding else "info")
-            )
         self.header.value = progress_html(snap, self.title)
         self.table.value = summary_html(snap)
         update_figure(self.figure, snap)
 
-    @staticmethod
-    @contextlib.contextmanager
-    def _hold(widget: Any) -> Iterator[None]:
-        with widget.hold_sync():
-            yield
-
     def _bundle(self, snap: Snapshot) -> dict[str, Any]:
-        bundle = dict(self.widget._repr_mimebundle_() or {})
+        bundle = dict(self.widget._repr_mimebundle_() or {}) if self.widget is not None else {}
         bundle["text/plain"] = text_report(snap, self.title)
         bundle["text/html"] = progress_html(snap, self.title) + summary_html(snap)
         return bundle
@@ -731,7 +781,6 @@ class LiveDashboard(View):
     def show(self) -> None:
         from IPython.display import display  # noqa: PLC0415
 
-        self._refresher.redraw(force=True)
         self._handle = display(self._bundle(self.model.snapshot()), raw=True, display_id=True)
         self._refresher.start()
 
@@ -744,6 +793,9 @@ class LiveDashboard(View):
     def stop(self) -> None:
         self._refresher.stop()
 
+    def wait_ready(self, timeout: float) -> bool:
+        return self._refresher.ready.wait(timeout)
+
     @property
     def alive(self) -> bool:
         return self._refresher.alive
@@ -751,9 +803,12 @@ class LiveDashboard(View):
 
 def prewarm() -> None:
     """Import plotly's widget modules (seconds on first import) so the first dashboard is quick."""
-    with contextlib.suppress(Exception):
+    with _IMPORT_LOCK, contextlib.suppress(Exception):
+        import ipywidgets  # noqa: F401, PLC0415
         import plotly.basewidget  # noqa: PLC0415
         import plotly.subplots  # noqa: F401, PLC0415
+
+        build_figure(widget=False)  # plotly imports its validators lazily on first use
 
 
 def widgets_available() -> bool:

@@ -228,9 +228,13 @@ class FaasMagics(Magics):
             self._installed = False
 
     def prewarm(self) -> None:
-        """Import the dashboard's libraries in the background (plotly's first import takes seconds)."""
+        """Import the dashboard's libraries now (plotly's first import takes seconds).
+
+        Done while ``%load_ext`` runs rather than in the background, so the
+        import never competes with a cell's work for the GIL.
+        """
         if self.dashboard and self._in_kernel() and self.dashboard_kind in ("auto", "widgets"):
-            threading.Thread(target=dash.prewarm, name="faasmp-dashboard-import", daemon=True).start()
+            dash.prewarm()
 
     # -- helpers ---------------------------------------------------------------------
     def _in_kernel(self) -> bool:
@@ -316,6 +320,8 @@ class FaasMagics(Magics):
             view.show()
             self._pool_view = view
         status = faasmp.start_warm_pool(workers)
+        if self._pool_view is not None:
+            self._pool_view.wait_ready(60)
         print(format_status(status))
 
     def _pool_settings(self, args: Any) -> dict[str, Any]:

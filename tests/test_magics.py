@@ -19,6 +19,7 @@ import inspect
 import io
 import os
 import pathlib
+import re
 import sys
 import tempfile
 import threading
@@ -148,8 +149,10 @@ def test_static_figure_has_every_panel() -> None:
     titles = [a.text for a in fig.layout.annotations]
     for title in ("Invocation timeline", "start / end", "phases", "Redis round trip", "memory", "CPU"):
         assert any(title in t for t in titles), title
+    assert list(fig.data[1].x[:2]) == pytest.approx([0.012, 0.512])  # the running segment of task 0
     bundle = dash.figure_bundle(fig)
-    assert bundle["application/vnd.plotly.v1+json"]["data"][1]["x"][:2] == pytest.approx([0.012, 0.512])
+    assert len(bundle["application/vnd.plotly.v1+json"]["data"]) == len(dash.TRACES)
+    assert "plotly" in bundle["text/html"]
 
 
 def test_live_dashboard_redraws_at_most_four_times_a_second(capsys: pytest.CaptureFixture[str]) -> None:
@@ -167,7 +170,6 @@ def test_live_dashboard_redraws_at_most_four_times_a_second(capsys: pytest.Captu
     elapsed = time.perf_counter() - t0
     view.finish()
     assert view.draws <= elapsed / dash.MIN_INTERVAL + 3
-    assert view.progress.value == 400 and view.progress.max == 400
     assert len(view.figure.data[1].x) == 3 * 400  # every task drawn in the final redraw
     assert "400/400 tasks" in view.header.value
     assert listener_time / 400 < 0.005  # the listener only appends under a lock
@@ -436,8 +438,6 @@ def test_kernel_forwards_output_of_work_started_from_a_background_thread(
 
 
 def test_kernel_remote_exception_shows_the_remote_traceback(kernel_notebook: NotebookRun) -> None:
-    import re  # noqa: PLC0415
-
     nb = kernel_notebook
     err = next(o for o in nb.cell("error").outputs if o.output_type == "error")
     assert err.ename == "ValueError" and err.evalue == "bad value 7"
@@ -455,9 +455,9 @@ def test_kernel_dashboard_widgets_are_updated_while_the_cell_runs(kernel_noteboo
     assert "16/16 tasks · done 16" in view.data["text/plain"]  # the final text fallback
     updates = nb.updates_during("run")
     figure_updates = [u for u in updates if "_py2js_update" in u or "_py2js_restyle" in u]
-    progress_updates = [u for u in updates if "value" in u and isinstance(u["value"], int)]
-    assert figure_updates and progress_updates
-    assert max(u["value"] for u in progress_updates) == 16
+    headers = [u["value"] for u in updates if "faasmp-progress" in str(u.get("value"))]
+    assert figure_updates and headers
+    assert "16/16 tasks · done 16" in headers[-1]
     # Widget state saved with the notebook holds the models the views refer to.
     state = nb.nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     assert view.data["application/vnd.jupyter.widget-view+json"]["model_id"] in state
@@ -476,7 +476,9 @@ def test_kernel_static_fallback_and_no_dashboard(kernel_notebook: NotebookRun) -
 
 def test_kernel_pool_status_and_stop(kernel_notebook: NotebookRun) -> None:
     lines = kernel_notebook.text("status").splitlines()
-    assert lines[0].startswith("faasmp warm pool: 2 workers") and "tasks run" in lines[0]
+    # Pools of the cells may have added workers beyond the 2 of %faas_pool 2 (the pool grows on demand).
+    assert re.match(r"faasmp warm pool: \d+ workers \(\d+ idle, \d+ starting\) on 1 host", lines[0]), lines[0]
+    assert "Redis embedded" in lines[0] and "tasks run" in lines[0]
     assert lines[1:] == [
         "faasmp warm pool stopped",
         "no faasmp warm pool running (backend 'localhost'); start one with %faas_pool N",

@@ -1,0 +1,216 @@
+"""The dashboard in a real browser: JupyterLab on localhost, driven by headless Chromium.
+
+Opens ``tests/notebooks/dashboard_demo.ipynb``, runs all cells from the Run
+menu, and checks in the DOM that the ``%%faas`` dashboard rendered: the
+widget views (progress bar, HTML header, phase table), the plotly graph with
+its six panels and drawn traces, the final counts, and no "Error displaying
+widget".  The screenshot of the cell is saved in the test's temp dir; with
+``FAASMP_UPDATE_SCREENSHOT=1`` it also replaces ``docs/dashboard.png``.
+
+Uses Debian's ``chromium`` (``.ci/run`` installs it; playwright cannot
+download browsers here), ``--no-sandbox`` because CI runs as root, and
+JupyterLab settings from DESIGN §7 (``autoStartDefaultKernel``,
+``windowingMode: "none"`` so every cell is attached and renders).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+REPO = pathlib.Path(__file__).parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.timeout(240),
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (.ci/run installs it)"
+    ),
+]
+
+PANEL_TITLES = ("Invocation timeline", "start / end", "phases", "Redis round trip", "memory", "CPU")
+LAB_SETTINGS = {
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {
+        "autoStartDefaultKernel": True,
+        "windowingMode": "none",
+    },
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
+        "fetchNews": "false",
+        "checkForUpdates": False,
+    },
+}
+
+
+class JupyterLab:
+    """A JupyterLab server on 127.0.0.1 with a random token, in its own temp dirs."""
+
+    def __init__(self, root: pathlib.Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.token = secrets.token_hex(24)
+        base = pathlib.Path(tempfile.mkdtemp(prefix="faasmp-lab-"))
+        settings = base / "settings"
+        for rel, values in LAB_SETTINGS.items():
+            path = settings / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(values))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FAASMP_", "JUPYTER"))}
+        env.update(
+            TMPDIR=str(base),  # Lithops isolation for the kernel this server starts (DESIGN §7)
+            JUPYTERLAB_SETTINGS_DIR=str(settings),
+            JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
+            JUPYTER_RUNTIME_DIR=str(base / "runtime"),
+            JUPYTER_CONFIG_DIR=str(base / "config"),
+            PYTHONPATH=str(REPO),
+            FAASMP_IDLE_TIMEOUT="30",
+            FAASMP_HEARTBEAT_INTERVAL="0.5",
+            FAASMP_START_TIMEOUT="60",
+        )
+        self.log = open(base / "lab.log", "wb")  # closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jupyterlab",
+                "--no-browser",
+                "--allow-root",
+                "--ServerApp.ip=127.0.0.1",
+                f"--ServerApp.port={self.port}",
+                "--ServerApp.port_retries=0",
+                f"--IdentityProvider.token={self.token}",
+                f"--ServerApp.root_dir={root}",
+                "--LabApp.news_url=",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = base / "lab.log"
+        self._wait_ready(90)
+
+    def api(self, path: str, method: str = "GET") -> bytes:
+        req = urllib.request.Request(
+            f"{self.base_url}{path}", method=method, headers={"Authorization": f"token {self.token}"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.read()
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"JupyterLab exited with {self.proc.returncode}: {self.log_path.read_text()}"
+                )
+            try:
+                self.api("/api/status")
+                return
+            except (urllib.error.URLError, ConnectionError):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"JupyterLab did not start: {self.log_path.read_text()}") from None
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Shut the server down through its API (it shuts its kernels down, so faasmp stops)."""
+        try:
+            self.api("/api/shutdown", method="POST")
+            self.proc.wait(30)
+        except (urllib.error.URLError, ConnectionError, subprocess.TimeoutExpired):
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+
+
+@pytest.fixture
+def lab(tmp_path: pathlib.Path) -> Iterator[JupyterLab]:
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copy(REPO / "tests" / "notebooks" / "dashboard_demo.ipynb", root / "dashboard.ipynb")
+    server = JupyterLab(root)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_dashboard_renders_in_jupyterlab(lab: JupyterLab, tmp_path: pathlib.Path) -> None:
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415
+
+    shot = tmp_path / "dashboard.png"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 2000})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{lab.base_url}/lab/tree/dashboard.ipynb?token={lab.token}", timeout=90_000)
+            page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=90_000)
+            page.locator("#jp-main-statusbar", has_text="Idle").wait_for(timeout=90_000)
+            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+            page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+            page.locator(".jp-OutputArea-output", has_text="ALL-CELLS-DONE").wait_for(timeout=150_000)
+
+            dashboard = page.locator(".faasmp-dashboard")
+            dashboard.wait_for(timeout=30_000)
+            # The last redraw reached the browser: all 40 tasks done, none failed.
+            header = dashboard.locator(".faasmp-progress")
+            header.filter(has_text="40/40 tasks · done 40").wait_for(timeout=30_000)
+            assert "failed 0" in header.inner_text()
+            assert dashboard.locator("table.faasmp-phases").count() == 1
+            assert "invoke" in dashboard.locator("table.faasmp-phases").inner_text()
+
+            plot = dashboard.locator(".js-plotly-plot")
+            plot.first.wait_for(timeout=30_000)
+            assert plot.count() == 1
+            titles = plot.locator(".annotation-text").all_text_contents()
+            for title in PANEL_TITLES:
+                assert any(title in t for t in titles), (title, titles)
+            # Traces were drawn with data: timeline lines, histogram and phase bars, markers.
+            assert plot.locator(".scatterlayer .trace path.js-line").count() >= 2
+            assert plot.locator(".barlayer .trace .point").count() >= 40
+            assert plot.locator(".scatterlayer .trace .point").count() >= 40
+
+            body = page.locator("body").inner_text()
+            assert "Error displaying widget" not in body
+            assert "pi ~ 3.1" in body
+            assert not [e for e in errors if "widget" in e.lower() or "plotly" in e.lower()], errors
+
+            cell = page.locator(".jp-CodeCell", has=dashboard)
+            cell.scroll_into_view_if_needed()
+            page.wait_for_timeout(500)  # let plotly finish its transition before the picture
+            cell.screenshot(path=str(shot))
+        except Exception:
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            print("FAILURE SCREENSHOT", tmp_path / "failure.png")
+            raise
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 20_000
+    if os.environ.get("FAASMP_UPDATE_SCREENSHOT"):
+        shutil.copy(shot, REPO / "docs" / "dashboard.png")
