@@ -443,6 +443,7 @@ def build_figure(widget: bool = False) -> Any:
     )
     fig.update_layout(
         height=760,
+        autosize=True,
         barmode="overlay",
         bargap=0.05,
         margin={"l": 50, "r": 20, "t": 70, "b": 30},
