@@ -221,27 +221,44 @@ class RedisState:
         self.direct.close()
 
 
-class _SizePacker:
-    """Packs large arguments without copying them.
+class _LeanPacker:
+    """RESP encoding for the direct path: ~1 us per small command, large arguments not copied.
 
-    hiredis' packer (what redis-py uses when hiredis is installed) copies
-    every argument into one buffer at ~2.5-7 ms per MB; redis-py's own packer
-    hands large arguments to ``sendall`` as they are (~14 us whatever the
-    size) but is 2x slower on small commands.  Pick per command.
+    redis-py's packers cost ~13 us per small command here (generic type
+    checks, encoder objects), and hiredis' one copies every argument into
+    one buffer at ~2.5-7 ms per MB.  This one joins the small parts into one
+    chunk (one ``sendall``) and hands arguments over 64 KiB on as they are.
     """
 
     _BIG = 1 << 16
 
-    def __init__(self, conn: Any) -> None:
-        self._small = conn._command_packer
-        self._big = redis.connection.PythonRespSerializer(conn._buffer_cutoff, conn.encoder.encode)
-
-    def pack(self, *args: Any) -> Any:
+    def pack(self, *args: Any) -> list[Any]:
+        out: list[Any] = []
+        buf = [b"*%d\r\n" % len(args)]
         big = self._BIG
         for a in args:
-            if isinstance(a, (bytes, bytearray, memoryview)) and len(a) > big:
-                return self._big.pack(*args)
-        return self._small.pack(*args)
+            if isinstance(a, str):
+                a = a.encode()
+            elif isinstance(a, bool) or not isinstance(a, (bytes, bytearray, memoryview, int, float)):
+                raise redis.exceptions.DataError(
+                    f"invalid input of type {type(a).__name__!r}: send bytes, str, int or float"
+                )
+            elif isinstance(a, int):
+                a = b"%d" % a
+            elif isinstance(a, float):
+                a = repr(a).encode()
+            n = a.nbytes if isinstance(a, memoryview) else len(a)
+            if n > big:
+                buf.append(b"$%d\r\n" % n)
+                out.append(b"".join(buf))
+                out.append(a)
+                buf = [b"\r\n"]
+            else:
+                buf.append(b"$%d\r\n" % n)
+                buf.append(a)
+                buf.append(b"\r\n")
+        out.append(b"".join(buf))
+        return out
 
 
 class _DirectRedis:
@@ -275,7 +292,7 @@ class _DirectRedis:
         if conn is None or local.pid != os.getpid():
             pool = self._pool
             conn = pool.connection_class(**pool.connection_kwargs)
-            conn._command_packer = _SizePacker(conn)
+            conn._command_packer = _LeanPacker()
             local.conn, local.pid, local.pending = conn, os.getpid(), None
             self._conns.add(conn)
         return conn
