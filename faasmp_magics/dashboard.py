@@ -328,6 +328,9 @@ def progress_line(snap: Snapshot) -> str:
     line = " · ".join(parts) + f" · {snap.now - snap.t0:.1f} s"
     if snap.status.get("running"):
         line += f" · workers {p.workers} (idle {p.idle}, starting {p.starting})"
+    if snap.hosts:
+        cold = sorted(h.cold_start for h in snap.hosts)
+        line += f" · {len(cold)} invocation(s) started, cold start p50 {cold[len(cold) // 2]:.2f} s"
     return line
 
 

@@ -388,7 +388,9 @@ class FaasMagics(Magics):
         while the cell runs; the stdlib is restored afterwards, also on error.
         Remote output appears in this cell; Ctrl-C cancels the cell's pools and
         processes and keeps the warm pool.  The records of the cell's tasks are
-        ``faasmp_magics.last_records()`` afterwards.
+        ``faasmp_magics.last_records()`` afterwards.  ``concurrent.futures``'
+        ``ProcessPoolExecutor`` runs on faasmp once :func:`faasmp.patch` covers
+        it (not yet: it stays the stdlib's).
         """
         __tracebackhide__ = True
         args = parse_argstring(self.faas, line)

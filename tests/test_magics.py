@@ -206,17 +206,32 @@ def test_output_router_sends_a_jobs_output_to_the_cell_it_started_in(monkeypatch
 
 
 # -- the magics in an in-process shell (real workers of the default context) ---------------------
-@pytest.fixture
-def ipshell(default_ctx: Any) -> Iterator[Any]:
+@pytest.fixture(scope="module")
+def _shell() -> Iterator[Any]:
+    """One in-process IPython shell (no kernel), removed again so other tests see plain Python."""
     from IPython.core.interactiveshell import InteractiveShell  # noqa: PLC0415
+    from traitlets.config import Config  # noqa: PLC0415
 
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "faasmp_magics")
+    hooks = (sys.displayhook, sys.excepthook)
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    shell = InteractiveShell.instance(config=config)
     try:
         yield shell
     finally:
-        shell.run_line_magic("unload_ext", "faasmp_magics")
+        InteractiveShell.clear_instance()
+        sys.displayhook, sys.excepthook = hooks
+
+
+@pytest.fixture
+def ipshell(_shell: Any, default_ctx: Any) -> Iterator[Any]:
+    _shell.run_line_magic("load_ext", "faasmp_magics")
+    try:
+        yield _shell
+    finally:
+        _shell.run_line_magic("unload_ext", "faasmp_magics")
     assert faasmp.get_context().output_handler is None
+    assert "faas" not in _shell.magics_manager.magics["cell"]
 
 
 @pytest.mark.parametrize(
