@@ -1,0 +1,1 @@
+"""CPython's own multiprocessing tests run against faasmp (opt-in: ``pytest -m conformance``)."""
