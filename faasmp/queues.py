@@ -24,6 +24,7 @@ garbage collected (or the run ends), so keep it alive while processes use it.
 from __future__ import annotations
 
 import operator
+import pickle
 import time
 import types
 import weakref
@@ -31,8 +32,11 @@ from collections.abc import Callable
 from queue import Empty, Full
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import cloudpickle
+
 from .backends.state import StateError
-from .runtime.call import dumps, dumps_named, loads
+from .connection import Signer
+from .runtime.call import dumps_named
 from .runtime.shared import SharedObject
 
 if TYPE_CHECKING:
@@ -141,6 +145,7 @@ class _ListQueue(SharedObject):
         session = self._session
         self._state = session.state
         self._authkey = session.authkey
+        self._signer = Signer(session.authkey)
         self._ttl = int(session.config.key_ttl * 1000)
         self._items = self.key("items")
         # The thread's own connection: the lowest-latency path (see StateBackend.direct).
@@ -189,7 +194,7 @@ class _ListQueue(SharedObject):
 
     def _dumps(self, obj: Any) -> bytes:
         try:
-            return dumps(obj, self._authkey)
+            return self._signer.sign(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
         except Exception:  # noqa: BLE001 - redo it to raise one clear error naming the queue
             return dumps_named(obj, self._authkey, f"an item put on {self!r}")
 
@@ -292,7 +297,7 @@ class Queue(_ListQueue):
             blob = item[1]
             if self._bounded == "1":
                 self._freed_script(keys=[self._space], args=[self._maxsize, self._ttl])
-        return loads(blob, self._authkey)
+        return pickle.loads(self._signer.verify(blob))
 
     def get_nowait(self) -> Any:
         """``get(False)``."""
@@ -413,7 +418,7 @@ class SimpleQueue(_ListQueue):
             blob = None if item is None else item[1]
         if blob is None:
             raise Empty
-        return loads(blob, self._authkey)
+        return pickle.loads(self._signer.verify(blob))
 
     def empty(self) -> bool:
         """True if the queue is empty."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import array
 import gc
+import hashlib
+import hmac
 import pickle
 import threading
 import time
@@ -12,7 +14,7 @@ import cloudpickle
 import pytest
 
 import faasmp
-from faasmp.connection import Connection, Pipe, sign_bytes, verify_bytes, wait
+from faasmp.connection import Connection, Pipe, Signer, sign_bytes, verify_bytes, wait
 from faasmp.runtime.call import AuthenticationError, PicklingFailed, dumps
 from tests import helpers_ipc
 
@@ -297,6 +299,15 @@ def test_sign_and_verify_bytes_match_the_payload_format(ctx):
         verify_bytes(b"short", key)
 
 
+@pytest.mark.parametrize("key", [b"", b"k" * 32, bytes(range(64)), b"long" * 40])
+def test_signer_computes_the_standard_hmac(key):
+    signer = Signer(key)
+    for data in (b"", b"x", bytes(range(256)) * 1000):
+        assert signer.mac(data) == hmac.new(key, data, hashlib.sha256).digest()
+        assert signer.mac(memoryview(data)) == signer.mac(data)
+    assert bytes(signer.verify(signer.sign(b"body"))) == b"body"
+
+
 def test_unpicklable_object_names_the_pipe(ctx):
     a, _ = ctx.Pipe()
     with pytest.raises(PicklingFailed, match=r"sent on <faasmp\.connection\.Connection"):
@@ -400,11 +411,11 @@ def test_pipe_created_remotely_is_usable_by_the_client(ctx):
 
 def test_wait_mixes_connections_and_sentinels(ctx):
     a, b = ctx.Pipe()
-    sender = ctx.Process(target=helpers_ipc.sleep_then_send, args=(b, 0.2, "ready"))
     sleeper = ctx.Process(target=helpers_ipc.send_then_sleep, args=(b, "first"))
-    sender.start()
     sleeper.start()
-    assert a.recv() == "first"
+    assert a.recv() == "first"  # the sleeper runs
+    sender = ctx.Process(target=helpers_ipc.sleep_then_send, args=(b, 0.2, "ready"))
+    sender.start()
     ready = wait([a, sleeper.sentinel], timeout=30)
     assert ready == [a]
     assert a.recv() == "ready"

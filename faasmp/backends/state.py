@@ -261,6 +261,10 @@ class _LeanPacker:
         return out
 
 
+def _ignore_reply(reply: Any) -> None:
+    """The callback of a deferred command whose reply nobody needs."""
+
+
 class _DirectRedis:
     """Commands on a connection owned by the calling thread: no pool, retries or hooks.
 
@@ -341,7 +345,7 @@ class _DirectRedis:
         except BaseException:
             self._local.pending = None
             raise
-        self._local.pending = on_reply
+        self._local.pending = on_reply if on_reply is not None else _ignore_reply
 
     def blpop(self, keys: Sequence[Key], timeout: float) -> tuple[bytes, bytes] | None:
         """Pop from the first non-empty list, waiting up to *timeout* (0 = forever)."""
