@@ -438,7 +438,9 @@ class Session:
         for host_id, (inv, slots) in list(self._starting.items()):
             if inv.finished():
                 self._starting.pop(host_id, None)
-                if not self.host_alive(host_id):
+                # A host that registered and already left (its "host" event
+                # not read yet) started fine; only one that never registered failed.
+                if not self.state.exists(k.k("host", host_id)):
                     err = inv.error() or "the invocation ended before it started any worker"
                     self._start_error = err
                     self.state.incrby(k.starting, -slots)
