@@ -53,7 +53,7 @@ class Config:
     #: Seconds to wait for a worker to pick up work before reporting that no
     #: worker could be started.
     start_timeout: float = 60.0
-    #: Seconds between worker heartbeats; a worker silent for 3 beats is dead.
+    #: Seconds between heartbeats; silent for 3 beats (and at least 6 s) = dead.
     heartbeat_interval: float = 1.0
     #: How often a Pool task whose worker died mid-task is re-run before its
     #: result fails with WorkerLostError (0 = never; Processes are never re-run).

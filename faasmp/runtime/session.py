@@ -28,7 +28,7 @@ from ..stats import HostStarted, LatencySample, StatsCollector
 from . import output
 from .call import CallKind, RemoteCall, dumps, loads
 from .keys import Keys
-from .worker import HostSpec, clock_offset, host_main
+from .worker import HostSpec, clock_offset, host_main, liveness_ttl_ms
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class Session:
                 "(host, port, password) or unset it to use the embedded server."
             ) from exc
         self.offset = clock_offset(self.state)
-        self._ttl_ms = int(config.heartbeat_interval * 3000)
+        self._ttl_ms = liveness_ttl_ms(config.heartbeat_interval)
         self.state.set(self.keys.client, b"1", px=self._ttl_ms)
         self._ensure = self.state.script(ENSURE_CAPACITY)
         self._spawn = self.state.script(HOST_SPAWN)

@@ -41,6 +41,15 @@ from .keys import Keys
 logger = logging.getLogger(__name__)
 
 _SLOT_RECORD = 4096
+
+
+def liveness_ttl_ms(heartbeat: float) -> int:
+    """TTL of a heartbeat key: 3 beats, but never under 6 s.
+
+    On a loaded 2-core machine a beating thread can be starved for seconds;
+    a tighter TTL made live clients and hosts look dead.
+    """
+    return int(max(3 * heartbeat, 6.0) * 1000)
 _IMPORT_HINT = (
     "hint: functions and classes from modules the worker cannot import must be "
     "shipped by value (cloudpickle.register_pickle_by_value(module)) or installed "
@@ -159,7 +168,7 @@ class Host:
         pipe = self.state.pipeline()
         pipe.sadd(k.hosts, spec.host_id)
         pipe.pexpire(k.hosts, int(spec.key_ttl * 1000))
-        pipe.set(k.host_alive(spec.host_id), b"1", px=int(spec.heartbeat * 3000))
+        pipe.set(k.host_alive(spec.host_id), b"1", px=liveness_ttl_ms(spec.heartbeat))
         pipe.hset(
             k.k("host", spec.host_id),
             {"max_slots": spec.max_slots, "pid": os.getpid(), "hostname": os.uname().nodename},
@@ -270,7 +279,7 @@ class Host:
             time.sleep(spec.heartbeat)
             try:
                 pipe = self.state.pipeline()
-                pipe.pexpire(k.host_alive(spec.host_id), int(spec.heartbeat * 3000))
+                pipe.pexpire(k.host_alive(spec.host_id), liveness_ttl_ms(spec.heartbeat))
                 pipe.pexpire(k.k("host", spec.host_id), int(spec.key_ttl * 1000))
                 pipe.exists(k.client)
                 client = pipe.execute()[-1]
