@@ -204,7 +204,12 @@ class DashboardModel:
         for job, n in self._jobs.items():
             left = max(n - self._job_done.get(job, 0), 0)
             if job in self._ended:
-                cancelled += left  # the job ended without these tasks (terminate, Ctrl-C)
+                # A job that succeeded ran every task (a record can be missing, not the
+                # task); one that failed or was terminated (Ctrl-C) never ran the rest.
+                if self._ended[job]:
+                    done += left
+                else:
+                    cancelled += left
             else:
                 outstanding += left
         st = self._status
@@ -658,10 +663,10 @@ class View:
         self.model = model
         self.title = title
 
-    def show(self) -> None:  # pragma: no cover - trivial
+    def show(self) -> None:
         """Display the view (in the current cell)."""
 
-    def finish(self, linger: float = 0.0) -> None:  # pragma: no cover - trivial
+    def finish(self, linger: float = 0.0) -> None:
         """The cell ended: final redraw (after *linger* seconds at most, if tasks are still running)."""
 
     def stop(self) -> None:
@@ -683,6 +688,9 @@ class TextView(View):
 
     def finish(self, linger: float = 0.0) -> None:
         print(text_report(self.model.snapshot(), self.title))
+
+    def stop(self) -> None:
+        """Nothing to stop (the report is printed once, by :meth:`finish`)."""
 
 
 class StaticDashboard(View):

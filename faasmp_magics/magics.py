@@ -196,7 +196,6 @@ class FaasMagics(Magics):
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self.router = OutputRouter()
-        self._lock = threading.Lock()
         self._pool_view: dash.View | None = None
         self._views: list[dash.View] = []
         self.last_records: list[TaskRecord] = []
@@ -298,9 +297,8 @@ class FaasMagics(Magics):
             faasmp.stop_warm_pool()
             print("faasmp warm pool stopped" if was_running else "no faasmp warm pool was running")
             return
-        settings = self._pool_settings(args)
         if args.workers is None:
-            if settings:
+            if args.backend or args.redis or args.idle_timeout:
                 raise UsageError(
                     "%faas_pool: give the number of workers with --backend/--redis/--idle-timeout, "
                     "e.g. %faas_pool 4 --backend localhost"
@@ -308,7 +306,7 @@ class FaasMagics(Magics):
             print(format_status(faasmp.warm_pool_status()))
             return
         workers = parse_workers(args.workers, "%faas_pool")
-        self._configure(settings)
+        self._configure(self._pool_settings(args))
         kind = self._view_kind(args.no_dashboard)
         if kind != "none":
             self._stop_pool_view()
@@ -319,7 +317,11 @@ class FaasMagics(Magics):
             )
             view.show()
             self._pool_view = view
-        status = faasmp.start_warm_pool(workers)
+        try:
+            status = faasmp.start_warm_pool(workers)
+        except BaseException:
+            self._stop_pool_view()
+            raise
         if self._pool_view is not None:
             self._pool_view.wait_ready(60)
         print(format_status(status))
