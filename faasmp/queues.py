@@ -6,14 +6,19 @@ the run (pass the queue to a ``Process``/``Pool`` as with the stdlib).
 Differences from :mod:`multiprocessing.queues`, all in the direction of
 fewer surprises:
 
-* **No feeder thread.**  ``put`` serializes the object and pushes it into
+* **No feeder thread.**  ``put`` serializes the object and sends it to
   Redis before it returns, so an unpicklable object raises in ``put`` (the
   stdlib prints the error from its feeder thread and drops the item), and
   ``join_thread`` has nothing to wait for: after ``close()`` it returns at once.
+  On an unbounded queue ``put`` does not wait for Redis' reply (it is
+  collected with the thread's next command, which keeps program order), so
+  a producer's puts overlap like the stdlib's buffered ones.
 * ``qsize()`` works on every platform (it is ``LLEN``).
 * ``maxsize`` is enforced atomically in Redis (a Lua script checks the length
   and pushes); a ``put`` on a full queue blocks in Redis on a list of
-  "space freed" tokens that every ``get`` pushes — no polling.
+  "space freed" tokens that every ``get`` pushes — no polling.  Items over
+  64 KiB on an unbounded queue skip Lua (it copies arguments, ~2 ms per MB);
+  on a bounded queue they pay that price for the atomic check.
 * ``SimpleQueue.get`` and ``JoinableQueue.join`` take an optional
   keyword-only *timeout* (every blocking call of faasmp does).
 
