@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _run(*args: str, cwd: pathlib.Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120, cwd=cwd)
+    # Each program gets its own temp dir: Lithops' localhost backend keeps its
+    # jobs in a temp folder shared by every process of the user (DESIGN §7),
+    # and this test's parent runs Lithops jobs of its own at the same time.
+    tmp = tempfile.mkdtemp(prefix="faasmp-run-test-")
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env={**os.environ, "TMPDIR": tmp},
+    )
 
 
 def test_example_gives_the_same_result_under_python_and_faasmp_run():
