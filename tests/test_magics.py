@@ -546,10 +546,12 @@ def test_kernel_interrupt_cancels_the_cells_remote_work(external_server: Any, tm
     assert err.ename == "KeyboardInterrupt"
     assert "cancelled 1 pool(s)/process(es) of this cell" in run.text("slow", "stderr")
     _, end = run.spans["slow"]
-    assert end - run.interrupted_at < 6  # the cell ended at once, not after the 8 s tasks
+    took = end - run.interrupted_at
+    # The cell ended soon (Pool.terminate kills the busy workers), not after the 15 s tasks.
+    assert took < 10, (took, sorted(p.name for p in marks.iterdir()), run.text("slow"))
     assert "after interrupt: [1, 2, 3]" in run.text("next")  # the warm pool is still usable
     started = max((marks / f"started-{i}").stat().st_mtime for i in range(2))
-    remaining = started + 9 - time.time()
+    remaining = started + 16 - time.time()
     if remaining > 0:
         time.sleep(remaining)
     assert not list(marks.glob("done-*"))  # the busy workers were stopped, not left running

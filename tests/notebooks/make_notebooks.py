@@ -130,7 +130,7 @@ from multiprocessing import Pool
 
 def slow(x):
     open(os.path.join(MARKS, f"started-{x}"), "w").close()
-    time.sleep(8)
+    time.sleep(15)
     open(os.path.join(MARKS, f"done-{x}"), "w").close()
     return x
 
