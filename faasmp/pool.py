@@ -211,15 +211,21 @@ class Pool:
             self._push(pipe, job, batch, metas)
 
     def _push(self, pipe: Any, job: int, batch: list[bytes], metas: list[tuple[int, float, float]]) -> None:
+        # Record before the upload: a fast task's result can arrive before
+        # execute() returns, and its stats record must not be lost.
+        with self._lock:
+            for (index, submitted, ser), blob in zip(metas, batch, strict=True):
+                self._meta[(job, index)] = (submitted, ser, submitted + ser)
+                if self._retries_allowed:
+                    self._blobs[(job, index)] = blob
         if batch:
             pipe.rpush(self._tasks_key, *batch)
         pipe.execute()
         uploaded = time.time()
         with self._lock:
-            for (index, submitted, ser), blob in zip(metas, batch, strict=True):
-                self._meta[(job, index)] = (submitted, ser, uploaded)
-                if self._retries_allowed:
-                    self._blobs[(job, index)] = blob
+            for index, submitted, ser in metas:
+                if (job, index) in self._meta:  # still outstanding
+                    self._meta[(job, index)] = (submitted, ser, uploaded)
 
     def _start_job(self, result: _Result, n_tasks: int) -> None:
         self._session.stats.emit(JobStarted(f"{self._pool_id}:{result._job}", "pool", n_tasks, time.time()))

@@ -99,3 +99,31 @@ def test_forked_child_exit_does_not_stop_the_parents_run(default_ctx):
         assert std.map(abs, [-1, -2]) == [1, 2]
     with faasmp.Pool(1) as p:
         assert p.apply(helpers.square, (3,)) == 9
+
+
+INTERRUPTED = textwrap.dedent(
+    """
+    import os, signal, time, faasmp
+    faasmp.configure(idle_timeout=30.0)
+    faasmp.start_warm_pool(1)
+    try:
+        os.killpg(os.getpgrp(), signal.SIGINT)  # what Ctrl-C / a kernel interrupt does
+        time.sleep(1)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+    with faasmp.Pool(1) as p:
+        print("after interrupt:", p.apply(abs, (-3,)), flush=True)
+    """
+)
+
+
+def test_ctrl_c_to_the_process_group_does_not_stop_the_embedded_server(tmp_path):
+    res = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        start_new_session=True,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    assert res.stdout.splitlines() == ["interrupted", "after interrupt: 3"], res.stderr

@@ -158,6 +158,10 @@ class EmbeddedServer:
                     stderr=subprocess.PIPE,
                     preexec_fn=_pdeathsig_preexec(),  # type: ignore[arg-type]
                     close_fds=True,
+                    # Its own session: a Ctrl-C / kernel interrupt sent to our
+                    # process group must not stop the server (PDEATHSIG still
+                    # ties it to this process).
+                    start_new_session=True,
                 )
                 assert self.process.stdin is not None
                 self.process.stdin.write(conf.encode())
