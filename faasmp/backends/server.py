@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 logger = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+_MAX_SOCKET_PATH = 100
 
 
 class ServerError(RuntimeError):
@@ -109,6 +110,11 @@ class EmbeddedServer:
         """Start a server and wait until it answers PING (blocks up to *timeout*)."""
         exe = find_server_binary(binary)
         workdir = tempfile.mkdtemp(prefix="faasmp-redis-")
+        if len(os.path.join(workdir, "redis.sock")) > _MAX_SOCKET_PATH:
+            # A unix socket path is limited to ~107 bytes; a deep TMPDIR
+            # would make the server fail to start.
+            shutil.rmtree(workdir, ignore_errors=True)
+            workdir = tempfile.mkdtemp(prefix="faasmp-redis-", dir="/tmp")
         os.chmod(workdir, 0o700)
         server = cls(
             binary=exe,
