@@ -389,7 +389,8 @@ def run_child_once(
                 break
             if ev is None:  # the child closed its report pipe: it exited
                 if current is not None:
-                    proc.wait(5) if proc.poll() is None else None
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(5)  # for its exit code
                     results[current] = {
                         "outcome": "crash",
                         "duration": round(time.monotonic() - test_started, 3),
