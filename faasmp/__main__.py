@@ -65,6 +65,7 @@ def run(target: str, args: list[str], module: bool) -> int:
     import traceback  # noqa: PLC0415
 
     import faasmp  # noqa: PLC0415
+    from faasmp.process import exit_code  # noqa: PLC0415
     from faasmp.runtime.call import ship_modules_under  # noqa: PLC0415
 
     if module:
@@ -87,13 +88,7 @@ def run(target: str, args: list[str], module: bool) -> int:
         else:
             runpy.run_path(target, run_name="__main__")
     except SystemExit as exc:
-        if exc.code is None:
-            code = 0
-        elif isinstance(exc.code, int):
-            code = exc.code
-        else:
-            print(exc.code, file=sys.stderr)
-            code = 1
+        code = exit_code(exc)
     except BaseException:  # noqa: BLE001 - print like the interpreter does
         traceback.print_exc()
         code = 1

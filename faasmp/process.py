@@ -375,13 +375,7 @@ class BaseProcess:
             self.run()
             exitcode = 0
         except SystemExit as exc:
-            if exc.code is None:
-                exitcode = 0
-            elif isinstance(exc.code, int):
-                exitcode = exc.code
-            else:
-                sys.stderr.write(str(exc.code) + "\n")
-                exitcode = 1
+            exitcode = exit_code(exc)
         except BaseException:
             import traceback  # noqa: PLC0415
 
@@ -479,6 +473,19 @@ _children: set[BaseProcess] = set()
 _children_lock = threading.Lock()
 
 _exitcode_to_name = {-int(sig): f"-{sig.name}" for sig in signal.Signals}
+
+
+def exit_code(exc: SystemExit) -> int:
+    """The exit status ``sys.exit(code)`` gives, as the interpreter computes it.
+
+    A non-integer code is written to stderr and gives 1.
+    """
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code
+    sys.stderr.write(str(exc.code) + "\n")
+    return 1
 
 
 def current_process() -> BaseProcess:

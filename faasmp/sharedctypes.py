@@ -207,11 +207,7 @@ class _SharedCData(SharedObject):
         self.__dict__.update(state)
 
     def _script(self, name: str) -> ScriptCall:
-        cache: dict[str, ScriptCall] = self.__dict__.setdefault("_script_cache", {})
-        script = cache.get(name)
-        if script is None:
-            script = cache[name] = self._session.state.script(_SCRIPTS[name])
-        return script
+        return self._cached_script(name, _SCRIPTS[name])
 
     def _gone(self) -> RuntimeError:
         return RuntimeError(

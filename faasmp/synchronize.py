@@ -283,11 +283,7 @@ class _Synchronizer(SharedObject):
         return ttl
 
     def _script(self, name: str) -> ScriptCall:
-        cache: dict[str, ScriptCall] = self.__dict__.setdefault("_script_cache", {})
-        script = cache.get(name)
-        if script is None:
-            script = cache[name] = self._session.state.script(_SCRIPTS[name])
-        return script
+        return self._cached_script(name, _SCRIPTS[name])
 
     def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return self._script(name)(keys=keys, args=args)
