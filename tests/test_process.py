@@ -192,3 +192,20 @@ def test_process_from_unimportable_module_exits_1_with_cause(ctx, tmp_path, monk
     assert p.exitcode == 1
     err = capsys.readouterr().err
     assert "ModuleNotFoundError" in err and "clientonly_proc" in err
+
+
+def test_join_after_terminate_or_os_exit_does_not_wait_for_output(ctx):
+    procs = [ctx.Process(target=helpers.sleep_forever) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        assert p.pid
+        p.terminate()
+    t0 = time.monotonic()
+    for p in procs:
+        p.join(30)
+    quiet = ctx.Process(target=helpers.hard_exit, args=(0,))
+    quiet.start()
+    quiet.join(30)
+    assert [p.exitcode for p in procs] == [-signal.SIGTERM] * 3 and quiet.exitcode == 0
+    assert time.monotonic() - t0 < 5  # each join used to wait 2 s for output never sent

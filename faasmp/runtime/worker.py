@@ -50,6 +50,8 @@ def liveness_ttl_ms(heartbeat: float) -> int:
     a tighter TTL made live clients and hosts look dead.
     """
     return int(max(3 * heartbeat, 6.0) * 1000)
+
+
 _IMPORT_HINT = (
     "hint: functions and classes from modules the worker cannot import must be "
     "shipped by value (cloudpickle.register_pickle_by_value(module)) or installed "
@@ -360,6 +362,7 @@ def report_lost(
         proc_id = current[1]
         code = -signal.SIGKILL
         pipe.hset(k.proc(proc_id), {"state": "exited", "exitcode": code, "lost": cause})
+        pipe.rpush(k.out, dumps(("eof", proc_id), authkey))
         pipe.rpush(k.proc_exit(proc_id), str(code).encode())
         pipe.publish(k.proc_exit(proc_id), b"exit")
     elif kind == "pool":
@@ -484,6 +487,9 @@ class Slot:
         code = -os.WTERMSIG(st) if os.WIFSIGNALED(st) else os.WEXITSTATUS(st)
         ended = time.time() + self.offset - spec.clock_offset
         pipe = self.state.pipeline()
+        # The output a child pushed is already in the list; mark its end here,
+        # also for a child that was killed or called os._exit (join waits for it).
+        pipe.rpush(k.out, dumps(("eof", proc_id), spec.authkey))
         pipe.hset(k.proc(proc_id), {"state": "exited", "exitcode": code, "ended": ended})
         pipe.rpush(k.proc_exit(proc_id), str(code).encode())
         pipe.pexpire(k.proc_exit(proc_id), int(spec.key_ttl * 1000))
@@ -510,11 +516,10 @@ class Slot:
             sys.stderr.write(f"Process {call.call_id}: the worker could not load it:\n")
             traceback.print_exc()
             sys.stderr.write(_IMPORT_HINT)
-            sink.end(force=True)
+            sink.end()
             return 1
         code = proc._bootstrap_remote()
-        # Always mark the end: join() waits for it so output precedes join's return.
-        sink.end(force=True)
+        sink.end()  # flush; the slot sends the end-of-output marker after the exit
         return int(code)
 
     def _install_output(self, call: RemoteCall) -> Any:
