@@ -39,6 +39,13 @@ _SUBMODULES = {
     "concurrent.futures": {"ProcessPoolExecutor": ("faasmp.futures", "ProcessPoolExecutor")},
     "concurrent.futures.process": {"ProcessPoolExecutor": ("faasmp.futures", "ProcessPoolExecutor")},
     "multiprocessing.pool": {"Pool": ("faasmp.pool", "Pool")},
+    "multiprocessing.sharedctypes": {
+        name: ("faasmp.sharedctypes", name) for name in ("Value", "Array", "RawValue", "RawArray")
+    },
+    "multiprocessing.managers": {
+        "BaseManager": ("faasmp.managers", "BaseManager"),
+        "SyncManager": ("faasmp.managers", "SyncManager"),
+    },
     "multiprocessing.process": {
         "current_process": ("faasmp.process", "current_process"),
         "parent_process": ("faasmp.process", "parent_process"),

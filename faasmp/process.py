@@ -212,6 +212,8 @@ class BaseProcess:
         pipe.pexpire(handle.hash_key, int(session.config.key_ttl * 1000))
         pipe.execute()
         session.push_work(blob)
+        # Like the stdlib: the parent's object no longer holds the target.
+        del self._target, self._args, self._kwargs
         self._handle = handle
         ctx._register_work(self)
         _children.add(self)
@@ -382,9 +384,14 @@ class BaseProcess:
             sys.stderr.write(f"Process {self.name}:\n")
             traceback.print_exc()
         finally:
+            # As the stdlib's child: wait for non-daemon threads, then children.
+            threading._shutdown()  # type: ignore[attr-defined]
             _exit_children()
-            sys.stdout.flush()
-            sys.stderr.flush()
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (AttributeError, ValueError):
+                    pass  # the program replaced or closed it, as the stdlib tolerates
         return exitcode
 
 

@@ -51,3 +51,23 @@ def test_unpatch_restores_even_after_an_error():
     faasmp.unpatch()
     faasmp.unpatch()
     assert multiprocessing.cpu_count() >= 1 and not faasmp.is_patched()
+
+
+def test_patch_covers_submodules_code_imports_from(default_ctx):
+    import multiprocessing.managers
+    import multiprocessing.sharedctypes
+
+    import faasmp.managers
+    import faasmp.sharedctypes
+
+    with faasmp.patched():
+        from multiprocessing.managers import BaseManager
+        from multiprocessing.sharedctypes import Value
+
+        assert BaseManager is faasmp.managers.BaseManager
+        v = Value("i", 5)
+        p = multiprocessing.Process(target=helpers.noop)
+        p.start()
+        p.join(30)
+        assert v.value == 5 and p.exitcode == 0
+    assert multiprocessing.sharedctypes.Value is not faasmp.sharedctypes.Value

@@ -20,6 +20,7 @@ import hmac
 import io
 import linecache
 import multiprocessing
+import multiprocessing.pool
 import pickle
 import sys
 import traceback
@@ -155,11 +156,12 @@ def _type_name(tp: type) -> str:
     return f"{tp.__module__}.{tp.__qualname__}"
 
 
-class RemoteTraceback(Exception):
+class RemoteTraceback(multiprocessing.pool.RemoteTraceback):  # type: ignore[name-defined,misc]
     """The traceback of an exception raised in a worker, as text.
 
     Attached as ``__cause__`` of the re-raised exception, like
     :mod:`concurrent.futures` does, so the normal traceback display shows it.
+    A :class:`multiprocessing.pool.RemoteTraceback`, so stdlib checks hold.
     """
 
     def __init__(self, tb: str) -> None:
