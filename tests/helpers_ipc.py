@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -82,3 +83,15 @@ def consume_joinable(q: Any, results: Any) -> None:
 def simple_put(q: Any, items: list[Any]) -> None:
     for item in items:
         q.put(item)
+
+
+def later(delay: float, fn: Any, *args: Any) -> threading.Thread:
+    """Call ``fn(*args)`` after *delay* seconds on a daemon thread (client side of tests)."""
+
+    def run() -> None:
+        time.sleep(delay)
+        fn(*args)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t

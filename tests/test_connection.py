@@ -18,17 +18,6 @@ from faasmp.connection import Connection, Pipe, Signer, sign_bytes, verify_bytes
 from faasmp.runtime.call import AuthenticationError, PicklingFailed, dumps
 from tests import helpers_ipc
 
-
-def _later(delay: float, fn, *args) -> threading.Thread:
-    def run() -> None:
-        time.sleep(delay)
-        fn(*args)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
-
-
 # --- local semantics ------------------------------------------------------------
 
 
@@ -157,7 +146,7 @@ def test_poll_is_non_destructive_and_times_out(ctx):
     assert b.poll() is True
     assert b.poll(1) is True  # still there: poll never takes a message
     assert b.recv() == "m1"
-    _later(0.2, a.send, "m2")
+    helpers_ipc.later(0.2, a.send, "m2")
     assert b.poll(10) is True
     assert b.poll(None) is True
     assert b.recv() == "m2"
@@ -234,7 +223,7 @@ def test_eof_and_broken_pipe_after_the_other_end_closes(ctx):
 
 def test_blocked_recv_returns_eof_when_the_other_end_closes(ctx):
     r, w = ctx.Pipe(duplex=False)
-    _later(0.3, w.close)
+    helpers_ipc.later(0.3, w.close)
     t0 = time.monotonic()
     with pytest.raises(EOFError):
         r.recv()
@@ -328,11 +317,11 @@ def test_wait_on_connections(ctx):
     c, d = ctx.Pipe()
     assert wait([b, d], timeout=0.2) == []
     assert wait([b, d], timeout=0) == []
-    _later(0.2, c.send, "to d")
+    helpers_ipc.later(0.2, c.send, "to d")
     assert wait([b, d], timeout=10) == [d]
     assert wait([b, d], timeout=0) == [d]  # still unread
     assert d.recv() == "to d"
-    _later(0.2, a.close)
+    helpers_ipc.later(0.2, a.close)
     assert wait([b, d], timeout=10) == [b]  # EOF makes it ready
     b.close()
     with pytest.raises(OSError, match="handle is closed"):

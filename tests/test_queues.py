@@ -14,17 +14,6 @@ from faasmp.queues import SEM_VALUE_MAX, JoinableQueue, Queue, SimpleQueue
 from faasmp.runtime.call import AuthenticationError, PicklingFailed
 from tests import helpers_ipc
 
-
-def _later(delay: float, fn, *args) -> threading.Thread:
-    def run() -> None:
-        time.sleep(delay)
-        fn(*args)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
-
-
 # --- Queue, locally ----------------------------------------------------------------
 
 
@@ -49,7 +38,7 @@ def test_get_timeout_raises_empty(ctx):
     with pytest.raises(queue.Empty):
         q.get(timeout=0.2)
     assert time.monotonic() - t0 >= 0.15
-    _later(0.2, q.put, "late")
+    helpers_ipc.later(0.2, q.put, "late")
     assert q.get(timeout=10) == "late"
 
 
@@ -193,7 +182,7 @@ def test_task_done_and_join(ctx):
     q.task_done()
     assert q.join(timeout=0.2) is False
     q.get()
-    _later(0.2, q.task_done)
+    helpers_ipc.later(0.2, q.task_done)
     assert q.join(timeout=10) is True
     with pytest.raises(ValueError, match="too many times"):
         q.task_done()
@@ -303,5 +292,5 @@ def test_get_blocks_longer_than_the_client_socket_timeout(ctx):
     if ctx.config.redis_url is not None:
         pytest.skip("same code path as the embedded server; runs once to save 6 s")
     q = ctx.Queue()
-    _later(5.5, q.put, "after 5.5 s")
+    helpers_ipc.later(5.5, q.put, "after 5.5 s")
     assert q.get() == "after 5.5 s"
