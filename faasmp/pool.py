@@ -632,7 +632,9 @@ def _health_check(pool: Pool) -> None:
         return
     with pool._lock:
         workers = dict(pool._workers)
-    dead = [slot for slot, host in workers.items() if not session.host_alive(host)]
+    # Workers share hosts (one invocation forks many): ask once per host.
+    alive = {host: session.host_alive(host) for host in set(workers.values())}
+    dead = [slot for slot, host in workers.items() if not alive[host]]
     for slot in dead:
         pool._on_message(("lost", slot, None, None, "was lost with its function invocation"))
     if dead:
