@@ -9,11 +9,15 @@
   ``__main__`` guard, exit code, stdout and stderr as ``python script.py``.
   Modules next to the script are shipped to the workers by value.
 * ``faasmp status`` prints the configuration in effect (secrets hidden).
+* Further subcommands (``doctor``, ``repro``) live in their own modules, listed
+  in ``_PLUGINS``; each exposes ``add_arguments(parser)`` and ``main(args) -> int``
+  and is imported only when its subcommand runs, so ``faasmp run`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import random
 import sys
@@ -106,6 +110,14 @@ def status() -> int:
     return 0
 
 
+# subcommand -> (module, help). Imported lazily: argument definitions are
+# registered from the module only when that subcommand is asked for.
+_PLUGINS: dict[str, tuple[str, str]] = {
+    "doctor": ("faasmp.doctor", "check a configuration end to end (compute, Redis from a worker, versions)"),
+    "repro": ("faasmp.repro", "run a reproduction of the published evaluation headless"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="faasmp", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -118,7 +130,17 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("-m", dest="module", action="store_true", help="run a module (like python -m)")
     p_run.add_argument("target", help="script path (or module name with -m)")
     p_run.add_argument("args", nargs=argparse.REMAINDER, help="the program's own arguments")
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, (_module, help_text) in _PLUGINS.items():
+        p_plugin = sub.add_parser(name, help=help_text)
+        if name == chosen:
+            plugin = importlib.import_module(_module)
+            plugin.add_arguments(p_plugin)
+            p_plugin.set_defaults(plugin=plugin)
     args = parser.parse_args(argv)
+    if getattr(args, "plugin", None) is not None:
+        return int(args.plugin.main(args))
     if args.cmd == "run":
         return run(args.target, args.args, args.module)
     if args.cmd == "demo":
