@@ -580,6 +580,7 @@ def _handle_results(pool_ref: weakref.ref[Pool], session: Session, results_key: 
     """The pool's result handler thread; holds the pool only weakly."""
     hb = session.config.heartbeat_interval
     last_check = time.monotonic()
+    down_since = 0.0
     while True:
         pool = pool_ref()
         if pool is None or session.closed:
@@ -590,11 +591,14 @@ def _handle_results(pool_ref: weakref.ref[Pool], session: Session, results_key: 
         del pool
         try:
             item = session.state.blpop([results_key], timeout=hb)
-        except Exception:  # noqa: BLE001 - the backend went away
+        except Exception as exc:  # noqa: BLE001 - the backend went away
             if session.closed:
                 return
+            down_since = down_since or time.monotonic()
+            _backend_failed(pool_ref, exc, time.monotonic() - down_since)
             time.sleep(0.2)
             continue
+        down_since = 0.0
         pool = pool_ref()
         if pool is None:
             return
@@ -613,7 +617,31 @@ def _handle_results(pool_ref: weakref.ref[Pool], session: Session, results_key: 
         now = time.monotonic()
         if now - last_check >= hb:
             last_check = now
-            _health_check(pool)
+            try:
+                _health_check(pool)
+            except Exception as exc:  # noqa: BLE001 - the backend went away mid-check
+                down_since = down_since or now
+                _backend_failed(pool_ref, exc, now - down_since)
+
+
+def _backend_failed(pool_ref: weakref.ref[Pool], exc: BaseException, down_for: float) -> None:
+    """Fail the pool's outstanding results once Redis is gone for good (never hang on it).
+
+    A lost run state fails them at once; a connection error only after it
+    lasted 3 heartbeats (at least 6 s), so a short blip is survived.
+    """
+    from .backends.state import StateLostError  # noqa: PLC0415
+
+    pool = pool_ref()
+    if pool is None:
+        return
+    hb = pool._session.config.heartbeat_interval
+    if not isinstance(exc, StateLostError) and down_for < max(3 * hb, 6.0):
+        return
+    if pool._broken is None:
+        logger.error("faasmp pool: the state backend failed; failing its outstanding results: %s", exc)
+        pool._broken = exc
+    pool._fail_all(exc)
 
 
 def _health_check(pool: Pool) -> None:
