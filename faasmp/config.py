@@ -58,6 +58,10 @@ class Config:
     #: How often a Pool task whose worker died mid-task is re-run before its
     #: result fails with WorkerLostError (0 = never; Processes are never re-run).
     task_retries: int = 1
+    #: Seconds one Pool task (one chunk of a map) may run before its result
+    #: fails with ``multiprocessing.TimeoutError`` naming the task (0 = no
+    #: limit, as in the stdlib).  The worker interrupts the task and stays usable.
+    task_timeout: float = 0.0
     #: Safety-net TTL (seconds) on every key of a run, renewed while it lives.
     key_ttl: float = 3600.0
     #: Extra Lithops configuration merged over the generated one.
@@ -149,6 +153,8 @@ def _validated(cfg: Config) -> Config:
         raise ValueError("faasmp setting 'backend' must name a Lithops backend")
     if cfg.max_workers < 1:
         raise ValueError(f"faasmp setting 'max_workers' must be >= 1, got {cfg.max_workers}")
+    if cfg.task_timeout < 0:
+        raise ValueError(f"faasmp setting 'task_timeout' must be >= 0 (0 = no limit), got {cfg.task_timeout}")
     if cfg.task_retries < 0:
         raise ValueError(f"faasmp setting 'task_retries' must be >= 0, got {cfg.task_retries}")
     if cfg.slots_per_invocation < 0:

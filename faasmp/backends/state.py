@@ -30,6 +30,14 @@ class StateError(RuntimeError):
     """The state backend (Redis) failed or could not be reached."""
 
 
+class StateLostError(StateError):
+    """Redis no longer holds this run's state (it restarted, was flushed or evicted keys).
+
+    Raised by every later command of the run: shared objects, queued work and
+    results are gone, so carrying on would return wrong (empty) data.
+    """
+
+
 class ScriptCall(Protocol):
     def __call__(self, keys: Sequence[Key] = ..., args: Sequence[Any] = ...) -> Any: ...
 
@@ -98,6 +106,8 @@ class StateBackend(StateOps, Protocol):
     def script(self, source: str) -> ScriptCall: ...
     def scan_keys(self, pattern: str) -> Iterator[bytes]: ...
     def subscribe(self, *channels: Key) -> Subscription: ...
+    def watch_epoch(self, key: Key) -> None: ...
+    def mark_lost(self, reason: str) -> None: ...
     def close(self) -> None: ...
 
 
@@ -108,6 +118,18 @@ class Subscription(Protocol):
 
 def _translate(exc: Exception) -> StateError:
     return StateError(f"Redis operation failed: {exc}")
+
+
+#: What redis-py raises when the server goes away (translated to StateError).
+_DROPPED = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+def _dropped(exc: BaseException, where: str) -> StateError:
+    """The error every faasmp call raises when its Redis connection fails."""
+    return StateError(
+        f"lost the connection to Redis at {where} ({type(exc).__name__}: {exc}); if the server "
+        "stopped or restarted, this run's shared state is gone (see docs/reliability.md)"
+    )
 
 
 class RedisState:
@@ -123,18 +145,32 @@ class RedisState:
             "socket_connect_timeout": 5,
             "socket_timeout": None,
             "client_name": client_name,
+            # Every new connection (also a reconnect after a restart) checks
+            # that the server still holds the run's state; see watch_epoch.
+            "redis_connect_func": self._on_connect,
         }
         if not url.startswith("unix://"):
             opts["socket_keepalive"] = True
+        from ..config import redact_url
+
+        self._where = redact_url(url)
+        self._epoch: Key | None = None
+        self._lost: StateLostError | None = None
         self._r = redis.Redis.from_url(url, **opts)
-        self.direct = _DirectRedis(self._r)
+        self.direct = _DirectRedis(self._r, self)
         # Pooled commands first collect this thread's deferred direct reply, so
         # a thread's commands run in program order whichever path they take.
         direct_flush, pooled_execute = self.direct.flush, self._r.execute_command
+        where = self._where
 
         def execute_command(*args: Any, **options: Any) -> Any:
+            if self._lost is not None:
+                raise self._lost
             direct_flush()
-            return pooled_execute(*args, **options)
+            try:
+                return pooled_execute(*args, **options)
+            except _DROPPED as exc:
+                raise _dropped(exc, where) from exc
 
         self._r.execute_command = execute_command  # type: ignore[method-assign]
         # Bind the hot commands once: attribute lookups add up at 10k ops/s.
@@ -170,6 +206,37 @@ class RedisState:
     def __getstate__(self) -> None:
         raise TypeError("a StateBackend holds live connections and cannot be pickled")
 
+    # -- run epoch: detect a server that lost the run's state -----------------
+    def watch_epoch(self, key: Key) -> None:
+        """From now on, every new connection checks that *key* exists.
+
+        The client sets *key* when the run starts (and renews it); a server
+        that restarted without persistence, was flushed or evicted it no
+        longer has it, and then every command raises :class:`StateLostError`
+        instead of silently working on an empty keyspace.
+        """
+        self._epoch = key
+
+    def mark_lost(self, reason: str) -> None:
+        """Make every later command raise :class:`StateLostError` with *reason*."""
+        if self._lost is None:
+            self._lost = StateLostError(
+                f"Redis at {self._where} no longer holds this faasmp run's state ({reason}): "
+                "its shared objects, queued work and results are lost. Shut the run down "
+                "(faasmp.shutdown() or ctx.shutdown()) and start again."
+            )
+
+    def _on_connect(self, conn: Any) -> None:
+        conn.on_connect()
+        if self._lost is None and self._epoch is not None:
+            conn.send_command("EXISTS", self._epoch, check_health=False)
+            if conn.read_response():
+                return
+            self.mark_lost("the server restarted, was flushed or evicted keys")
+        if self._lost is not None:
+            conn.disconnect()
+            raise self._lost
+
     def set(self, key: Key, value: Any, px: int | None = None, nx: bool = False) -> Any:
         return self._r.set(key, value, px=px, nx=nx)
 
@@ -202,7 +269,7 @@ class RedisState:
         return self._r.blmove(key, key, timeout, "RIGHT", "RIGHT")  # type: ignore[arg-type,return-value]
 
     def pipeline(self, transaction: bool = False) -> StatePipeline:
-        return _RedisPipeline(self._r.pipeline(transaction=transaction), self.direct.flush)
+        return _RedisPipeline(self._r.pipeline(transaction=transaction), self.direct.flush, self)
 
     def script(self, source: str) -> ScriptCall:
         return self._r.register_script(source)  # type: ignore[return-value]
@@ -284,7 +351,8 @@ class _DirectRedis:
     reply is outstanding per thread, so the server reads it in one go.
     """
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, owner: RedisState) -> None:
+        self._owner = owner
         self._pool = client.connection_pool
         self._local = threading.local()
         self._conns: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -321,30 +389,49 @@ class _DirectRedis:
         if getattr(local, "pending", None) is not None and local.pid == os.getpid():
             try:
                 self._drain(local.conn)
-            except BaseException:
+            except BaseException as exc:
                 local.pending = None
+                if isinstance(exc, _DROPPED):
+                    raise _dropped(exc, self._owner._where) from exc
                 raise
+
+    def _failed(self, exc: BaseException) -> BaseException:
+        """The error to raise for *exc* (the connection was dropped with it)."""
+        self._local.pending = None
+        if isinstance(exc, _DROPPED):
+            return _dropped(exc, self._owner._where)
+        return exc
 
     def execute(self, *args: Any) -> Any:
         """Send one command and return its reply (Redis errors raise as with the client)."""
+        if self._owner._lost is not None:
+            raise self._owner._lost
         conn = self._conn()
         try:
             conn.send_command(*args, check_health=False)
             self._drain(conn)
-        except BaseException:
-            self._local.pending = None  # the connection was dropped with it
+            return conn.read_response()
+        except redis.exceptions.ResponseError:
             raise
-        return conn.read_response()
+        except BaseException as exc:
+            failed = self._failed(exc)
+            if failed is exc:
+                raise
+            raise failed from exc
 
     def send_deferred(self, on_reply: Callable[[Any], None], *args: Any) -> None:
         """Send one command; *on_reply* gets its reply (or error) later (see the class doc)."""
+        if self._owner._lost is not None:
+            raise self._owner._lost
         conn = self._conn()
         try:
             conn.send_command(*args, check_health=False)
             self._drain(conn)
-        except BaseException:
-            self._local.pending = None
-            raise
+        except BaseException as exc:
+            failed = self._failed(exc)
+            if failed is exc:
+                raise
+            raise failed from exc
         self._local.pending = on_reply if on_reply is not None else _ignore_reply
 
     def blpop(self, keys: Sequence[Key], timeout: float) -> tuple[bytes, bytes] | None:
@@ -396,13 +483,17 @@ class _DirectRedis:
         costs ~2 ms per MB), so this is the path for big payloads.  If a reply
         is an error, all replies are still read, then the first error raises.
         """
+        if self._owner._lost is not None:
+            raise self._owner._lost
         conn = self._conn()
         try:
             conn.send_packed_command(conn.pack_commands(commands), check_health=False)
             self._drain(conn)
-        except BaseException:
-            self._local.pending = None
-            raise
+        except BaseException as exc:
+            failed = self._failed(exc)
+            if failed is exc:
+                raise
+            raise failed from exc
         replies: list[Any] = []
         error: Exception | None = None
         for _ in commands:
@@ -411,6 +502,8 @@ class _DirectRedis:
             except redis.exceptions.ResponseError as exc:
                 error = error or exc
                 replies.append(exc)
+            except _DROPPED as exc:
+                raise _dropped(exc, self._owner._where) from exc
         if error is not None:
             raise error
         return replies
@@ -423,9 +516,12 @@ class _DirectRedis:
 class _RedisPipeline:
     """A redis-py pipeline with :class:`StateOps`' signatures."""
 
-    def __init__(self, pipe: Any, before_execute: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self, pipe: Any, before_execute: Callable[[], None] = lambda: None, owner: RedisState | None = None
+    ) -> None:
         self._p = pipe
         self._before_execute = before_execute
+        self._owner = owner
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._p, name)
@@ -440,8 +536,14 @@ class _RedisPipeline:
         return self._p.set(key, value, px=px, nx=nx)
 
     def execute(self) -> list[Any]:
+        owner = self._owner
+        if owner is not None and owner._lost is not None:
+            raise owner._lost
         self._before_execute()
-        return self._p.execute()  # type: ignore[no-any-return]
+        try:
+            return self._p.execute()  # type: ignore[no-any-return]
+        except _DROPPED as exc:
+            raise _dropped(exc, owner._where if owner else "?") from exc
 
 
 #: Exceptions a caller may see when Redis goes away.

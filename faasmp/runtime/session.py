@@ -22,7 +22,7 @@ from typing import Any
 
 from ..backends.compute import ComputeBackend, Invocation, open_compute
 from ..backends.server import EmbeddedServer
-from ..backends.state import CONNECTION_ERRORS, StateBackend, StateError, open_state
+from ..backends.state import CONNECTION_ERRORS, StateBackend, StateError, StateLostError, open_state
 from ..config import Config, redact_url
 from ..stats import HostStarted, LatencySample, StatsCollector
 from . import output
@@ -119,6 +119,11 @@ class Session:
         self.offset = clock_offset(self.state)
         self._ttl_ms = liveness_ttl_ms(config.heartbeat_interval)
         self.state.set(self.keys.client, b"1", px=self._ttl_ms)
+        # The run's epoch: while it exists the server holds the run's state.
+        # Every process of the run checks it on each new connection, and the
+        # monitor on each beat, so a restarted server fails the run loudly.
+        self.state.set(self.keys.k("epoch"), b"1", px=int(config.key_ttl * 1000))
+        self.state.watch_epoch(self.keys.k("epoch"))
         self._ensure = self.state.script(ENSURE_CAPACITY)
         self._spawn = self.state.script(HOST_SPAWN)
         for target, name in ((self._output_loop, "output"), (self._monitor_loop, "monitor")):
@@ -299,6 +304,7 @@ class Session:
             key_ttl=cfg.key_ttl,
             invoked_at=self.now(),
             clock_offset=self.offset,
+            task_timeout=cfg.task_timeout,
         )
         try:
             inv = self.compute.invoke(host_main, spec)
@@ -393,6 +399,9 @@ class Session:
                 if now - last_beat >= hb / 2:
                     last_beat = now
                     self._beat()
+            except StateLostError as exc:
+                logger.error("faasmp: %s", exc)
+                return
             except CONNECTION_ERRORS:
                 if self._closed.wait(0.5):
                     return
@@ -416,6 +425,7 @@ class Session:
         pipe = self.state.pipeline()
         pipe.pexpire(k.client, self._ttl_ms)
         pipe.llen(k.work)
+        pipe.pexpire(k.k("epoch"), int(self.config.key_ttl * 1000))
         # Run-wide keys expire unless the client keeps renewing them: the
         # safety net when the client is killed and cannot delete them.
         ttl = int(self.config.key_ttl * 1000)
@@ -433,7 +443,11 @@ class Session:
         )
         for key in run_keys:
             pipe.pexpire(key, ttl)
-        queued = pipe.execute()[1]
+        replies = pipe.execute()
+        queued = replies[1]
+        if not replies[2]:
+            self.state.mark_lost("the run's epoch key is gone: the server restarted or was flushed")
+            self.state.ping()  # raises the StateLostError
         self.stats.emit(LatencySample(self.now(), time.perf_counter() - t0))
         for host_id, (inv, slots) in list(self._starting.items()):
             if inv.finished():

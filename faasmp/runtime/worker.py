@@ -74,6 +74,8 @@ class HostSpec:
     key_ttl: float
     invoked_at: float  # client clock
     clock_offset: float  # client's (redis clock - local clock)
+    #: Seconds a Pool task (one chunk) may run before it fails with TimeoutError (0 = no limit).
+    task_timeout: float = 0.0
 
     def __repr__(self) -> str:  # the URL carries a password and authkey a secret
         return f"<HostSpec run={self.run_id} host={self.host_id} slots={self.slots}>"
@@ -153,6 +155,7 @@ class Host:
         self.spec = spec
         self.keys = Keys(spec.run_id)
         self.state = open_state(spec.url, client_name=f"faasmp-host-{spec.host_id}")
+        self.state.watch_epoch(self.keys.k("epoch"))
         self.offset = clock_offset(self.state)
         self.slots: dict[int, tuple[str, mmap.mmap]] = {}
         self.slots_started = 0
@@ -383,6 +386,7 @@ class Slot:
         self.offset = offset
         self.keys = Keys(spec.run_id)
         self.state = open_state(spec.url, client_name=f"faasmp-slot-{slot_id}")
+        self.state.watch_epoch(self.keys.k("epoch"))
         self.sink = None
 
     def run(self) -> int:
@@ -507,6 +511,7 @@ class Slot:
             preexec()
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         self.state = open_state(self.spec.url, client_name=f"faasmp-proc-{call.call_id}")
+        self.state.watch_epoch(self.keys.k("epoch"))
         attach_remote(self.spec, self.state)
         sink = self._install_output(call)
         sink.begin(call.call_id)
@@ -619,7 +624,10 @@ class Slot:
             sink.begin(task_id)
             t_setup = time.time()
             cpu0 = time.process_time()
-            ok, value = _run_chunk(fn, mode, chunk)
+            if spec.task_timeout > 0:
+                ok, value = _run_limited(fn, mode, chunk, spec.task_timeout, task_id)
+            else:
+                ok, value = _run_chunk(fn, mode, chunk)
             t_run = time.time()
             cpu = time.process_time() - cpu0
             had_output = sink.end()
@@ -667,6 +675,45 @@ def _run_chunk(fn: Any, mode: str, chunk: Any) -> tuple[bool, Any]:
         return True, [fn(*x) for x in chunk]
     except BaseException as exc:  # noqa: BLE001 - every task failure goes home
         return False, ExceptionInfo.capture(exc)
+
+
+class _Overtime(BaseException):
+    """Raised into a task by the task_timeout alarm (``except Exception`` in the task does not eat it)."""
+
+
+def _run_limited(fn: Any, mode: str, chunk: Any, limit: float, task_id: str) -> tuple[bool, Any]:
+    """:func:`_run_chunk` interrupted after *limit* seconds (config ``task_timeout``).
+
+    A SIGALRM timer raises into the task's Python code (C code that does not
+    check for signals delays it); the result is ``multiprocessing.TimeoutError``
+    naming the task, and the worker goes on with its next task.
+    """
+    from multiprocessing import TimeoutError as MpTimeoutError  # noqa: PLC0415
+
+    fired: list[bool] = []
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        fired.append(True)
+        raise _Overtime
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, limit)
+    try:
+        try:
+            ok, value = _run_chunk(fn, mode, chunk)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except _Overtime:  # fired just as the task returned
+        ok, value = False, None
+    finally:
+        signal.signal(signal.SIGALRM, old)
+    if fired:
+        err = MpTimeoutError(
+            f"pool task {task_id} ran longer than task_timeout={limit:g}s and was interrupted "
+            "(FAASMP_TASK_TIMEOUT; 0 = no limit)"
+        )
+        return False, ExceptionInfo.capture(err)
+    return ok, value
 
 
 def _encoding_error(exc: BaseException, value: Any) -> BaseException:
