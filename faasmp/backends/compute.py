@@ -134,6 +134,28 @@ class LithopsCompute:
                 raise ComputeError(f"Lithops ({self.name}) could not invoke: {exc}") from exc
         return _LithopsInvocation(future)
 
+    def call(self, func: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> Any:
+        """Run ``func(*args)`` in one invocation and return its result (blocks up to *timeout*).
+
+        For short administrative calls (the runtime manifest, ``faasmp doctor``),
+        not for work: work goes through the warm pool.  Raises
+        :class:`ComputeError` naming the backend when the call fails or times out.
+        """
+        with self._lock:
+            try:
+                future = self._executor.call_async(func, args, include_modules=None)
+            except Exception as exc:  # noqa: BLE001 - reported with the backend's name
+                raise ComputeError(f"Lithops ({self.name}) could not invoke: {exc}") from exc
+        try:
+            return self._executor.get_result(
+                fs=future, timeout=int(max(timeout, 1)), show_progressbar=False, wait_dur_sec=0.05
+            )
+        except Exception as exc:  # noqa: BLE001 - timeouts and remote errors alike
+            raise ComputeError(
+                f"a call on Lithops backend {self.name!r} failed or did not finish within {timeout:g} s: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
     def shutdown(self) -> None:
         with self._lock:
             try:
@@ -167,3 +189,12 @@ def open_compute(config: Config, kind: str = "lithops") -> ComputeBackend:
     if factory is None:
         raise ValueError(f"unknown compute backend {kind!r}; known: {sorted(_COMPUTE_BACKENDS)}")
     return factory(config)
+
+
+def call_once(config: Config, func: Callable[..., Any], args: tuple[Any, ...], timeout: float = 120.0) -> Any:
+    """Run ``func(*args)`` once on *config*'s compute backend, with its own executor."""
+    compute = LithopsCompute(config)
+    try:
+        return compute.call(func, args, timeout)
+    finally:
+        compute.shutdown()

@@ -29,6 +29,8 @@ from typing import Any
 
 import cloudpickle
 
+from .. import deps
+
 _MAC_SIZE = 32
 
 
@@ -87,16 +89,22 @@ def _register_local_modules(force: bool = False) -> None:
 
 
 def dumps(obj: Any, authkey: bytes) -> bytes:
-    """Serialize and sign *obj*."""
+    """Serialize and sign *obj* (project modules its functions use are shipped by value)."""
     _register_local_modules()
-    body = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    body, _ = deps.dumps_tracking(obj)
     return hmac.new(authkey, body, hashlib.sha256).digest() + body
 
 
 def dumps_named(obj: Any, authkey: bytes, what: str) -> bytes:
-    """:func:`dumps`, failing with an error that names *what* could not be pickled."""
+    """:func:`dumps`, failing with an error that names *what* could not be pickled.
+
+    Also checks, before anything runs, that the worker runtime can import the
+    installed packages the functions in *obj* need
+    (:class:`faasmp.deps.MissingDependencyError` otherwise).
+    """
     try:
-        return dumps(obj, authkey)
+        _register_local_modules()
+        body, needs = deps.dumps_tracking(obj)
     except Exception as exc:  # noqa: BLE001 - any pickling failure becomes one clear error
         raise PicklingFailed(
             f"cannot send {what} to a faasmp worker: it is not picklable "
@@ -104,6 +112,8 @@ def dumps_named(obj: Any, authkey: bytes, what: str) -> bytes:
             "threading locks and generators cannot cross to another machine; "
             "create them inside the function instead."
         ) from exc
+    deps.check(needs, what)
+    return hmac.new(authkey, body, hashlib.sha256).digest() + body
 
 
 def loads(data: bytes, authkey: bytes) -> Any:
@@ -267,7 +277,8 @@ class ExceptionInfo:
         if exc is None:
             exc = RemoteError(self.type_name, self.message)
         exc.__cause__ = RemoteTraceback(self.format_traceback())
-        return exc
+        # An import failure on the worker names the package, function and remedy.
+        return deps.explain_remote_import_error(exc, self.frames, self.chain)
 
 
 # --- module globals of functions shipped by value ---------------------------
