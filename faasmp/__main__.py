@@ -8,6 +8,8 @@
   ``concurrent.futures.ProcessPoolExecutor``) on faasmp: same ``sys.argv``,
   ``__main__`` guard, exit code, stdout and stderr as ``python script.py``.
   Modules next to the script are shipped to the workers by value.
+  ``--storage PREFIX`` routes ``open()``/``os`` paths under PREFIX to object
+  storage (:mod:`faasmp.storage`) in the program and its workers.
 * ``faasmp status`` prints the configuration in effect (secrets hidden).
 * Further subcommands (``doctor``, ``repro``) live in their own modules, listed
   in ``_PLUGINS``; each exposes ``add_arguments(parser)`` and ``main(args) -> int``
@@ -62,8 +64,12 @@ def demo(workers: int, points: int, tasks: int) -> int:
     return 0 if abs(pi - 3.14159) < 0.05 else 1
 
 
-def run(target: str, args: list[str], module: bool) -> int:
-    """Run a program with multiprocessing patched to faasmp; returns its exit code."""
+def run(target: str, args: list[str], module: bool, storage: list[str] | None = None) -> int:
+    """Run a program with multiprocessing patched to faasmp; returns its exit code.
+
+    With *storage* prefixes, paths under them go to object storage
+    (:mod:`faasmp.storage`) in the program and in its workers.
+    """
     import os  # noqa: PLC0415
     import runpy  # noqa: PLC0415
     import traceback  # noqa: PLC0415
@@ -85,6 +91,14 @@ def run(target: str, args: list[str], module: bool) -> int:
         sys.path.insert(0, script_dir)
         ship_modules_under(script_dir)
     code: int = 0
+    if storage:
+        import faasmp.storage  # noqa: PLC0415
+
+        try:
+            faasmp.storage.patch(*storage)
+        except ValueError as exc:
+            print(f"faasmp run: --storage: {exc}", file=sys.stderr)
+            return 2
     faasmp.patch()
     try:
         if module:
@@ -100,6 +114,8 @@ def run(target: str, args: list[str], module: bool) -> int:
         sys.stdout.flush()
         faasmp.shutdown()  # joins non-daemonic children, like the stdlib at exit
         faasmp.unpatch()
+        if storage:
+            faasmp.storage.unpatch()
     return code
 
 
@@ -128,6 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="show the configuration in effect")
     p_run = sub.add_parser("run", help="run an unmodified multiprocessing program on faasmp")
     p_run.add_argument("-m", dest="module", action="store_true", help="run a module (like python -m)")
+    p_run.add_argument(
+        "--storage",
+        action="append",
+        metavar="PREFIX",
+        help="route open()/os paths under PREFIX (e.g. /faas/ or s3://bucket/) to object storage, "
+        "in the program and its workers (repeatable)",
+    )
     p_run.add_argument("target", help="script path (or module name with -m)")
     p_run.add_argument("args", nargs=argparse.REMAINDER, help="the program's own arguments")
     argv = sys.argv[1:] if argv is None else argv
@@ -142,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "plugin", None) is not None:
         return int(args.plugin.main(args))
     if args.cmd == "run":
-        return run(args.target, args.args, args.module)
+        return run(args.target, args.args, args.module, args.storage)
     if args.cmd == "demo":
         if args.workers < 1 or args.points < args.tasks or args.tasks < 1:
             parser.error("--workers and --tasks must be >= 1 and --points >= --tasks")

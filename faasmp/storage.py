@@ -6,6 +6,7 @@ published design does: files live in object storage (Lithops storage — the
 configuration) and are used with the functions programs already call::
 
     import faasmp.storage as fs
+    fs.makedirs("/faas/data", exist_ok=True)
     with fs.open("/faas/data/x.csv", "w") as f:
         f.write("a,b\\n")
     fs.listdir("/faas/data")            # ['x.csv']
@@ -474,7 +475,7 @@ class _RangeReader(io.RawIOBase):
         self._checkClosed()  # type: ignore[attr-defined]
         if self._pos >= self._size:
             return b""
-        data = self._fetch(self._pos, None)
+        data = self._fetch(self._pos, self._size - 1)
         self._pos += len(data)
         return data
 

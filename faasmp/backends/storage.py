@@ -104,7 +104,14 @@ class LithopsStore:
     def get(self, bucket: str, key: str, start: int | None = None, end: int | None = None) -> bytes:
         extra = {}
         if start is not None:
-            extra["Range"] = f"bytes={start}-{'' if end is None else end}"
+            if end is None:  # Lithops' localhost storage needs the last byte
+                size = self.size(bucket, key)
+                if size is None:
+                    raise ObjectNotFound(f"{bucket}/{key}")
+                end = size - 1
+            if end < start:
+                return b""
+            extra["Range"] = f"bytes={start}-{end}"
         try:
             data = self._storage.get_object(bucket, key, extra_get_args=extra)
         except Exception as exc:  # noqa: BLE001 - Lithops raises its own or the SDK's type
