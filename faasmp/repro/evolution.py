@@ -1,0 +1,131 @@
+"""Application: evolution strategies (OpenAI-ES, as inside POET) with a Pool and a Manager dict."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from typing import Any
+
+from .core import Result, Row, bar, context
+
+TITLE = "Evolution strategies with a Pool and a Manager dict"
+
+DIM = 32
+
+
+def fitness(theta: Any, steps: int) -> float:
+    """A small 'rollout': a point follows a linear policy *theta* towards a target for *steps* steps."""
+    import numpy as np
+
+    w = theta.reshape(4, DIM // 4)
+    state = np.ones(DIM // 4)
+    target = np.linspace(-1.0, 1.0, DIM // 4)
+    total = 0.0
+    for _ in range(steps):
+        action = np.tanh(w @ state)
+        state = 0.9 * state + 0.1 * np.resize(action, state.shape)
+        total -= float(np.sum((state - target) ** 2))
+    return total
+
+
+def evaluate(job: tuple[Any, int, float, int]) -> tuple[int, float, float]:
+    """Evaluate the mirrored perturbations of one seed; reads theta from the shared dict."""
+    import numpy as np
+
+    shared, seed, sigma, steps = job
+    theta = shared["theta"]
+    eps = np.random.default_rng(seed).standard_normal(DIM)
+    return seed, fitness(theta + sigma * eps, steps), fitness(theta - sigma * eps, steps)
+
+
+def es_loop(pool: Any, shared: Any, generations: int, population: int, steps: int) -> list[float]:
+    """OpenAI-ES: the master keeps theta in *shared*; workers score perturbations by seed."""
+    import numpy as np
+
+    sigma, lr = 0.1, 0.05
+    theta = np.zeros(DIM)
+    shared["theta"] = theta
+    history = []
+    for gen in range(generations):
+        seeds = [gen * population + i for i in range(population)]
+        scores = pool.map(evaluate, [(shared, s, sigma, steps) for s in seeds], chunksize=1)
+        grad = np.zeros(DIM)
+        for seed, up, down in scores:
+            grad += (up - down) * np.random.default_rng(seed).standard_normal(DIM)
+        theta = theta + lr / (2 * population * sigma) * grad
+        shared["theta"] = theta
+        shared["best"] = max(shared.get("best", -np.inf), max(max(u, d) for _, u, d in scores))
+        history.append(fitness(theta, steps))
+    return history
+
+
+class _Serial:
+    """A Pool stand-in that maps in this process (the 1-worker baseline)."""
+
+    def __enter__(self) -> _Serial:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def map(self, f: Any, items: Any, chunksize: int = 1) -> list[Any]:
+        return [f(x) for x in items]
+
+
+def run(full: bool = False) -> Result:
+    """Time the same ES run serially, on a stdlib Pool + Manager and on a faasmp Pool + Manager."""
+    import plotly.graph_objects as go
+
+    workers, generations, population, steps = (1000, 50, 1000, 1000) if full else (2, 4, 16, 300)
+    t_start = time.perf_counter()
+    ctx = context()
+    ctx.start_warm_pool(workers)
+    times: dict[str, float] = {}
+    curves: dict[str, list[float]] = {}
+    fork = multiprocessing.get_context("fork")
+    variants: list[tuple[str, Any, Any]] = [("serial", _Serial, dict), ("stdlib", fork.Pool, fork.Manager)]
+    variants.append(("faasmp", ctx.Pool, ctx.Manager))
+    for label, pool_factory, manager_factory in variants:
+        if full and label != "faasmp":
+            continue
+        manager = manager_factory()
+        shared = manager.dict() if hasattr(manager, "dict") else manager
+        pool = pool_factory() if label == "serial" else pool_factory(workers)
+        with pool:
+            t0 = time.perf_counter()
+            curves[label] = es_loop(pool, shared, generations, population, steps)
+            times[label] = time.perf_counter() - t0
+        if hasattr(manager, "shutdown"):
+            manager.shutdown()
+    serial = times.get("serial")
+    rows = [
+        Row("workers", 1000, workers, ""),
+        Row("speed-up vs serial, serverless", 53.0, serial / times["faasmp"] if serial else None, "x"),
+        Row("speed-up vs serial, VM / local Pool", 40.0, serial / times["stdlib"] if serial else None, "x"),
+        Row("faasmp time", None, times["faasmp"], "s"),
+        Row("stdlib Pool time", None, times.get("stdlib"), "s"),
+        Row("final fitness (faasmp; higher is better)", None, curves["faasmp"][-1], ""),
+    ]
+    fig = go.Figure([go.Scatter(y=c, name=k, mode="lines+markers") for k, c in curves.items()])
+    fig.update_layout(title=f"{TITLE}: fitness per generation", xaxis_title="generation", height=360)
+    fig2 = bar(list(times), {"seconds": list(times.values())}, "ES wall time", "seconds")
+    notes = f"""
+The paper ran POET's evolution strategies on up to 1000 Lambda functions and reached a
+53x speed-up over one core, against 40x on the largest VM it tried: the functions
+scale beyond one machine.  Small mode uses {workers} workers on a 2-core machine, so the
+ideal speed-up is 2x, and the three runs (serial, stdlib Pool + Manager, faasmp Pool +
+Manager) follow the same seeds and reach the same fitness.  Each evaluation reads theta
+from the Manager dict (a Redis hash read for faasmp, a socket round trip to the
+manager process for the stdlib), the pattern POET uses to share its state.  The speed-up
+beyond a VM needs more workers than one machine has: full mode on a cloud backend.
+"""
+    return Result(
+        "evolution",
+        TITLE,
+        "full" if full else "small",
+        rows,
+        {"fitness": fig, "time": fig2},
+        {"times": times, "curves": curves},
+        notes,
+        time.perf_counter() - t_start,
+    )

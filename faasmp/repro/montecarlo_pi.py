@@ -1,0 +1,101 @@
+"""Monte Carlo pi: scaling with workers, faasmp vs the stdlib on the same machine."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from typing import Any
+
+from .core import Result, Row, context
+
+TITLE = "Monte Carlo pi scaling"
+
+
+def count_inside(job: tuple[int, int]) -> int:
+    """Points of *n* random ones (seeded) that fall in the unit quarter circle."""
+    import numpy as np
+
+    seed, n = job
+    rng = np.random.default_rng(seed)
+    inside = 0
+    for start in range(0, n, 1_000_000):
+        m = min(1_000_000, n - start)
+        x, y = rng.random(m), rng.random(m)
+        inside += int(np.count_nonzero(x * x + y * y <= 1.0))
+    return inside
+
+
+def timed_pi(pool_factory: Any, workers: int, points: int, tasks: int) -> tuple[float, float]:
+    """(seconds for the map on an already started pool, estimate of pi)."""
+    per = points // tasks
+    with pool_factory(workers) as pool:
+        pool.map(count_inside, [(0, 1000)] * workers, chunksize=1)  # start the workers first
+        t0 = time.perf_counter()
+        counts = pool.map(count_inside, [(seed, per) for seed in range(tasks)], chunksize=1)
+        elapsed = time.perf_counter() - t0
+    return elapsed, 4.0 * sum(counts) / (per * tasks)
+
+
+def run(full: bool = False) -> Result:
+    """Time the same map on 1..N workers, on faasmp and on a stdlib Pool (the 'VM')."""
+    import plotly.graph_objects as go
+
+    points = 3_200_000_000 if full else 100_000_000
+    worker_counts = [1, 8, 32, 64, 128] if full else [1, 2]
+    tasks = max(worker_counts) * 2
+    t_start = time.perf_counter()
+    ctx = context()
+    ours: dict[int, float] = {}
+    local: dict[int, float] = {}
+    pis = []
+    for w in worker_counts:
+        ours[w], pi = timed_pi(ctx.Pool, w, points, tasks)
+        pis.append(pi)
+        if w <= multiprocessing.cpu_count() * 2:
+            local[w], _ = timed_pi(multiprocessing.get_context("fork").Pool, w, points, tasks)
+    wmax = max(worker_counts)
+    ratio = local[wmax] / ours[wmax] if wmax in local else None
+    rows = [
+        Row("points", 3.2e9, float(points), ""),
+        Row(f"faasmp time, {wmax} workers", None, ours[wmax], "s"),
+        Row(f"stdlib Pool time, {wmax} workers", None, local.get(wmax), "s", "same machine ('VM')"),
+        Row(
+            "serverless speed vs VM (VM time / serverless time)",
+            "1.20-1.25",
+            ratio,
+            "x",
+            "paper: 20-25% faster on Lambda",
+        ),
+        Row(f"faasmp speed-up 1 -> {wmax} workers", None, ours[1] / ours[wmax], "x"),
+        Row("pi estimate", 3.14159, pis[-1], ""),
+    ]
+    fig = go.Figure(
+        [
+            go.Scatter(
+                x=worker_counts, y=[ours[w] for w in worker_counts], name="faasmp", mode="lines+markers"
+            ),
+            go.Scatter(x=list(local), y=list(local.values()), name="stdlib Pool", mode="lines+markers"),
+        ]
+    )
+    fig.update_layout(
+        title=f"Monte Carlo pi, {points:.2g} points", xaxis_title="workers", yaxis_title="seconds", height=380
+    )
+    notes = f"""
+The paper ran 3.2e9 points on Lambda and on a VM with as many vCPUs and found the
+functions 20-25% faster, because every Lambda worker has a physical core to itself
+while the VM's vCPUs are hyperthreads.  Here faasmp's workers and the stdlib's run on
+the *same* {multiprocessing.cpu_count()} cores, so the best we can show is that faasmp costs
+little beyond the stdlib (ratio {"n/a" if ratio is None else f"{ratio:.2f}"}; 1.0 = equal): there is
+no hyperthreading contention to escape.  The advantage in the paper comes from the
+hardware the functions get, which only a cloud backend (full mode) can show.
+"""
+    return Result(
+        "montecarlo_pi",
+        TITLE,
+        "full" if full else "small",
+        rows,
+        {"scaling": fig},
+        {"faasmp": ours, "stdlib": local},
+        notes,
+        time.perf_counter() - t_start,
+    )

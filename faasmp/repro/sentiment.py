@@ -1,0 +1,147 @@
+"""Application: pandarallel-style sentiment scoring of a generated review dataset.
+
+pandarallel splits a DataFrame into one chunk per worker, applies the function to
+each chunk in a multiprocessing pool and concatenates the results.  When
+pandarallel itself imports (it does not with pandas 3.x: it imports pandas
+internals that were removed), it runs under ``faasmp.patched()``; otherwise the
+same split-apply-combine runs on a faasmp Pool directly, and the notebook says so.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import random
+import time
+from typing import Any
+
+from .core import Result, Row, bar, context
+
+TITLE = "Sentiment scoring with pandarallel (lexicon scorer, generated reviews)"
+
+POSITIVE = {"good": 1.0, "great": 2.0, "excellent": 3.0, "love": 2.5, "nice": 1.0, "fast": 1.0, "happy": 2.0}
+NEGATIVE = {"bad": -1.0, "awful": -3.0, "slow": -1.0, "hate": -2.5, "broken": -2.0, "poor": -1.5, "sad": -2.0}
+NEUTRAL = "the a product service delivery it was and very quite really item price box order day".split()
+LEXICON = {**POSITIVE, **NEGATIVE}
+
+
+def make_reviews(n: int, seed: int = 0) -> Any:
+    """A DataFrame of *n* synthetic reviews (text and the mood they were generated with)."""
+    import pandas as pd
+
+    rnd = random.Random(seed)
+    pos, neg = list(POSITIVE), list(NEGATIVE)
+    rows = []
+    for _ in range(n):
+        mood = rnd.choice((1, -1))
+        main, other = (pos, neg) if mood > 0 else (neg, pos)
+        words = rnd.choices(NEUTRAL, k=rnd.randint(20, 60)) + rnd.choices(main, k=4) + rnd.choices(other, k=1)
+        rnd.shuffle(words)
+        rows.append((" ".join(words), mood))
+    return pd.DataFrame(rows, columns=["text", "mood"])
+
+
+def score(text: str) -> float:
+    """Lexicon score: sum of word valences (with negation) normalised by length, in [-1, 1]."""
+    words = text.split()
+    total = 0.0
+    for i, w in enumerate(words):
+        v = LEXICON.get(w, 0.0)
+        if v and i and words[i - 1] in ("not", "never"):
+            v = -v
+        total += v
+    return math.tanh(total / math.sqrt(len(words) or 1))
+
+
+def score_chunk(chunk: Any) -> Any:
+    """What pandarallel runs in each worker: ``chunk.apply(score)``."""
+    return chunk.apply(score)
+
+
+def parallel_apply(pool: Any, series: Any, parts: int) -> Any:
+    """pandarallel's split-apply-combine on any Pool."""
+    import pandas as pd
+
+    step = math.ceil(len(series) / parts)
+    chunks = [series.iloc[i : i + step] for i in range(0, len(series), step)]
+    return pd.concat(pool.map(score_chunk, chunks, chunksize=1))
+
+
+def pandarallel_status() -> str:
+    """'' if pandarallel imports, else why not."""
+    try:
+        import pandarallel  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - any import failure is a reason to fall back
+        return f"{type(exc).__name__}: {exc}"
+    return ""
+
+
+def run(full: bool = False) -> Result:
+    """Score reviews serially, with a stdlib Pool and with faasmp (pandarallel if it imports)."""
+    n, workers = (2_000_000, 64) if full else (16_000, 2)
+    t_start = time.perf_counter()
+    df = make_reviews(n)
+    ctx = context()
+    ctx.start_warm_pool(workers)
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+    serial = df["text"].apply(score)
+    times["serial"] = time.perf_counter() - t0
+    warm_up = df["text"].iloc[: 10 * workers]
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        parallel_apply(pool, warm_up, workers)
+        t0 = time.perf_counter()
+        local = parallel_apply(pool, df["text"], workers)
+        times["stdlib Pool"] = time.perf_counter() - t0
+    why_not = pandarallel_status()
+    if not why_not:
+        from pandarallel import pandarallel
+
+        import faasmp
+
+        with faasmp.patched():
+            pandarallel.initialize(nb_workers=workers, use_memory_fs=False, progress_bar=False, verbose=0)
+            t0 = time.perf_counter()
+            ours = df["text"].parallel_apply(score)
+            times["faasmp (pandarallel)"] = time.perf_counter() - t0
+        how = "pandarallel's `parallel_apply` under `faasmp.patched()`"
+    else:
+        with ctx.Pool(workers) as pool:
+            parallel_apply(pool, warm_up, workers)  # the workers import pandas once, like forked ones have
+            t0 = time.perf_counter()
+            ours = parallel_apply(pool, df["text"], workers)
+            times["faasmp"] = time.perf_counter() - t0
+        how = (
+            "pandarallel's split-apply-combine written out on a faasmp Pool, because pandarallel "
+            f"does not import here ({why_not})"
+        )
+    assert list(ours) == list(serial) == list(local), "parallel scores differ from the serial ones"
+    accuracy = float(((serial > 0).astype(int) * 2 - 1 == df["mood"]).mean())
+    faas_key = next(k for k in times if k.startswith("faasmp"))
+    ratio = times[faas_key] / times["stdlib Pool"]
+    rows = [
+        Row("reviews / workers", "—", f"{n:,} / {workers}", ""),
+        Row("serverless time / VM time", 1.07, ratio, "x", "paper: 7% slower than a VM"),
+        Row("faasmp time", None, times[faas_key], "s"),
+        Row("stdlib Pool time", None, times["stdlib Pool"], "s"),
+        Row("serial time", None, times["serial"], "s"),
+        Row("lexicon accuracy vs generated mood", None, accuracy, ""),
+    ]
+    fig = bar(list(times), {"seconds": list(times.values())}, TITLE, "seconds")
+    notes = f"""
+Ours ran {how}.  The paper found pandarallel on Lambda 7% slower than on a VM: the
+dataset must travel to the functions and the results back, which a VM with shared
+memory avoids.  Here the chunks travel through a Redis on the same machine, so our
+ratio ({ratio:.2f}) measures faasmp's serialisation and copies against the stdlib's
+pipes on the same cores, with no network; the scores are identical in all three runs.
+"""
+    return Result(
+        "sentiment",
+        TITLE,
+        "full" if full else "small",
+        rows,
+        {"time": fig},
+        {"times": times, "pandarallel": why_not or "ok"},
+        notes,
+        time.perf_counter() - t_start,
+    )
