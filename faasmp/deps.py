@@ -381,10 +381,18 @@ class DependencyPickler(cloudpickle.Pickler):
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self.analyzer = analyzer
         self.requirements: list[Requirement] = []
+        #: Requirements of functions pickled after a whole module went by value
+        #: (cloudpickle ships a by-value module object with all its functions,
+        #: most of which the job may never call): not checked before the job.
+        self.uncertain: list[Requirement] = []
+        self._in_module = False
 
     def reducer_override(self, obj: Any) -> Any:
-        if type(obj) is types.FunctionType or isinstance(obj, type):
-            self.requirements.extend(self.analyzer.note(obj))
+        t = type(obj)
+        if t is types.FunctionType or isinstance(obj, type):
+            (self.uncertain if self._in_module else self.requirements).extend(self.analyzer.note(obj))
+        elif t is types.ModuleType and not self._in_module and not _by_reference(obj):
+            self._in_module = True
         return super().reducer_override(obj)
 
 
@@ -533,18 +541,21 @@ def manifest_for(config: Any, *, refresh: bool = False, timeout: float = 120.0) 
             "fault injected: %s hides %s from the runtime manifest", FAULT_MANIFEST_WITHOUT, sorted(fault)
         )
     if config.is_local:
-        versions = package_versions()
-        return RuntimeManifest(
-            backend=config.backend,
-            runtime=sys.executable,
-            python=versions.pop("python"),
-            versions=versions,
-            distributions={},
-            modules=frozenset(),
-            collected=time.time(),
-            fault_removed=fault,
-            live=True,
-        )
+        with _manifest_lock:
+            found = _manifests.get("localhost")
+            if found is None:
+                versions = package_versions()
+                found = _manifests["localhost"] = RuntimeManifest(
+                    backend=config.backend,
+                    runtime=sys.executable,
+                    python=versions.pop("python"),
+                    versions=versions,
+                    distributions={},
+                    modules=frozenset(),
+                    collected=time.time(),
+                    live=True,
+                )
+        return dataclasses.replace(found, fault_removed=fault) if fault else found
     path = _cache_path(config)
     with _manifest_lock:
         found = None if refresh else _manifests.get(str(path))
