@@ -512,8 +512,19 @@ def active_children() -> list[BaseProcess]:
 
 
 def _cleanup() -> None:
+    from .backends.state import StateLostError  # noqa: PLC0415
+
     for p in list(_children):
-        if p._handle is not None and p._handle.poll() is not None:
+        handle = p._handle
+        if handle is None:
+            continue
+        try:
+            # A child of a run that was shut down or whose Redis lost the
+            # run's state can never be waited for: forget it (it must not
+            # break start() in a new run).
+            if handle.session.closed or handle.poll() is not None:
+                _children.discard(p)
+        except StateLostError:
             _children.discard(p)
 
 
