@@ -22,6 +22,18 @@ except ImportError:  # Python 3.10
 
 ENV_PREFIX = "FAASMP_"
 LOCAL_BACKENDS = frozenset({"localhost"})
+#: Lithops 3.8 compute backends (``lithops.constants``; a test keeps the list in
+#: sync).  Not imported from Lithops: loading the config must not cost 0.2 s.
+SERVERLESS_BACKENDS = frozenset(
+    {
+        "ibm_cf", "code_engine", "knative", "openwhisk", "aws_lambda", "aws_batch", "gcp_cloudrun",
+        "gcp_functions", "azure_functions", "azure_containers", "aliyun_fc", "oracle_f", "k8s",
+        "singularity",
+    }
+)  # fmt: skip
+STANDALONE_BACKENDS = frozenset({"ibm_vpc", "aws_ec2", "azure_vms", "gcp_compute_engine", "vm"})
+KNOWN_BACKENDS = LOCAL_BACKENDS | SERVERLESS_BACKENDS | STANDALONE_BACKENDS
+_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +80,12 @@ class Config:
     lithops_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     #: Lithops log level for the client side.
     lithops_log_level: str = "WARNING"
+    #: Memory (MB) of one worker invocation, for cost estimates; ``0`` reads
+    #: ``runtime_memory`` from the backend's Lithops config (or its default).
+    worker_memory_mb: int = 0
+    #: Price table overrides for :mod:`faasmp.cost`, merged over its defaults:
+    #: ``{"aws_lambda": {"gb_second": 1.6667e-05, "request": 2e-07}}``.
+    prices: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def replace(self, **changes: Any) -> Config:
         """Return a copy with *changes* applied (validated like :func:`load`)."""
@@ -116,16 +134,16 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 def _coerce(name: str, value: Any) -> Any:
     """Convert a string from the environment/config file to the field's type."""
     default = _FIELDS[name].default
-    if name == "lithops_config":
+    if name in ("lithops_config", "prices"):
         if isinstance(value, str):
             import json
 
             try:
                 value = json.loads(value)
             except ValueError as exc:
-                raise ValueError(f"FAASMP_LITHOPS_CONFIG must be a JSON object: {exc}") from None
+                raise ValueError(f"FAASMP_{name.upper()} must be a JSON object: {exc}") from None
         if not isinstance(value, Mapping):
-            raise TypeError(f"lithops_config must be a mapping, got {type(value).__name__}")
+            raise TypeError(f"{name} must be a mapping, got {type(value).__name__}")
         return dict(value)
     if value is None:
         return None
@@ -151,6 +169,13 @@ def _coerce(name: str, value: Any) -> Any:
 def _validated(cfg: Config) -> Config:
     if not cfg.backend:
         raise ValueError("faasmp setting 'backend' must name a Lithops backend")
+    if cfg.backend not in KNOWN_BACKENDS:
+        raise ValueError(
+            f"unknown faasmp backend {cfg.backend!r} (FAASMP_BACKEND); known Lithops backends: "
+            f"{', '.join(sorted(KNOWN_BACKENDS))}"
+        )
+    if cfg.worker_memory_mb < 0:
+        raise ValueError(f"faasmp setting 'worker_memory_mb' must be >= 0, got {cfg.worker_memory_mb}")
     if cfg.max_workers < 1:
         raise ValueError(f"faasmp setting 'max_workers' must be >= 1, got {cfg.max_workers}")
     if cfg.task_timeout < 0:
@@ -171,7 +196,34 @@ def _validated(cfg: Config) -> Config:
                 "FAASMP_REDIS_URL must start with redis://, rediss:// or unix://, got "
                 f"{redact_url(cfg.redis_url)!r}"
             )
+        unreachable = worker_unreachable_reason(cfg)
+        if unreachable:
+            raise ValueError(unreachable)
     return cfg
+
+
+def worker_unreachable_reason(cfg: Config) -> str | None:
+    """Why workers of a cloud backend could not reach *cfg*'s Redis, or None.
+
+    A unix socket or a loopback address only exists on the client's machine.
+    (No URL at all — the embedded server — is refused when the session starts.)
+    """
+    if cfg.is_local or cfg.redis_url is None:
+        return None
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    parts = urlsplit(cfg.redis_url)
+    if parts.scheme == "unix":
+        where = "a unix socket on this machine"
+    elif (parts.hostname or "") in _LOOPBACK_HOSTS or (parts.hostname or "").startswith("127."):
+        where = f"a loopback address ({parts.hostname})"
+    else:
+        return None
+    return (
+        f"FAASMP_REDIS_URL {redact_url(cfg.redis_url)!r} is {where}: workers of the "
+        f"{cfg.backend!r} backend run elsewhere and cannot reach it. Use a Redis reachable "
+        "from both sides (a managed Redis, rediss:// with a password); see docs/cloud.md."
+    )
 
 
 def config_file_path(environ: Mapping[str, str] | None = None) -> Path:
