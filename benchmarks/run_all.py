@@ -1,0 +1,877 @@
+#!/usr/bin/env python
+"""The whole performance suite in one command: stdlib vs lithops.multiprocessing vs faasmp.
+
+    python benchmarks/run_all.py [--quick | --ci] [--out DIR] [--impl stdlib,faasmp]
+                                 [--bench pipe_rtt,lock] [--jobs 3] [--no-png]
+
+Every benchmark runs for every implementation side by side, in a fresh interpreter
+per (benchmark, implementation), under a time limit: a peer that overruns it is killed
+with its whole process tree and reported as ``timeout`` (with a bound when its
+measurement had started).  ``lithops.multiprocessing`` runs on the Lithops localhost
+backend with its Redis on a private valkey this script starts (the one faasmp embeds);
+faasmp runs with its defaults.
+
+Writes ``DIR/results.json`` (every value, or ``timeout``/``error`` with a reason),
+prints a table with the ratios faasmp/stdlib and faasmp/lithops and the targets, and
+saves plotly figures as HTML and PNG (``DIR/*.html``, ``DIR/*.png``; PNG needs
+kaleido >= 1 and a Chrome/Chromium).
+
+``--quick`` runs smaller workloads (a few minutes); ``--ci`` tiny ones with short
+limits, several children at once (``--jobs 3``): the correctness run of the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import _common
+import bench_core
+import bench_ipc
+from _common import IMPL_LABEL, IMPLS, Impl, phase
+
+# ---------------------------------------------------------------------------
+# parameters
+# ---------------------------------------------------------------------------
+FULL: dict[str, Any] = {
+    "sleep": 1.0,
+    "reps": 3,
+    "proc_reps": 10,
+    "tiny_small": 1000,
+    "tiny_large": 10000,
+    "rtt_n": 2000,
+    "mb_n": 50,
+    "lock_n": 5000,
+    "mgr_n": 2000,
+    "mc_chunks": 8,
+    "mc_points": 2_000_000,
+    "sort_n": 5_000_000,
+    "sort_procs": 4,
+    "scale_workers": [1, 2, 4, 8, 16, 32, 64],
+    "scale_sleep": 0.5,
+    "scale_tiny": 1000,
+}
+QUICK: dict[str, Any] = {
+    **FULL,
+    "sleep": 0.25,
+    "reps": 1,
+    "proc_reps": 3,
+    "rtt_n": 500,
+    "mb_n": 10,
+    "lock_n": 1000,
+    "mgr_n": 500,
+    "mc_points": 200_000,
+    "sort_n": 500_000,
+    "scale_workers": [1, 2, 4],
+    "scale_sleep": 0.25,
+    "scale_tiny": 300,
+}
+CI: dict[str, Any] = {
+    **QUICK,
+    "sleep": 0.05,
+    "proc_reps": 2,
+    "tiny_small": 50,
+    "tiny_large": 200,
+    "rtt_n": 50,
+    "mb_n": 2,
+    "lock_n": 100,
+    "mgr_n": 50,
+    "mc_points": 20_000,
+    "sort_n": 20_000,
+    "sort_procs": 2,
+    "scale_workers": [1, 2],
+    "scale_sleep": 0.05,
+    "scale_tiny": 40,
+}
+
+# metric id -> (label, unit, better); labels use the run's parameters
+METRICS: dict[str, tuple[str, str, str]] = {
+    "first_map_8": ("first Pool(8).map overhead (cold)", "s", "lower"),
+    "first_map_32": ("first Pool(32).map overhead (cold)", "s", "lower"),
+    "warm_map_8": ("warm Pool(8).map overhead", "s", "lower"),
+    "warm_map_32": ("warm Pool(32).map overhead", "s", "lower"),
+    "process": ("Process start+join (warm)", "s", "lower"),
+    "tiny_map_small": ("{tiny_small:,} tiny tasks, map, chunksize=1", "tasks/s", "higher"),
+    "tiny_map_large": ("{tiny_large:,} tiny tasks, map, chunksize=1", "tasks/s", "higher"),
+    "tiny_imapu_small": ("{tiny_small:,} tiny tasks, imap_unordered", "tasks/s", "higher"),
+    "tiny_imapu_large": ("{tiny_large:,} tiny tasks, imap_unordered", "tasks/s", "higher"),
+    "tiny_map_default": ("{tiny_large:,} tiny tasks, map, default chunksize", "tasks/s", "higher"),
+    "pipe_rtt_p50": ("Pipe 1-byte RTT p50", "us", "lower"),
+    "pipe_rtt_p99": ("Pipe 1-byte RTT p99", "us", "lower"),
+    "pipe_mbps": ("Pipe throughput, 1 MiB messages", "MiB/s", "higher"),
+    "queue_mbps": ("Queue throughput, 1 MiB messages", "MiB/s", "higher"),
+    "lock_us": ("Lock acquire+release p50", "us", "lower"),
+    "mgr_set_us": ("Manager dict set p50", "us", "lower"),
+    "mgr_get_us": ("Manager dict get p50", "us", "lower"),
+    "mc_s": ("Monte Carlo pi, Pool(2), {mc_chunks}x{mc_points:,} points", "s", "lower"),
+    "mc_efficiency": ("  Monte Carlo efficiency (stdlib time / time)", "", "higher"),
+    "sort_shared_s": ("sort {sort_n:,} ints, {sort_procs} procs, shared Array in place", "s", "lower"),
+    "sort_pipes_s": ("sort {sort_n:,} ints, {sort_procs} procs, copies via Pipes", "s", "lower"),
+}
+
+# benchmark (one child run) -> (metrics it reports, lithops worker_processes or None = from params)
+BENCHES: dict[str, tuple[tuple[str, ...], int]] = {
+    "first_8": (("first_map_8",), 8),
+    "first_32": (("first_map_32",), 32),
+    "warm_8": (("warm_map_8",), 8),
+    "warm_32": (("warm_map_32",), 32),
+    "process": (("process",), 2),
+    "tiny_map_small": (("tiny_map_small",), 8),
+    "tiny_map_large": (("tiny_map_large",), 8),
+    "tiny_imapu_small": (("tiny_imapu_small",), 8),
+    "tiny_imapu_large": (("tiny_imapu_large",), 8),
+    "tiny_map_default": (("tiny_map_default",), 8),
+    "pipe_rtt": (("pipe_rtt_p50", "pipe_rtt_p99"), 2),
+    "pipe_tp": (("pipe_mbps",), 2),
+    "queue_tp": (("queue_mbps",), 2),
+    "lock": (("lock_us",), 2),
+    "manager": (("mgr_set_us", "mgr_get_us"), 2),
+    "monte_carlo": (("mc_s",), 2),
+    "sort_shared": (("sort_shared_s",), 0),
+    "sort_pipes": (("sort_pipes_s",), 0),
+}
+SCALE_METRICS = {
+    "overhead_s": ("warm Pool(n).map(sleep) overhead", "s", "lower"),
+    "tiny_per_s": ("tiny tasks/s on a warm Pool(n), chunksize=1", "tasks/s", "higher"),
+}
+
+# Seconds a benchmark may take (warm-ups included), by implementation; "quick" and "ci"
+# scale the full limits.  lithops.multiprocessing starts an interpreter per call
+# (~0.3 s of CPU each on this kind of machine): its limits are what it needs for the
+# fork-join rows, and short elsewhere, where it cannot finish anyway.
+LIMITS_FULL: dict[str, dict[str, float]] = {
+    "stdlib": {b: 60.0 for b in BENCHES} | {"sort_shared": 120.0, "sort_pipes": 120.0},
+    "faasmp": {b: 90.0 for b in BENCHES} | {"sort_shared": 180.0, "sort_pipes": 180.0},
+    "lithops": {
+        "first_8": 45.0,
+        "first_32": 60.0,
+        "warm_8": 60.0,
+        "warm_32": 90.0,
+        "process": 45.0,
+        "tiny_map_small": 30.0,
+        "tiny_map_large": 30.0,
+        "tiny_imapu_small": 30.0,
+        "tiny_imapu_large": 30.0,
+        "tiny_map_default": 45.0,
+        "pipe_rtt": 45.0,
+        "pipe_tp": 45.0,
+        "queue_tp": 45.0,
+        "lock": 30.0,
+        "manager": 45.0,
+        "monte_carlo": 60.0,
+        "sort_shared": 60.0,
+        "sort_pipes": 60.0,
+    },
+}
+SCALE_LIMIT_FULL = {"stdlib": 60.0, "faasmp": 90.0, "lithops": 60.0}
+MODE_FACTOR = {"full": 1.0, "quick": 0.5, "ci": 0.5}
+LITHOPS_MODE_FACTOR = {"full": 1.0, "quick": 0.3, "ci": 0.03}
+
+
+def limit(impl: str, bench: str, mode: str, scale: float) -> float:
+    if bench.startswith("scale_"):
+        base = SCALE_LIMIT_FULL[impl]
+    else:
+        base = LIMITS_FULL[impl][bench]
+    factor = (LITHOPS_MODE_FACTOR if impl == "lithops" else MODE_FACTOR)[mode]
+    return max(base * factor, 1.0 if mode == "ci" else 3.0) * scale
+
+
+# ---------------------------------------------------------------------------
+# child side: functions the workers run (module level: shipped by value)
+# ---------------------------------------------------------------------------
+def sort_slice_shared(arr: Any, lo: int, hi: int) -> None:
+    """Sort arr[lo:hi] of a shared Array in place (read the slice, sort, write it back)."""
+    import numpy as np
+
+    vals = np.array(arr[lo:hi], dtype=np.int64)
+    vals.sort()
+    arr[lo:hi] = vals.tolist()
+
+
+def sort_via_pipe(conn: Any) -> None:
+    """Receive int32s as bytes, send them back sorted."""
+    import numpy as np
+
+    vals = np.frombuffer(conn.recv_bytes(), dtype=np.int32).copy()
+    vals.sort()
+    conn.send_bytes(vals.tobytes())
+
+
+# ---------------------------------------------------------------------------
+# child side: benchmarks
+# ---------------------------------------------------------------------------
+def _p50_us(fn: Any, n: int, warm: int = 50) -> float:
+    for _ in range(warm):
+        fn()
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts) * 1e6
+
+
+def b_first_8(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
+    return {"first_map_8": bench_core.first_map(impl, p, 8)}
+
+
+def b_first_32(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
+    return {"first_map_32": bench_core.first_map(impl, p, 32)}
+
+
+def b_warm_8(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
+    return {"warm_map_8": bench_core.warm_map(impl, p, 8)}
+
+
+def b_warm_32(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
+    return {"warm_map_32": bench_core.warm_map(impl, p, 32)}
+
+
+def b_process(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
+    return {"process": bench_core.m_process(impl, p)}
+
+
+def _tiny(impl: Impl, n: int, how: str) -> dict[str, Any]:
+    impl.warm(8)
+    with impl.Pool(8) as pool:
+        pool.map(abs, range(16), chunksize=1)  # warm-up: the workers are up
+        phase("measure", kind="rate", n=n)
+        t0 = time.perf_counter()
+        if how == "map":
+            out = pool.map(abs, range(n), chunksize=1)
+        elif how == "imapu":
+            out = sorted(pool.imap_unordered(abs, range(n)))
+        else:
+            out = pool.map(abs, range(n))
+        dt = time.perf_counter() - t0
+    if out != list(range(n)):
+        raise AssertionError(f"wrong results from {how} of {n} tasks")
+    return {"value": n / dt, "elapsed_s": dt, "n": n}
+
+
+def b_tiny_map_small(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
+    return {"tiny_map_small": _tiny(impl, p["tiny_small"], "map")}
+
+
+def b_tiny_map_large(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
+    return {"tiny_map_large": _tiny(impl, p["tiny_large"], "map")}
+
+
+def b_tiny_imapu_small(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
+    return {"tiny_imapu_small": _tiny(impl, p["tiny_small"], "imapu")}
+
+
+def b_tiny_imapu_large(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
+    return {"tiny_imapu_large": _tiny(impl, p["tiny_large"], "imapu")}
+
+
+def b_tiny_map_default(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
+    return {"tiny_map_default": _tiny(impl, p["tiny_large"], "default")}
+
+
+def b_pipe_rtt(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
+    impl.warm(2)
+    a, b = impl.mp.Pipe()
+    proc = impl.Process(target=bench_ipc.echo, args=(b,))
+    proc.start()
+    for _ in range(min(200, p["rtt_n"])):  # warm-up (and the echo process is up)
+        a.send_bytes(b"x")
+        a.recv_bytes()
+    phase("measure", kind="time", sub=0.0)
+    ts = []
+    for _ in range(p["rtt_n"]):
+        t0 = time.perf_counter()
+        a.send_bytes(b"x")
+        a.recv_bytes()
+        ts.append(time.perf_counter() - t0)
+    a.send_bytes(b"stop")
+    proc.join(30)
+    ts.sort()
+    us = [t * 1e6 for t in ts]
+    return {
+        "pipe_rtt_p50": {"value": us[len(us) // 2], "n": len(us), "mean": statistics.fmean(us)},
+        "pipe_rtt_p99": {"value": us[min(len(us) - 1, int(len(us) * 0.99))], "n": len(us)},
+    }
+
+
+def b_pipe_tp(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
+    impl.warm(2)
+    a, b = impl.mp.Pipe()
+    proc = impl.Process(target=bench_ipc.sink, args=(b,))
+    proc.start()
+    a.send_bytes(b"sync")  # the sink is up
+    a.recv_bytes()
+    n, mb = p["mb_n"], bench_ipc.MB
+    phase("measure", kind="rate", n=n)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        a.send_bytes(mb)
+    a.send_bytes(b"sync")
+    a.recv_bytes()
+    dt = time.perf_counter() - t0
+    a.send_bytes(b"stop")
+    proc.join(30)
+    return {"pipe_mbps": {"value": n / dt, "elapsed_s": dt, "n": n}}
+
+
+def b_queue_tp(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
+    impl.warm(2)
+    q, done = impl.mp.Queue(), impl.mp.Queue()
+    proc = impl.Process(target=bench_ipc.queue_sink, args=(q, done))
+    proc.start()
+    q.put(b"sync")
+    done.get()
+    n, mb = p["mb_n"], bench_ipc.MB
+    phase("measure", kind="rate", n=n)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        q.put(mb)
+    q.put(b"sync")
+    done.get()
+    dt = time.perf_counter() - t0
+    q.put(b"stop")
+    proc.join(30)
+    return {"queue_mbps": {"value": n / dt, "elapsed_s": dt, "n": n}}
+
+
+def b_lock(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
+    lock = impl.mp.Lock()
+
+    def cycle() -> None:
+        lock.acquire()
+        lock.release()
+
+    phase("measure", kind="time", sub=0.0)
+    return {"lock_us": {"value": _p50_us(cycle, p["lock_n"]), "n": p["lock_n"]}}
+
+
+def b_manager(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
+    manager = impl.mp.Manager()
+    if impl.name == "lithops":
+        manager.start()  # lithops' Manager() is not started yet (stdlib's and faasmp's are)
+    d = manager.dict()
+    d["k"] = 1
+    phase("measure", kind="time", sub=0.0)
+    n = p["mgr_n"]
+    set_us = _p50_us(lambda: d.__setitem__("k", 1), n)
+    get_us = _p50_us(lambda: d["k"], n)
+    if d["k"] != 1:
+        raise AssertionError("Manager dict lost its value")
+    manager.shutdown()
+    return {"mgr_set_us": {"value": set_us, "n": n}, "mgr_get_us": {"value": get_us, "n": n}}
+
+
+def b_monte_carlo(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
+    res = bench_core.m_monte_carlo(impl, p)
+    if abs(res["pi"] - 3.14159) > 0.05:
+        raise AssertionError(f"Monte Carlo pi = {res['pi']}, not close to pi")
+    return {"mc_s": res}
+
+
+def _sort_data(n: int) -> Any:
+    import numpy as np
+
+    return np.random.default_rng(12345).integers(0, 2**31 - 1, n, dtype=np.int32)
+
+
+def _check_sorted(out: Any, data: Any) -> dict[str, Any]:
+    import numpy as np
+
+    ok = bool(len(out) == len(data) and np.all(out[1:] >= out[:-1]))
+    same = bool(ok and np.array_equal(out, np.sort(data)))
+    if not (ok and same):
+        raise AssertionError("the sorted output is not the sorted input")
+    return {"sorted": True}
+
+
+def b_sort_shared(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    n, procs = p["sort_n"], p["sort_procs"]
+    data = _sort_data(n)
+    impl.warm(procs)
+    bounds = [(i * n // procs, (i + 1) * n // procs) for i in range(procs)]
+    phase("measure", kind="time", sub=0.0)
+    t0 = time.perf_counter()
+    arr = impl.mp.Array("i", data.tolist(), lock=False)
+    ps = [impl.Process(target=sort_slice_shared, args=(arr, lo, hi)) for lo, hi in bounds]
+    for pr in ps:
+        pr.start()
+    for pr in ps:
+        pr.join()
+    out = np.array(arr[:], dtype=np.int32)
+    out.sort(kind="stable")  # merges the sorted runs
+    dt = time.perf_counter() - t0
+    return {"sort_shared_s": {"value": dt, "n": n, "procs": procs, **_check_sorted(out, data)}}
+
+
+def b_sort_pipes(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    n, procs = p["sort_n"], p["sort_procs"]
+    data = _sort_data(n)
+    impl.warm(procs)
+    bounds = [(i * n // procs, (i + 1) * n // procs) for i in range(procs)]
+    phase("measure", kind="time", sub=0.0)
+    t0 = time.perf_counter()
+    pipes = [impl.mp.Pipe() for _ in range(procs)]
+    ps = [impl.Process(target=sort_via_pipe, args=(child,)) for _, child in pipes]
+    for pr in ps:
+        pr.start()
+    for (parent, _), (lo, hi) in zip(pipes, bounds, strict=True):
+        parent.send_bytes(data[lo:hi].tobytes())
+    parts = [np.frombuffer(parent.recv_bytes(), dtype=np.int32) for parent, _ in pipes]
+    for pr in ps:
+        pr.join()
+    out = np.concatenate(parts)
+    out.sort(kind="stable")  # merges the sorted runs
+    dt = time.perf_counter() - t0
+    return {"sort_pipes_s": {"value": dt, "n": n, "procs": procs, **_check_sorted(out, data)}}
+
+
+def b_scale(impl: Impl, p: dict[str, Any], n: int) -> dict[str, Any]:
+    s = p["scale_sleep"]
+    impl.warm(n)
+    with impl.Pool(n) as pool:  # warm-up: every worker runs once
+        pool.map(time.sleep, [0] * n)
+    samples = []
+    for rep in range(p["reps"]):
+        phase("measure" if rep == 0 else "rep", kind="time", sub=s)
+        t0 = time.perf_counter()
+        with impl.Pool(n) as pool:
+            pool.map(time.sleep, [s] * n)
+        samples.append(time.perf_counter() - t0 - s)
+    k = p["scale_tiny"]
+    with impl.Pool(n) as pool:
+        pool.map(abs, range(n), chunksize=1)
+        phase("rep", kind="rate", n=k)
+        t0 = time.perf_counter()
+        out = pool.map(abs, range(k), chunksize=1)
+        dt = time.perf_counter() - t0
+    if out != list(range(k)):
+        raise AssertionError("wrong tiny-task results")
+    return {
+        "overhead_s": {"value": statistics.median(samples), "samples": samples},
+        "tiny_per_s": {"value": k / dt, "n": k},
+    }
+
+
+def child_run(params: dict[str, Any]) -> Any:
+    def run(impl: Impl, bench: str) -> dict[str, Any]:
+        if bench.startswith("scale_"):
+            return {"metrics": b_scale(impl, params, int(bench.split("_")[1]))}
+        return {"metrics": globals()[f"b_{bench}"](impl, params)}
+
+    return run
+
+
+# ---------------------------------------------------------------------------
+# parent side
+# ---------------------------------------------------------------------------
+def lithops_workers(bench: str, params: dict[str, Any]) -> int:
+    if bench.startswith("scale_"):
+        return int(bench.split("_")[1])
+    n = BENCHES[bench][1]
+    return n or int(params["sort_procs"])
+
+
+def run_impl(
+    impl: str,
+    benches: list[str],
+    params: dict[str, Any],
+    mode: str,
+    scale: float,
+    tmp: str,
+    redis_conf: dict[str, Any],
+    log: Any,
+    group: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """Every benchmark of one implementation: one fresh child each, or (*group*) one child
+    for all but the cold-start ones (each still under its own limit; a child that overruns
+    one is killed and a new one runs the rest)."""
+    out: dict[str, dict[str, Any]] = {}
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", impl, "--params", json.dumps(params)]
+
+    def env_for(bench: str) -> dict[str, str]:
+        if impl == "lithops":
+            return _common.lithops_env(tmp, redis_conf, lithops_workers(bench, params))
+        return dict(os.environ)
+
+    def record(bench: str, res: dict[str, Any]) -> None:
+        res["limit_s"] = limits[bench]
+        out[bench] = res
+        log(impl, bench, res)
+
+    limits = {b: limit(impl, b, mode, scale) for b in benches}
+    if group:
+        alone = [b for b in benches if b.startswith("first_")]
+        rest = [b for b in benches if b not in alone]
+        for bench in alone:
+            _common.run_child(cmd, [bench], limits, env_for(bench), 15.0 * scale, record)
+        if rest:
+            # lithops: one worker_processes for the group, the largest any of them needs
+            widest = max(rest, key=lambda b: lithops_workers(b, params))
+            _common.run_child(cmd, rest, limits, env_for(widest), 15.0 * scale, record)
+        return out
+    skip_scaling_after: int | None = None
+    for bench in benches:
+        if bench.startswith("scale_") and skip_scaling_after is not None:
+            res = {"status": "timeout", "reason": f"not run: Pool({skip_scaling_after}) already timed out"}
+            res["limit_s"] = limits[bench]
+            out[bench] = res
+            log(impl, bench, res)
+            continue
+        _common.run_child(cmd, [bench], limits, env_for(bench), 15.0 * scale, record)
+        if bench.startswith("scale_") and out[bench]["status"] == "timeout":
+            skip_scaling_after = int(bench.split("_")[1])
+    return out
+
+
+def collect(
+    raw: dict[str, dict[str, dict[str, Any]]], params: dict[str, Any]
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, dict[str, Any]]]]:
+    """Per-metric and per-scaling-point results from the per-benchmark child results."""
+    results: dict[str, dict[str, Any]] = {m: {} for m in METRICS}
+    scaling: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in SCALE_METRICS}
+    for impl, benches in raw.items():
+        for bench, res in benches.items():
+            if bench.startswith("scale_"):
+                n = bench.split("_")[1]
+                names: tuple[str, ...] = tuple(SCALE_METRICS)
+                target = {m: scaling[m].setdefault(impl, {}) for m in names}
+            else:
+                names = BENCHES[bench][0]
+                target = {m: results[m] for m in names}
+            for m in names:
+                if res["status"] == "ok":
+                    entry = {"status": "ok", **res["metrics"][m], "import_s": res.get("import_s")}
+                else:
+                    entry = {k: v for k, v in res.items() if k != "metrics"}
+                    # a bound from a killed child belongs to the metric it measured first
+                    if m != names[0]:
+                        entry.pop("bound", None)
+                if bench.startswith("scale_"):
+                    target[m][n] = entry
+                else:
+                    target[m][impl] = entry
+    # Monte Carlo efficiency: stdlib time / implementation time
+    std = results["mc_s"].get("stdlib")
+    for impl, res in results["mc_s"].items():
+        if res["status"] != "ok":
+            results["mc_efficiency"][impl] = {
+                "status": res["status"],
+                "reason": "its Monte Carlo run: " + str(res.get("reason", res["status"])),
+            }
+        elif not std or std["status"] != "ok":
+            results["mc_efficiency"][impl] = {"status": "error", "reason": "no stdlib time to compare with"}
+        else:
+            results["mc_efficiency"][impl] = {"status": "ok", "value": std["value"] / res["value"]}
+    return results, scaling
+
+
+def fmt_value(res: dict[str, Any] | None, unit: str) -> str:
+    if res is None:
+        return "-"
+    if res["status"] == "ok":
+        v = res["value"]
+        if unit in ("tasks/s", "MiB/s", "us"):
+            return f"{v:,.0f}"
+        if unit == "":
+            return f"{v:.2f}"
+        return f"{v:.3f}"
+    if res["status"] == "timeout":
+        if "bound" in res:
+            op, b = res["bound"]
+            return f"{op}{b:,.0f}" if unit in ("tasks/s", "MiB/s", "us") else f"{op}{b:.2f}"
+        return "timeout"
+    return "error"
+
+
+def ratio_of(a: dict[str, Any] | None, b: dict[str, Any] | None) -> tuple[str, float | None]:
+    """a/b as text and number, or a bound on it when b (the other implementation) timed out."""
+    if not a or a["status"] != "ok" or not b:
+        return "-", None
+    if b["status"] == "ok":
+        if b["value"] <= 0:
+            return "n/a", None
+        r = a["value"] / b["value"]
+        return f"{r:.2f}x", r
+    if "bound" in b:
+        op, bound = b["bound"]
+        if bound <= 0:
+            return "n/a", None
+        r = a["value"] / bound
+        # a/b with b > bound means a/b < a/bound, and the other way round
+        return f"{'<' if op == '>' else '>'}{r:.3g}x", None
+    return "n/a", None
+
+
+def metric_label(m: str, params: dict[str, Any]) -> str:
+    return METRICS[m][0].format(**params)
+
+
+def render(
+    results: dict[str, dict[str, Any]],
+    scaling: dict[str, dict[str, dict[str, Any]]],
+    params: dict[str, Any],
+    impls: list[str],
+) -> str:
+    head = ["metric", "unit", "better", *(IMPL_LABEL[i] for i in impls)]
+    with_std, with_lit = "stdlib" in impls and "faasmp" in impls, "lithops" in impls and "faasmp" in impls
+    if with_std:
+        head.append("faasmp/stdlib")
+    if with_lit:
+        head.append("faasmp/lithops")
+    rows = []
+    for m, (_, unit, better) in METRICS.items():
+        r = results.get(m, {})
+        if not r:
+            continue
+        row = [metric_label(m, params), unit, better, *(fmt_value(r.get(i), unit) for i in impls)]
+        if with_std:
+            row.append(ratio_of(r.get("faasmp"), r.get("stdlib"))[0] if m != "mc_efficiency" else "")
+        if with_lit:
+            row.append(ratio_of(r.get("faasmp"), r.get("lithops"))[0] if m != "mc_efficiency" else "")
+        rows.append(row)
+    for sm, (label, unit, better) in SCALE_METRICS.items():
+        for n in params["scale_workers"]:
+            per = {i: scaling[sm].get(i, {}).get(str(n)) for i in impls}
+            if not any(per.values()):
+                continue
+            row = [f"{label}, n={n}", unit, better, *(fmt_value(per[i], unit) for i in impls)]
+            if with_std:
+                row.append(ratio_of(per.get("faasmp"), per.get("stdlib"))[0])
+            if with_lit:
+                row.append(ratio_of(per.get("faasmp"), per.get("lithops"))[0])
+            rows.append(row)
+    widths = [max(len(str(x[i])) for x in [head, *rows]) for i in range(len(head))]
+    lines = [
+        "  ".join(str(c).ljust(widths[i]) if i < 3 else str(c).rjust(widths[i]) for i, c in enumerate(row))
+        for row in [head, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def render_markdown(
+    results: dict[str, dict[str, Any]],
+    scaling: dict[str, dict[str, dict[str, Any]]],
+    params: dict[str, Any],
+    impls: list[str],
+) -> str:
+    """The same table as Markdown (pasted into docs/performance.md)."""
+    text = render(results, scaling, params, impls).splitlines()
+    cells = [[c for c in _split_cols(line)] for line in text if not set(line) <= {"-", " "}]
+    out = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(cells[0])]
+    out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells[1:]]
+    return "\n".join(out)
+
+
+def _split_cols(line: str) -> list[str]:
+    return [c.strip() for c in line.split("  ") if c.strip()] if "  " in line else [line]
+
+
+def evaluate_targets(results: dict[str, dict[str, Any]], params: dict[str, Any]) -> list[dict[str, Any]]:
+    def val(m: str, impl: str) -> float | None:
+        r = results.get(m, {}).get(impl)
+        return r["value"] if r and r["status"] == "ok" else None
+
+    out: list[dict[str, Any]] = []
+
+    def add(target: str, measured: str, met: bool | None) -> None:
+        out.append({"target": target, "measured": measured, "met": met})
+
+    for m, n in (("warm_map_8", 8), ("warm_map_32", 32)):
+        f, s = val(m, "faasmp"), val(m, "stdlib")
+        if f is not None and s:
+            add(
+                f"warm Pool({n}) fork-join overhead <= 2x stdlib",
+                f"{f:.3f} s vs {s:.3f} s = {f / s:.2f}x",
+                f <= 2 * s,
+            )
+    f = val("first_map_8", "faasmp")
+    if f is not None:
+        add("first call (cold Pool(8).map overhead) <= 0.5 s", f"{f:.3f} s", f <= 0.5)
+    for m in ("tiny_map_small", "tiny_map_large", "tiny_imapu_small", "tiny_imapu_large"):
+        f = val(m, "faasmp")
+        if f is not None:
+            add(f">= 5,000 tiny tasks/s warm ({metric_label(m, params)})", f"{f:,.0f} tasks/s", f >= 5000)
+    f = val("pipe_rtt_p50", "faasmp")
+    if f is not None:
+        add("Pipe 1-byte RTT p50 <= 200 us", f"{f:.0f} us", f <= 200)
+    for m, what in (("pipe_mbps", "Pipe"), ("queue_mbps", "Queue")):
+        f = val(m, "faasmp")
+        if f is not None:
+            add(
+                f"{what} throughput with 1 MiB messages >= 500 MB/s",
+                f"{f * 1.048576:,.0f} MB/s",
+                f * 1.048576 >= 500,
+            )
+    f = val("mc_efficiency", "faasmp")
+    if f is not None:
+        add("Monte Carlo efficiency >= 0.9 of stdlib", f"{f:.2f}", f >= 0.9)
+    f, s = val("sort_pipes_s", "faasmp"), val("sort_pipes_s", "stdlib")
+    if f is not None and s:
+        add(
+            "shared-array sort via pipes within 1.5x of stdlib",
+            f"{f:.2f} s vs {s:.2f} s = {f / s:.2f}x",
+            f <= 1.5 * s,
+        )
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    size = ap.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="smaller workloads and limits (a few minutes)")
+    size.add_argument("--ci", action="store_true", help="tiny workloads: the correctness run of the tests")
+    ap.add_argument("--out", default="bench-results", help="directory for results.json and the plots")
+    ap.add_argument("--impl", default=",".join(IMPLS), help="comma-separated subset of " + ",".join(IMPLS))
+    ap.add_argument(
+        "--bench", default="", help="comma-separated subset of: " + ",".join(BENCHES) + ",scaling"
+    )
+    ap.add_argument(
+        "--jobs", type=int, default=None, help="implementations measured at once (default 1; --ci: 3)"
+    )
+    ap.add_argument(
+        "--group",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="one child per implementation for all warm benchmarks (default: only with --ci)",
+    )
+    ap.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every time limit")
+    ap.add_argument("--no-plots", action="store_true", help="no plots at all")
+    ap.add_argument("--no-png", action="store_true", help="HTML plots only")
+    ap.add_argument("--child", metavar="IMPL", help=argparse.SUPPRESS)
+    ap.add_argument("--params", help=argparse.SUPPRESS)
+    ap.add_argument("benches", nargs="*", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.child:
+        _common.ship_by_value(sys.modules[__name__], bench_core, bench_ipc)
+        _common.child_loop(args.child, args.benches, child_run(json.loads(args.params)))
+        return 0
+
+    mode = "ci" if args.ci else "quick" if args.quick else "full"
+    params = {"ci": CI, "quick": QUICK, "full": FULL}[mode]
+    impls = [i for i in args.impl.split(",") if i]
+    for name in impls:
+        if name not in IMPLS:
+            ap.error(f"unknown implementation {name!r}; known: {', '.join(IMPLS)}")
+    wanted = [b for b in args.bench.split(",") if b] or [*BENCHES, "scaling"]
+    benches: list[str] = []
+    for b in wanted:
+        if b == "scaling":
+            benches += [f"scale_{n}" for n in params["scale_workers"]]
+        elif b in BENCHES:
+            benches.append(b)
+        else:
+            ap.error(f"unknown benchmark {b!r}; known: {', '.join(BENCHES)}, scaling")
+    jobs = args.jobs or (3 if args.ci else 1)
+    group = args.ci if args.group is None else args.group
+
+    os.makedirs(args.out, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="faasmp-bench-")
+    os.chmod(tmp, 0o700)
+    server = None
+    redis_conf: dict[str, Any] = {}
+    started = time.monotonic()
+
+    def log(impl: str, bench: str, res: dict[str, Any]) -> None:
+        if res["status"] == "ok":
+            shown = ", ".join(
+                f"{m}={fmt_value({'status': 'ok', **v}, METRICS.get(m, SCALE_METRICS.get(m, ('', '', '')))[1])}"
+                for m, v in res["metrics"].items()
+            )
+        else:
+            shown = f"{res['status']}: {res.get('reason', '')}"[:200]
+        print(
+            f"  {IMPL_LABEL[impl]:<11} {bench:<17} {shown}  ({res.get('wall_s', 0):.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    raw: dict[str, dict[str, dict[str, Any]]] = {}
+    try:
+        if "lithops" in impls:
+            server, redis_conf = _common.start_lithops_redis()
+        with ThreadPoolExecutor(max_workers=jobs) as ex:
+            futs = {
+                i: ex.submit(
+                    run_impl, i, benches, params, mode, args.timeout_scale, tmp, redis_conf, log, group
+                )
+                for i in impls
+            }
+            for impl, fut in futs.items():
+                raw[impl] = fut.result()
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    total = time.monotonic() - started
+
+    results, scaling = collect(raw, params)
+    table = render(results, scaling, params, impls)
+    print()
+    print(table)
+    targets = evaluate_targets(results, params)
+    if targets:
+        print("\ntargets (faasmp):")
+        for t in targets:
+            verdict = {True: "met", False: "NOT met", None: "undecided"}[t["met"]]
+            print(f"  [{verdict}] {t['target']}: {t['measured']}")
+    print(f"\ntotal benchmark time {total:.0f} s")
+
+    import lithops
+
+    import faasmp
+
+    doc = {
+        "meta": {
+            "mode": mode,
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "faasmp": faasmp.__version__,
+            "lithops": lithops.__version__,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "params": params,
+            "impls": impls,
+            "jobs": jobs,
+            "grouped": group,
+            "total_s": total,
+        },
+        "metrics": {
+            m: {"label": metric_label(m, params), "unit": u, "better": b} for m, (_, u, b) in METRICS.items()
+        },
+        "scaling_metrics": {
+            m: {"label": lab, "unit": u, "better": b} for m, (lab, u, b) in SCALE_METRICS.items()
+        },
+        "results": results,
+        "scaling": scaling,
+        "targets": targets,
+        "table_markdown": render_markdown(results, scaling, params, impls),
+    }
+    if not args.no_plots:
+        import plots
+
+        doc["plots"] = plots.make_all(doc, args.out, png=not args.no_png)
+    path = os.path.join(args.out, "results.json")
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=2)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
