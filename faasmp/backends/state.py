@@ -165,7 +165,7 @@ class RedisState:
 
         def execute_command(*args: Any, **options: Any) -> Any:
             if self._lost is not None:
-                raise self._lost
+                raise StateLostError(*self._lost.args)
             direct_flush()
             try:
                 return pooled_execute(*args, **options)
@@ -235,7 +235,7 @@ class RedisState:
             self.mark_lost("the server restarted, was flushed or evicted keys")
         if self._lost is not None:
             conn.disconnect()
-            raise self._lost
+            raise StateLostError(*self._lost.args)
 
     def set(self, key: Key, value: Any, px: int | None = None, nx: bool = False) -> Any:
         return self._r.set(key, value, px=px, nx=nx)
@@ -380,6 +380,12 @@ class _DirectRedis:
             reply = conn.read_response()
         except redis.exceptions.ResponseError as exc:
             reply = exc
+        except _DROPPED as exc:
+            # The deferred command may not have run: tell its owner (a queue
+            # then fails its next put), then fail the command being sent.
+            with contextlib.suppress(Exception):
+                on_reply(_dropped(exc, self._owner._where))
+            raise
         with contextlib.suppress(Exception):
             on_reply(reply)
 
@@ -405,7 +411,7 @@ class _DirectRedis:
     def execute(self, *args: Any) -> Any:
         """Send one command and return its reply (Redis errors raise as with the client)."""
         if self._owner._lost is not None:
-            raise self._owner._lost
+            raise StateLostError(*self._owner._lost.args)
         conn = self._conn()
         try:
             conn.send_command(*args, check_health=False)
@@ -422,7 +428,7 @@ class _DirectRedis:
     def send_deferred(self, on_reply: Callable[[Any], None], *args: Any) -> None:
         """Send one command; *on_reply* gets its reply (or error) later (see the class doc)."""
         if self._owner._lost is not None:
-            raise self._owner._lost
+            raise StateLostError(*self._owner._lost.args)
         conn = self._conn()
         try:
             conn.send_command(*args, check_health=False)
@@ -484,7 +490,7 @@ class _DirectRedis:
         is an error, all replies are still read, then the first error raises.
         """
         if self._owner._lost is not None:
-            raise self._owner._lost
+            raise StateLostError(*self._owner._lost.args)
         conn = self._conn()
         try:
             conn.send_packed_command(conn.pack_commands(commands), check_health=False)
@@ -538,7 +544,7 @@ class _RedisPipeline:
     def execute(self) -> list[Any]:
         owner = self._owner
         if owner is not None and owner._lost is not None:
-            raise owner._lost
+            raise StateLostError(*owner._lost.args)
         self._before_execute()
         try:
             return self._p.execute()  # type: ignore[no-any-return]
