@@ -10,6 +10,10 @@ them up at call time — ``import multiprocessing`` then
 patching — runs on serverless workers.  :func:`unpatch` restores the
 originals; :func:`patched` does both around a block.
 
+Two libraries that bind such names at import time are adjusted while
+patched: pandarallel's ``CONTEXT`` and joblib's default backend (``"faasmp"``,
+so scikit-learn's ``n_jobs`` runs on faasmp).
+
 Names bound *before* patching (``from multiprocessing import Pool`` executed
 earlier) keep the stdlib object: patch first, as ``%%faas`` and
 ``faasmp run`` do.  ``multiprocessing.connection.Connection`` and the stdlib's
@@ -22,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -53,7 +58,25 @@ _SUBMODULES = {
     },
 }
 
+#: Libraries that bind a multiprocessing object at import time: (module,
+#: attribute, replacement) applied while patched if the module is imported.
+#: pandarallel keeps ``CONTEXT = multiprocessing.get_context("fork")``; joblib's
+#: default backend (loky) starts local processes, so ``faasmp`` becomes the
+#: default and scikit-learn's ``n_jobs`` work runs on faasmp.
+_LIBRARY_HOOKS: tuple[tuple[str, str, Any], ...] = (
+    ("pandarallel.core", "CONTEXT", lambda: _faasmp_attr("get_context")("fork")),
+    ("joblib.parallel", "DEFAULT_BACKEND", lambda: "faasmp"),
+)
+
 _lock = threading.RLock()
+
+
+def _faasmp_attr(name: str) -> Any:
+    import faasmp  # noqa: PLC0415
+
+    return getattr(faasmp, name)
+
+
 _saved: list[tuple[Any, str, Any]] = []
 
 
@@ -74,6 +97,10 @@ def _replacements() -> list[tuple[Any, str, Any]]:
         module = importlib.import_module(modname)
         for attr, (src_mod, src_attr) in names.items():
             out.append((module, attr, getattr(importlib.import_module(src_mod), src_attr)))
+    for modname, attr, make in _LIBRARY_HOOKS:
+        lib = sys.modules.get(modname)
+        if lib is not None and hasattr(lib, attr):
+            out.append((lib, attr, make()))
     return out
 
 

@@ -54,3 +54,43 @@ def test_tqdm_process_map_under_patch(default_ctx):
     with faasmp.patched():
         got = process_map(helpers.square, range(10), max_workers=2, chunksize=2, disable=True)
     assert got == [i * i for i in range(10)]
+
+
+def test_joblib_default_backend_is_faasmp_while_patched(default_ctx):
+    from joblib.parallel import get_active_backend
+
+    with faasmp.patched():
+        backend, _n_jobs = get_active_backend()
+        assert isinstance(backend, FaasmpBackend)
+        before = len(default_ctx.stats.records())
+        got = joblib.Parallel(n_jobs=2)(joblib.delayed(helpers.square)(i) for i in range(6))
+        assert got == [i * i for i in range(6)]
+        assert len(default_ctx.stats.records()) > before  # ran on faasmp workers
+    assert not isinstance(get_active_backend()[0], FaasmpBackend)  # loky again
+
+
+def test_pandarallel_apply_and_map_under_patch(default_ctx):
+    pd = pytest.importorskip("pandas")
+    core = pytest.importorskip("pandarallel.core")
+
+    stdlib_context = core.CONTEXT
+    core.pandarallel.initialize(nb_workers=2, progress_bar=False, verbose=0, use_memory_fs=False)
+    frame = pd.DataFrame({"a": range(200), "b": range(0, 400, 2)})
+    with faasmp.patched():
+        assert type(core.CONTEXT).__module__ == "faasmp.context"
+        before = len(default_ctx.stats.records())
+        rows = frame.parallel_apply(_as_main("lambda r: r.a * 3 + r.b"), axis=1)
+        mapped = frame.a.parallel_map(_as_main("lambda x: x % 7"))
+        assert len(default_ctx.stats.records()) > before
+    assert rows.tolist() == (frame.a * 3 + frame.b).tolist()
+    assert mapped.tolist() == (frame.a % 7).tolist()
+    assert core.CONTEXT is stdlib_context
+
+
+def _as_main(source: str):
+    """A function defined in ``__main__``, as in a script or notebook.
+
+    pandarallel pickles functions with dill, which sends a function of an
+    importable module (this test module) by name; workers cannot import tests.
+    """
+    return eval(source, {"__name__": "__main__"})  # fixed test source
