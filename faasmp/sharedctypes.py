@@ -92,10 +92,11 @@ _POINTER_TYPES = (ctypes.c_char_p, ctypes.c_wchar_p, ctypes.c_void_p)
 
 # Lua: writes refresh the TTL and never resurrect a deleted key.  With a lock
 # (ARGV[2] = caller's owner id), the write happens only if the lock is free or
-# the caller's.  KEYS: data[, lock tokens, lock meta (holds the owner)].  ARGV: ttl, me or '',
+# the caller's.  KEYS: data[, lock meta (count 'v' and owner 'id')].  ARGV: ttl, me or '',
 # offset, bytes, offset, bytes, ...  -> 1 written, 0 lock held by another, -1 gone
 _WRITE = """
-if ARGV[2] ~= '' and redis.call('LLEN', KEYS[2]) == 0 and redis.call('HGET', KEYS[3], 'id') ~= ARGV[2] then
+if ARGV[2] ~= '' and tonumber(redis.call('HGET', KEYS[2], 'v') or '0') == 0
+    and redis.call('HGET', KEYS[2], 'id') ~= ARGV[2] then
   return 0
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
@@ -104,11 +105,14 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 """
 
-# KEYS: lock tokens, lock meta, data.  ARGV: me, start, end -> bytes, or nil if
+# KEYS: lock meta (count 'v' and owner 'id'), data.  ARGV: me, start, end -> bytes, or nil if
 # another process holds the lock.
 _GUARDED_READ = """
-if redis.call('LLEN', KEYS[1]) == 0 and redis.call('HGET', KEYS[2], 'id') ~= ARGV[1] then return false end
-return redis.call('GETRANGE', KEYS[3], ARGV[2], ARGV[3])
+if tonumber(redis.call('HGET', KEYS[1], 'v') or '0') == 0
+    and redis.call('HGET', KEYS[1], 'id') ~= ARGV[1] then
+  return false
+end
+return redis.call('GETRANGE', KEYS[2], ARGV[2], ARGV[3])
 """
 
 _SCRIPTS = {"write": _WRITE, "read": _GUARDED_READ}
@@ -224,10 +228,8 @@ class _SharedCData(SharedObject):
         if lock is None:
             data = self._session.state.getrange(self.key(), start, stop - 1)
         else:
-            meta, tokens, _ = lock._k()
-            data = self._script("read")(
-                keys=[tokens, meta, self.key()], args=[_IDENTITY.current(), start, stop - 1]
-            )
+            meta = lock._k()[0]
+            data = self._script("read")(keys=[meta, self.key()], args=[_IDENTITY.current(), start, stop - 1])
             if data is None:
                 return None
         if len(data) != stop - start:
@@ -239,8 +241,7 @@ class _SharedCData(SharedObject):
         args: list[Any] = [self._ttl_ms, ""]
         keys = [self.key()]
         if lock is not None:
-            meta, tokens, _ = lock._k()
-            keys += [tokens, meta]
+            keys.append(lock._k()[0])
             args[1] = _IDENTITY.current()
         for offset, data in pieces:
             args += [offset, data]

@@ -7,20 +7,26 @@ pickles to them as a reference to the same keys.
 
 Design (DESIGN.md §1), and why:
 
-* **Lock, RLock, Semaphore, BoundedSemaphore** are a LIST of tokens.  Acquiring
-  is one Lua script that pops a token (and records the owner) — one round trip
-  when the lock is free; when it is not, the caller blocks in ``BLPOP`` on the
-  token list, with the acquire timeout as the BLPOP timeout.  Releasing is one
-  Lua script that checks the release is legal and pushes the token back.
-  Redis hands a pushed token straight to the longest-waiting ``BLPOP`` client,
-  so waiters are served first come, first served, nobody polls, and a wake-up
-  cannot be lost: the token *is* the wake-up.  A waiter that dies simply
-  disappears from Redis' queue of blocked clients.  Locks record their owner
-  (owner id, process name, recursion count) in the object's hash; the owner id
-  is a random token per process (renewed in a forked child) plus the thread
-  id, so processes on other machines never share ids.  After a blocking
-  ``BLPOP`` the owner is recorded in a second round trip; until then the lock
-  reads as held by ``SomeOtherProcess``.
+* **Lock, RLock, Semaphore, BoundedSemaphore** are a hash holding the count
+  (and, for locks, the owner) plus a *wake list*.  Acquiring is one Lua script
+  that decrements the count if it is positive (and records the owner) — one
+  round trip when the lock is free; when it is not, the same script registers
+  the caller as a waiter and the caller blocks in ``BLPOP`` on the wake list,
+  with the acquire timeout as the BLPOP timeout.  Releasing is one Lua script
+  that checks the release is legal and then, if waiters are registered, hands
+  the unit over by pushing a token to the wake list (the count stays 0), else
+  increments the count.  Memory is constant whatever the value (the stdlib
+  Queue makes a ``BoundedSemaphore(2**31 - 1)``).  Redis hands a pushed token
+  straight to the longest-waiting ``BLPOP`` client, so waiters are served
+  first come, first served, nobody polls, and a wake-up cannot be lost: the
+  token *is* the wake-up.  A waiter that times out or is interrupted
+  unregisters atomically (taking a token that arrived meanwhile, or giving it
+  back when interrupted); a token nobody was blocked for (a waiter that died)
+  is taken by the next acquirer.  Locks record their owner (owner id, process
+  name, recursion count); the owner id is a random token per process (renewed
+  in a forked child) plus the thread id, so processes on other machines never
+  share ids.  After a blocking ``BLPOP`` the owner is recorded in a second
+  round trip; until then the lock reads as held by ``SomeOtherProcess``.
 * **Condition** keeps a LIST of waiter ids; each waiter blocks in ``BLPOP`` on
   its own wake list.  ``wait`` registers the waiter *and* releases the lock in
   one Lua script, so a ``notify`` (which must hold the lock) can never slip in
@@ -52,8 +58,9 @@ How it differs from the stdlib:
 * A Barrier waiter that times out just after the last party arrived waits for
   the action to finish and returns normally (as the stdlib); if that last
   party dies inside the action, the waiters are never released.
-* A blocking call interrupted (Ctrl-C) at the instant Redis hands it a token
-  can lose that token; the lock then stays locked, as if its holder had died.
+* A waiter killed while blocked stays registered; the unit a release hands
+  to it is taken by the next acquirer (nothing is lost, that acquirer just
+  pays one more step).
 """
 
 from __future__ import annotations
@@ -117,22 +124,53 @@ def _block_seconds(timeout: float | None) -> float:
 
 # --- Lua scripts (each one atomic step) -----------------------------------------
 
+
+def _hand_over(meta: str, wake: str, ttl: str) -> str:
+    """Lua releasing one unit of a semaphore: hand it to a registered waiter, or count it."""
+    return f"""
+if tonumber(redis.call('HGET', {meta}, 'w') or '0') > 0 then
+  redis.call('HINCRBY', {meta}, 'w', -1)
+  redis.call('RPUSH', {wake}, 1)
+  redis.call('PEXPIRE', {wake}, {ttl})
+else
+  redis.call('HINCRBY', {meta}, 'v', 1)
+end
+"""
+
+
 _SCRIPTS: dict[str, str] = {
-    # The owner (id, name, recursion count) lives in the meta hash.
-    # KEYS: meta, tokens.  ARGV: me, name, ttl, recursive, track owner, count
+    # A semaphore is one hash: 'v' the count, 'w' the registered blocked waiters
+    # not yet served, 'max' (-1 unbounded), and for locks the owner ('id',
+    # 'name', recursion 'count').  A release with waiters hands its unit over
+    # by pushing a token to the wake list (the count stays 0); without waiters
+    # it increments the count.  A token no blocked client took at once (its
+    # waiter is between registering and BLPOP, timed out, or died) may be taken
+    # by the next acquirer, which then counts that waiter as unserved again.
+    # KEYS: meta, wake.  ARGV: me, name, ttl, recursive, track owner, count, register
+    # -> 1 acquired, 0 not (registered as a waiter if ARGV[7] = '1'), -1 gone
     "sem_try": """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local v = redis.call('HGET', KEYS[1], 'v')
+if not v then return -1 end
 if ARGV[4] == '1' and redis.call('HGET', KEYS[1], 'id') == ARGV[1] then
   redis.call('HINCRBY', KEYS[1], 'count', 1)
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return 1
 end
-if not redis.call('LPOP', KEYS[2]) then return 0 end
+if tonumber(v) > 0 then
+  redis.call('HINCRBY', KEYS[1], 'v', -1)
+elseif redis.call('LPOP', KEYS[2]) then
+  redis.call('HINCRBY', KEYS[1], 'w', 1)
+else
+  if ARGV[7] == '1' then
+    redis.call('HINCRBY', KEYS[1], 'w', 1)
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  end
+  return 0
+end
 if ARGV[5] == '1' then
   redis.call('HSET', KEYS[1], 'id', ARGV[1], 'name', ARGV[2], 'count', ARGV[6])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 1
 """,
     # After a blocking BLPOP got the token.  KEYS: meta.  ARGV: me, name, ttl, count
@@ -142,10 +180,22 @@ redis.call('HSET', KEYS[1], 'id', ARGV[1], 'name', ARGV[2], 'count', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """,
-    # KEYS: meta, tokens.  ARGV: me, ttl, recursive
+    # A registered waiter stops waiting (timeout, interrupt).  KEYS: meta, wake
+    # -> 1 a token was there (the caller holds a unit after all), 0 unregistered
+    "sem_cancel": """
+if redis.call('LPOP', KEYS[2]) then return 1 end
+if tonumber(redis.call('HGET', KEYS[1], 'w') or '0') > 0 then
+  redis.call('HINCRBY', KEYS[1], 'w', -1)
+end
+return 0
+""",
+    # Give back a unit (an interrupted waiter got one).  KEYS: meta, wake.  ARGV: ttl
+    "sem_return": _hand_over("KEYS[1]", "KEYS[2]", "ARGV[1]"),
+    # KEYS: meta, wake.  ARGV: me, ttl, recursive
     # -> remaining recursion count (0 = released), -1 gone, -2 not owner, -3 over-release
     "sem_release": """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local v = redis.call('HGET', KEYS[1], 'v')
+if not v then return -1 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 if ARGV[3] == '1' then
   if redis.call('HGET', KEYS[1], 'id') ~= ARGV[1] then return -2 end
@@ -153,24 +203,27 @@ if ARGV[3] == '1' then
   if left > 0 then return left end
 else
   local maxv = tonumber(redis.call('HGET', KEYS[1], 'max'))
-  if maxv >= 0 and redis.call('LLEN', KEYS[2]) >= maxv then return -3 end
+  if maxv >= 0 and tonumber(v) + redis.call('LLEN', KEYS[2]) >= maxv then return -3 end
 end
 redis.call('HDEL', KEYS[1], 'id', 'name', 'count')
-redis.call('RPUSH', KEYS[2], 1)
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
+"""
+    + _hand_over("KEYS[1]", "KEYS[2]", "ARGV[2]")
+    + """
 return 0
 """,
     # Register a waiter and release the lock completely, atomically.
-    # KEYS: cond meta, cond queue, lock meta, lock tokens.  ARGV: me, wid, ttl
+    # KEYS: cond meta, cond queue, lock meta, lock wake list.  ARGV: me, wid, ttl
     # -> the lock's recursion count, -1 gone, -2 lock not owned
     "cond_wait": """
 if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
 if redis.call('HGET', KEYS[3], 'id') ~= ARGV[1] then return -2 end
 local count = tonumber(redis.call('HGET', KEYS[3], 'count'))
 redis.call('HDEL', KEYS[3], 'id', 'name', 'count')
-redis.call('RPUSH', KEYS[4], 1)
+"""
+    + _hand_over("KEYS[3]", "KEYS[4]", "ARGV[3]")
+    + """
 redis.call('RPUSH', KEYS[2], ARGV[2])
-for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
 return count
 """,
     # A waiter that timed out.  KEYS: queue, wake.  ARGV: wid -> 1 if notified meanwhile
@@ -300,7 +353,7 @@ class _Synchronizer(SharedObject):
 
 
 class SemLock(_Synchronizer):
-    """A counting semaphore as a token list (base of the locks and semaphores)."""
+    """A counting semaphore: a count in a hash plus a wake list (base of the locks and semaphores)."""
 
     _kind = "sem"
     _key_suffixes = ("m", "t")
@@ -316,17 +369,10 @@ class SemLock(_Synchronizer):
             raise ValueError(f"semaphore initial value must be >= 0 and <= {SEM_VALUE_MAX}, got {value}")
         self._init_shared(ctx)
         self._maxvalue = maxvalue
-        meta, tokens, _ = self._k()
+        meta = self._k()[0]
         pipe = self._session.state.pipeline(transaction=True)
-        pipe.hset(meta, {"kind": type(self).__name__, "max": maxvalue})
+        pipe.hset(meta, {"kind": type(self).__name__, "max": maxvalue, "v": value, "w": 0})
         pipe.pexpire(meta, self._ttl)
-        left = value
-        while left > 0:  # large semaphores in bounded chunks
-            n = min(left, 10_000)
-            pipe.rpush(tokens, *([1] * n))
-            left -= n
-        if value:
-            pipe.pexpire(tokens, self._ttl)
         pipe.execute()
 
     def _getstate_extra(self) -> dict[str, Any]:
@@ -343,24 +389,35 @@ class SemLock(_Synchronizer):
 
     def _acquire(self, block: bool, timeout: float | None, count: int) -> bool:
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
-        meta, tokens, _ = self._k()
+        meta, wake, _ = self._k()
         me = _IDENTITY.current()
         name = _owner_name() if self._track_owner else ""
+        register = block and (timeout is None or timeout > 0)
         got = self._run(
             "sem_try",
-            [meta, tokens],
-            [me, name, self._ttl, int(self._recursive), int(self._track_owner), count],
+            [meta, wake],
+            [me, name, self._ttl, int(self._recursive), int(self._track_owner), count, int(register)],
         )
         if got == 1:
             return True
         if got == -1:
             raise self._gone()
-        if not block:
+        if not register:
             return False
-        left = None if deadline is None else deadline - time.monotonic()
-        if left is not None and left <= 0:
-            return False
-        if self._session.state.blpop([tokens], _block_seconds(left)) is None:
+        # Registered as a waiter: a release now hands its unit to us via the wake list.
+        try:
+            left = None if deadline is None else deadline - time.monotonic()
+            woken = (left is None or left > 0) and (
+                self._session.state.blpop([wake], _block_seconds(left)) is not None
+            )
+            if not woken:
+                woken = self._run("sem_cancel", [meta, wake], []) == 1
+        except BaseException:
+            # Interrupted (Ctrl-C): stop waiting; a unit handed over meanwhile goes back.
+            if self._run("sem_cancel", [meta, wake], []) == 1:
+                self._run("sem_return", [meta, wake], [self._ttl])
+            raise
+        if not woken:
             return False
         if self._track_owner:
             if self._run("sem_owned", [meta], [me, name, self._ttl, count]) == -1:
@@ -372,9 +429,9 @@ class SemLock(_Synchronizer):
         self._release_checked()
 
     def _release_checked(self) -> int:
-        meta, tokens, _ = self._k()
+        meta, wake, _ = self._k()
         left: int = self._run(
-            "sem_release", [meta, tokens], [_IDENTITY.current(), self._ttl, int(self._recursive)]
+            "sem_release", [meta, wake], [_IDENTITY.current(), self._ttl, int(self._recursive)]
         )
         if left == -1:
             raise self._gone()
@@ -392,16 +449,19 @@ class SemLock(_Synchronizer):
 
     # -- introspection ------------------------------------------------------------
     def _snapshot(self) -> tuple[bool, int, dict[bytes, bytes]]:
-        """(exists, tokens available, meta hash with the owner) in one round trip."""
-        meta, tokens, _ = self._k()
+        """(exists, units available, meta hash with the owner) in one round trip.
+
+        Available units are the count plus handed-over units no waiter has taken yet.
+        """
+        meta, wake, _ = self._k()
         pipe = self._session.state.pipeline()
         pipe.hgetall(meta)
-        pipe.llen(tokens)
-        own, value = pipe.execute()
-        return bool(own), int(value), own
+        pipe.llen(wake)
+        own, pending = pipe.execute()
+        return bool(own), int(own.get(b"v", 0)) + int(pending), own
 
     def get_value(self) -> int:
-        """The number of tokens available now (a snapshot, as the stdlib's)."""
+        """The semaphore's value now (a snapshot, as the stdlib's)."""
         exists, value, _ = self._snapshot()
         if not exists:
             raise self._gone()
@@ -546,10 +606,10 @@ class Condition(_Synchronizer):
         Returns ``False`` if *timeout* passed without a notification.
         """
         meta, queue, prefix = self._k()
-        lmeta, ltokens, _ = self._lock._k()
+        lmeta, lwake, _ = self._lock._k()
         wid = secrets.token_hex(8)
         wake = prefix + wid
-        count = self._run("cond_wait", [meta, queue, lmeta, ltokens], [_IDENTITY.current(), wid, self._ttl])
+        count = self._run("cond_wait", [meta, queue, lmeta, lwake], [_IDENTITY.current(), wid, self._ttl])
         if count == -1:
             raise self._gone()
         if count == -2:

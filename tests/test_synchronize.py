@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import pickle
+import queue
 import threading
 import time
 
@@ -196,6 +197,101 @@ def test_bounded_semaphore_over_release(ctx):
     sem.acquire()
     sem.release()
     assert sem.get_value() == 2
+
+
+def _waiters(sem):
+    """The number of registered, unserved waiters of a semaphore (read from Redis)."""
+    return int(sem._session.state.hget(sem.key("m"), "w") or 0)
+
+
+def test_huge_bounded_semaphore_takes_constant_memory(ctx):
+    # The stdlib's queues.Queue makes BoundedSemaphore(2**31 - 1) on any context:
+    # the value is a count, not one Redis element per unit.
+    sem = ctx.BoundedSemaphore(synchronize.SEM_VALUE_MAX)
+    redis_client = ctx.session.state._r  # the test inspects Redis directly
+    assert sum(redis_client.memory_usage(k) or 0 for k in (sem.key("m"), sem.key("t"))) < 1024
+    assert sem.get_value() == synchronize.SEM_VALUE_MAX
+    assert sem.acquire(timeout=1)
+    assert sem.get_value() == synchronize.SEM_VALUE_MAX - 1
+    sem.release()
+    with pytest.raises(ValueError, match="released too many times"):
+        sem.release()
+    with pytest.raises(ValueError, match="<= 2147483647"):
+        ctx.Semaphore(synchronize.SEM_VALUE_MAX + 1)
+
+
+def test_stdlib_queue_on_a_faasmp_context(ctx):
+    import multiprocessing.queues  # noqa: PLC0415
+
+    q = multiprocessing.queues.Queue(ctx=ctx)  # BoundedSemaphore(2**31 - 1) + Lock from ctx
+    q.put([1, 2])
+    assert q.get(timeout=10) == [1, 2]
+    bounded = multiprocessing.queues.Queue(1, ctx=ctx)
+    bounded.put(1)
+    with pytest.raises(queue.Full):
+        bounded.put(2, timeout=0.1)
+    assert bounded.get(timeout=10) == 1
+    for x in (q, bounded):
+        x.close()
+        x.join_thread()
+
+
+def test_timed_out_waiters_unregister_and_lose_no_release(ctx):
+    sem = ctx.Semaphore(0)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(sem.acquire(timeout=0.3))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == [False] * 3
+    assert _waiters(sem) == 0
+    sem.release()  # counted, not handed to a waiter that is gone
+    assert sem.get_value() == 1
+    assert sem.acquire(False) is True
+    assert sem.acquire(timeout=0) is False and _waiters(sem) == 0
+
+
+def test_release_hands_units_to_blocked_waiters_first_come_first_served(ctx):
+    sem = ctx.Semaphore(0)
+    order = []
+
+    def wait(i):
+        assert sem.acquire(timeout=30)
+        order.append(i)
+
+    threads = []
+    for i in range(3):
+        threads.append(threading.Thread(target=wait, args=(i,)))
+        threads[-1].start()
+        deadline = time.monotonic() + 10
+        while _waiters(sem) < i + 1 and time.monotonic() < deadline:  # the test waits, not the code
+            time.sleep(0.01)
+    assert _waiters(sem) == 3
+    for i in range(3):
+        sem.release()
+        threads[i].join(10)
+        assert not threads[i].is_alive()
+    assert order == [0, 1, 2]
+    assert sem.get_value() == 0 and _waiters(sem) == 0
+
+
+def test_a_unit_handed_to_a_killed_waiter_is_not_lost(ctx):
+    lock = ctx.Lock()
+    lock.acquire()
+    p = ctx.Process(target=helpers_sync.try_acquire, args=(lock, 60))
+    p.start()
+    deadline = time.monotonic() + 60
+    while _waiters(lock) < 1 and time.monotonic() < deadline:  # the test waits, not the code
+        time.sleep(0.02)
+    assert _waiters(lock) == 1
+    p.terminate()
+    p.join(30)
+    lock.release()  # handed to the dead waiter's wake list...
+    assert lock.acquire(timeout=5) is True  # ...and taken by the next acquirer
+    assert _waiters(lock) == 1  # the dead waiter still counts (its next unit is taken the same way)
+    lock.release()
+    assert lock.acquire(False) is True
 
 
 def test_semaphore_limits_concurrency_of_remote_processes(ctx):
