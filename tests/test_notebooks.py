@@ -1,0 +1,147 @@
+"""Every tutorial and reproduction notebook runs top to bottom (nbval, small mode).
+
+Each group runs in its own ``pytest --nbval-lax`` subprocess with a private
+TMPDIR (Lithops' localhost backend keeps its working copy there) and the
+current environment's kernel.  Only cells tagged ``nbval-check-output`` have
+their output compared, after the sanitizers in ``notebooks/nbval_sanitize.cfg``
+(timings, addresses, pids, temp paths).
+
+The tutorials and the quicker reproductions run by default; the slower
+reproductions (``SLOW``) run with ``-m slow``, like the other long tests.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("nbval")
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+SANITIZE = NOTEBOOKS / "nbval_sanitize.cfg"
+TUTORIALS = sorted((NOTEBOOKS / "tutorials").glob("*.ipynb"))
+REPRODUCTIONS = sorted((NOTEBOOKS / "reproduction").glob("*.ipynb"))
+#: Reproductions that take longest in small mode: run with -m slow.
+SLOW = {"05_storage", "07_evolution", "08_sentiment", "09_gridsearch"}
+
+
+def run_nbval(paths: list[Path], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    env.pop("PYTEST_ADDOPTS", None)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "--nbval-lax",
+        "--nbval-current-env",
+        "--nbval-sanitize-with",
+        str(SANITIZE),
+        "--nbval-cell-timeout=300",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "addopts=",
+        "-q",
+        "--durations=0",
+        *map(str, paths),
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
+
+
+def check(out: subprocess.CompletedProcess[str]) -> None:
+    assert out.returncode == 0, (
+        f"nbval failed (exit {out.returncode}):\n{out.stdout[-6000:]}\n{out.stderr[-2000:]}"
+    )
+    assert " passed" in out.stdout and " failed" not in out.stdout
+
+
+def test_notebook_inventory():
+    names = {p.stem for p in TUTORIALS}
+    assert {"01_getting_started", "05_cloud_backend"} <= names
+    assert len(REPRODUCTIONS) == 10
+    assert SLOW <= {p.stem for p in REPRODUCTIONS}
+    for nb in TUTORIALS + REPRODUCTIONS:
+        text = nb.read_text()
+        assert '"outputs": []' in text or "nbval-check-output" in text, (
+            f"{nb.name}: commit it without outputs"
+        )
+    for nb in REPRODUCTIONS:
+        assert "FULL = False" in nb.read_text(), f"{nb.name}: small mode must be the default"
+
+
+@pytest.mark.timeout(900)
+def test_tutorials_run_under_nbval(tmp_path):
+    check(run_nbval(TUTORIALS, tmp_path))
+
+
+@pytest.mark.timeout(900)
+def test_quick_reproductions_run_under_nbval(tmp_path):
+    check(run_nbval([p for p in REPRODUCTIONS if p.stem not in SLOW], tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_slow_reproductions_run_under_nbval(tmp_path):
+    check(run_nbval([p for p in REPRODUCTIONS if p.stem in SLOW], tmp_path))
+
+
+# --- binder/ -------------------------------------------------------------------
+
+BINDER = ROOT / "binder"
+
+
+def test_binder_files_parse_as_repo2docker_reads_them():
+    from packaging.requirements import Requirement
+
+    for line in (BINDER / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            Requirement(line)  # raises on anything pip would reject
+    assert (BINDER / "runtime.txt").read_text().strip().startswith("python-3.")
+    for script in ("postBuild", "start"):
+        path = BINDER / script
+        assert os.access(path, os.X_OK), f"binder/{script} must be executable"
+        assert path.read_text().startswith("#!/bin/bash\n")
+        subprocess.run(["bash", "-n", str(path)], check=True)  # syntax only
+    assert 'exec "$@"' in (BINDER / "start").read_text(), "start must hand over to the notebook server"
+    assert 'pip install --no-cache-dir -e ".[jupyter]"' in (BINDER / "postBuild").read_text()
+
+
+def test_binder_postbuild_server_check_runs(tmp_path):
+    """The check postBuild runs in the image: the embedded server starts and stops."""
+    text = (BINDER / "postBuild").read_text()
+    script = text.split("<<'PY'\n", 1)[1].split("\nPY\n", 1)[0]
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    assert out.returncode == 0, out.stderr
+    assert "embedded server starts: True" in out.stdout
+
+
+def test_repo2docker_renders_a_dockerfile_with_our_hooks(tmp_path):
+    """Offline: repo2docker --no-build prints the Dockerfile it would build (skipped without repo2docker)."""
+    import shutil
+
+    exe = shutil.which("repo2docker") or shutil.which("repo2docker", path=str(Path(sys.executable).parent))
+    if exe is None:
+        pytest.skip("repo2docker is not installed (pip install jupyter-repo2docker)")
+    out = subprocess.run(
+        [exe, "--no-build", "--no-run", "--debug", "--user-id", "1000", "--user-name", "jovyan", str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    dockerfile = out.stdout + out.stderr
+    assert 'pip install --no-cache-dir -r "binder/requirements.txt"' in dockerfile
+    assert "RUN ./binder/postBuild" in dockerfile
+    assert 'ENV R2D_ENTRYPOINT="${REPO_DIR}/binder/start"' in dockerfile

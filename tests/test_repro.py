@@ -1,0 +1,94 @@
+"""faasmp.repro: the experiment registry, results and the ``faasmp repro`` CLI."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from faasmp import repro
+from faasmp.repro.core import Result, Row
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str, tmp_path: Path, timeout: float = 100) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # Lithops localhost: a private work dir
+    return subprocess.run(
+        [sys.executable, "-m", "faasmp", "repro", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=tmp_path,
+    )
+
+
+def test_every_experiment_is_a_module_with_run_and_title():
+    for name, (module, description) in repro.EXPERIMENTS.items():
+        mod = importlib.import_module(f"faasmp.repro.{module}")
+        assert callable(mod.run), name
+        assert mod.TITLE and description, name
+    assert (ROOT / "notebooks" / "reproduction").is_dir()
+    notebooks = {p.stem.split("_", 1)[1] for p in (ROOT / "notebooks" / "reproduction").glob("*.ipynb")}
+    assert notebooks == set(repro.EXPERIMENTS), "one notebook per experiment"
+
+
+def test_unknown_experiment_names_the_known_ones():
+    with pytest.raises(ValueError, match="unknown experiment 'nope'; known: overheads"):
+        repro.run("nope")
+
+
+def test_result_table_markdown_and_save(tmp_path):
+    import plotly.graph_objects as go
+
+    result = Result(
+        "demo",
+        "A demo",
+        "small",
+        [Row("latency", 1.0, 0.25, "ms", "a | pipe"), Row("skipped", 80.0, None, "GB/s")],
+        {"bars": go.Figure(go.Bar(x=["a"], y=[1]))},
+        notes="Why they differ.",
+    )
+    assert list(result.table.columns) == ["metric", "paper", "ours", "unit", "comment"]
+    md = result.markdown()
+    assert "| latency | 1 | 0.25 | ms | a / pipe |" in md
+    assert "| skipped | 80 | — | GB/s |  |" in md
+    assert md.rstrip().endswith("Why they differ.")
+    files = result.save(tmp_path, png=False)
+    assert {f.name for f in files} == {"demo.csv", "demo.md", "demo_bars.html"}
+    rows = list(csv.DictReader((tmp_path / "demo.csv").open()))
+    assert rows[0]["paper"] == "1.0" and rows[0]["ours"] == "0.25"
+    assert "plotly" in (tmp_path / "demo_bars.html").read_text()
+
+
+def test_cli_lists_experiments(tmp_path):
+    out = _cli(tmp_path=tmp_path)
+    assert out.returncode == 0, out.stderr
+    for name in repro.EXPERIMENTS:
+        assert f"  {name} " in out.stdout
+    assert _cli("list", tmp_path=tmp_path).stdout == out.stdout
+
+
+def test_cli_unknown_experiment_fails_with_exit_2(tmp_path):
+    out = _cli("nope", tmp_path=tmp_path)
+    assert out.returncode == 2
+    assert "unknown experiment 'nope'" in out.stderr
+
+
+def test_cli_runs_an_experiment_and_writes_table_and_plot(tmp_path):
+    out = _cli("pipes", "--out", "results", "--no-png", tmp_path=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = tmp_path / "results"
+    assert sorted(p.name for p in results.iterdir()) == ["pipes.csv", "pipes.md", "pipes_pipes.html"]
+    rows = {r["metric"]: r for r in csv.DictReader((results / "pipes.csv").open())}
+    rtt = rows["1-byte RTT, mean"]
+    assert float(rtt["paper"]) == 1.0
+    assert 0 < float(rtt["ours"]) < 1000  # ms; a real measurement, not asserted for speed
+    assert "Pipe latency and throughput" in (results / "pipes.md").read_text()
+    assert "| 1-byte RTT, mean | 1 |" in out.stdout
