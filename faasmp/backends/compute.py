@@ -14,6 +14,7 @@ import copy
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -65,11 +66,13 @@ class _LithopsInvocation:
             self._error = f"{type(exc).__name__}: {exc}"
             self._finished = True
             return True
-        if status is None or status.get("type") == "__init__":
+        failed = bool(getattr(self._future, "error", False))
+        if (status is None or status.get("type") == "__init__") and not (failed or self._future.done):
             # Lithops writes an "__init__" status when the call starts running.
             return False
+        # Once Lithops has seen a failed call, status() answers None: look at the future.
         self._finished = True
-        if status.get("exception"):
+        if failed or (status is not None and status.get("exception")):
             try:
                 self._future.status(throw_except=True)
                 self._error = "the invocation failed"
@@ -146,14 +149,23 @@ class LithopsCompute:
                 future = self._executor.call_async(func, args, include_modules=None)
             except Exception as exc:  # noqa: BLE001 - reported with the backend's name
                 raise ComputeError(f"Lithops ({self.name}) could not invoke: {exc}") from exc
+        # Lithops' get_result() installs signal handlers (main thread only);
+        # poll the call's status instead, like the warm pool's monitor does.
+        invocation = _LithopsInvocation(future)
+        deadline = time.monotonic() + timeout
+        while not invocation.finished():
+            if time.monotonic() > deadline:
+                raise ComputeError(
+                    f"a call on Lithops backend {self.name!r} did not finish within {timeout:g} s"
+                )
+            time.sleep(0.05)
+        if invocation.error() is not None:
+            raise ComputeError(f"a call on Lithops backend {self.name!r} failed: {invocation.error()}")
         try:
-            return self._executor.get_result(
-                fs=future, timeout=int(max(timeout, 1)), show_progressbar=False, wait_dur_sec=0.05
-            )
-        except Exception as exc:  # noqa: BLE001 - timeouts and remote errors alike
+            return future.result()
+        except Exception as exc:  # noqa: BLE001 - remote errors, lost results
             raise ComputeError(
-                f"a call on Lithops backend {self.name!r} failed or did not finish within {timeout:g} s: "
-                f"{type(exc).__name__}: {exc}"
+                f"a call on Lithops backend {self.name!r} failed: {type(exc).__name__}: {exc}"
             ) from exc
 
     def shutdown(self) -> None:
