@@ -50,8 +50,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
-import hmac
 import multiprocessing
 import pickle
 import secrets
@@ -63,7 +61,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import cloudpickle
 
 from .backends.state import CONNECTION_ERRORS, StateError
-from .runtime.call import AuthenticationError, dumps_named
+from .runtime.call import Signer, dumps_named, signer
 from .runtime.shared import SharedObject
 
 if TYPE_CHECKING:
@@ -87,59 +85,14 @@ _WAKE = b""
 # body), so a signed pickle is a signed byte string and vice versa.
 
 
-class Signer:
-    """HMAC-SHA256 with one key, its key schedule computed once.
-
-    The same MAC as ``hmac.new(key, data, hashlib.sha256)`` (RFC 2104), but
-    each message only copies two prepared SHA-256 states: ~3.5 us for a small
-    message whatever the cache state, where ``hmac.new`` costs 7-13 us right
-    after a context switch (every message of a ping-pong), and half the time
-    for 1 MB.
-    """
-
-    def __init__(self, key: bytes) -> None:
-        if len(key) > 64:
-            key = hashlib.sha256(key).digest()
-        key = key.ljust(64, b"\0")
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
-
-    def mac(self, data: bytes | memoryview) -> bytes:
-        inner = self._inner.copy()
-        inner.update(data)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.digest()
-
-    def sign(self, body: bytes | memoryview) -> bytes:
-        """``MAC || body``, the payload format of :func:`faasmp.runtime.call.dumps`."""
-        return b"".join((self.mac(body), body))
-
-    def verify(self, data: bytes) -> memoryview:
-        """Check a signed payload; return its body, uncopied.
-
-        Raises :class:`~faasmp.runtime.call.AuthenticationError` if the
-        signature does not match, before anything looks at the body.
-        """
-        if len(data) < _MAC_SIZE:
-            raise AuthenticationError("message too short to carry a signature; refused")
-        view = memoryview(data)
-        body = view[_MAC_SIZE:]
-        if not hmac.compare_digest(view[:_MAC_SIZE], self.mac(body)):
-            raise AuthenticationError(
-                "message signature does not match this run's authkey; refused without unpickling"
-            )
-        return body
-
-
 def sign_bytes(body: bytes | memoryview, authkey: bytes) -> bytes:
     """``HMAC-SHA256(authkey, body) || body`` — :func:`~faasmp.runtime.call.dumps` without pickling."""
-    return Signer(authkey).sign(body)
+    return signer(authkey).sign(body)
 
 
 def verify_bytes(data: bytes, authkey: bytes) -> memoryview:
     """Check a payload made by :func:`sign_bytes` (or ``dumps``); return its body, uncopied."""
-    return Signer(authkey).verify(data)
+    return signer(authkey).verify(data)
 
 
 # --- Lua ---------------------------------------------------------------------
@@ -315,7 +268,7 @@ class Connection(SharedObject):
         e = self._end
         self._state = state
         self._authkey: bytes = session.authkey
-        self._signer = Signer(session.authkey)
+        self._signer = signer(session.authkey)
         self._ttl = int(session.config.key_ttl * 1000)
         self._prefix = session.keys.prefix
         self._cap = max(0.05, float(session.config.heartbeat_interval))
