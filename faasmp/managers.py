@@ -77,8 +77,9 @@ from dataclasses import dataclass
 from multiprocessing import ProcessError
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .runtime.call import AuthenticationError, PicklingFailed, dumps, loads
+from .runtime.call import AuthenticationError, dumps, loads, pickling_failed
 from .runtime.shared import SharedObject, _default_ctx
+from .synchronize import Event as Event_
 
 if TYPE_CHECKING:
     from .backends.state import ScriptCall, StateBackend
@@ -90,6 +91,7 @@ __all__ = [
     "BaseProxy",
     "DictProxy",
     "Direct",
+    "EventProxy",
     "ListProxy",
     "MakeProxyType",
     "ManagerShutdownError",
@@ -676,6 +678,9 @@ class BaseProxy(SharedObject):
         made = type(self).__dict__.get("_made_")
         if made is not None:  # a generated class: rebuild it on the other side
             return (_rebuild_made, (made, self._ctx, self._oid, self._getstate_extra()))
+        adapted = type(self).__dict__.get("_adapted_")
+        if adapted is not None:  # adapted from a stdlib proxy class: adapt it again there
+            return (_rebuild_adapted, (adapted, self._ctx, self._oid, self._getstate_extra()))
         return super().__reduce__()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Any:
@@ -731,10 +736,11 @@ class BaseProxy(SharedObject):
         try:
             return dumps(value, self._conn().authkey)
         except Exception as exc:  # noqa: BLE001 - any pickling failure becomes one clear error
-            raise PicklingFailed(
+            raise pickling_failed(
                 f"cannot store {what} in a manager {self._typeid!r}: {type(value).__name__} object "
                 f"is not picklable ({type(exc).__name__}: {exc}). Shared objects live in Redis, "
-                "so everything stored in them must pickle."
+                "so everything stored in them must pickle.",
+                exc,
             ) from exc
 
     def _load(self, blob: bytes) -> Any:
@@ -757,8 +763,10 @@ class BaseProxy(SharedObject):
     def _check_exposed(self, methodname: str) -> None:
         exposed = self._exposed
         if exposed is not None and methodname not in exposed:
-            raise AttributeError(
-                f"method {methodname!r} of {self._typeid!r} object is not in exposed={exposed!r}"
+            raise _remote_error(
+                AttributeError(
+                    f"method {methodname!r} of {self._typeid!r} object is not in exposed={exposed!r}"
+                )
             )
 
     def _callmethod(
@@ -850,9 +858,10 @@ class BaseProxy(SharedObject):
             new: bytes | None = self._dump_object(obj)
         except Exception as exc:  # noqa: BLE001 - report which object could not be stored
             self._release_lock(token, None)
-            raise PicklingFailed(
+            raise pickling_failed(
                 f"{self._describe()}: after the method call the object could not be pickled "
-                f"({type(exc).__name__}: {exc}); its change was not stored"
+                f"({type(exc).__name__}: {exc}); its change was not stored",
+                exc,
             ) from exc
         self._release_lock(token, None if new == old else new)
 
@@ -875,6 +884,46 @@ def _rebuild_made(made: tuple[str, tuple[str, ...], type], ctx: Any, oid: str, e
 
 class AutoProxy(BaseProxy):
     """Base of the proxy types made for registered classes (``proxytype=None``)."""
+
+
+#: Attributes of a stdlib proxy class that belong to the stdlib's machinery
+#: (connection, reference counting, pickling), not to the proxy's interface.
+_STDLIB_PROXY_MACHINERY = frozenset(
+    {"__init__", "__reduce__", "__deepcopy__", "__repr__", "__str__", "__dict__", "__weakref__",
+     "__module__", "__qualname__", "__doc__", "_callmethod", "_getvalue", "_incref", "_decref",
+     "_after_fork", "_connect"}
+)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=64)
+def _adapt_proxytype(proxytype: Any) -> Any:
+    """A faasmp proxy type with the interface of a stdlib ``multiprocessing.managers.BaseProxy`` subclass.
+
+    Code written for the stdlib registers its own proxy classes (e.g. an
+    iterator proxy whose ``__next__`` calls ``self._callmethod('__next__')``).
+    Their methods are copied onto a :class:`BaseProxy` subclass, so the same
+    ``_callmethod`` calls act on the object kept in Redis.  Other types are
+    returned unchanged.
+    """
+    import multiprocessing.managers as std  # noqa: PLC0415
+
+    if not (isinstance(proxytype, type) and issubclass(proxytype, std.BaseProxy)):
+        return proxytype
+    if issubclass(proxytype, BaseProxy):  # faasmp's own BaseProxy patched in as the stdlib's
+        return proxytype
+    namespace: dict[str, Any] = {}
+    for klass in reversed(proxytype.__mro__):
+        if klass in std.BaseProxy.__mro__:
+            continue
+        namespace.update((k, v) for k, v in vars(klass).items() if k not in _STDLIB_PROXY_MACHINERY)
+    namespace.update(_adapted_=proxytype, __module__=proxytype.__module__, __doc__=proxytype.__doc__)
+    return type(proxytype.__name__, (BaseProxy,), namespace)
+
+
+def _rebuild_adapted(proxytype: type, ctx: Any, oid: str, extra: dict[str, Any]) -> Any:
+    from .runtime.shared import _rebuild  # noqa: PLC0415
+
+    return _rebuild(_adapt_proxytype(proxytype), ctx, oid, extra)
 
 
 @functools.lru_cache(maxsize=256)
@@ -1398,6 +1447,47 @@ class Direct:
 _NO_VALUE: Any = object()
 
 
+@functools.lru_cache(maxsize=64)
+def _remote_error_type(original: type[BaseException]) -> type[Exception]:
+    """``multiprocessing.managers.RemoteError`` combined with *original* (if their layouts allow)."""
+    from multiprocessing.managers import RemoteError  # noqa: PLC0415
+
+    if not issubclass(original, Exception):
+        return RemoteError
+    try:
+        return type("RemoteError", (RemoteError, original), {"__module__": __name__})
+    except TypeError:
+        return RemoteError
+
+
+def _remote_error(exc: BaseException) -> Exception:
+    """The error a stdlib manager server reports as ``RemoteError`` for *exc*.
+
+    The stdlib's server turns an error in creating an object or a call of an
+    unexposed method into :class:`multiprocessing.managers.RemoteError`
+    carrying the server's traceback; faasmp has no server, so the error is
+    also an instance of *exc*'s type (``except ValueError`` keeps working).
+    """
+    import traceback  # noqa: PLC0415
+
+    text = "".join(traceback.format_exception(exc)) if exc.__traceback__ else f"{type(exc).__name__}: {exc}\n"
+    try:
+        err = _remote_error_type(type(exc))(text)
+    except Exception:  # noqa: BLE001 - an error type with a special constructor
+        from multiprocessing.managers import RemoteError  # noqa: PLC0415
+
+        err = RemoteError(text)
+    return err
+
+
+def _create_value(callable_: Callable[..., Any], args: tuple[Any, ...], kwds: dict[str, Any]) -> Any:
+    """Call a registered callable; its errors become ``RemoteError`` as from a stdlib server."""
+    try:
+        return callable_(*args, **kwds)
+    except Exception as exc:
+        raise _remote_error(exc) from exc
+
+
 def _make_object(
     mcls: type[BaseManager],
     ctx: FaasContext,
@@ -1417,7 +1507,7 @@ def _make_object(
         if value is _NO_VALUE:
             if callable_ is None:
                 raise TypeError(f"typeid {typeid!r} has no callable to create objects with")
-            value = callable_(*args, ctx=ctx, **kwds)
+            value = _create_value(callable_, args, {**kwds, "ctx": ctx})
         parts = _shared_parts(value, given)
         _register_keys(ctx, mid, parts)
         if manager is not None and manager._kind is _Kind.OWNER:
@@ -1431,7 +1521,7 @@ def _make_object(
                 raise ValueError("Without callable, must have one non-keyword argument")
             value = args[0]
         else:
-            value = callable_(*args, **kwds)
+            value = _create_value(callable_, args, kwds)
     if proxytype is AutoProxy:
         names = tuple(exposed) if exposed is not None else tuple(public_methods(value))
         ptype: type[BaseProxy] = MakeProxyType(f"AutoProxy[{typeid}]", names, AutoProxy)
@@ -1746,6 +1836,7 @@ class BaseManager:
             cls._registry = cls._registry.copy()
         if proxytype is None:
             proxytype = AutoProxy
+        proxytype = _adapt_proxytype(proxytype)
         if proxytype is not Direct and not (isinstance(proxytype, type) and issubclass(proxytype, BaseProxy)):
             raise TypeError(
                 f"proxytype for {typeid!r} must be a faasmp.managers.BaseProxy subclass (or "
@@ -1849,8 +1940,19 @@ def _condition(lock: Any = None, *, ctx: Any) -> Any:
     return ctx.Condition(lock)
 
 
+class EventProxy(Event_):
+    """What ``manager.Event()`` returns: a faasmp :class:`~faasmp.synchronize.Event`.
+
+    It is the Redis-backed event itself (no server in between); only its
+    ``repr`` names it like the stdlib's proxy.
+    """
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} object, typeid 'Event' at {id(self):#x}>"
+
+
 def _event(*, ctx: Any) -> Any:
-    return ctx.Event()
+    return EventProxy(ctx=ctx)
 
 
 def _barrier(
