@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from faasmp import stats
+from faasmp import cost, stats
 from faasmp.stats import PHASES, TaskRecord
 
 logger = logging.getLogger(__name__)
@@ -352,7 +352,17 @@ def text_report(snap: Snapshot, title: str = "faasmp") -> str:
         lines.append(
             f"Redis round trip: p50 {ms[len(ms) // 2]:.2f} ms, max {ms[-1]:.2f} ms ({len(ms)} samples)"
         )
+    if snap.records:
+        lines.append(cost_line(snap))
     return "\n".join(lines)
+
+
+def cost_line(snap: Snapshot) -> str:
+    """The estimated cost of the records shown (``faasmp.cost``, the default context's config)."""
+    try:
+        return cost.cost_line(snap.records)
+    except Exception as exc:  # noqa: BLE001 - a bad price table must not break the dashboard
+        return f"cost: unavailable ({exc})"
 
 
 def summary_html(snap: Snapshot) -> str:
@@ -372,6 +382,7 @@ def summary_html(snap: Snapshot) -> str:
     return (
         "<table class='faasmp-phases' style='font-size:12px'>"
         f"<tr><th style='text-align:left'>phase (ms)</th>{head}</tr>{''.join(rows)}</table>"
+        f"<div class='faasmp-cost' style='font-size:12px;color:#555'>{html.escape(cost_line(snap))}</div>"
     )
 
 

@@ -31,7 +31,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Bool, Enum, Float, Unicode
 
 import faasmp
-from faasmp import stats
+from faasmp import cost, stats
 from faasmp.runtime.output import replay
 from faasmp.stats import TaskRecord
 
@@ -381,7 +381,11 @@ class FaasMagics(Magics):
     @magic_arguments()
     @argument("--workers", type=str, default=None, help="Size the warm pool to N workers before the cell.")
     @dashboard_args
-    @argument("--stats", action="store_true", help="Print the per-phase overhead table after the cell.")
+    @argument(
+        "--stats",
+        action="store_true",
+        help="Print the per-phase overhead table and the cost estimate (faasmp.cost) after the cell.",
+    )
     def faas(self, line: str, cell: str) -> Any:
         """Run the cell's ``multiprocessing`` code on faasmp, unchanged.
 
@@ -426,6 +430,8 @@ class FaasMagics(Magics):
         records = model.records()
         if records:
             print(stats.format_summary(records))
+            config = faasmp.get_context().config
+            print(cost.format_cost(cost.estimate(records, config), config))
         else:
             print("(no faasmp pool tasks ran in this cell)")
 

@@ -315,6 +315,7 @@ def test_faas_cell_runs_stdlib_code_on_faasmp_and_restores_the_stdlib(
     records = faasmp_magics.last_records()
     assert 1 <= len(records) <= 5 and all(r.n_items == 1 and r.ok for r in records)  # 5 chunks of 1 item
     assert "phase" in out and "invoke" in out and f"({len(records)} task records)" in out
+    assert "cost job" in out and "GB-s" in out and "invocation(s)" in out  # --stats shows the estimate
 
     with pytest.raises(ZeroDivisionError) as info:
         ipshell.run_cell_magic("faas", "", "with Pool(2) as p:\n    p.map(lambda x: 1 / x, [0])")
@@ -331,6 +332,7 @@ def test_faas_cell_in_a_terminal_shell_prints_the_text_dashboard(
     )
     out = capsys.readouterr().out
     assert "faasmp %%faas: 2/2 tasks · done 2" in out and "phase" in out
+    assert "cost ≈ $" in out and "aws_lambda list prices (localhost is free)" in out
 
 
 # -- notebooks in a real kernel ------------------------------------------------------------------
