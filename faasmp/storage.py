@@ -73,6 +73,8 @@ __all__ = [
 DIR_MARKER = "__faasmp_dir__"
 #: Bytes a reader fetches per request.
 READ_BLOCK = 8 << 20
+#: Buffer of a reading file object (fewer Python-level calls than 8 KiB).
+_BUFFER = 1 << 20
 
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://([^/]+)(.*)$")
 
@@ -623,8 +625,8 @@ def open(
     if "b" in mode:
         if buffering == 0 or isinstance(raw, _WritableObject):
             return raw
-        return io.BufferedReader(raw, buffer_size=buffering if buffering > 1 else io.DEFAULT_BUFFER_SIZE)
-    binary: IO[bytes] = raw if isinstance(raw, _WritableObject) else io.BufferedReader(raw)
+        return io.BufferedReader(raw, buffer_size=buffering if buffering > 1 else _BUFFER)
+    binary: IO[bytes] = raw if isinstance(raw, _WritableObject) else io.BufferedReader(raw, _BUFFER)
     text = io.TextIOWrapper(
         binary,  # type: ignore[arg-type]
         encoding=io.text_encoding(encoding),
