@@ -100,3 +100,11 @@ def log_everything(n: int) -> int:
 def start_thread_and_return() -> str:
     threading.Thread(target=time.sleep, args=(0.01,)).start()
     return "ok"
+
+
+def child_exit(q: Any, i: int) -> None:
+    """Report (i, pid) and exit with a code derived from i."""
+    import sys  # noqa: PLC0415
+
+    q.put((i, os.getpid()))
+    sys.exit(i % 4)

@@ -91,6 +91,7 @@ CONSTRUCTORS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+@pytest.mark.parametrize("ctx", ["embedded"], indirect=True)  # validation does not depend on the server
 @pytest.mark.parametrize("case", list(CONSTRUCTORS))
 def test_constructor_rejects_like_the_stdlib(ctx, case):
     call = CONSTRUCTORS[case]

@@ -98,6 +98,9 @@ CASES: dict[str, tuple[Callable[[FaasContext], Any], Any]] = {
 }
 
 
+# Timeouts are Redis' own (BLPOP/BLMOVE/Lua): one backend is enough for the table;
+# test_timeouts_from_inside_a_worker runs on both.
+@pytest.mark.parametrize("ctx", ["embedded"], indirect=True)
 @pytest.mark.parametrize("name", list(CASES))
 def test_blocking_call_times_out(ctx, name):
     call, expected = CASES[name]
