@@ -35,7 +35,16 @@ import traceback
 from typing import Any
 
 from ..backends.state import CONNECTION_ERRORS, StateBackend, open_state
-from .call import AuthenticationError, CallKind, ExceptionInfo, RemoteCall, dumps, loads, share_globals
+from .call import (
+    AuthenticationError,
+    CallKind,
+    ExceptionInfo,
+    RemoteCall,
+    dumps,
+    dumps_plain,
+    loads,
+    share_globals,
+)
 from .keys import Keys
 
 logger = logging.getLogger(__name__)
@@ -584,13 +593,16 @@ class Slot:
         maxtasks = desc.get("maxtasksperchild")
         done = 0
         offset = self.offset - spec.clock_offset
-        pending: Any = None  # the last result, sent together with the next BLPOP
+        # The last result's commands, sent with the next BLPOP on this thread's
+        # own connection (state.direct: no pool, retry or hook layers).
+        pending: list[tuple[Any, ...]] | None = None
+        execute_many = state.direct.execute_many
         while maxtasks is None or done < maxtasks:
             try:
                 if pending is not None:
                     # One round trip: deliver the result and wait for the next task.
-                    pending.blpop([task_key], timeout=spec.heartbeat * 3)
-                    item = pending.execute()[-1]
+                    pending.append(("BLPOP", task_key, spec.heartbeat * 3))
+                    item = execute_many(pending)[-1]
                     pending = None
                     write_record(self.record, ("pool", pool_id, None, None))
                 else:
@@ -641,16 +653,15 @@ class Slot:
                 had_output,
             )
             try:
-                blob = dumps(("done", job, index, ok, value, timing), authkey)
+                done_msg = ("done", job, index, ok, value, timing)
+                blob = dumps_plain(done_msg, authkey) or dumps(done_msg, authkey)
             except Exception as exc:  # noqa: BLE001 - an unsendable result is an error
                 unsendable = _encoding_error(exc, value)
                 blob = dumps(("done", job, index, False, ExceptionInfo.capture(unsendable), timing), authkey)
-            pending = state.pipeline()
-            pending.rpush(res_key, blob)
-            pending.incrby(k.tasks_run, 1)
+            pending = [("RPUSH", res_key, blob), ("INCRBY", k.tasks_run, 1)]
             done += 1
         if pending is not None:
-            pending.execute()
+            execute_many(pending)
             write_record(self.record, ("pool", pool_id, None, None))
         return "maxtasksperchild"
 
