@@ -28,7 +28,7 @@ from multiprocessing.pool import MaybeEncodingError, ThreadPool  # type: ignore[
 from typing import TYPE_CHECKING, Any
 
 from .patch import is_patched
-from .runtime.call import CallKind, ExceptionInfo, RemoteCall, dumps, dumps_named, loads
+from .runtime.call import CallKind, ExceptionInfo, RemoteCall, dumps, dumps_named, dumps_plain, loads
 from .stats import JobFinished, JobStarted, TaskFinished, TaskRecord
 
 if TYPE_CHECKING:
@@ -199,8 +199,9 @@ class Pool:
         for index, chunk in chunks:
             t0 = time.perf_counter()
             submitted = time.time()
+            task = (job, index, fn_key, mode, chunk)
             batch.append(
-                dumps_named((job, index, fn_key, mode, chunk), authkey, f"the arguments of task {index}")
+                dumps_plain(task, authkey) or dumps_named(task, authkey, f"the arguments of task {index}")
             )
             metas.append((index, submitted, time.perf_counter() - t0))
             if len(batch) >= _SUBMIT_BATCH:
@@ -581,6 +582,9 @@ def _handle_results(pool_ref: weakref.ref[Pool], session: Session, results_key: 
     hb = session.config.heartbeat_interval
     last_check = time.monotonic()
     down_since = 0.0
+    # This thread's own connection (no pool, retry or hook layers per command).
+    direct = session.state.direct
+    drain_first = False
     while True:
         pool = pool_ref()
         if pool is None or session.closed:
@@ -590,7 +594,14 @@ def _handle_results(pool_ref: weakref.ref[Pool], session: Session, results_key: 
             return
         del pool
         try:
-            item = session.state.blpop([results_key], timeout=hb)
+            # While results flow, take up to _DRAIN at once without blocking;
+            # when none are there, block for the next one.
+            blobs = (direct.execute("LPOP", results_key, _DRAIN) if drain_first else None) or []
+            if not blobs:
+                item = direct.blpop([results_key], timeout=hb)
+                if item is not None:
+                    blobs = [item[1]]
+            drain_first = bool(blobs)
         except Exception as exc:  # noqa: BLE001 - the backend went away
             if session.closed:
                 return
@@ -602,11 +613,7 @@ def _handle_results(pool_ref: weakref.ref[Pool], session: Session, results_key: 
         pool = pool_ref()
         if pool is None:
             return
-        if item is not None:
-            # One blocking pop, then drain what else arrived in one round trip.
-            blobs = [item[1]]
-            if pool._cache:
-                blobs += session.state.lpop_many(results_key, _DRAIN)
+        if blobs:
             for blob in blobs:
                 try:
                     msg = loads(blob, session.authkey)
