@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable
@@ -302,11 +303,26 @@ class FaasContext:
     def get_all_start_methods(self) -> list[str]:
         return list(START_METHODS)
 
-    def set_executable(self, executable: str) -> None:
-        """Interpreter that runs localhost invocations (the stdlib's spawn executable)."""
-        lconf = dict(self.config.lithops_config)
-        lconf["localhost"] = {**dict(lconf.get("localhost", {})), "runtime": os.fsdecode(executable)}
-        self.configure(lithops_config=lconf)
+    def set_executable(self, executable: str | bytes | os.PathLike[str]) -> None:
+        """Record the interpreter child processes should run (the stdlib's spawn executable).
+
+        Like the stdlib, this is accepted at any time (a ``str``, ``bytes`` or
+        path) and stored (:meth:`get_executable`).  It only matters on the
+        Lithops localhost backend: before the context starts its run, it also
+        becomes the interpreter of localhost invocations; once running, the
+        warm workers keep theirs.  On cloud backends the function's runtime
+        decides the interpreter, so the setting has no effect there.
+        """
+        path = os.fsdecode(executable)
+        self._executable = path
+        if not self.running:
+            lconf = dict(self.config.lithops_config)
+            lconf["localhost"] = {**dict(lconf.get("localhost", {})), "runtime": path}
+            self.configure(lithops_config=lconf)
+
+    def get_executable(self) -> str:
+        """The interpreter recorded by :meth:`set_executable` (default ``sys.executable``)."""
+        return getattr(self, "_executable", None) or sys.executable
 
     def set_forkserver_preload(self, module_names: list[str]) -> None:
         """Accepted for compatibility: warm workers already import on first use."""

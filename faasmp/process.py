@@ -194,6 +194,7 @@ class BaseProcess:
         # The Process travels as its own signed blob inside the call, so a
         # worker that cannot unpickle it (a module it cannot import) still
         # knows which process failed and reports it instead of dying.
+        self._mp_log_level = _mp_log_level()
         payload = dumps_named(
             self, session.authkey, f"Process {self._name!r} (its target, args or attributes)"
         )
@@ -373,6 +374,11 @@ class BaseProcess:
         _current_process = self
         _parent_process = _ParentProcess(self._parent_name, self._parent_pid, self._parent_ref)
         exitcode = 1
+        level = self.__dict__.pop("_mp_log_level", None)
+        if level is not None:  # as the stdlib's spawn preparation data
+            from multiprocessing import util  # noqa: PLC0415
+
+            util.get_logger().setLevel(level)
         try:
             self.run()
             exitcode = 0
@@ -547,6 +553,14 @@ def _patched() -> bool:
     from .patch import is_patched  # noqa: PLC0415
 
     return is_patched()
+
+
+def _mp_log_level() -> int | None:
+    """The level of multiprocessing's logger if the program created it (as the stdlib passes it on)."""
+    from multiprocessing import util  # noqa: PLC0415
+
+    logger = util._logger
+    return None if logger is None else logger.level
 
 
 def _client_log_level() -> int:

@@ -331,10 +331,21 @@ def run_child_once(
     (setUpClass/tearDownClass errors).  Tests that did not run are absent.
     """
     rfd, wfd = os.pipe()
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", impl, "--report-fd", str(wfd), *tests]
+    # Started with -c in the child's temp dir: neither the current directory nor
+    # __main__'s directory is then the project, so faasmp does not ship
+    # cpython_suite (a module under the project root) by value; workers import
+    # the test classes by name (see cpython_suite's docstring).
+    child = "import sys, run_cpython_suite as r; sys.exit(r.main())"
+    cmd = [sys.executable, "-c", child, "--child", impl, "--report-fd", str(wfd), *tests]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, pass_fds=(wfd,), start_new_session=True
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=env.get("TMPDIR"),
+            pass_fds=(wfd,),
+            start_new_session=True,
         )
     os.close(wfd)
     events: queue.Queue[dict[str, Any] | None] = queue.Queue()
