@@ -1028,7 +1028,13 @@ class DictProxy(_NativeProxy, MutableMapping):  # type: ignore[type-arg]
         return n
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(self.keys())
+        """An iterator over the keys, like the stdlib proxy's (an iterator in the server).
+
+        The keys are read when the iterator is made; as with a dict, ``next``
+        raises ``RuntimeError`` if the dict's size changed since then (checked
+        on the first ``next``, every 256 keys and at the end).
+        """
+        return _DictKeyIterator(self, self.keys())
 
     def __reversed__(self) -> Iterator[Any]:
         return reversed(self.keys())
@@ -1112,6 +1118,59 @@ class DictProxy(_NativeProxy, MutableMapping):  # type: ignore[type-arg]
     _getvalue = copy
 
 
+class _DictKeyIterator(Iterator[Any]):
+    """What ``iter(dict_proxy)`` returns (see :meth:`DictProxy.__iter__`)."""
+
+    _CHECK_EVERY = 256
+
+    def __init__(self, proxy: DictProxy, keys: list[Any]) -> None:
+        self._proxy: DictProxy | None = proxy
+        self._keys = keys
+        self._pos = 0
+
+    def __next__(self) -> Any:
+        proxy = self._proxy
+        if proxy is None:
+            raise StopIteration
+        pos = self._pos
+        if pos % self._CHECK_EVERY == 0 or pos == len(self._keys):
+            conn = proxy._conn()
+            if int(conn.state.hlen(conn.keys[1])) != len(self._keys):
+                self._proxy = None
+                raise RuntimeError("dictionary changed size during iteration")
+        if pos == len(self._keys):
+            self._proxy = None
+            raise StopIteration
+        self._pos = pos + 1
+        return self._keys[pos]
+
+
+class _ListIterator(Iterator[Any]):
+    """What ``iter(list_proxy)`` returns (see :meth:`ListProxy.__iter__`)."""
+
+    _CHUNK = 256
+
+    def __init__(self, proxy: ListProxy) -> None:
+        self._proxy: ListProxy | None = proxy
+        self._index = 0
+        self._buffer: list[bytes] = []
+        self._chunk = 16
+
+    def __next__(self) -> Any:
+        proxy = self._proxy
+        if proxy is None:
+            raise StopIteration
+        if not self._buffer:
+            start = self._index
+            self._buffer = list(proxy._call(_L_RANGE, start, start + self._chunk))[::-1]
+            self._chunk = min(self._chunk * 2, self._CHUNK)
+            if not self._buffer:
+                self._proxy = None
+                raise StopIteration
+        self._index += 1
+        return proxy._load(self._buffer.pop())
+
+
 def _list_error(code: int, message: str) -> None:
     if code == -2:
         raise IndexError(message)
@@ -1192,7 +1251,13 @@ class ListProxy(_NativeProxy, MutableSequence):  # type: ignore[type-arg]
         return n
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(self._getvalue())
+        """A live iterator, like the stdlib proxy's (a list iterator in the server).
+
+        Items are read as the iteration reaches them (in chunks of up to 256),
+        so changes to items not yet read are seen; once exhausted it stays
+        exhausted.
+        """
+        return _ListIterator(self)
 
     def __reversed__(self) -> Iterator[Any]:
         return reversed(self._getvalue())

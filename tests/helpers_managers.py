@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import multiprocessing.managers
 from typing import Any
 
 from faasmp.managers import BaseProxy, ManagerShutdownError, SyncManager
@@ -90,6 +91,35 @@ class ShortLeaseProxy(CounterProxy):
     _lease = 0.5
 
 
+class Squares:
+    """A picklable iterator (a stdlib-style IteratorProxy drives it)."""
+
+    def __init__(self, n: int) -> None:
+        self.i, self.n = 0, n
+
+    def __next__(self) -> int:
+        if self.i >= self.n:
+            raise StopIteration
+        self.i += 1
+        return (self.i - 1) ** 2
+
+
+class StdlibIteratorProxy(multiprocessing.managers.BaseProxy):
+    """A proxy class written for the stdlib (as in CPython's own tests)."""
+
+    _exposed_ = ("__next__",)
+
+    def __iter__(self) -> Any:
+        return self
+
+    def __next__(self) -> Any:
+        return self._callmethod("__next__")
+
+
+def failing_factory(x: int) -> Any:
+    raise ValueError(f"bad x {x}")
+
+
 class TestManager(SyncManager):
     """A manager subclass with custom types (registering on SyncManager itself would leak)."""
 
@@ -103,6 +133,8 @@ TestManager.register("ProxiedCounter", Counter, CounterProxy)
 TestManager.register("SlottedCounter", SlottedCounter)
 TestManager.register("StatefulCounter", StatefulCounter)
 TestManager.register("ShortLeaseCounter", Counter, ShortLeaseProxy)
+TestManager.register("Squares", Squares, StdlibIteratorProxy)
+TestManager.register("Failing", failing_factory)
 
 
 def set_keys(d: Any, start: int, n: int) -> None:
@@ -129,6 +161,10 @@ def mutate_nested(outer: Any) -> None:
 def fill_namespace(ns: Any) -> None:
     ns.remote = "yes"
     ns.total = ns.total + 1
+
+
+def sum_iterator(it: Any) -> int:
+    return sum(it)
 
 
 def store_square(args: tuple[Any, int]) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import threading
 import time
 
@@ -713,6 +714,87 @@ def test_sync_objects_queues_and_array_are_the_contexts_own(manager, ctx):
     with arr.get_lock():
         arr[1] += 1
     assert arr[1] == 3
+
+
+def test_iterating_a_list_proxy_is_live_like_the_stdlib_iterator_proxy(manager):
+    a = manager.list(range(10))
+    it = iter(a)
+    assert list(it) == list(range(10))
+    assert list(it) == []  # exhausted, and stays so
+    a.append(10)
+    assert list(it) == []
+    it = iter(a)
+    a[0] = 100  # not read yet: the iterator sees it
+    assert next(it) == 100
+    big = manager.list(range(1000))
+    assert list(big) == list(range(1000))  # read in chunks
+
+
+def test_iterating_a_dict_proxy_detects_a_size_change(manager):
+    d = manager.dict()
+    for i in range(65, 70):
+        d[i] = chr(i)
+    it = iter(d)
+    assert list(it) == [65, 66, 67, 68, 69]
+    assert list(it) == []
+    it = iter(d)
+    d.clear()
+    with pytest.raises(RuntimeError, match="changed size during iteration"):
+        next(it)
+    d.update({i: i for i in range(600)})
+    it = iter(d)
+    for _ in range(300):
+        next(it)
+    d[1000] = 1
+    with pytest.raises(RuntimeError, match="changed size"):  # checked every 256 keys
+        list(it)
+
+
+def test_stdlib_proxy_class_registered_on_a_faasmp_manager(ctx):
+    import multiprocessing.managers
+
+    with hm.TestManager(ctx=ctx) as m:
+        squares = m.Squares(5)
+        assert isinstance(squares, faasmp.managers.BaseProxy)
+        assert type(squares).__name__ == "StdlibIteratorProxy"
+        assert next(squares) == 0
+        assert list(squares) == [1, 4, 9, 16]
+        again = m.Squares(4)
+        assert next(again) == 0
+        clone = pickle.loads(cloudpickle.dumps(again))  # rebuilt as the same adapted type
+        assert type(clone) is type(again)
+        assert next(clone) == 1
+        p = ctx.Process(target=hm.sum_iterator, args=(again,))
+        p.start()
+        p.join(60)
+        assert p.exitcode == 0
+        assert list(again) == []
+        with pytest.raises(multiprocessing.managers.RemoteError):
+            again._callmethod("close")  # not exposed
+
+
+def test_errors_a_stdlib_server_reports_as_remote_error(ctx):
+    import multiprocessing.managers
+
+    with hm.TestManager(ctx=ctx) as m:
+        with pytest.raises(multiprocessing.managers.RemoteError, match="bad x 3") as info:
+            m.Failing(3)
+        assert isinstance(info.value, ValueError)  # and still the original type
+        with pytest.raises(multiprocessing.managers.RemoteError):
+            m.Pool(0)
+        ro = m.ReadOnlyCounter(1)
+        with pytest.raises(multiprocessing.managers.RemoteError, match="not in exposed"):
+            ro._callmethod("increment")
+
+
+def test_manager_event_is_an_event_proxy(manager):
+    from faasmp import synchronize
+
+    event = manager.Event()
+    assert isinstance(event, synchronize.Event)
+    assert re.match(r"<EventProxy object, typeid 'Event' at 0x[0-9a-f]+>$", repr(event))
+    event.set()
+    assert event.is_set() and pickle.loads(cloudpickle.dumps(event)).is_set()
 
 
 def test_shutdown_releases_direct_objects_but_not_ones_passed_in(ctx):
