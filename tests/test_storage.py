@@ -189,17 +189,17 @@ def test_directories_listdir_walk_remove(root):
     fs.makedirs(f"{root}/a/b/c")
     fs.makedirs(f"{root}/a/b", exist_ok=True)
     fs.makedirs(f"{root}/empty")
-    for name in ("a/1.txt", "a/b/2.txt", "a/b/c/3.txt", "top.txt"):
+    for name in ("a/1.txt", "a/b/2.txt", "a/b/c/3.txt", "top.txt", ".hidden"):
         with fs.open(f"{root}/{name}", "w") as f:
             f.write(name)
-    assert fs.listdir(root) == ["a", "empty", "top.txt"]
+    assert fs.listdir(root) == [".hidden", "a", "empty", "top.txt"]
     assert fs.listdir(f"{root}/empty") == []
     assert fs.isdir(f"{root}/a/b") and not fs.isfile(f"{root}/a/b")
     assert fs.isfile(f"{root}/a/1.txt") and fs.getsize(f"{root}/a/1.txt") == 7
     assert fs.getsize(f"{root}/a") == 0
     assert not fs.exists(f"{root}/a/zz") and not fs.isdir(f"{root}/a/1.txt")
     assert list(fs.walk(root)) == [
-        (root, ["a", "empty"], ["top.txt"]),
+        (root, ["a", "empty"], [".hidden", "top.txt"]),
         (f"{root}/a", ["b"], ["1.txt"]),
         (f"{root}/a/b", ["c"], ["2.txt"]),
         (f"{root}/a/b/c", [], ["3.txt"]),

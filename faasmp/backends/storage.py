@@ -12,6 +12,7 @@ the Lithops configuration).
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from typing import Any, BinaryIO, Protocol
 
@@ -46,6 +47,29 @@ class ObjectStore(Protocol):
     def list(self, bucket: str, prefix: str) -> list[tuple[str, int]]:
         """(key, size) of every object whose key starts with *prefix*."""
         ...
+
+    def _list_local(self, bucket: str, prefix: str) -> list[tuple[str, int]]:
+        """List Lithops' localhost storage (files under its temp folder) directly.
+
+        Lithops lists it with ``glob``, which skips names starting with ``.``
+        and walks the whole bucket for a prefix; walking only the prefix's
+        directory lists every object and is faster.
+        """
+        from lithops.constants import LITHOPS_TEMP_DIR  # noqa: PLC0415
+
+        base = os.path.join(LITHOPS_TEMP_DIR, bucket)
+        start = os.path.join(base, *prefix.rpartition("/")[0].split("/"))
+        out = []
+        for dirpath, _dirnames, filenames in os.walk(start):
+            for name in filenames:
+                full = os.path.join(dirpath, name)
+                key = os.path.relpath(full, base).replace(os.sep, "/")
+                if key.startswith(prefix):
+                    try:
+                        out.append((key, os.stat(full).st_size))
+                    except FileNotFoundError:  # removed while listing
+                        continue
+        return out
 
     def delete(self, bucket: str, key: str) -> None: ...
 
@@ -136,6 +160,8 @@ class LithopsStore:
         return int(meta.get("content-length", meta.get("ContentLength", 0)))
 
     def list(self, bucket: str, prefix: str) -> list[tuple[str, int]]:
+        if self.name == "localhost":
+            return self._list_local(bucket, prefix)
         try:
             objects = self._storage.list_objects(bucket, prefix=prefix or None)
         except Exception as exc:  # noqa: BLE001
@@ -143,6 +169,29 @@ class LithopsStore:
                 return []
             raise StorageBackendError(f"list {bucket}/{prefix} failed: {exc}") from exc
         return [(o["Key"], int(o.get("Size", 0))) for o in objects if o["Key"].startswith(prefix)]
+
+    def _list_local(self, bucket: str, prefix: str) -> list[tuple[str, int]]:
+        """List Lithops' localhost storage (files under its temp folder) directly.
+
+        Lithops lists it with ``glob``, which skips names starting with ``.``
+        and walks the whole bucket for a prefix; walking only the prefix's
+        directory lists every object and is faster.
+        """
+        from lithops.constants import LITHOPS_TEMP_DIR  # noqa: PLC0415
+
+        base = os.path.join(LITHOPS_TEMP_DIR, bucket)
+        start = os.path.join(base, *prefix.rpartition("/")[0].split("/"))
+        out = []
+        for dirpath, _dirnames, filenames in os.walk(start):
+            for name in filenames:
+                full = os.path.join(dirpath, name)
+                key = os.path.relpath(full, base).replace(os.sep, "/")
+                if key.startswith(prefix):
+                    try:
+                        out.append((key, os.stat(full).st_size))
+                    except FileNotFoundError:  # removed while listing
+                        continue
+        return out
 
     def delete(self, bucket: str, key: str) -> None:
         try:
