@@ -57,13 +57,15 @@ DEFAULT_MEMORY_MB = {
     "aws_lambda": 256,
     "gcp_cloudrun": 256,
     "gcp_functions": 256,
-    "azure_functions": 1536,
+    "azure_functions": 2048,
     "azure_containers": 512,
     "code_engine": 256,
     "k8s": 512,
     "knative": 256,
     "localhost": 256,
 }
+#: Lithops' default ``runtime_cpu`` per backend (vCPUs billed per second).
+DEFAULT_VCPUS = {"gcp_cloudrun": 0.25, "code_engine": 0.125, "k8s": 1.0, "azure_containers": 0.5}
 #: Provider whose prices a localhost run is shown at ("what would this cost there").
 REFERENCE_PROVIDER = "aws_lambda"
 
@@ -104,7 +106,7 @@ def worker_memory_mb(config: Any) -> int:
 
 def worker_vcpus(config: Any) -> float:
     section = dict(config.lithops_config.get(config.backend, {}) or {})
-    return float(section.get("runtime_cpu", 1))
+    return float(section.get("runtime_cpu", DEFAULT_VCPUS.get(config.backend, 1.0)))
 
 
 @dataclasses.dataclass(frozen=True)

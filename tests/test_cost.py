@@ -46,7 +46,7 @@ def test_price_overrides_and_aliases():
     (job,) = cost.estimate([record("j", "h", 0.0, 1.0)], cfg)
     assert job.provider == "code_engine"
     vcpu = cost.DEFAULT_PRICES["code_engine"]["vcpu_second"]
-    assert job.cost_usd == pytest.approx(1.0 * 1.0 + 1.0 * vcpu + 0.5)
+    assert job.cost_usd == pytest.approx(1.0 * 1.0 + 1.0 * cost.DEFAULT_VCPUS["code_engine"] * vcpu + 0.5)
     with pytest.raises(ValueError, match="unknown field"):
         cost.price_table({"aws_lambda": {"per_gb": 1}})
 
