@@ -230,7 +230,7 @@ def _kind(loc: _Loc) -> tuple[str, int] | None:
         return ("file", size)
     if loc.store.size(loc.bucket, f"{loc.key}/{DIR_MARKER}") is not None:
         return ("dir", 0)
-    if loc.store.list(loc.bucket, loc.dir_prefix):
+    if loc.store.list_prefix(loc.bucket, loc.dir_prefix):
         return ("dir", 0)
     return None
 
@@ -294,7 +294,7 @@ def getsize(path: Any) -> int:
 def _entries(loc: _Loc) -> list[tuple[str, int]]:
     """(relative key, size) of every object under a directory, markers included."""
     prefix = loc.dir_prefix
-    return [(key[len(prefix) :], size) for key, size in loc.store.list(loc.bucket, prefix)]
+    return [(key[len(prefix) :], size) for key, size in loc.store.list_prefix(loc.bucket, prefix)]
 
 
 def _open_dir(path: Any) -> tuple[_Loc, list[tuple[str, int]]]:

@@ -44,7 +44,7 @@ class ObjectStore(Protocol):
         """The object's size, or None when there is no such object."""
         ...
 
-    def list(self, bucket: str, prefix: str) -> list[tuple[str, int]]:
+    def list_prefix(self, bucket: str, prefix: str) -> list[tuple[str, int]]:
         """(key, size) of every object whose key starts with *prefix*."""
         ...
 
@@ -159,7 +159,7 @@ class LithopsStore:
             raise StorageBackendError(f"head {bucket}/{key} failed: {exc}") from exc
         return int(meta.get("content-length", meta.get("ContentLength", 0)))
 
-    def list(self, bucket: str, prefix: str) -> list[tuple[str, int]]:
+    def list_prefix(self, bucket: str, prefix: str) -> list[tuple[str, int]]:
         if self.name == "localhost":
             return self._list_local(bucket, prefix)
         try:
