@@ -661,10 +661,31 @@ def Array(
     return synchronized(obj, _pick_lock(lock, ctx), ctx=ctx)
 
 
-def copy(obj: SharedValue | SharedArray) -> SharedValue | SharedArray:
-    """A new raw shared object (same context) with a copy of *obj*'s contents."""
+def copy(obj: Any, *, ctx: FaasContext | None = None) -> SharedValue | SharedArray:
+    """A new raw shared object with a copy of *obj*'s contents, as the stdlib's ``copy``.
+
+    *obj* is a faasmp raw or synchronized shared object (the copy is raw and
+    in the same context) or any ctypes object (a value, ``Structure``,
+    ``Union`` — copied to a :class:`SharedValue` of its type — or an array —
+    copied to a :class:`SharedArray`; in *ctx*, default the default context).
+    """
+    if isinstance(obj, SynchronizedBase):
+        obj = obj.get_obj()
+    if isinstance(obj, ctypes.Array):
+        array = SharedArray.__new__(SharedArray)
+        array._type = _resolve_type(type(obj)._type_)
+        array._length = len(obj)
+        array._create(ctx, _as_bytes(obj))
+        return array
+    if isinstance(obj, ctypes._SimpleCData | ctypes.Structure | ctypes.Union):
+        value = SharedValue.__new__(SharedValue)
+        object.__setattr__(value, "_type", _resolve_type(type(obj)))
+        value._create(ctx, _as_bytes(obj))
+        return value
     if not isinstance(obj, _SharedCData):
-        raise TypeError(f"copy() expects a faasmp RawValue or RawArray, got {type(obj).__name__}")
+        raise TypeError(
+            f"copy() expects a ctypes object or a faasmp shared value/array, got {type(obj).__name__}"
+        )
     new = type(obj).__new__(type(obj))
     for name in ("_type", "_length"):
         if name in obj.__dict__:

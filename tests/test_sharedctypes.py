@@ -232,6 +232,25 @@ def test_copy_and_synchronized(ctx):
         sharedctypes.synchronized(wrapped)
 
 
+def test_copy_of_any_ctypes_object(ctx):
+    foo = Point(2, 5)
+    bar = sharedctypes.copy(foo, ctx=ctx)  # the stdlib copies any ctypes object
+    foo.x = foo.y = 0
+    assert (bar.x, bar.y) == (2, 5)
+    assert sharedctypes.copy(ctypes.c_double(2.5), ctx=ctx).value == 2.5
+    arr = sharedctypes.copy((ctypes.c_int * 3)(1, 2, 3), ctx=ctx)
+    assert isinstance(arr, sharedctypes.SharedArray) and arr[:] == [1, 2, 3]
+    synced = sharedctypes.copy(ctx.Value("i", 7))  # a synchronized object: a raw copy
+    assert isinstance(synced, sharedctypes.SharedValue) and synced.value == 7
+    out = ctx.RawValue("d", 0)
+    p = ctx.Process(target=helpers_sync.read_struct, args=([bar], out))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0 and out.value == 7  # the copy is shared with remote code
+    with pytest.raises(TypeError, match="ctypes object or a faasmp shared"):
+        sharedctypes.copy([1, 2])
+
+
 def test_pickled_copies_share_data_and_released_data_errors(ctx):
     a = ctx.Array(Point, 2)
     copy = pickle.loads(cloudpickle.dumps(a))
