@@ -621,6 +621,9 @@ def _handle_results(pool_ref: weakref.ref[Pool], session: Session, results_key: 
                     logger.warning("faasmp pool: dropped an unauthenticated result message")
                     continue
                 pool._on_message(msg)
+                # Do not keep the last results alive while blocking for the next
+                # message (the stdlib's handler drops them too; CPython's test_release_task_refs).
+                del msg
         now = time.monotonic()
         if now - last_check >= hb:
             last_check = now
