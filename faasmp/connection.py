@@ -131,6 +131,17 @@ redis.call('PUBLISH', KEYS[1], '')
 return n
 """
 
+# SEND without refreshing the holders' TTL (they are not written by a send;
+# SEND refreshes them every key_ttl/10 s): 4 Redis calls instead of 6,
+# ~16 instead of ~26 us of Redis time per message.
+SEND_LEAN = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+local n = redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PUBLISH', KEYS[1], '')
+return n
+"""
+
 # Take the next message, or report EOF.  KEYS: own list, holders of the other
 # end.  ARGV: run key prefix, ttl.  Returns {1, msg} | {0} (empty) | {2} (EOF).
 # At EOF a wake-up is left in the list so later blocking reads return at once.
@@ -282,6 +293,10 @@ class Connection(SharedObject):
         direct = state.direct
         self._direct = direct
         self._send_script = direct.deferred_script(SEND)
+        self._send_lean_script = direct.deferred_script(SEND_LEAN)
+        # The holders' TTL is refreshed by a send at most this often (a tenth of it).
+        self._holder_refresh = session.config.key_ttl / 10
+        self._holders_fresh_until = 0.0
         self._recv_script = direct.script(RECV_NOW)
         self._poll_script = direct.script(POLL)
         self._bind_script = direct.script(BIND)
@@ -435,7 +450,12 @@ class Connection(SharedObject):
         if len(blob) <= _BIG:
             # The reply is collected with this thread's next command: a send
             # does not wait (see StateBackend.direct).
-            self._send_script([wkey, peer_h, own_h], [blob, ttl], self._on_send_reply)
+            now = time.monotonic()
+            if now < self._holders_fresh_until:
+                self._send_lean_script([wkey, peer_h], [blob, ttl], self._on_send_reply)
+            else:
+                self._holders_fresh_until = now + self._holder_refresh
+                self._send_script([wkey, peer_h, own_h], [blob, ttl], self._on_send_reply)
             self._check_earlier_sends()
             return
         else:
