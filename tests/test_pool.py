@@ -124,6 +124,32 @@ def test_unpicklable_argument_fails_at_submit(pool):
         pool.map(helpers.square, [threading.Lock()])
 
 
+class _RefusesPickling:
+    def __reduce__(self):
+        raise RuntimeError("cannot pickle")
+
+
+def test_pickling_error_keeps_its_original_type(pool):
+    # The stdlib lets the pickling error through; faasmp's is also a PicklingFailed naming the task.
+    with pytest.raises(RuntimeError, match=r"task 0.*RuntimeError: cannot pickle") as info:
+        pool.map(helpers.square, [_RefusesPickling()])
+    assert isinstance(info.value, faasmp.PicklingFailed)
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def test_map_does_not_keep_its_results_alive(pool):
+    import copy
+    import gc
+    import weakref
+
+    results = pool.map(copy.copy, [{i} for i in range(10)])
+    refs = [weakref.ref(r) for r in results]
+    del results
+    gc.collect()
+    time.sleep(0.1)  # the result handler drops its last message before blocking again
+    assert {r() for r in refs} == {None}
+
+
 def test_unpicklable_result_is_maybe_encoding_error(pool):
     with pytest.raises(MaybeEncodingError):
         pool.apply(helpers.unpicklable_result)
