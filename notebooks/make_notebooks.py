@@ -181,9 +181,10 @@ machine, which needs a cloud backend (full mode).
         """
 The paper scored sentiment with pandarallel on Lambda and found it **7% slower than on
 a VM**.  Ours: a lexicon scorer on generated reviews (nothing is downloaded), serial,
-stdlib Pool and faasmp.  pandarallel itself does not import with pandas 3.x (it uses
-pandas internals that were removed); when it does not, the experiment runs
-pandarallel's split-apply-combine on a faasmp Pool and says so below.
+stdlib and faasmp, with pandarallel's own `parallel_map` (its Pool and Manager
+come from faasmp under `faasmp.patched()`).  pandarallel does not import with pandas
+3.x (it uses pandas internals that were removed); then the experiment runs
+pandarallel's split-apply-combine on a faasmp Pool instead and says so below.
 """,
         """
 **Why ours differ.** The data travel through a Redis on the same machine instead of to
@@ -427,8 +428,8 @@ along: joblib and scikit-learn, `ProcessPoolExecutor`.
 """),
     md("## Code you did not write, patched in place"),
     code("""
+import concurrent.futures
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 
 import faasmp
 
@@ -438,13 +439,20 @@ def existing_pipeline(xs):
         return pool.map(abs, xs)
 
 def with_executor(xs):
-    with ProcessPoolExecutor(max_workers=2) as ex:
+    with concurrent.futures.ProcessPoolExecutor(max_workers=2) as ex:
         return list(ex.map(str, xs))
 
 with faasmp.patched():  # inside: multiprocessing and ProcessPoolExecutor run on faasmp
     print(existing_pipeline([-3, -2, 1]))
     print(with_executor([1, 2, 3]))
-print("patched again outside?", faasmp.is_patched())
+print("still patched outside the block?", faasmp.is_patched())
+""", expect="[3, 2, 1]\n['1', '2', '3']\nstill patched outside the block? False\n"),
+    md("""
+`patched()` swaps the attributes of the `multiprocessing` and `concurrent.futures`
+modules, so code that looks them up when it runs (`multiprocessing.Pool(...)`, as
+libraries do) gets faasmp.  A name bound *before* patching with
+`from concurrent.futures import ProcessPoolExecutor` still points to the stdlib class:
+in a notebook, prefer `%%faas`, which also rebinds such names from earlier cells.
 """),
     md("## joblib and scikit-learn"),
     code("""
@@ -550,11 +558,16 @@ and `os` functions for paths under `/faas/` to object storage (`faasmp run --sto
 """),
     code("""
 if HAVE_STORAGE:
+    import builtins
     import os
+
     with fs.patched("/faas/"):
-        with open(f"{base}/plain.txt", "w") as f:   # the built-in open, routed
+        # builtins.open: in a notebook, the name `open` is IPython's own wrapper, which
+        # bound io.open before faasmp could route it; code in modules sees the routed one.
+        with builtins.open(f"{base}/plain.txt", "w") as f:
             f.write("plain open()")
-        print(sorted(os.listdir(base)))
+        print(sorted(os.listdir(base)), os.path.exists(f"{base}/plain.txt"))
+    print("outside the block, /faas/ is the local disk again:", os.path.exists(base))
     for name in fs.listdir(base):
         fs.remove(f"{base}/{name}")
 faasmp.shutdown()

@@ -42,6 +42,7 @@ def run_nbval(paths: list[Path], tmp_path: Path) -> subprocess.CompletedProcess[
         "--nbval-sanitize-with",
         str(SANITIZE),
         "--nbval-cell-timeout=300",
+        "--timeout=600",
         "-p",
         "no:cacheprovider",
         "-o",

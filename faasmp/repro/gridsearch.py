@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from .core import Result, Row, bar, context
 
 TITLE = "GridSearchCV through joblib's 'faasmp' backend"
 
 
-def search(backend: str | None, n_jobs: int, full: bool) -> tuple[float, float, dict[str, float]]:
-    """(seconds, best score, best params) of a random-forest grid search on the digits dataset."""
+def search(
+    backend: str | None, n_jobs: int, full: bool, *, tiny: bool = False
+) -> tuple[float, float, dict[str, Any]]:
+    """(seconds, best score, best params) of a random-forest grid search on the digits dataset.
+
+    *tiny*: a two-fit search that only makes the workers import scikit-learn (a warm-up).
+    """
     import joblib
     from sklearn.datasets import load_digits
     from sklearn.ensemble import RandomForestClassifier
@@ -19,15 +25,20 @@ def search(backend: str | None, n_jobs: int, full: bool) -> tuple[float, float, 
     import faasmp.joblib  # noqa: F401 - registers the backend
 
     x, y = load_digits(return_X_y=True)
-    if full:
+    grid: dict[str, list[Any]]
+    if tiny:
+        grid = {"n_estimators": [2, 3]}
+    elif full:
         grid = {
             "n_estimators": [50, 100, 200, 400],
             "max_depth": [4, 8, 16, None],
             "max_features": [0.1, 0.3, 0.5],
         }
     else:
-        grid = {"n_estimators": [40, 80], "max_depth": [8, None]}
-    gs = GridSearchCV(RandomForestClassifier(random_state=0), grid, cv=3 if not full else 5, n_jobs=n_jobs)
+        grid = {"n_estimators": [10, 20], "max_depth": [8, None]}
+    gs = GridSearchCV(
+        RandomForestClassifier(random_state=0), grid, cv=5 if full else 2 if tiny else 3, n_jobs=n_jobs
+    )
     t0 = time.perf_counter()
     if backend is None:
         gs.fit(x, y)
@@ -43,8 +54,8 @@ def run(full: bool = False) -> Result:
     t_start = time.perf_counter()
     ctx = context()
     ctx.start_warm_pool(workers)
-    search("loky", workers, False)  # warm-up: loky's workers and faasmp's import scikit-learn
-    search("faasmp", workers, False)
+    search("loky", workers, full, tiny=True)  # warm-up: loky's and faasmp's workers import scikit-learn
+    search("faasmp", workers, full, tiny=True)
     t_serial, s_serial, best = search(None, 1, full)
     t_loky, s_loky, _ = search("loky", workers, full)
     t_faas, s_faas, _ = search("faasmp", workers, full)
