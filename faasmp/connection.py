@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import cloudpickle
 
 from .backends.state import CONNECTION_ERRORS, StateError
-from .runtime.call import Signer, dumps_named, signer
+from .runtime.call import Signer, dumps_named, dumps_plain, signer
 from .runtime.shared import SharedObject
 
 if TYPE_CHECKING:
@@ -436,6 +436,10 @@ class Connection(SharedObject):
         """Send a picklable object (cloudpickle: lambdas and ``__main__`` classes too)."""
         self._check_closed()
         self._check_writable()
+        plain = dumps_plain(obj, self._authkey)  # the C pickler for plain data
+        if plain is not None:
+            self._send_blob(plain)
+            return
         try:
             blob = self._signer.sign(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
         except Exception:  # noqa: BLE001 - redo it to raise one clear error naming the pipe

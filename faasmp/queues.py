@@ -41,7 +41,7 @@ import cloudpickle
 
 from .backends.state import StateError
 from .connection import Signer
-from .runtime.call import dumps_named
+from .runtime.call import dumps_named, dumps_plain
 from .runtime.shared import SharedObject
 
 if TYPE_CHECKING:
@@ -198,6 +198,9 @@ class _ListQueue(SharedObject):
             raise StateError(f"an earlier item put on {self!r} was not stored: {lost}")
 
     def _dumps(self, obj: Any) -> bytes:
+        plain = dumps_plain(obj, self._authkey)  # the C pickler for plain data
+        if plain is not None:
+            return plain
         try:
             return self._signer.sign(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
         except Exception:  # noqa: BLE001 - redo it to raise one clear error naming the queue
