@@ -553,6 +553,21 @@ class RLock(SemLock):
 # --- condition ------------------------------------------------------------------
 
 
+class _Gauge:
+    """A read-only count with a semaphore's ``get_value()``.
+
+    The stdlib's Condition is built from semaphores (``_sleeping_count``,
+    ``_woken_count``, ``_wait_semaphore``) that tests and debugging code read;
+    faasmp's Condition offers the same names as views of its Redis state.
+    """
+
+    def __init__(self, read: Callable[[], int]) -> None:
+        self._read = read
+
+    def get_value(self) -> int:
+        return self._read()
+
+
 class Condition(_Synchronizer):
     """A condition variable over a faasmp :class:`Lock` or :class:`RLock` (default: a new RLock).
 
@@ -599,6 +614,22 @@ class Condition(_Synchronizer):
         except Exception:  # noqa: BLE001 - repr never fails
             waiters = "unknown"
         return f"<{type(self).__name__}({self._lock}, {waiters})>"
+
+    # -- CPython's private counters, for code that inspects them ----------------------
+    @property
+    def _sleeping_count(self) -> _Gauge:
+        """Waiters not yet notified (CPython's sleeping count minus woken count)."""
+        return _Gauge(lambda: int(self._session.state.llen(self._k()[1])))
+
+    @property
+    def _woken_count(self) -> _Gauge:
+        """0: a notify removes the waiter from the sleeping count at once (see ``_sleeping_count``)."""
+        return _Gauge(lambda: 0)
+
+    @property
+    def _wait_semaphore(self) -> _Gauge:
+        """0: each notified waiter gets its own wake list, there is no shared semaphore to read."""
+        return _Gauge(lambda: 0)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Release the lock, block until notified or *timeout* passes, re-acquire it.

@@ -371,10 +371,13 @@ def test_condition_notify_and_notify_all_with_threads(ctx):
     while "4)>" not in repr(cond) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert repr(cond).endswith(", 4)>")
+    # CPython's private counters, which its own tests read
+    assert cond._sleeping_count.get_value() - cond._woken_count.get_value() == 4
     with cond:
         cond.notify()
     time.sleep(0.3)
     assert len(woken) == 1
+    assert cond._sleeping_count.get_value() == 3
     with cond:
         cond.notify(2)
     time.sleep(0.3)
@@ -384,6 +387,7 @@ def test_condition_notify_and_notify_all_with_threads(ctx):
     for t in threads:
         t.join(20)
     assert sorted(woken) == [0, 1, 2, 3]
+    assert cond._sleeping_count.get_value() == 0 and cond._wait_semaphore.get_value() == 0
 
 
 def test_condition_wait_for_notified_from_a_remote_process(ctx):
