@@ -76,11 +76,10 @@ records of `faasmp.stats`.
 **Why ours differ.** A cold call here starts a local interpreter (the localhost
 "invocation"), not a Lambda container, so its cost is this machine's process start
 and imports.  Warm calls differ most: the prototype invoked a new function per call
-and collected results through Lithops' storage (0.26 s invoke, 0.63 s join), while
+and waited for it through Lithops (0.26 s invoke, 0.63 s join even when warm), while
 faasmp keeps a warm worker blocking on a Redis list, so a warm call costs a few Redis
 round trips, here on the same machine.  On a cloud backend the cold start becomes the
-provider's and each warm round trip crosses the network, so expect tens of
-milliseconds warm, not the single digits measured here.
+provider's, and each of those round trips also pays the network latency to Redis.
 """,
     ),
     "sleep_map": (

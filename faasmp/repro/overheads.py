@@ -73,8 +73,8 @@ counts sending the call and the function starting as one).  A cold sample follow
 invoke ({ours_cold["invoke"]:.2f} s vs 1.72 s on Lambda) is a local interpreter start that
 imports Lithops and faasmp, not a container boot, so it depends on how busy this
 machine's cores are, not on a provider.  Warm calls reuse a worker that keeps polling
-Redis (the prototype invoked a function per call, hence its 0.26 s warm invoke and
-0.63 s join, which waited on Lithops' storage), so our warm invoke and join are
+Redis (the prototype invoked a function per call and waited for it through Lithops,
+hence its 0.26 s warm invoke and 0.63 s join), so our warm invoke and join are
 milliseconds: a few round trips to a Redis on the same machine
 (warm total {ours_warm["total"] * 1e3:.0f} ms vs 939 ms).  On a cloud backend expect the
 cold start to approach the provider's, while warm figures stay a few Redis round trips
