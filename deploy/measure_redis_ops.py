@@ -121,7 +121,13 @@ def main() -> None:
 
     idle = background(r)
     print(f"idle traffic: {idle[0]:.1f} commands/s, {idle[1] * 1e3:.2f} ms server CPU per s (subtracted)")
+    raw = redis.Redis.from_url(session.url)
+
+    def raw_set() -> None:
+        raw.set("fmp-measure-raw", b"1")
+
     rows = [
+        measure(r, "raw SET (redis-py, baseline)", raw_set, args.n, idle),
         measure(r, "Queue put+get", queue_put_get, args.n, idle),
         measure(r, "Lock acquire+release", lock_pair, args.n, idle),
         measure(r, "Value += 1 under its lock", value_incr, args.n, idle),
@@ -163,6 +169,7 @@ def main() -> None:
     for p in procs:
         p.join(60)
     report("4 Processes running", busy, status)
+    raw.delete("fmp-measure-raw")
     manager.shutdown()
     faasmp.shutdown()
 
