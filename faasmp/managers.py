@@ -60,6 +60,7 @@ reaches the Redis server.
 
 from __future__ import annotations
 
+import contextlib
 import copyreg
 import enum
 import errno
@@ -67,9 +68,11 @@ import functools
 import hashlib
 import hmac
 import operator
+import os
 import pickle
 import secrets
 import sys
+import threading
 import types
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, MutableSequence
@@ -77,7 +80,7 @@ from dataclasses import dataclass
 from multiprocessing import ProcessError
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .runtime.call import AuthenticationError, dumps, loads, pickling_failed
+from .runtime.call import AuthenticationError, PicklingFailed, dumps, loads, pickling_failed
 from .runtime.shared import SharedObject, _default_ctx
 from .synchronize import Event as Event_
 
@@ -647,13 +650,23 @@ class BaseProxy(SharedObject):
         ``__main__`` is pickled by value, which would otherwise cost a few
         hundred microseconds on every method call.
         """
-        if _is_plain(value):
-            self.__dict__["_plain"] = True
-            self.__dict__["_cls"] = type(value)
-            state = self._dump(vars(value), "the object's attributes")
-            self._call(_O_CREATE, state, self._dump(type(value), "the object's class"))
-        else:
-            self._call(_O_CREATE, self._dump(value, "the object"), "")
+        try:
+            if _is_plain(value):
+                state = self._dump(vars(value), "the object's attributes")
+                cls_blob = self._dump(type(value), "the object's class")
+                self.__dict__["_plain"] = True
+                self.__dict__["_cls"] = type(value)
+                self._call(_O_CREATE, state, cls_blob)
+            else:
+                self._call(_O_CREATE, self._dump(value, "the object"), "")
+        except PicklingFailed:
+            manager = self._manager
+            if manager is None or manager._kind is not _Kind.OWNER:
+                raise
+            # Cannot live in Redis (a generator, an open file...): keep it here and
+            # serve it to other processes, as the stdlib's manager server would.
+            manager._local_server().keep(self._oid, value)
+            self.__dict__["_served"] = True
 
     # -- pickling ----------------------------------------------------------------
     def _getstate_extra(self) -> dict[str, Any]:
@@ -664,6 +677,8 @@ class BaseProxy(SharedObject):
             extra["_mcls"] = self._mcls
         if self._plain:
             extra["_plain"] = True
+        if self.__dict__.get("_served"):
+            extra["_served"] = True
         return extra
 
     def _setstate_extra(self, state: dict[str, Any]) -> None:
@@ -781,6 +796,8 @@ class BaseProxy(SharedObject):
         typeid and a proxy for it is returned.
         """
         self._check_exposed(methodname)
+        if self.__dict__.get("_served"):
+            return self._served_call(methodname, args, kwds or {})
         token = secrets.token_hex(8)
         blob, cls_blob = self._acquire(token)
         try:
@@ -799,8 +816,22 @@ class BaseProxy(SharedObject):
             result = self._wrap_result(typeid, result)
         return result
 
+    def _served_call(self, methodname: str, args: tuple[Any, ...], kwds: dict[str, Any]) -> Any:
+        """Call a method of a referent kept in the manager's process (see :class:`_LocalServer`)."""
+        server = _LOCAL_SERVERS.get(self._mid)
+        if server is not None:  # this is the manager's process: call it here
+            result = server.call(self._oid, methodname, args, kwds)
+        else:
+            result = _LocalServer.request(self, methodname, args, kwds)
+        typeid = (self._method_to_typeid() or {}).get(methodname)
+        if typeid is not None:
+            result = self._wrap_result(typeid, result)
+        return result
+
     def _getvalue(self) -> Any:
         """A copy of the referent (reads it without taking the lock)."""
+        if self.__dict__.get("_served"):
+            return self._served_call("#GETVALUE", (), {})
         blob, cls_blob = self._call(_O_PEEK)
         if blob is None:
             raise ManagerShutdownError(f"{self._describe()}: its state no longer exists in Redis")
@@ -1513,7 +1544,7 @@ _NO_VALUE: Any = object()
 
 
 @functools.lru_cache(maxsize=64)
-def _remote_error_type(original: type[BaseException]) -> type[Exception]:
+def _remote_error_type(original: type) -> type[Exception]:
     """``multiprocessing.managers.RemoteError`` combined with *original* (if their layouts allow)."""
     from multiprocessing.managers import RemoteError  # noqa: PLC0415
 
@@ -1536,8 +1567,9 @@ def _remote_error(exc: BaseException) -> Exception:
     import traceback  # noqa: PLC0415
 
     text = "".join(traceback.format_exception(exc)) if exc.__traceback__ else f"{type(exc).__name__}: {exc}\n"
+    tp: type = type(exc)
     try:
-        err = _remote_error_type(type(exc))(text)
+        err = _remote_error_type(tp)(text)
     except Exception:  # noqa: BLE001 - an error type with a special constructor
         from multiprocessing.managers import RemoteError  # noqa: PLC0415
 
@@ -1654,6 +1686,162 @@ def _address(run_id: str, mid: str) -> str:
     return f"{_ADDRESS_PREFIX}{run_id}/{mid}"
 
 
+#: The running local servers of this process, by manager id.
+_LOCAL_SERVERS: weakref.WeakValueDictionary[str, _LocalServer] = weakref.WeakValueDictionary()
+
+
+class _LocalServer:
+    """Serves the referents a manager could not store in Redis, from the manager's process.
+
+    A registered type whose objects do not pickle (a generator, an object
+    holding an open file or a thread lock) cannot live in Redis.  Like the
+    stdlib's manager server, the process that created the manager then keeps
+    the object, and a thread serves method calls from other processes: a
+    caller pushes a signed request on the manager's request list and blocks in
+    ``BLPOP`` on its own reply list; the thread blocks in ``BLPOP`` on the
+    request list.  Calls in the manager's own process run directly.  Calls on
+    one object are serialized.  The objects die with the manager (shutdown) or
+    with its process; callers then get :class:`ManagerShutdownError`.
+    """
+
+    _BEAT = 1.0  # seconds between liveness renewals while idle
+
+    def __init__(self, session: Any, mid: str) -> None:
+        self.session = session
+        self.mid = mid
+        k = session.keys
+        self.request_key = k.k("mgr", mid, "srv")
+        self.alive_key = k.k("mgr", mid, "srv", "alive")
+        self.objects: dict[str, Any] = {}
+        self.lock = threading.RLock()
+        self._stopping = False
+        self._renew()
+        _LOCAL_SERVERS[mid] = self
+        self._thread = threading.Thread(target=self._serve, name=f"faasmp-manager-{mid}", daemon=True)
+        self._thread.start()
+
+    def _renew(self) -> None:
+        self.session.state.set(self.alive_key, b"1", px=int(self._BEAT * 5000))
+
+    def keep(self, oid: str, value: Any) -> None:
+        with self.lock:
+            self.objects[oid] = value
+
+    def call(self, oid: str, methodname: str, args: tuple[Any, ...], kwds: dict[str, Any]) -> Any:
+        with self.lock:
+            try:
+                obj = self.objects[oid]
+            except KeyError:
+                raise ManagerShutdownError(
+                    f"manager object {oid} no longer exists (its manager shut down)"
+                ) from None
+            if methodname == "#GETVALUE":
+                return obj
+            return getattr(obj, methodname)(*args, **kwds)
+
+    def _serve(self) -> None:
+        state = self.session.state
+        authkey = self.session.authkey
+        while not self._stopping and not self.session.closed:
+            try:
+                item = state.blpop([self.request_key], self._BEAT)
+                self._renew()
+            except Exception:  # noqa: BLE001 - the run is ending
+                return
+            if item is None:
+                continue
+            try:
+                reply_key, oid, methodname, args, kwds = loads(item[1], authkey)
+            except Exception:  # noqa: BLE001 - an unsigned or stop message
+                continue
+            try:
+                reply: tuple[bool, Any] = (True, self.call(oid, methodname, args, kwds))
+            except BaseException as exc:  # noqa: BLE001 - sent to the caller, like the stdlib's server
+                reply = (False, exc)
+            try:
+                blob = dumps(reply, authkey)
+            except Exception as exc:  # noqa: BLE001
+                what = "result" if reply[0] else "exception"
+                err = pickling_failed(
+                    f"the {what} of {methodname}() of manager object {oid} could not be sent back: "
+                    f"{type(exc).__name__}: {exc}",
+                    exc,
+                )
+                blob = dumps((False, err), authkey)
+            with contextlib.suppress(Exception):
+                pipe = state.pipeline()
+                pipe.rpush(reply_key, blob)
+                pipe.pexpire(reply_key, 60_000)
+                pipe.execute()
+
+    def terminate(self) -> None:
+        """Stop serving and drop the objects (the manager shut down)."""
+        self._stopping = True
+        _LOCAL_SERVERS.pop(self.mid, None)
+        with self.lock:
+            self.objects.clear()
+        with contextlib.suppress(Exception):
+            self.session.state.delete(self.alive_key, self.request_key)
+
+    @classmethod
+    def request(cls, proxy: BaseProxy, methodname: str, args: tuple[Any, ...], kwds: dict[str, Any]) -> Any:
+        """Call *methodname* on a referent served by another process; blocks in Redis."""
+        conn = proxy._conn()
+        state, k = conn.state, conn.session.keys
+        request_key = k.k("mgr", proxy._mid, "srv")
+        alive_key = k.k("mgr", proxy._mid, "srv", "alive")
+        reply_key = k.k("mgr", proxy._mid, "reply", secrets.token_hex(8))
+        blob = dumps((reply_key, proxy._oid, methodname, args, kwds), conn.authkey)
+        pipe = state.pipeline()
+        pipe.exists(conn.keys[0])
+        pipe.rpush(request_key, blob)
+        pipe.pexpire(request_key, conn.ttl)
+        if not pipe.execute()[0]:
+            state.delete(request_key)
+            raise proxy._closed_error()
+        while True:
+            item = state.blpop([reply_key], cls._BEAT * 2)
+            if item is not None:
+                break
+            if not state.exists(alive_key):  # the manager's process stopped serving
+                raise ManagerShutdownError(
+                    f"{proxy._describe()}: the object lives in the process that created its manager "
+                    "(it cannot be pickled into Redis), and that process no longer serves it "
+                    "(the manager shut down or the process ended)"
+                )
+        ok, value = loads(item[1], conn.authkey)
+        if not ok:
+            raise value
+        return value
+
+
+class _ServerHandle:
+    """What ``manager._process`` is: a stand-in for the stdlib's server process handle.
+
+    faasmp managers have no server process (objects live in Redis, or are
+    served by a thread of the owner process, see :class:`_LocalServer`);
+    ``exitcode`` is ``None`` while the manager runs and ``0`` once it shut down.
+    """
+
+    def __init__(self, manager: BaseManager) -> None:
+        self._state = manager._state
+        self.pid = os.getpid()
+        self.name = f"{type(manager).__name__}-{manager._mid}"
+
+    @property
+    def exitcode(self) -> int | None:
+        return 0 if self._state.value == State.SHUTDOWN else None
+
+    def is_alive(self) -> bool:
+        return self._state.value == State.STARTED
+
+    def join(self, timeout: float | None = None) -> None:
+        """Nothing to wait for: shutdown is one Redis script."""
+
+    def __repr__(self) -> str:
+        return f"<faasmp manager server {self.name} exitcode={self.exitcode}>"
+
+
 class _Kind(enum.Enum):
     OWNER = "owner"
     CONNECTED = "connected"
@@ -1727,6 +1915,7 @@ class BaseManager:
         self._objects: list[Any] = []  # directly shared objects to release at shutdown
         self._finalizer: weakref.finalize | None = None  # type: ignore[type-arg]
         self._session: Any = None
+        self._process: _ServerHandle | None = None
 
     # -- lifecycle ------------------------------------------------------------------
     def _check_initial(self) -> None:
@@ -1770,7 +1959,17 @@ class BaseManager:
             raise OSError(errno.EADDRINUSE, f"a faasmp manager is already running at {self.address!r}")
         self._kind = _Kind.OWNER
         self._state.value = State.STARTED
+        self._process = _ServerHandle(self)
         self._finalizer = weakref.finalize(self, _shutdown_manager, session, self._mid, self._objects)
+
+    def _local_server(self) -> _LocalServer:
+        """The thread serving this manager's unpicklable objects (started on first use)."""
+        server = _LOCAL_SERVERS.get(self._mid or "")
+        if server is None:
+            assert self._mid is not None
+            server = _LocalServer(self._session, self._mid)
+            self._objects.append(server)  # terminated at shutdown
+        return server
 
     def connect(self) -> None:
         """Attach to the objects of the started manager at ``address`` (same run).

@@ -559,7 +559,7 @@ def _mp_log_level() -> int | None:
     """The level of multiprocessing's logger if the program created it (as the stdlib passes it on)."""
     from multiprocessing import util  # noqa: PLC0415
 
-    logger = util._logger
+    logger = getattr(util, "_logger", None)
     return None if logger is None else logger.level
 
 

@@ -686,7 +686,7 @@ def copy(obj: Any, *, ctx: FaasContext | None = None) -> SharedValue | SharedArr
         raise TypeError(
             f"copy() expects a ctypes object or a faasmp shared value/array, got {type(obj).__name__}"
         )
-    new = type(obj).__new__(type(obj))
+    new: Any = type(obj).__new__(type(obj))
     for name in ("_type", "_length"):
         if name in obj.__dict__:
             object.__setattr__(new, name, obj.__dict__[name])

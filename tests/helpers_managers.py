@@ -116,6 +116,24 @@ class StdlibIteratorProxy(multiprocessing.managers.BaseProxy):
         return self._callmethod("__next__")
 
 
+def squares_generator(n: int) -> Any:
+    """An unpicklable referent: the manager's process keeps it and serves it."""
+    for i in range(n):
+        yield i * i
+
+
+class FileLog:
+    """Holds an open file: cannot be pickled into Redis."""
+
+    def __init__(self, path: str) -> None:
+        self.f = open(path, "a")  # kept open on purpose
+
+    def write(self, text: str) -> int:
+        n = self.f.write(text)
+        self.f.flush()
+        return n
+
+
 def failing_factory(x: int) -> Any:
     raise ValueError(f"bad x {x}")
 
@@ -135,6 +153,8 @@ TestManager.register("StatefulCounter", StatefulCounter)
 TestManager.register("ShortLeaseCounter", Counter, ShortLeaseProxy)
 TestManager.register("Squares", Squares, StdlibIteratorProxy)
 TestManager.register("Failing", failing_factory)
+TestManager.register("SquaresGen", squares_generator, StdlibIteratorProxy)
+TestManager.register("FileLog", FileLog)
 
 
 def set_keys(d: Any, start: int, n: int) -> None:
@@ -165,6 +185,14 @@ def fill_namespace(ns: Any) -> None:
 
 def sum_iterator(it: Any) -> int:
     return sum(it)
+
+
+def sum_into(it: Any, out: Any) -> None:
+    out.value = sum(it)
+
+
+def write_log(log: Any, text: str) -> None:
+    log.write(text)
 
 
 def store_square(args: tuple[Any, int]) -> int:

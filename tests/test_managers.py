@@ -773,6 +773,34 @@ def test_stdlib_proxy_class_registered_on_a_faasmp_manager(ctx):
             again._callmethod("close")  # not exposed
 
 
+def test_unpicklable_referents_are_served_by_the_managers_process(ctx, tmp_path):
+    m = hm.TestManager(ctx=ctx)
+    m.start()
+    assert m._process.exitcode is None and m._process.is_alive()
+    gen = m.SquaresGen(10)  # a generator cannot live in Redis: this process keeps it
+    assert next(gen) == 0
+    out = ctx.Value("q", 0)
+    p = ctx.Process(target=hm.sum_into, args=(gen, out))  # the worker calls back into this process
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0 and out.value == sum(i * i for i in range(1, 10))
+    assert list(gen) == []
+    path = tmp_path / "log.txt"
+    log = m.FileLog(str(path))
+    log.write("here;")
+    p = ctx.Process(target=hm.write_log, args=(log, "there;"))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0 and path.read_text() == "here;there;"
+    m.shutdown()
+    assert m._process.exitcode == 0 and not m._process.is_alive()
+    with pytest.raises(ManagerShutdownError):
+        next(gen)
+    assert m.address.rsplit("/", 1)[-1] not in faasmp.managers._LOCAL_SERVERS  # the thread stopped
+    with pytest.raises(ManagerShutdownError):
+        pickle.loads(cloudpickle.dumps(log)).write("late")
+
+
 def test_errors_a_stdlib_server_reports_as_remote_error(ctx):
     import multiprocessing.managers
 

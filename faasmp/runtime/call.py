@@ -63,7 +63,7 @@ _PICKLING_ORIGINAL: dict[type, type[BaseException]] = {}
 
 
 @functools.lru_cache(maxsize=128)
-def _pickling_failed_type(original: type[BaseException]) -> type[PicklingFailed]:
+def _pickling_failed_type(original: type) -> type[PicklingFailed]:
     """PicklingFailed combined with *original* (PicklingFailed itself if they cannot combine)."""
     if issubclass(PicklingFailed, original) or not issubclass(original, Exception):
         return PicklingFailed
@@ -84,7 +84,8 @@ def pickling_failed(message: str, original: BaseException | type[BaseException])
 
     Raise it ``from`` the original error.
     """
-    cls = _pickling_failed_type(original if isinstance(original, type) else type(original))
+    tp: type = original if isinstance(original, type) else type(original)
+    cls = _pickling_failed_type(tp)
     try:
         return cls(message)
     except Exception:  # noqa: BLE001 - an error type with a special constructor
