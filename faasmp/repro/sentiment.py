@@ -86,8 +86,8 @@ def pandarallel_status() -> str:
     return ""
 
 
-def pandarallel_map(series: Any, workers: int, *, on_faasmp: bool) -> Any:
-    """``series.parallel_map(score)``: pandarallel's pool and manager on faasmp or on the stdlib."""
+def pandarallel_apply(series: Any, workers: int, *, on_faasmp: bool) -> Any:
+    """``series.parallel_apply(score)``: pandarallel's pool and manager on faasmp or on the stdlib."""
     import contextlib
 
     import faasmp
@@ -99,7 +99,7 @@ def pandarallel_map(series: Any, workers: int, *, on_faasmp: bool) -> Any:
         core.CONTEXT = multiprocessing.get_context("fork")  # faasmp's when patched, even if imported earlier
         try:
             pandarallel.initialize(nb_workers=workers, use_memory_fs=False, progress_bar=False, verbose=0)
-            return series.parallel_map(score)
+            return series.parallel_apply(score)
         finally:
             core.CONTEXT = saved
 
@@ -118,16 +118,16 @@ def run(full: bool = False) -> Result:
     warm_up = df["text"].iloc[: 10 * workers]
     why_not = pandarallel_status()
     if not why_not:
-        pandarallel_map(warm_up, workers, on_faasmp=False)
+        pandarallel_apply(warm_up, workers, on_faasmp=False)
         t0 = time.perf_counter()
-        local = pandarallel_map(df["text"], workers, on_faasmp=False)
+        local = pandarallel_apply(df["text"], workers, on_faasmp=False)
         times["stdlib (pandarallel)"] = time.perf_counter() - t0
-        pandarallel_map(warm_up, workers, on_faasmp=True)  # the workers import pandas once
+        pandarallel_apply(warm_up, workers, on_faasmp=True)  # the workers import pandas once
         t0 = time.perf_counter()
-        ours = pandarallel_map(df["text"], workers, on_faasmp=True)
+        ours = pandarallel_apply(df["text"], workers, on_faasmp=True)
         times["faasmp (pandarallel)"] = time.perf_counter() - t0
         how = (
-            "pandarallel itself (`Series.parallel_map`, which creates a Pool and a Manager per call), "
+            "pandarallel itself (`Series.parallel_apply`, which creates a Pool and a Manager per call), "
             "on faasmp under `faasmp.patched()` and on the stdlib's fork context"
         )
     else:
