@@ -106,6 +106,7 @@ def child_loop(impl_name: str, benches: list[str], run: Callable[[Any, str], dic
             traceback.print_exc()
             result = {"status": "error", "reason": f"{type(exc).__name__}: {exc}"[:500]}
         result["import_s"] = import_s
+        result["load_avg_1m"] = os.getloadavg()[0]  # how busy the machine was (shared machines)
         print(RESULT_MARK + json.dumps({"bench": bench, **result}), flush=True)
     t0 = time.perf_counter()
     impl.shutdown()

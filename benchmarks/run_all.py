@@ -554,7 +554,12 @@ def collect(
                 target = {m: results[m] for m in names}
             for m in names:
                 if res["status"] == "ok":
-                    entry = {"status": "ok", **res["metrics"][m], "import_s": res.get("import_s")}
+                    entry = {
+                        "status": "ok",
+                        **res["metrics"][m],
+                        "import_s": res.get("import_s"),
+                        "load_avg_1m": res.get("load_avg_1m"),
+                    }
                 else:
                     entry = {k: v for k, v in res.items() if k != "metrics"}
                     # a bound from a killed child belongs to the metric it measured first
@@ -786,6 +791,7 @@ def main() -> int:
     server = None
     redis_conf: dict[str, Any] = {}
     started = time.monotonic()
+    load_start = os.getloadavg()[0]
 
     def log(impl: str, bench: str, res: dict[str, Any]) -> None:
         if res["status"] == "ok":
@@ -796,7 +802,8 @@ def main() -> int:
         else:
             shown = f"{res['status']}: {res.get('reason', '')}"[:200]
         print(
-            f"  {IMPL_LABEL[impl]:<11} {bench:<17} {shown}  ({res.get('wall_s', 0):.1f} s)",
+            f"  {IMPL_LABEL[impl]:<11} {bench:<17} {shown}  ({res.get('wall_s', 0):.1f} s, "
+            f"load {os.getloadavg()[0]:.1f})",
             file=sys.stderr,
             flush=True,
         )
@@ -850,6 +857,8 @@ def main() -> int:
             "jobs": jobs,
             "grouped": group,
             "total_s": total,
+            "load_avg_1m_start": load_start,
+            "load_avg_1m_end": os.getloadavg()[0],
         },
         "metrics": {
             m: {"label": metric_label(m, params), "unit": u, "better": b} for m, (_, u, b) in METRICS.items()
