@@ -230,10 +230,12 @@ class DependencyAnalyzer:
             names.update(c.co_names)
             level = 0
             for ins in dis.get_instructions(c):
-                if ins.opname == "LOAD_CONST" and isinstance(ins.argval, int):
+                # ``import`` compiles to LOAD_CONST level, LOAD_CONST fromlist, IMPORT_NAME.
+                if ins.opname in ("LOAD_CONST", "LOAD_SMALL_INT") and type(ins.argval) is int:
                     level = ins.argval
                 elif ins.opname == "IMPORT_NAME":
                     imports.add((str(ins.argval), level))
+                    level = 0
             stack.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
         result = (frozenset(names), frozenset(imports))
         with self._lock:

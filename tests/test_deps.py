@@ -62,9 +62,14 @@ def test_analysis_is_cached_per_function_object():
     assert Requirement("numpy", "tests.helpers_deps.uses_numpy") in first
 
 
-def test_relative_import_resolves_against_the_package():
-    assert deps._resolve("sub", 1, "pkg.inner") == "pkg.inner.sub"
-    assert deps._resolve("x", 0, "pkg") == "x"
+def test_relative_and_absolute_imports_in_the_body_resolve_against_the_package():
+    source = (
+        "def f():\n    from . import sibling\n    from .sub import thing\n"
+        "    import json, os.path\n    x = 5\n    from ..up import y\n"
+    )
+    g: dict[str, object] = {"__package__": "pkg.inner", "__name__": "pkg.inner.mod"}
+    exec(compile(source, "mod.py", "exec"), g)
+    assert modules(g["f"]) == {"pkg.inner", "pkg.inner.sub", "json", "os.path", "pkg.up"}  # type: ignore[arg-type]
 
 
 # --- project modules are shipped by value ------------------------------------
