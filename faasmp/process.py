@@ -7,8 +7,8 @@ codes, ``sys.exit``, ``os._exit``, ``terminate()`` (-SIGTERM) and ``kill()``
 read the exit status from Redis.
 
 Differences from the stdlib, all documented on the members: ``pid`` is the
-process id on the worker's machine (``ident`` too); ``sentinel`` is an object
-for :func:`faasmp.connection.wait`, not a file descriptor.
+process id on the worker's machine (``ident`` too); ``sentinel`` is a local
+file descriptor that a watcher thread makes readable when the process ends.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from .runtime.call import CallKind, RemoteCall, dumps, dumps_named
@@ -275,6 +276,9 @@ class BaseProcess:
             self._handle.close()
             self._handle = None
             _children.discard(self)
+        close_sentinel = self.__dict__.pop("_sentinel_close", None)
+        if close_sentinel is not None:
+            close_sentinel()
         self._closed = True
 
     def _check_closed(self) -> None:
@@ -331,11 +335,31 @@ class BaseProcess:
 
     @property
     def sentinel(self) -> ProcessSentinel:
-        """An object :func:`faasmp.connection.wait` reports ready when the process ends."""
+        """A handle that becomes ready when the process ends, as the stdlib's.
+
+        It is an ``int``: the read end of a local pipe that a watcher thread
+        (blocking in Redis for the exit) closes the write end of when the
+        process ends, so ``select()`` and ``multiprocessing.connection.wait()``
+        see it readable, as with the stdlib; :func:`faasmp.connection.wait`
+        waits on its Redis channel instead.  The same object is returned on
+        every access; its descriptor is closed by :meth:`close` (or when the
+        process object is garbage collected).
+        """
         self._check_closed()
         if self._handle is None:
             raise ValueError("process not started")
-        return ProcessSentinel(self)
+        sentinel: ProcessSentinel | None = self.__dict__.get("_sentinel")
+        if sentinel is None:
+            r, w = os.pipe()
+            sentinel = self.__dict__["_sentinel"] = ProcessSentinel(self, r)
+            self.__dict__["_sentinel_close"] = weakref.finalize(self, os.close, r)
+            threading.Thread(
+                target=_close_at_exit,
+                args=(self._handle, w),
+                name=f"faasmp-sentinel-{self._name}",
+                daemon=True,
+            ).start()
+        return sentinel
 
     def __repr__(self) -> str:
         exitcode = None
@@ -364,6 +388,8 @@ class BaseProcess:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_handle"] = None
+        state.pop("_sentinel", None)
+        state.pop("_sentinel_close", None)
         return state
 
     # -- remote side --------------------------------------------------------
@@ -405,11 +431,29 @@ class Process(BaseProcess):
     """A faasmp process bound to the default context (see :class:`BaseProcess`)."""
 
 
-class ProcessSentinel:
-    """Waitable for a process' end; used by :func:`faasmp.connection.wait`."""
+def _close_at_exit(handle: _RemoteHandle, fd: int) -> None:
+    """Watcher thread of a sentinel: close *fd* (the pipe's write end) when the process ends."""
+    try:
+        handle.wait(None)
+    except Exception:  # noqa: BLE001, S110 - the run ended: the process is gone for us too
+        pass
+    finally:
+        os.close(fd)
 
-    def __init__(self, process: BaseProcess) -> None:
+
+class ProcessSentinel(int):
+    """``Process.sentinel``: a file descriptor readable once the process ended (see there).
+
+    Also what :func:`faasmp.connection.wait` needs to wait in Redis
+    (``ready``, ``channel``, ``session``).
+    """
+
+    process: BaseProcess
+
+    def __new__(cls, process: BaseProcess, fd: int) -> ProcessSentinel:
+        self = super().__new__(cls, fd)
         self.process = process
+        return self
 
     def ready(self) -> bool:
         return self.process.exitcode is not None

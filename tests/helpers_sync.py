@@ -94,3 +94,10 @@ def add_to_value(v: Any, amount: float) -> float:
     with v.get_lock():
         v.value += amount
         return float(v.value)
+
+
+def exit_with_mp_log_level() -> None:
+    """(For the process tests.) Exit with the effective level of multiprocessing's logger."""
+    import multiprocessing.util  # noqa: PLC0415
+
+    sys.exit(multiprocessing.util.get_logger().getEffectiveLevel())

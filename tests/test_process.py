@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -144,6 +145,67 @@ def test_sentinel_with_connection_wait(ctx):
     assert wait([slow.sentinel], timeout=0.2) == []
     slow.kill()
     slow.join(30)
+
+
+def test_sentinel_is_a_file_descriptor_readable_at_exit(ctx):
+    import multiprocessing.connection
+    import select
+
+    p = ctx.Process(target=helpers.sleep_then, args=(0.5,))
+    with pytest.raises(ValueError, match="not started"):
+        p.sentinel  # noqa: B018 - the property raises
+    p.start()
+    sentinel = p.sentinel
+    assert isinstance(sentinel, int) and p.sentinel is sentinel
+    assert select.select([sentinel], [], [], 0)[0] == []
+    assert multiprocessing.connection.wait([sentinel], timeout=30) == [sentinel]  # the stdlib's wait
+    assert p.exitcode == 0
+    p.join()
+    p.close()
+    with pytest.raises(OSError):
+        os.fstat(sentinel)  # close() closed the descriptor
+
+
+def test_child_inherits_the_multiprocessing_logger_level(ctx):
+    import logging
+    import multiprocessing.util
+
+    from tests import helpers_sync
+
+    logger = multiprocessing.util.get_logger()
+    old = logger.level
+    try:
+        logger.setLevel(32)  # as the stdlib's preparation data passes it on
+        p = ctx.Process(target=helpers_sync.exit_with_mp_log_level)
+        p.start()
+        p.join(60)
+        assert p.exitcode == 32
+        logger.setLevel(logging.NOTSET)  # then the level comes from the root logger
+        root = logging.getLogger()
+        root_level = root.level
+        root.setLevel(37)
+        try:
+            p = ctx.Process(target=helpers_sync.exit_with_mp_log_level)
+            p.start()
+            p.join(60)
+        finally:
+            root.setLevel(root_level)
+        assert p.exitcode == 37
+    finally:
+        logger.setLevel(old)
+
+
+def test_set_executable_is_accepted_while_running(ctx):
+    import pathlib
+    import sys
+
+    for path in (sys.executable, sys.executable.encode(), pathlib.Path(sys.executable)):
+        ctx.set_executable(path)  # the run is already going: stored, as the stdlib does
+        assert ctx.get_executable() == sys.executable
+        p = ctx.Process(target=helpers.sleep_then, args=(0,))
+        p.start()
+        p.join(60)
+        assert p.exitcode == 0
 
 
 def test_subclass_overriding_run(default_ctx, capsys):
