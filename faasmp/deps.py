@@ -546,12 +546,13 @@ def manifest_for(config: Any, *, refresh: bool = False, timeout: float = 120.0) 
         with _manifest_lock:
             found = _manifests.get("localhost")
             if found is None:
-                versions = package_versions()
+                # The versions are this interpreter's (package_versions(); not
+                # computed here: importlib.metadata scans take tens of ms).
                 found = _manifests["localhost"] = RuntimeManifest(
                     backend=config.backend,
                     runtime=sys.executable,
-                    python=versions.pop("python"),
-                    versions=versions,
+                    python=platform.python_version(),
+                    versions={},
                     distributions={},
                     modules=frozenset(),
                     collected=time.time(),
