@@ -126,10 +126,12 @@ class _RemoteHandle:
     def send_signal(self, sig: signal.Signals) -> None:
         k = self.session.keys
         script = self.session.state.script(SIGNAL_PROCESS)
-        script(
+        outcome = script(
             keys=[self.hash_key, self.ctl_key, k.work, self.exit_key],
             args=[sig.name, int(sig), self.blob],
         )
+        if outcome == 2:  # cancelled while queued: it never ran, no output will follow
+            self.output_done = True
 
     def close(self) -> None:
         self.session.state.delete(self.hash_key, self.exit_key, self.ctl_key)
