@@ -344,17 +344,26 @@ class Pool:
         self, result: IMapIterator, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int
     ) -> None:
         count = 0
+        # A list, tuple or range is already in memory: its chunks go up in
+        # batches (one round trip each).  Any other iterable is fed chunk by
+        # chunk, so each task is submitted as soon as the iterable yields it.
+        batched = isinstance(iterable, (list, tuple, range))
+        chunks = enumerate(_chunks(iterable, chunksize))
         try:
-            for index, chunk in enumerate(_chunks(iterable, chunksize)):
+            while True:
                 # Stop with the pool, and stay at most _IMAP_AHEAD chunks ahead
                 # of the consumer so an endless generator does not fill Redis.
                 with result._cond:
-                    while self._state == RUN and len(result._items) + index - result._index > _IMAP_AHEAD:
+                    while self._state == RUN and len(result._items) + count - result._index > _IMAP_AHEAD:
                         result._cond.wait(0.1)
+                    room = _IMAP_AHEAD + 1 - (len(result._items) + count - result._index)
                 if self._state != RUN:
                     return
-                self._submit(result._job, func, "map", [(index, chunk)])
-                count = index + 1
+                batch = list(itertools.islice(chunks, max(1, min(room, _SUBMIT_BATCH)) if batched else 1))
+                if not batch:
+                    break
+                self._submit(result._job, func, "map", batch)
+                count = batch[-1][0] + 1
         except Exception as exc:  # noqa: BLE001 - the iterable's error goes to the caller
             result._set(count, (False, ExceptionInfo.capture(exc)))
             count += 1
