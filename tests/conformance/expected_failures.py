@@ -39,13 +39,6 @@ NOT_APPLICABLE: dict[str, str] = {
             "test_wait_return",
         )
     },
-    # check_invariant() reads CPython's private SemLocks of Condition after the
-    # notify checks themselves have passed.
-    f"{_P}TestCondition.test_notify": (
-        "reads CPython internals cond._sleeping_count/_woken_count/_wait_semaphore"
-    ),
-    f"{_P}TestCondition.test_notify_all": "reads CPython internals cond._sleeping_count/_woken_count",
-    f"{_P}TestCondition.test_notify_n": "reads CPython internals cond._sleeping_count/_woken_count",
     # A faasmp Connection is a pair of Redis lists: no file descriptor to return or to pass.
     f"{_P}TestConnection.test_connection": (
         "asserts Connection.fileno() is an int; faasmp connections have no fd"
@@ -53,9 +46,6 @@ NOT_APPLICABLE: dict[str, str] = {
     f"{_P}TestConnection.test_fd_transfer": "passes an fd over the pipe (SCM_RIGHTS); no fd crosses machines",
     f"{_P}TestConnection.test_large_fd_transfer": "passes an fd over the pipe (SCM_RIGHTS)",
     f"{_P}TestConnection.test_missing_fd_transfer": "reduction.recv_handle needs the pipe's socket fd",
-    f"{_P}TestProcess.test_sentinel": (
-        "asserts Process.sentinel is an int fd; faasmp's is a Redis-backed object"
-    ),
     f"{_P}TestPicklingConnections.test_pickling": (
         "sends stdlib socket Connections (fds) to the child process"
     ),
@@ -92,65 +82,15 @@ DIFFERENCES: dict[str, str] = {
     f"{_P}TestQueue.test_queue_feeder_donot_stop_onexc": (
         "faasmp pickles in put() and raises PicklingFailed there; the stdlib pickles in a feeder thread"
     ),
-    f"{_M}TestPool.test_make_pool": (
-        "manager.Pool(0) raises ValueError in the caller; the stdlib's manager server raises RemoteError"
-    ),
 }
 
 FAASMP_BUGS: dict[str, str] = {
-    # faasmp.patch() leaves these stdlib names in place, so the suite gets the stdlib objects.
-    f"{_P}TestSharedCTypes.test_sharedctypes": (
-        "patch() does not rebind multiprocessing.sharedctypes.Value/Array/copy: "
-        "a stdlib mmap Value is sent to a worker"
-    ),
-    f"{_P}TestSharedCTypes.test_synchronize": (
-        "patch() does not rebind multiprocessing.sharedctypes.Value (lock=True): "
-        "the stdlib Synchronized refuses to pickle"
-    ),
-    **{
-        f"{_M}TestMyManager.{t}": (
-            "patch() does not rebind multiprocessing.managers.BaseManager: a subclass starts a stdlib server "
-            "on a faasmp Process (PicklingFailed: AuthenticationString); rebound, its generator-returning "
-            "'baz' type still cannot be kept in Redis"
-        )
-        for t in ("test_mymanager", "test_mymanager_context", "test_mymanager_context_prestarted")
-    },
+    # Fixed 2026-11-23 (stdlib-original pickling errors, logger level, set_executable, live manager
+    # iterators, EventProxy, counted semaphores, released pool results, unpicklable manager
+    # referents served by the owner, patch() of sharedctypes/managers...); what is left:
     f"{_P}TestPool.test_traceback": (
-        "exc.__cause__ is faasmp.RemoteTraceback, not multiprocessing.pool.RemoteTraceback"
-    ),
-    f"{_P}TestPool.test_map_unplicklable": (
-        "PicklingFailed(TypeError) replaces the pickling error; the stdlib raises the original (RuntimeError)"
-    ),
-    f"{_M}TestPool.test_map_unplicklable": (
-        "PicklingFailed(TypeError) replaces the pickling error; the stdlib raises the original (RuntimeError)"
-    ),
-    f"{_P}TestPool.test_release_task_refs": "the pool keeps the last result chunk alive after map() returns",
-    f"{_M}TestPool.test_release_task_refs": "the pool keeps the last result chunk alive after map() returns",
-    f"{_P}TestProcess.test_error_on_stdio_flush_2": (
-        "a child that sets sys.stdout/stderr to None exits 1, not 0"
-    ),
-    f"{_P}TestProcess.test_wait_for_threads": "the child exits without joining its non-daemon threads",
-    f"{_P}TestProcess.test_lose_target_ref": "Process.start() keeps _target/_args alive in the parent",
-    f"{_P}TestProcess.test_many_processes": (
-        "join() after terminate() waits 2 s per process for an output marker (100: 200 s, timeout); "
-        "in the full class run some short processes end -9 (invocations 'stopped answering')"
-    ),
-    f"{_P}TestProcess.test_set_executable": (
-        "set_executable() raises RuntimeError once the context is running"
-    ),
-    f"{_P}TestLogging.test_level": "the child does not inherit the level of multiprocessing.get_logger()",
-    f"{_P}TestQueue.test_queue_feeder_on_queue_feeder_error": (
-        "stdlib queues.Queue on a faasmp context makes BoundedSemaphore(2**31-1): "
-        "2**31 Redis tokens, GBs of RAM"
-    ),
-    f"{_M}TestContainers.test_dict_iter": (
-        "iter() of a manager dict is a snapshot: no RuntimeError when it changes"
-    ),
-    f"{_M}TestContainers.test_list_iter": (
-        "iter() of a manager list is a snapshot: later item assignments unseen"
-    ),
-    f"{_M}TestEvent.test_repr": (
-        "manager.Event() is not a proxy: repr is not <EventProxy object, typeid 'Event' ...>"
+        "checks type(exc.__cause__) is multiprocessing.pool.RemoteTraceback exactly; faasmp's "
+        "RemoteTraceback is a subclass of it (faasmp/runtime/call.py)"
     ),
 }
 
