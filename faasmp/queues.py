@@ -166,10 +166,16 @@ class _ListQueue(SharedObject):
         next commands; its reply (always "pushed") is collected with the next one.
         """
         self._check_lost()
-        if len(blob) > _BIG:
-            self._push_big(blob, joinable)
-        else:
-            self._put_deferred(self._put_keys, [blob, SEM_VALUE_MAX, self._ttl, joinable], self._on_put_reply)
+        try:
+            if len(blob) > _BIG:
+                self._push_big(blob, joinable)
+            else:
+                self._put_deferred(
+                    self._put_keys, [blob, SEM_VALUE_MAX, self._ttl, joinable], self._on_put_reply
+                )
+        except StateError:
+            self._check_lost()  # the earlier put that was lost with the connection says more
+            raise
         self._check_lost()
 
     def _push_big(self, blob: bytes, joinable: str) -> None:

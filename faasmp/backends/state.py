@@ -403,10 +403,19 @@ class _DirectRedis:
                 raise
 
     def _failed(self, exc: BaseException) -> BaseException:
-        """The error to raise for *exc* (the connection was dropped with it)."""
-        self._local.pending = None
+        """The error to raise for *exc* (the connection was dropped with it).
+
+        A deferred command still waiting for its reply went down with the
+        connection: its callback hears about it (it may not have run).
+        """
+        local = self._local
+        on_reply, local.pending = getattr(local, "pending", None), None
         if isinstance(exc, _DROPPED):
-            return _dropped(exc, self._owner._where)
+            error = _dropped(exc, self._owner._where)
+            if on_reply is not None:
+                with contextlib.suppress(Exception):
+                    on_reply(error)
+            return error
         return exc
 
     def execute(self, *args: Any) -> Any:
