@@ -87,7 +87,7 @@ provider's, and each of those round trips also pays the network latency to Redis
         """
 The paper mapped **1024 functions each sleeping 5 s** and plotted when they started
 and ended: the spread of the start times is the cost of invoking that many
-functions.  Small mode maps 24 functions of 2 s on `Pool(24)`.
+functions.  Small mode maps 16 functions of 2 s on `Pool(16)`.
 """,
         """
 **Why ours differ.** Fig 4.2 shows Lambda's ramp-up: the client invokes functions in
@@ -180,10 +180,10 @@ machine, which needs a cloud backend (full mode).
         """
 The paper scored sentiment with pandarallel on Lambda and found it **7% slower than on
 a VM**.  Ours: a lexicon scorer on generated reviews (nothing is downloaded), serial,
-stdlib and faasmp, with pandarallel's own `parallel_apply` (its Pool and Manager
-come from faasmp under `faasmp.patched()`).  pandarallel does not import with pandas
-3.x (it uses pandas internals that were removed); then the experiment runs
-pandarallel's split-apply-combine on a faasmp Pool instead and says so below.
+a stdlib Pool and a faasmp Pool running pandarallel's split-apply-combine, then
+pandarallel's own `parallel_apply` with its Pool and Manager from faasmp (under
+`faasmp.patched()`).  pandarallel does not import with pandas 3.x (it uses pandas
+internals that were removed); then that last step is skipped and the table says why.
 """,
         """
 **Why ours differ.** The data travel through a Redis on the same machine instead of to

@@ -19,7 +19,7 @@ def run(full: bool = False) -> Result:
     """Map *n* sleeps on ``Pool(n)`` (one function per task, as in the paper)."""
     import plotly.graph_objects as go
 
-    n, secs = (1024, 5.0) if full else (24, 2.0)
+    n, secs = (1024, 5.0) if full else (16, 2.0)
     ctx = context()
     ctx.shutdown()  # start from cold, like the paper's single large map
     t_start = time.perf_counter()
