@@ -564,20 +564,35 @@ def active_children() -> list[BaseProcess]:
 
 
 def _cleanup() -> None:
+    """Forget children that have ended (one pipelined round trip per run, not one per child)."""
     from .backends.state import StateLostError  # noqa: PLC0415
 
+    pending: dict[Any, list[BaseProcess]] = {}
     for p in list(_children):
         handle = p._handle
         if handle is None:
             continue
-        try:
-            # A child of a run that was shut down or whose Redis lost the
-            # run's state can never be waited for: forget it (it must not
-            # break start() in a new run).
-            if handle.session.closed or handle.poll() is not None:
-                _children.discard(p)
-        except StateLostError:
+        # A child of a run that was shut down can never be waited for: forget
+        # it (it must not break start() in a new run).
+        if handle.session.closed or handle.returncode is not None:
             _children.discard(p)
+        else:
+            pending.setdefault(handle.session, []).append(p)
+    for session, procs in pending.items():
+        try:
+            pipe = session.state.pipeline()
+            for p in procs:
+                assert p._handle is not None
+                pipe.lindex(p._handle.exit_key, 0)
+            codes = pipe.execute()
+        except StateLostError:  # Redis lost the run's state: these can never be waited for
+            for p in procs:
+                _children.discard(p)
+            continue
+        for p, raw in zip(procs, codes, strict=True):
+            if raw is not None and p._handle is not None:
+                p._handle.returncode = int(raw)
+                _children.discard(p)
 
 
 def _exit_children() -> None:
