@@ -196,6 +196,9 @@ class StreamingResult(unittest.TestResult):
 
 
 def child_main(impl: str, test_ids: list[str], report_fd: int) -> int:
+    # Started from a background job, the interpreter inherits SIGINT ignored;
+    # the suite's tests send SIGINT and expect KeyboardInterrupt, as in a terminal.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     report = os.fdopen(report_fd, "w", buffering=1)
     lock = threading.Lock()
 
@@ -615,7 +618,9 @@ def summarize(runs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             cmp_app = compare(runs, impl, flavour, exclude=tables.NOT_APPLICABLE)
 
             def share(cmp_: dict[str, Any] | None) -> str:
-                return f"{cmp_['also_pass']}/{cmp_['stdlib_pass']} {cmp_['ratio']:.1%}" if cmp_ else "-"
+                if not cmp_ or cmp_["ratio"] is None:  # nothing passed on the stdlib to compare with
+                    return "-"
+                return f"{cmp_['also_pass']}/{cmp_['stdlib_pass']} {cmp_['ratio']:.1%}"
 
             lines.append(
                 f"{impl:<8} {flavour:<10} {len(run['tests']):>5} {c['pass']:>5} {c['fail']:>5} "
