@@ -164,8 +164,8 @@ def kill_tree(proc: subprocess.Popen[Any]) -> None:
 
 def _bound(phases: list[dict[str, Any]], killed_at: float) -> tuple[str, float] | None:
     """A single measurement that started and did not finish gives a bound on it."""
-    if len(phases) != 1 or phases[0]["phase"] != "measure":
-        return None
+    if len(phases) != 1 or phases[0]["phase"] != "measure" or phases[0]["kind"] not in ("time", "rate"):
+        return None  # kind "per-op": a median of many operations, no bound from the time spent
     spent = killed_at - phases[0]["t"]
     if phases[0]["kind"] == "rate":
         return ("<", phases[0]["n"] / spent) if spent > 0 else None
