@@ -614,7 +614,11 @@ class Slot:
                     return "pool gone"
                 continue
             t_deq = time.time()
-            msg = loads(item[1], authkey)
+            try:
+                msg = loads(item[1], authkey)
+            except AuthenticationError:
+                logger.warning("faasmp slot %s: refused an unauthenticated pool task", self.slot_id)
+                continue
             if msg is None:
                 return "sentinel"
             job, index, fn_key, mode, chunk = msg
