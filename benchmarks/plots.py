@@ -59,7 +59,7 @@ def overview(doc: dict[str, Any]) -> Any:
         )
     fig.add_vline(x=1.0, line_dash="dash", line_color="black")
     fig.update_layout(
-        title="Times worse than stdlib multiprocessing (1 = equal; lower is better)",
+        title="Times worse than stdlib multiprocessing (1 = equal; lower is better; no bar: timeout or error)",
         xaxis={"type": "log", "title": "slowdown vs stdlib (log)"},
         yaxis={"autorange": "reversed"},
         barmode="group",

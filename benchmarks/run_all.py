@@ -627,6 +627,15 @@ def metric_label(m: str, params: dict[str, Any]) -> str:
     return METRICS[m][0].format(**params)
 
 
+def _load_range(entries: list[dict[str, Any] | None]) -> str:
+    """The machine's 1-minute load average while a row was measured (min-max over its entries)."""
+    loads = [e["load_avg_1m"] for e in entries if e and e.get("load_avg_1m") is not None]
+    if not loads:
+        return "-"
+    lo, hi = min(loads), max(loads)
+    return f"{lo:.0f}" if round(lo) == round(hi) else f"{lo:.0f}-{hi:.0f}"
+
+
 def render(
     results: dict[str, dict[str, Any]],
     scaling: dict[str, dict[str, dict[str, Any]]],
@@ -639,6 +648,7 @@ def render(
         head.append("faasmp/stdlib")
     if with_lit:
         head.append("faasmp/lithops")
+    head.append("load avg")
     rows = []
     for m, (_, unit, better) in METRICS.items():
         r = results.get(m, {})
@@ -649,6 +659,7 @@ def render(
             row.append(ratio_of(r.get("faasmp"), r.get("stdlib"))[0] if m != "mc_efficiency" else "")
         if with_lit:
             row.append(ratio_of(r.get("faasmp"), r.get("lithops"))[0] if m != "mc_efficiency" else "")
+        row.append(_load_range([r.get(i) for i in impls]))
         rows.append(row)
     for sm, (label, unit, better) in SCALE_METRICS.items():
         for n in params["scale_workers"]:
@@ -660,6 +671,7 @@ def render(
                 row.append(ratio_of(per.get("faasmp"), per.get("stdlib"))[0])
             if with_lit:
                 row.append(ratio_of(per.get("faasmp"), per.get("lithops"))[0])
+            row.append(_load_range(list(per.values())))
             rows.append(row)
     widths = [max(len(str(x[i])) for x in [head, *rows]) for i in range(len(head))]
     lines = [
@@ -737,6 +749,24 @@ def evaluate_targets(results: dict[str, dict[str, Any]], params: dict[str, Any])
     return out
 
 
+def rerender(path: str, out: str, png: bool, plots_too: bool) -> int:
+    """Table, targets and plots of an earlier run (e.g. after changing how they are drawn)."""
+    with open(path) as f:
+        doc = json.load(f)
+    params, impls = doc["meta"]["params"], doc["meta"]["impls"]
+    print(render(doc["results"], doc["scaling"], params, impls))
+    doc["targets"] = evaluate_targets(doc["results"], params)
+    doc["table_markdown"] = render_markdown(doc["results"], doc["scaling"], params, impls)
+    os.makedirs(out, exist_ok=True)
+    if plots_too:
+        import plots
+
+        doc["plots"] = plots.make_all(doc, out, png=png)
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(doc, f, indent=2)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     size = ap.add_mutually_exclusive_group()
@@ -759,6 +789,9 @@ def main() -> int:
     ap.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every time limit")
     ap.add_argument("--no-plots", action="store_true", help="no plots at all")
     ap.add_argument("--no-png", action="store_true", help="HTML plots only")
+    ap.add_argument(
+        "--from-json", metavar="PATH", help="re-render the table and plots of an earlier results.json"
+    )
     ap.add_argument("--child", metavar="IMPL", help=argparse.SUPPRESS)
     ap.add_argument("--params", help=argparse.SUPPRESS)
     ap.add_argument("benches", nargs="*", help=argparse.SUPPRESS)
@@ -769,6 +802,8 @@ def main() -> int:
         _common.child_loop(args.child, args.benches, child_run(json.loads(args.params)))
         return 0
 
+    if args.from_json:
+        return rerender(args.from_json, args.out, png=not args.no_png, plots_too=not args.no_plots)
     mode = "ci" if args.ci else "quick" if args.quick else "full"
     params = {"ci": CI, "quick": QUICK, "full": FULL}[mode]
     impls = [i for i in args.impl.split(",") if i]
