@@ -59,6 +59,7 @@ def check(out: subprocess.CompletedProcess[str]) -> None:
         f"nbval failed (exit {out.returncode}):\n{out.stdout[-6000:]}\n{out.stderr[-2000:]}"
     )
     assert " passed" in out.stdout and " failed" not in out.stdout
+    print(out.stdout[-4000:])  # per-cell durations, shown with pytest -rP
 
 
 def test_notebook_inventory():
