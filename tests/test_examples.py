@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -47,12 +48,12 @@ VERIFIED = {
 MODES = {"python": [], "faasmp run": ["-m", "faasmp", "run"]}
 
 
-def _run(example: str, mode: str) -> subprocess.CompletedProcess[str]:
+def _run(example: str, mode: str) -> tuple[subprocess.CompletedProcess[str], pathlib.Path]:
     # Each run gets its own temp dir: Lithops' localhost backend keeps its
     # jobs in a temp folder shared by every process of the user (DESIGN §7).
     tmp = tempfile.mkdtemp(prefix="faasmp-example-")
     args = [str(EXAMPLES / example)] if example != "montecarlo_pi.py" else [str(EXAMPLES / example), "6"]
-    return subprocess.run(
+    res = subprocess.run(
         [sys.executable, *MODES[mode], *args],
         capture_output=True,
         text=True,
@@ -60,10 +61,11 @@ def _run(example: str, mode: str) -> subprocess.CompletedProcess[str]:
         cwd=tmp,
         env={**os.environ, "TMPDIR": tmp},
     )
+    return res, pathlib.Path(tmp)
 
 
 @pytest.fixture(scope="module")
-def runs() -> Iterator[dict[tuple[str, str], concurrent.futures.Future[subprocess.CompletedProcess[str]]]]:
+def runs() -> Iterator[dict[tuple[str, str], concurrent.futures.Future[Any]]]:
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         # faasmp runs first: they are the long ones.
         order = [(e, m) for m in ("faasmp run", "python") for e in VERIFIED]
@@ -83,10 +85,13 @@ def _code_lines(path: pathlib.Path) -> str:
 
 @pytest.mark.parametrize("example", sorted(VERIFIED))
 def test_same_verified_result_under_python_and_faasmp_run(runs, example):
-    plain = runs[(example, "python")].result()
-    faas = runs[(example, "faasmp run")].result()
+    plain, _ = runs[(example, "python")].result()
+    faas, faas_tmp = runs[(example, "faasmp run")].result()
     assert plain.returncode == 0, plain.stderr[-3000:]
     assert faas.returncode == 0, faas.stderr[-3000:]
     for line in VERIFIED[example]:
         assert line in plain.stdout, plain.stdout
     assert faas.stdout == plain.stdout
+    # faasmp really ran the work: its Lithops executor (created only when a
+    # faasmp session starts) left its folder in that run's temp dir.
+    assert list(faas_tmp.glob("lithops-*")), "the program ran without starting faasmp"
