@@ -83,7 +83,10 @@ def run(full: bool = False) -> Result:
     times: dict[str, float] = {}
     curves: dict[str, list[float]] = {}
     fork = multiprocessing.get_context("fork")
-    variants: list[tuple[str, Any, Any]] = [("serial", _Serial, dict), ("stdlib", fork.Pool, fork.Manager)]
+    # The stdlib manager's server is spawned: forking a busy, multi-threaded process (a
+    # Jupyter kernel running faasmp's threads) is unsafe, and its server died there.
+    spawned_manager = multiprocessing.get_context("spawn").Manager
+    variants: list[tuple[str, Any, Any]] = [("serial", _Serial, dict), ("stdlib", fork.Pool, spawned_manager)]
     variants.append(("faasmp", ctx.Pool, ctx.Manager))
     for label, pool_factory, manager_factory in variants:
         if full and label != "faasmp":
