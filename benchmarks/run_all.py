@@ -641,6 +641,7 @@ def render(
     scaling: dict[str, dict[str, dict[str, Any]]],
     params: dict[str, Any],
     impls: list[str],
+    markdown: bool = False,
 ) -> str:
     head = ["metric", "unit", "better", *(IMPL_LABEL[i] for i in impls)]
     with_std, with_lit = "stdlib" in impls and "faasmp" in impls, "lithops" in impls and "faasmp" in impls
@@ -673,6 +674,10 @@ def render(
                 row.append(ratio_of(per.get("faasmp"), per.get("lithops"))[0])
             row.append(_load_range(list(per.values())))
             rows.append(row)
+    if markdown:
+        out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        out += ["| " + " | ".join(str(c).strip().replace("|", "\\|") for c in row) + " |" for row in rows]
+        return "\n".join(out)
     widths = [max(len(str(x[i])) for x in [head, *rows]) for i in range(len(head))]
     lines = [
         "  ".join(str(c).ljust(widths[i]) if i < 3 else str(c).rjust(widths[i]) for i, c in enumerate(row))
@@ -689,15 +694,7 @@ def render_markdown(
     impls: list[str],
 ) -> str:
     """The same table as Markdown (pasted into docs/performance.md)."""
-    text = render(results, scaling, params, impls).splitlines()
-    cells = [[c for c in _split_cols(line)] for line in text if not set(line) <= {"-", " "}]
-    out = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(cells[0])]
-    out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells[1:]]
-    return "\n".join(out)
-
-
-def _split_cols(line: str) -> list[str]:
-    return [c.strip() for c in line.split("  ") if c.strip()] if "  " in line else [line]
+    return render(results, scaling, params, impls, markdown=True)
 
 
 def evaluate_targets(results: dict[str, dict[str, Any]], params: dict[str, Any]) -> list[dict[str, Any]]:
