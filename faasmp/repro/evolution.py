@@ -79,18 +79,20 @@ def run(full: bool = False) -> Result:
     workers, generations, population, steps = (1000, 50, 1000, 1000) if full else (2, 4, 16, 300)
     t_start = time.perf_counter()
     ctx = context()
-    ctx.start_warm_pool(workers)
     times: dict[str, float] = {}
     curves: dict[str, list[float]] = {}
     fork = multiprocessing.get_context("fork")
-    # The stdlib manager's server is spawned: forking a busy, multi-threaded process (a
-    # Jupyter kernel running faasmp's threads) is unsafe, and its server died there.
+    # The stdlib runs first, before faasmp starts its threads and workers, and its
+    # manager's server is spawned, not forked from a multi-threaded kernel: under nbval
+    # on a loaded machine a forked manager server died (EOFError) after faasmp had run.
     spawned_manager = multiprocessing.get_context("spawn").Manager
     variants: list[tuple[str, Any, Any]] = [("serial", _Serial, dict), ("stdlib", fork.Pool, spawned_manager)]
     variants.append(("faasmp", ctx.Pool, ctx.Manager))
     for label, pool_factory, manager_factory in variants:
         if full and label != "faasmp":
             continue
+        if label == "faasmp":
+            ctx.start_warm_pool(workers)
         manager = manager_factory()
         shared = manager.dict() if hasattr(manager, "dict") else manager
         pool = pool_factory() if label == "serial" else pool_factory(workers)
