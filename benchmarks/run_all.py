@@ -746,6 +746,21 @@ def evaluate_targets(results: dict[str, dict[str, Any]], params: dict[str, Any])
     return out
 
 
+def scrub_paths(text: str) -> str:
+    """Machine paths (from tracebacks in error reasons) shortened, so results can be published."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for path, name in (
+        (root, "<project>"),
+        (sys.prefix, "<venv>"),
+        (sys.base_prefix, "<python>"),
+        (tempfile.gettempdir(), "<tmp>"),
+        (os.path.expanduser("~"), "~"),
+    ):
+        if len(path) > 1:
+            text = text.replace(json.dumps(path)[1:-1], name)
+    return text
+
+
 def rerender(path: str, out: str, png: bool, plots_too: bool) -> int:
     """Table, targets and plots of an earlier run (e.g. after changing how they are drawn)."""
     with open(path) as f:
@@ -760,7 +775,7 @@ def rerender(path: str, out: str, png: bool, plots_too: bool) -> int:
 
         doc["plots"] = plots.make_all(doc, out, png=png)
     with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(doc, f, indent=2)
+        f.write(scrub_paths(json.dumps(doc, indent=2)))
     return 0
 
 
@@ -932,7 +947,7 @@ def main() -> int:
         doc["plots"] = plots.make_all(doc, args.out, png=not args.no_png)
     path = os.path.join(args.out, "results.json")
     with open(path, "w") as f:
-        json.dump(doc, f, indent=2)
+        f.write(scrub_paths(json.dumps(doc, indent=2)))
     print(f"wrote {path}")
     return 0
 
