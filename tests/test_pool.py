@@ -66,11 +66,20 @@ def test_remote_exception_type_and_traceback(pool):
 
 
 def test_imap_is_ordered_and_lazy(pool):
-    it = pool.imap(helpers.square, helpers.slow_gen(6, 0.2))
-    t0 = time.monotonic()
-    first = next(it)
-    # The generator needs 1.2 s in all; the first result must not wait for it.
-    assert time.monotonic() - t0 < 1.0
+    # The generator stalls after its first item until the first result is back,
+    # so an eager imap (draining the input first) fails here instead of passing
+    # slowly; no wall-clock bound on a shared machine.
+    gate = threading.Event()
+
+    def gen():
+        yield 0
+        if not gate.wait(60):
+            raise RuntimeError("imap drained its input before returning the first result")
+        yield from range(1, 6)
+
+    it = pool.imap(helpers.square, gen())
+    first = it.next(timeout=60)
+    gate.set()
     assert [first, *it] == [x * x for x in range(6)]
     assert list(pool.imap(helpers.square, range(20), chunksize=3)) == [x * x for x in range(20)]
 
