@@ -118,7 +118,7 @@ function's network bandwidth.
         "Monte Carlo pi scaling",
         """
 The paper estimated pi from **3.2e9 points** and found serverless functions
-**20–25% faster than a VM with the same number of vCPUs** (each function has a whole
+**20-25% faster than a VM with the same number of vCPUs** (each function has a whole
 core; the VM's vCPUs are hyperthreads).  We time the same map on 1 and 2 workers on
 faasmp and on a stdlib Pool on this machine.
 """,
@@ -661,7 +661,7 @@ print(json.dumps(faasmp.get_context().config.redacted(), indent=1, default=str))
 **What changes in a cloud**
 - Cold starts take seconds (a container boots), warm calls tens of milliseconds: keep
   a warm pool (`%faas_pool N` or `faasmp.start_warm_pool(N)`), and batch small tasks.
-- Every Redis access crosses the network (~0.2–1 ms): prefer pipes/queues and bulk
+- Every Redis access crosses the network (~0.2-1 ms): prefer pipes/queues and bulk
   reads over element-wise shared memory.
 - Everything the functions import must be in the runtime; faasmp reports missing
   packages before the job runs.
