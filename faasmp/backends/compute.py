@@ -84,6 +84,26 @@ class _LithopsInvocation:
         return self._error
 
 
+def _fresh_lithops_session() -> None:
+    """Give the next Lithops executor an ID no other process can also get.
+
+    Lithops names executors ``<session>-<counter>`` and exports both into
+    ``os.environ``, so every child process (a ``faasmp run`` program, a notebook
+    kernel, a benchmark) inherits the parent's session and counter and names
+    its first executor exactly like the parent's next one -- and like its
+    siblings'.  With the same temp dir they then share job files, and one reads
+    another's finished status: "the invocation ended before it started any
+    worker".  A random session per executor removes the collision.
+    """
+    import os  # noqa: PLC0415
+    import secrets  # noqa: PLC0415
+
+    from lithops import constants  # noqa: PLC0415
+
+    os.environ[constants.SESSION_ID_ENV] = "f" + secrets.token_hex(4)
+    os.environ.pop(constants.TOTAL_EXECUTORS_ENV, None)
+
+
 class LithopsCompute:
     """:class:`ComputeBackend` over a Lithops ``FunctionExecutor``.
 
@@ -99,6 +119,7 @@ class LithopsCompute:
         self.name = config.backend
         self._lock = threading.Lock()
         lconf = self._lithops_config(config)
+        _fresh_lithops_session()
         try:
             self._executor = lithops.FunctionExecutor(config=lconf, log_level=config.lithops_log_level)
         except Exception as exc:  # noqa: BLE001 - reported with the backend's name
