@@ -87,11 +87,8 @@ DIFFERENCES: dict[str, str] = {
 FAASMP_BUGS: dict[str, str] = {
     # Fixed 2026-11-23 (stdlib-original pickling errors, logger level, set_executable, live manager
     # iterators, EventProxy, counted semaphores, released pool results, unpicklable manager
-    # referents served by the owner, patch() of sharedctypes/managers...); what is left:
-    f"{_P}TestPool.test_traceback": (
-        "checks type(exc.__cause__) is multiprocessing.pool.RemoteTraceback exactly; faasmp's "
-        "RemoteTraceback is a subclass of it (faasmp/runtime/call.py)"
-    ),
+    # referents served by the owner, patch() of sharedctypes/managers, RemoteTraceback is the
+    # stdlib's class): none left.
 }
 
 #: Every test faasmp is expected to fail, with the reason.
