@@ -57,10 +57,10 @@ def test_lock_timeout_returns_false_promptly(ctx):
     t0 = time.monotonic()
     assert lock.acquire(timeout=0.3) is False
     elapsed = time.monotonic() - t0
-    assert 0.25 <= elapsed < 2.0
+    assert 0.25 <= elapsed < 10  # a bound against hangs, not a timing check
     t0 = time.monotonic()
     assert lock.acquire(timeout=-1) is False  # negative = do not wait, as the stdlib
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 10
     lock.release()
 
 
@@ -349,7 +349,7 @@ def test_condition_wait_timeout_restores_recursion(ctx):
     with cond, cond:  # recursion level 2
         t0 = time.monotonic()
         assert cond.wait(0.3) is False
-        assert 0.25 <= time.monotonic() - t0 < 2.0
+        assert 0.25 <= time.monotonic() - t0 < 10
         assert repr(cond._lock) == "<RLock(MainProcess, 2)>"
         assert cond.wait(0) is False
     assert repr(cond._lock) == "<RLock(None, 0)>"
@@ -402,7 +402,7 @@ def test_condition_wait_for_notified_from_a_remote_process(ctx):
     with cond:
         t0 = time.monotonic()
         assert cond.wait_for(lambda: flag.value == 2, timeout=0.3) is False
-        assert time.monotonic() - t0 < 2.0
+        assert time.monotonic() - t0 < 10
 
 
 # --- Event --------------------------------------------------------------------------------------
@@ -414,7 +414,7 @@ def test_event_set_clear_wait(ctx):
     assert "unset>" in repr(ev)
     t0 = time.monotonic()
     assert ev.wait(0.3) is False
-    assert 0.25 <= time.monotonic() - t0 < 2.0
+    assert 0.25 <= time.monotonic() - t0 < 10
     assert ev.wait(0) is False
     ev.set()
     ev.set()
@@ -490,7 +490,7 @@ def test_barrier_timeout_breaks_it_and_reset_repairs_it(ctx):
     t0 = time.monotonic()
     with pytest.raises(threading.BrokenBarrierError):
         barrier.wait(0.3)
-    assert time.monotonic() - t0 < 2.0
+    assert time.monotonic() - t0 < 10
     assert barrier.broken and barrier.n_waiting == 0
     assert repr(barrier).endswith(": broken>")
     with pytest.raises(threading.BrokenBarrierError):
