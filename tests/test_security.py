@@ -39,11 +39,23 @@ def test_malicious_pickle_in_the_work_queue_is_refused(ctx, tmp_path):
     """A foreign payload written into a run's keyspace is refused by the workers."""
     import os
 
+    class Exploit:
+        def __init__(self, path):
+            self.path = path
+
+        def __reduce__(self):
+            return (os.system, (f"touch {self.path}",))
+
+    # The payload really runs a command when unpickled (control), so refusing
+    # it is what keeps the marker from appearing.
+    control = tmp_path / "control"
+    pickle.loads(pickle.dumps(Exploit(control)))
+    assert control.exists()
     marker = tmp_path / "pwned"
     session = ctx.session
     session.prestart(1)
     session.wait_ready(1, 60)
-    payload = b"\x00" * 32 + pickle.dumps((os.system, (f"touch {marker}",)))
+    payload = b"\x00" * 32 + pickle.dumps(Exploit(marker))
     session.state.rpush(session.keys.work, payload)
     # The pool still works afterwards, and the command never ran.
     from tests import helpers
