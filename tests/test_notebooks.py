@@ -1,6 +1,6 @@
 """Every tutorial and reproduction notebook runs top to bottom (nbval, small mode).
 
-Each group runs in its own ``pytest --nbval-lax`` subprocess with a private
+Each notebook runs in its own ``pytest --nbval-lax`` subprocess with a private
 TMPDIR (Lithops' localhost backend keeps its working copy there) and the
 current environment's kernel.  Only cells tagged ``nbval-check-output`` have
 their output compared, after the sanitizers in ``notebooks/nbval_sanitize.cfg``
@@ -62,6 +62,26 @@ def check(out: subprocess.CompletedProcess[str]) -> None:
     print(out.stdout[-4000:])  # per-cell durations, shown with pytest -rP
 
 
+def run_each(paths: list[Path], tmp_path: Path) -> None:
+    """One nbval run per notebook, each with its own TMPDIR.
+
+    Lithops' localhost backend keeps its working copy and job files under the temp
+    dir, and a finishing kernel's Lithops cleaner can remove them while the next
+    kernel starts its first worker ("the invocation ended before it started any
+    worker"); separate temp dirs keep consecutive notebooks apart.
+    """
+    failures = []
+    for nb in paths:
+        tmp = tmp_path / nb.stem
+        tmp.mkdir()
+        out = run_nbval([nb], tmp)
+        try:
+            check(out)
+        except AssertionError as exc:
+            failures.append(f"{nb.relative_to(ROOT)}: {exc}")
+    assert not failures, "\n\n".join(failures)
+
+
 def test_notebook_inventory():
     names = {p.stem for p in TUTORIALS}
     assert {"01_getting_started", "05_cloud_backend"} <= names
@@ -78,18 +98,18 @@ def test_notebook_inventory():
 
 @pytest.mark.timeout(900)
 def test_tutorials_run_under_nbval(tmp_path):
-    check(run_nbval(TUTORIALS, tmp_path))
+    run_each(TUTORIALS, tmp_path)
 
 
 @pytest.mark.timeout(900)
 def test_quick_reproductions_run_under_nbval(tmp_path):
-    check(run_nbval([p for p in REPRODUCTIONS if p.stem not in SLOW], tmp_path))
+    run_each([p for p in REPRODUCTIONS if p.stem not in SLOW], tmp_path)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_slow_reproductions_run_under_nbval(tmp_path):
-    check(run_nbval([p for p in REPRODUCTIONS if p.stem in SLOW], tmp_path))
+    run_each([p for p in REPRODUCTIONS if p.stem in SLOW], tmp_path)
 
 
 # --- binder/ -------------------------------------------------------------------
