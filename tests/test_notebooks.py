@@ -66,9 +66,11 @@ def run_each(paths: list[Path], tmp_path: Path) -> None:
     """One nbval run per notebook, each with its own TMPDIR.
 
     Lithops' localhost backend keeps its working copy and job files under the temp
-    dir, and a finishing kernel's Lithops cleaner can remove them while the next
-    kernel starts its first worker ("the invocation ended before it started any
-    worker"); separate temp dirs keep consecutive notebooks apart.
+    dir.  Kernels used to collide there: they inherited Lithops' exported session
+    ID and named their executors alike ("the invocation ended before it started
+    any worker"; fixed in faasmp/backends/compute.py and tested by
+    tests/test_lithops_sessions.py).  Separate temp dirs also keep one notebook's
+    leftovers out of the next one's run.
     """
     failures = []
     for nb in paths:
