@@ -45,7 +45,8 @@ _SUBMODULES = {
     "concurrent.futures.process": {"ProcessPoolExecutor": ("faasmp.futures", "ProcessPoolExecutor")},
     "multiprocessing.pool": {"Pool": ("faasmp.pool", "Pool")},
     "multiprocessing.sharedctypes": {
-        name: ("faasmp.sharedctypes", name) for name in ("Value", "Array", "RawValue", "RawArray")
+        name: ("faasmp.sharedctypes", name)
+        for name in ("Value", "Array", "RawValue", "RawArray", "copy", "synchronized")
     },
     "multiprocessing.managers": {
         "BaseManager": ("faasmp.managers", "BaseManager"),

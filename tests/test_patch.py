@@ -62,10 +62,14 @@ def test_patch_covers_submodules_code_imports_from(default_ctx):
 
     with faasmp.patched():
         from multiprocessing.managers import BaseManager
-        from multiprocessing.sharedctypes import Value
+        from multiprocessing.sharedctypes import RawValue, Value, copy, synchronized
 
         assert BaseManager is faasmp.managers.BaseManager
         v = Value("i", 5)
+        twin = synchronized(copy(RawValue("i", 7)))  # stdlib-style helpers on faasmp objects
+        with twin.get_lock():
+            twin.value += 1
+        assert twin.value == 8
         p = multiprocessing.Process(target=helpers.noop)
         p.start()
         p.join(30)
