@@ -254,6 +254,9 @@ def test_process_from_unimportable_module_exits_1_with_cause(ctx, tmp_path, monk
     assert p.exitcode == 1
     err = capsys.readouterr().err
     assert "ModuleNotFoundError" in err and "clientonly_proc" in err
+    # The hint names the module and both remedies (ship by value / install).
+    assert "cannot import 'clientonly_proc'" in err and "register_pickle_by_value" in err
+    assert "pip install clientonly_proc" in err
 
 
 def test_join_after_terminate_or_os_exit_does_not_wait_for_output(ctx):

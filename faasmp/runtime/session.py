@@ -24,6 +24,7 @@ from ..backends.compute import ComputeBackend, Invocation, open_compute
 from ..backends.server import EmbeddedServer
 from ..backends.state import CONNECTION_ERRORS, StateBackend, StateError, StateLostError, open_state
 from ..config import Config, redact_url
+from ..deps import runtime_name
 from ..stats import HostStarted, LatencySample, StatsCollector
 from . import output
 from .call import CallKind, RemoteCall, dumps, loads
@@ -305,6 +306,8 @@ class Session:
             invoked_at=self.now(),
             clock_offset=self.offset,
             task_timeout=cfg.task_timeout,
+            backend=cfg.backend,
+            runtime=runtime_name(cfg),
         )
         try:
             inv = self.compute.invoke(host_main, spec)

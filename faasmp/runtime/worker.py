@@ -68,6 +68,33 @@ _IMPORT_HINT = (
 )
 
 
+def _missing_module(exc: BaseException | None) -> str | None:
+    """The module name of the first ModuleNotFoundError in *exc*'s chain."""
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, ModuleNotFoundError) and exc.name:
+            return exc.name
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+def _load_hint(exc: BaseException, spec: HostSpec) -> str:
+    """What to do when a worker cannot unpickle work: names the module and the remedy."""
+    name = _missing_module(exc)
+    if name is None:
+        return _IMPORT_HINT
+    from ..deps import remedy  # noqa: PLC0415 - only on this failure path
+
+    top = name.split(".")[0]
+    return (
+        f"hint: the worker runtime of backend {spec.backend!r} cannot import {name!r}. "
+        f"If it is a module of your project, ship it by value "
+        f"(cloudpickle.register_pickle_by_value(module) or faasmp.runtime.call.ship_modules_under(dir)); "
+        f"if it is an installed package: {remedy(spec.backend, spec.runtime or 'python', [top])}\n"
+    )
+
+
 @dataclasses.dataclass
 class HostSpec:
     """Everything a host needs; sent as the invocation's payload."""
@@ -85,6 +112,9 @@ class HostSpec:
     clock_offset: float  # client's (redis clock - local clock)
     #: Seconds a Pool task (one chunk) may run before it fails with TimeoutError (0 = no limit).
     task_timeout: float = 0.0
+    #: The compute backend and its runtime, to say how to install what a worker lacks.
+    backend: str = "localhost"
+    runtime: str = ""
 
     def __repr__(self) -> str:  # the URL carries a password and authkey a secret
         return f"<HostSpec run={self.run_id} host={self.host_id} slots={self.slots}>"
@@ -526,10 +556,10 @@ class Slot:
         sink.begin(call.call_id)
         try:
             proc = loads(call.payload, self.spec.authkey)
-        except BaseException:  # noqa: BLE001 - reported like a failing process
+        except BaseException as exc:  # noqa: BLE001 - reported like a failing process
             sys.stderr.write(f"Process {call.call_id}: the worker could not load it:\n")
             traceback.print_exc()
-            sys.stderr.write(_IMPORT_HINT)
+            sys.stderr.write(_load_hint(exc, self.spec))
             sink.end()
             return 1
         code = proc._bootstrap_remote()
