@@ -112,7 +112,12 @@ class Pool:
         self._funcs_key = k.pool_funcs(self._pool_id)
         self._alive_key = k.pool_alive(self._pool_id)
         self._init_blob = (
-            dumps_named((initializer, tuple(initargs)), session.authkey, f"initializer {initializer!r}")
+            dumps_named(
+                (initializer, tuple(initargs)),
+                session.authkey,
+                f"initializer {initializer!r}",
+                session.config,
+            )
             if initializer is not None
             else None
         )
@@ -179,7 +184,7 @@ class Pool:
             raise self._broken
 
     def _fn_key(self, func: Callable[..., Any], pipe: Any) -> bytes:
-        blob = dumps_named(func, self._session.authkey, f"function {func!r}")
+        blob = dumps_named(func, self._session.authkey, f"function {func!r}", self._session.config)
         key = hashlib.blake2b(blob, digest_size=12).digest()
         if key not in self._fn_keys:
             pipe.hset(self._funcs_key, {key: blob})  # type: ignore[dict-item]

@@ -199,7 +199,7 @@ class BaseProcess:
         # knows which process failed and reports it instead of dying.
         self._mp_log_level = _mp_log_level()
         payload = dumps_named(
-            self, session.authkey, f"Process {self._name!r} (its target, args or attributes)"
+            self, session.authkey, f"Process {self._name!r} (its target, args or attributes)", session.config
         )
         call = RemoteCall(
             kind=CallKind.PROCESS,

@@ -223,12 +223,13 @@ def dumps_plain(obj: Any, authkey: bytes) -> bytes | None:
     return signer(authkey).sign(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
 
 
-def dumps_named(obj: Any, authkey: bytes, what: str) -> bytes:
+def dumps_named(obj: Any, authkey: bytes, what: str, config: Any = None) -> bytes:
     """:func:`dumps`, failing with an error that names *what* could not be pickled.
 
-    Also checks, before anything runs, that the worker runtime can import the
-    installed packages the functions in *obj* need
-    (:class:`faasmp.deps.MissingDependencyError` otherwise).
+    Also checks, before anything runs, that the worker runtime (of *config*'s
+    backend; default: the default context's) can import the installed packages
+    the functions in *obj* need (:class:`faasmp.deps.MissingDependencyError`
+    otherwise).
     """
     try:
         _register_local_modules()
@@ -241,7 +242,7 @@ def dumps_named(obj: Any, authkey: bytes, what: str) -> bytes:
             "create them inside the function instead.",
             exc,
         ) from exc
-    deps.check(needs, what)
+    deps.check(needs, what, config)
     return signer(authkey).sign(body)
 
 
