@@ -281,15 +281,6 @@ class RemoteCall:
     #: ``faasmp run --storage``), a ``faasmp.storage.Routes`` or None.
     storage: Any = dataclasses.field(default_factory=lambda: _storage_routes())
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        # Unpickled = taken by a worker: route storage paths like the client
-        # (the worker matches ``patched`` itself before running the call).
-        self.__dict__.update(state)
-        if "faasmp.storage" in sys.modules or self.storage is not None:
-            from ..storage import match_routes  # noqa: PLC0415
-
-            match_routes(self.storage)
-
 
 def _storage_routes() -> Any:
     storage = sys.modules.get("faasmp.storage")  # not imported: nothing is routed

@@ -473,7 +473,7 @@ class Slot:
                 write_record(self.record, ("process", call.call_id))
             elif call.kind is CallKind.POOL_WORKER:
                 write_record(self.record, ("pool", call.payload["pool_id"], None, None))
-            _match_patch(call.patched)
+            _match_patch(call.patched, call.storage)
             if call.kind is CallKind.PROCESS:
                 self.run_process(call, dequeued)
             elif call.kind is CallKind.POOL_WORKER:
@@ -700,14 +700,19 @@ class Slot:
         return "maxtasksperchild"
 
 
-def _match_patch(patched: bool) -> None:
-    """Give remote code the ``multiprocessing`` its client has (patched or not)."""
+def _match_patch(patched: bool, storage_routes: Any = None) -> None:
+    """Give remote code the ``multiprocessing`` and storage routes its client has."""
     from ..patch import patch, unpatch  # noqa: PLC0415
 
     if patched:
         patch()
     else:
         unpatch()
+    # A reused worker whose new call has no routes drops the previous call's.
+    if storage_routes is not None or "faasmp.storage" in sys.modules:
+        from ..storage import match_routes  # noqa: PLC0415
+
+        match_routes(storage_routes)
 
 
 def _run_chunk(fn: Any, mode: str, chunk: Any) -> tuple[bool, Any]:
