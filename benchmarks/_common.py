@@ -153,13 +153,25 @@ def descendants(pid: int) -> list[int]:
 
 
 def kill_tree(proc: subprocess.Popen[Any]) -> None:
-    """SIGKILL the child we started and every process it started, by PID."""
+    """SIGKILL the child we started and every process it started, by PID.
+
+    The child is stopped first so it cannot start new processes while its
+    tree is walked.  Also used by tests/conformance/run_cpython_suite.py.
+    """
+    try:
+        os.kill(proc.pid, signal.SIGSTOP)
+    except ProcessLookupError:
+        pass
     victims = descendants(proc.pid)
     for pid in [proc.pid, *victims]:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def _bound(phases: list[dict[str, Any]], killed_at: float) -> tuple[str, float] | None:

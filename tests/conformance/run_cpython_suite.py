@@ -56,6 +56,12 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+# One process-tree walker and killer for the project's harnesses.
+from benchmarks._common import descendants as _descendants  # noqa: E402
+from benchmarks._common import kill_tree  # noqa: E402
+
 IMPLS = ("stdlib", "faasmp", "lithops")
 FLAVOURS = ("processes", "manager")
 CLASS_PREFIX = {"processes": "WithProcesses", "manager": "WithManager"}
@@ -246,42 +252,6 @@ def list_tests(flavour: str) -> dict[str, list[str]]:
         if isinstance(obj, type) and issubclass(obj, unittest.TestCase):
             out[name] = [f"{name}.{m}" for m in loader.getTestCaseNames(obj)]
     return out
-
-
-def _descendants(pid: int) -> list[int]:
-    """PIDs of every live descendant of *pid* (from /proc; no process group needed)."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        parents.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def kill_tree(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL a child we started and every process it started, by PID.
-
-    Lithops task processes start their own sessions, so a process group would
-    miss them; the child is stopped first so it cannot start new ones.
-    """
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, signal.SIGSTOP)
-    for pid in [proc.pid, *_descendants(proc.pid)]:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(10)
 
 
 class Limits:
