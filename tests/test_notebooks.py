@@ -6,15 +6,17 @@ current environment's kernel.  Only cells tagged ``nbval-check-output`` have
 their output compared, after the sanitizers in ``notebooks/nbval_sanitize.cfg``
 (timings, addresses, pids, temp paths).
 
-The tutorials and the quicker reproductions run by default; the slower
-reproductions (``SLOW``) run with ``-m slow``, like the other long tests.
+Every tutorial and every reproduction runs in the default test run, in two
+groups (the reproductions that take longest, ``LONGER``, in a test of their own).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,8 +28,8 @@ NOTEBOOKS = ROOT / "notebooks"
 SANITIZE = NOTEBOOKS / "nbval_sanitize.cfg"
 TUTORIALS = sorted((NOTEBOOKS / "tutorials").glob("*.ipynb"))
 REPRODUCTIONS = sorted((NOTEBOOKS / "reproduction").glob("*.ipynb"))
-#: Reproductions that take longest in small mode: run with -m slow.
-SLOW = {"05_storage", "07_evolution", "08_sentiment", "09_gridsearch"}
+#: Reproductions that take longest in small mode (about a minute together).
+LONGER = {"05_storage", "07_evolution", "08_sentiment", "09_gridsearch"}
 
 
 def run_nbval(paths: list[Path], tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -71,16 +73,23 @@ def run_each(paths: list[Path], tmp_path: Path) -> None:
     any worker"; fixed in faasmp/backends/compute.py and tested by
     tests/test_lithops_sessions.py).  Separate temp dirs also keep one notebook's
     leftovers out of the next one's run.
+
+    The temp dirs are short (not under pytest's deep ``tmp_path``): a stdlib
+    ``Manager`` in a notebook binds a unix socket under TMPDIR, and a socket
+    path over 107 bytes fails, which killed its server at start (EOFError).
     """
+    del tmp_path  # see the docstring: too deep for unix socket paths
     failures = []
     for nb in paths:
-        tmp = tmp_path / nb.stem
-        tmp.mkdir()
-        out = run_nbval([nb], tmp)
+        tmp = Path(tempfile.mkdtemp(prefix="nb-"))
         try:
-            check(out)
-        except AssertionError as exc:
-            failures.append(f"{nb.relative_to(ROOT)}: {exc}")
+            out = run_nbval([nb], tmp)
+            try:
+                check(out)
+            except AssertionError as exc:
+                failures.append(f"{nb.relative_to(ROOT)}: {exc}")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     assert not failures, "\n\n".join(failures)
 
 
@@ -88,7 +97,7 @@ def test_notebook_inventory():
     names = {p.stem for p in TUTORIALS}
     assert {"01_getting_started", "05_cloud_backend"} <= names
     assert len(REPRODUCTIONS) == 10
-    assert SLOW <= {p.stem for p in REPRODUCTIONS}
+    assert LONGER <= {p.stem for p in REPRODUCTIONS}
     for nb in TUTORIALS + REPRODUCTIONS:
         text = nb.read_text()
         assert '"outputs": []' in text or "nbval-check-output" in text, (
@@ -105,13 +114,12 @@ def test_tutorials_run_under_nbval(tmp_path):
 
 @pytest.mark.timeout(900)
 def test_quick_reproductions_run_under_nbval(tmp_path):
-    run_each([p for p in REPRODUCTIONS if p.stem not in SLOW], tmp_path)
+    run_each([p for p in REPRODUCTIONS if p.stem not in LONGER], tmp_path)
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_slow_reproductions_run_under_nbval(tmp_path):
-    run_each([p for p in REPRODUCTIONS if p.stem in SLOW], tmp_path)
+def test_longer_reproductions_run_under_nbval(tmp_path):
+    run_each([p for p in REPRODUCTIONS if p.stem in LONGER], tmp_path)
 
 
 # --- binder/ -------------------------------------------------------------------
