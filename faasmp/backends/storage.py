@@ -48,29 +48,6 @@ class ObjectStore(Protocol):
         """(key, size) of every object whose key starts with *prefix*."""
         ...
 
-    def _list_local(self, bucket: str, prefix: str) -> list[tuple[str, int]]:
-        """List Lithops' localhost storage (files under its temp folder) directly.
-
-        Lithops lists it with ``glob``, which skips names starting with ``.``
-        and walks the whole bucket for a prefix; walking only the prefix's
-        directory lists every object and is faster.
-        """
-        from lithops.constants import LITHOPS_TEMP_DIR  # noqa: PLC0415
-
-        base = os.path.join(LITHOPS_TEMP_DIR, bucket)
-        start = os.path.join(base, *prefix.rpartition("/")[0].split("/"))
-        out = []
-        for dirpath, _dirnames, filenames in os.walk(start):
-            for name in filenames:
-                full = os.path.join(dirpath, name)
-                key = os.path.relpath(full, base).replace(os.sep, "/")
-                if key.startswith(prefix):
-                    try:
-                        out.append((key, os.stat(full).st_size))
-                    except FileNotFoundError:  # removed while listing
-                        continue
-        return out
-
     def delete(self, bucket: str, key: str) -> None: ...
 
 
