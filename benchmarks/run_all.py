@@ -31,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -304,24 +305,30 @@ def b_pipe_rtt(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _mb_throughput(p: dict[str, Any], send: Callable[[bytes], Any], ack: Callable[[], Any]) -> dict[str, Any]:
+    """Send ``mb_n`` 1 MiB messages, then a sync the sink acknowledges after the last."""
+    send(b"sync")  # the sink is up
+    ack()
+    n, mb = p["mb_n"], bench_ipc.MB
+    phase("measure", kind="rate", n=n)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        send(mb)
+    send(b"sync")
+    ack()
+    dt = time.perf_counter() - t0
+    send(b"stop")
+    return {"value": n / dt, "elapsed_s": dt, "n": n}
+
+
 def b_pipe_tp(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
     impl.warm(2)
     a, b = impl.mp.Pipe()
     proc = impl.Process(target=bench_ipc.sink, args=(b,))
     proc.start()
-    a.send_bytes(b"sync")  # the sink is up
-    a.recv_bytes()
-    n, mb = p["mb_n"], bench_ipc.MB
-    phase("measure", kind="rate", n=n)
-    t0 = time.perf_counter()
-    for _ in range(n):
-        a.send_bytes(mb)
-    a.send_bytes(b"sync")
-    a.recv_bytes()
-    dt = time.perf_counter() - t0
-    a.send_bytes(b"stop")
+    result = _mb_throughput(p, a.send_bytes, a.recv_bytes)
     proc.join(30)
-    return {"pipe_mbps": {"value": n / dt, "elapsed_s": dt, "n": n}}
+    return {"pipe_mbps": result}
 
 
 def b_queue_tp(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
@@ -329,19 +336,9 @@ def b_queue_tp(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
     q, done = impl.mp.Queue(), impl.mp.Queue()
     proc = impl.Process(target=bench_ipc.queue_sink, args=(q, done))
     proc.start()
-    q.put(b"sync")
-    done.get()
-    n, mb = p["mb_n"], bench_ipc.MB
-    phase("measure", kind="rate", n=n)
-    t0 = time.perf_counter()
-    for _ in range(n):
-        q.put(mb)
-    q.put(b"sync")
-    done.get()
-    dt = time.perf_counter() - t0
-    q.put(b"stop")
+    result = _mb_throughput(p, q.put, done.get)
     proc.join(30)
-    return {"queue_mbps": {"value": n / dt, "elapsed_s": dt, "n": n}}
+    return {"queue_mbps": result}
 
 
 def b_lock(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
