@@ -58,9 +58,8 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-import cloudpickle
-
 from .backends.state import CONNECTION_ERRORS, StateError
+from .runtime import pickling
 from .runtime.call import Signer, dumps_named, dumps_plain, signer
 from .runtime.shared import SharedObject
 
@@ -441,7 +440,7 @@ class Connection(SharedObject):
             self._send_blob(plain)
             return
         try:
-            blob = self._signer.sign(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+            blob = self._signer.sign(pickling.dumps(obj))
         except Exception:  # noqa: BLE001 - redo it to raise one clear error naming the pipe
             blob = dumps_named(obj, self._authkey, f"an object sent on {self!r}")
         self._send_blob(blob)

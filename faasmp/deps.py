@@ -44,7 +44,6 @@ import io
 import json
 import logging
 import os
-import pickle
 import platform
 import re
 import sys
@@ -58,6 +57,8 @@ from typing import Any
 
 import cloudpickle
 from cloudpickle import cloudpickle as _cp
+
+from .runtime import pickling
 
 logger = logging.getLogger(__name__)
 
@@ -376,11 +377,11 @@ ANALYZER = DependencyAnalyzer()
 # --- the pickler -------------------------------------------------------------
 
 
-class DependencyPickler(cloudpickle.Pickler):
-    """A cloudpickle Pickler that notes every function and class it pickles."""
+class DependencyPickler(pickling.Pickler):
+    """faasmp's Pickler, noting every function and class it pickles."""
 
     def __init__(self, file: io.BytesIO, analyzer: DependencyAnalyzer) -> None:
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        super().__init__(file)
         self.analyzer = analyzer
         self.requirements: list[Requirement] = []
         #: Requirements of functions pickled after a whole module went by value

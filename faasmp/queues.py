@@ -37,10 +37,9 @@ from collections.abc import Callable
 from queue import Empty, Full
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import cloudpickle
-
 from .backends.state import StateError
 from .connection import Signer
+from .runtime import pickling
 from .runtime.call import dumps_named, dumps_plain
 from .runtime.shared import SharedObject
 
@@ -208,7 +207,7 @@ class _ListQueue(SharedObject):
         if plain is not None:
             return plain
         try:
-            return self._signer.sign(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+            return self._signer.sign(pickling.dumps(obj))
         except Exception:  # noqa: BLE001 - redo it to raise one clear error naming the queue
             return dumps_named(obj, self._authkey, f"an item put on {self!r}")
 

@@ -1,0 +1,95 @@
+"""faasmp's pickler: cloudpickle, plus what faasmp needs of shipped code whatever cloudpickle does.
+
+cloudpickle pickles functions defined in ``__main__``, a notebook or a shipped
+project module *by value*: their code objects travel.  How it rebuilds those
+code objects is its own choice, and it has changed under us: since 3.1.3 it
+sets ``co_filename`` of every shipped code object to ``"<dynamic-code>"``
+(deterministic payloads), which removed the file name and the source lines
+from every remote traceback.
+
+:class:`Pickler` therefore reduces code objects itself:
+
+* with :mod:`marshal`, which keeps every field of the code object as the
+  compiler made it (file name, line table, nested code objects).  Like
+  cloudpickle's own code reduction it needs the same Python minor version on
+  both sides, which faasmp's runtimes already require;
+* with the source lines of the code (first line to last) attached, so a
+  worker that cannot read the file (a notebook cell, a script on the client's
+  machine only) still prints them in tracebacks: :func:`_load_code` adds them
+  to the worker's :mod:`linecache` when the worker has no copy of the file.
+"""
+
+from __future__ import annotations
+
+import io
+import linecache
+import marshal
+import os
+import pickle
+import types
+from collections import ChainMap
+from typing import Any
+
+import cloudpickle
+
+#: Lines of one shipped code object: (file name, first line number, the lines).
+_Source = tuple[str, int, tuple[str, ...]]
+
+
+def _source_of(code: types.CodeType) -> _Source | None:
+    """The lines *code* spans, from this process's linecache (None if it has none)."""
+    numbers = [n for _, _, n in code.co_lines() if n is not None]
+    if not numbers:
+        return None
+    first, last = min(code.co_firstlineno, *numbers), max(numbers)
+    lines = linecache.getlines(code.co_filename)
+    if not lines or last > len(lines):
+        return None
+    return code.co_filename, first, tuple(lines[first - 1 : last])
+
+
+def _remember_source(source: _Source) -> None:
+    """Put shipped lines into linecache unless this process can read the file itself."""
+    filename, first, lines = source
+    if linecache.getline(filename, first) or os.path.exists(filename):
+        return
+    entry: tuple[Any, ...] = linecache.cache.get(filename) or ()
+    # Keep lines shipped earlier for other code of the same file (a 4-tuple
+    # with mtime None); a lazy 1-tuple entry or a file's own entry is replaced.
+    known: list[str] = list(entry[2]) if len(entry) == 4 and entry[1] is None else []
+    if len(known) < first - 1 + len(lines):
+        known.extend([""] * (first - 1 + len(lines) - len(known)))
+    known[first - 1 : first - 1 + len(lines)] = lines
+    # mtime None: linecache.checkcache() leaves such entries alone (as it does
+    # for IPython's cells), so they survive until the process ends.
+    linecache.cache[filename] = (sum(map(len, known)), None, known, filename)
+
+
+def _load_code(blob: bytes, source: _Source | None) -> types.CodeType:
+    """Rebuild a code object reduced by :class:`Pickler` (its source into linecache)."""
+    if source is not None:
+        _remember_source(source)
+    code = marshal.loads(blob)
+    if not isinstance(code, types.CodeType):
+        raise pickle.UnpicklingError(f"expected a code object, got {type(code).__name__}")
+    return code
+
+
+def _reduce_code(code: types.CodeType) -> tuple[Any, ...]:
+    return _load_code, (marshal.dumps(code), _source_of(code))
+
+
+class Pickler(cloudpickle.Pickler):
+    """cloudpickle's Pickler with faasmp's code-object reduction (see the module doc)."""
+
+    dispatch_table = ChainMap({types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table)
+
+    def __init__(self, file: io.BytesIO, protocol: int = pickle.HIGHEST_PROTOCOL) -> None:
+        super().__init__(file, protocol=protocol)
+
+
+def dumps(obj: Any) -> bytes:
+    """Pickle *obj* with :class:`Pickler` (the highest protocol)."""
+    with io.BytesIO() as file:
+        Pickler(file).dump(obj)
+        return file.getvalue()
