@@ -593,7 +593,9 @@ class Slot:
         old_out, old_err = sys.stdout, sys.stderr
         sink = self._install_output(call)
         write_record(self.record, ("pool", pool_id, None, None))
-        self.state.rpush(res_key, dumps(("started", self.slot_id, spec.host_id, os.getpid()), authkey))
+        self.state.rpush(
+            res_key, dumps(("started", self.slot_id, spec.host_id, os.getpid(), call.call_id), authkey)
+        )
         try:
             reason = self._pool_loop(desc, res_key, task_key, sink)
         finally:
