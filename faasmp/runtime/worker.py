@@ -554,6 +554,9 @@ class Slot:
         attach_remote(self.spec, self.state)
         sink = self._install_output(call)
         sink.begin(call.call_id)
+        from .. import process as process_mod  # noqa: PLC0415
+
+        process_mod._loading_remote_process(call.call_id)
         try:
             proc = loads(call.payload, self.spec.authkey)
         except BaseException as exc:  # noqa: BLE001 - reported like a failing process
