@@ -53,7 +53,9 @@ the last reference goes its keys are deleted at once; objects that only refer
 to each other (``b.append(b)``) are collected by ``_number_of_objects()``,
 which traces what is reachable, and at shutdown.  A proxy stored in a
 container keeps its object until the container goes, even after it is
-removed from the container.  Directly shared objects (``m.Lock()``,
+removed from the container; a copy pickled but never unpickled (a queue item
+nobody reads, a process terminated before it ran) and a copy in a pool worker
+that is killed keep it until shutdown.  Directly shared objects (``m.Lock()``,
 ``m.Queue()``, ...) live as long as the object in the process that made them,
 like any faasmp object.  ``shutdown()`` (or leaving a ``with`` block, or the
 manager and every proxy made from it in this process being garbage
