@@ -108,18 +108,8 @@ def test_faasmp_passes_cpython_suite(flavour: str, tmp_path: Path) -> None:
     _assert_conforms(run, [t for ids in list_tests(flavour).values() for t in ids])
 
 
-#: The manager classes' tearDownClass calls SyncManager._number_of_objects(),
-#: which faasmp lacks until issue 14 item 5 lands; strict, so the marker must
-#: go when it does.
-_MANAGER_DEBUG_API = pytest.mark.xfail(
-    reason="SyncManager._number_of_objects() missing (issue 14 item 5): every manager class' "
-    "tearDownClass errors",
-    strict=True,
-)
-
-
 @pytest.mark.timeout(SUBSET_TIMEOUT)
-@pytest.mark.parametrize("flavour", ["processes", pytest.param("manager", marks=_MANAGER_DEBUG_API)])
+@pytest.mark.parametrize("flavour", ["processes", "manager"])
 def test_faasmp_passes_a_fast_subset_of_the_cpython_suite(flavour: str, tmp_path: Path) -> None:
     classes = FAST_SUBSET[flavour]
     listed = list_tests(flavour)
