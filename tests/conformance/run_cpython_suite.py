@@ -453,17 +453,36 @@ def run_class(
                 detail = "class fixture: " + fixture["detail"]
                 results[t] = {"outcome": outcome, "duration": 0.0, "detail": detail}
             break
+    return apply_class_fixtures(results, fixtures), fixtures
+
+
+def apply_class_fixtures(
+    results: dict[str, dict[str, Any]], fixtures: list[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Fail the passing tests of a class whose fixture failed, as the suite counts it.
+
+    unittest reports a failing ``setUpClass``/``tearDownClass`` once, as an
+    error of the class; the tests that "passed" before it did so without the
+    class' own checks (manager shutdown, leftover processes and threads).  A
+    child that crashed or hung after its tests (``where == "exit"``) fails
+    them the same way.  A skip stays a skip: it claimed nothing.
+    """
     failure = next((f for f in fixtures if f["outcome"] in FAILING), None)
-    if failure is not None:
-        # unittest reports a failing class fixture once, as an error of the
-        # class; the tests that "passed" before it did so without the class'
-        # own checks (manager shutdown, leftover processes and threads).
-        where = failure.get("where") or "?"
-        detail = f"class fixture failed ({where}: {failure['outcome']}):\n{failure.get('detail') or ''}"
-        for tid, r in results.items():
-            if r["outcome"] == "pass":  # a skip stays a skip: it claimed nothing
-                results[tid] = dict(r, outcome="error", own_outcome=r["outcome"], detail=detail)
-    return results, fixtures
+    if failure is None:
+        return results
+    where = failure.get("where") or "?"
+    detail = f"class fixture failed ({where}: {failure['outcome']}):\n{failure.get('detail') or ''}"
+    return {
+        tid: dict(r, outcome="error", own_outcome="pass", detail=detail) if r["outcome"] == "pass" else r
+        for tid, r in results.items()
+    }
+
+
+def merge_rerun(first: dict[str, Any], again: dict[str, Any]) -> dict[str, Any]:
+    """A failed test's result after its re-run: ``flaky`` if it passed then, else the first failure."""
+    if again["outcome"] == "pass":
+        return dict(again, outcome="flaky", first=first)
+    return dict(first, rerun=again["outcome"])
 
 
 def run_flavour(
@@ -508,11 +527,7 @@ def run_flavour(
             for fut in concurrent.futures.as_completed(futures):
                 cls_name, res, _ = fut.result()
                 for tid, r in res.items():
-                    first = tests[tid]
-                    if r["outcome"] == "pass":
-                        tests[tid] = dict(r, outcome="flaky", first=first)
-                    else:
-                        tests[tid] = dict(first, rerun=r["outcome"])
+                    tests[tid] = merge_rerun(tests[tid], r)
                 report(cls_name, res, " (re-run of failures)")
     return {
         "impl": impl,

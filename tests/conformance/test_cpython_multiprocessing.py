@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.conformance.expected_failures import EXPECTED_FAILURES
-from tests.conformance.run_cpython_suite import FAILING, list_tests
+from tests.conformance.run_cpython_suite import FAILING, apply_class_fixtures, list_tests, merge_rerun
 
 RUNNER = Path(__file__).with_name("run_cpython_suite.py")
 #: Bound for one flavour: every test has its own 60 s limit inside the runner.
@@ -98,6 +98,40 @@ def test_expected_failures_name_real_tests() -> None:
     stale = sorted(set(EXPECTED_FAILURES) - known)
     assert not stale, f"expected_failures.py names tests that do not exist: {stale}"
     assert all(reason.strip() for reason in EXPECTED_FAILURES.values())
+
+
+def _result(outcome: str) -> dict:
+    return {"outcome": outcome, "duration": 0.1, "detail": ""}
+
+
+@pytest.mark.parametrize(
+    "fixture",
+    [
+        {"where": "tearDownClass (cpython_suite.WithManagerTestLock)", "outcome": "error", "detail": "E"},
+        {"where": "setUpClass (cpython_suite.WithManagerTestLock)", "outcome": "fail", "detail": "F"},
+        {"where": "exit", "outcome": "timeout", "detail": "killed after its tests"},  # a hang at exit
+        {"where": "exit", "outcome": "crash", "detail": "process used 4 GiB"},
+    ],
+)
+def test_a_failing_class_fixture_fails_the_class_passes(fixture: dict) -> None:
+    results = {"C.a": _result("pass"), "C.b": _result("skip"), "C.c": _result("fail")}
+    counted = apply_class_fixtures(results, [fixture])
+    assert counted["C.a"]["outcome"] == "error" and counted["C.a"]["own_outcome"] == "pass"
+    assert fixture["where"] in counted["C.a"]["detail"] and fixture["detail"] in counted["C.a"]["detail"]
+    assert counted["C.b"] == results["C.b"] and counted["C.c"] == results["C.c"]  # skip and fail unchanged
+
+
+def test_a_skipped_class_fixture_fails_nothing() -> None:
+    results = {"C.a": _result("pass")}
+    skipped = {"where": "setUpClass", "outcome": "skip", "detail": "requires fork"}
+    assert apply_class_fixtures(results, [skipped]) == results
+
+
+def test_a_pass_on_the_rerun_is_flaky_not_a_pass() -> None:
+    flaky = merge_rerun(_result("fail"), _result("pass"))
+    assert flaky["outcome"] == "flaky" and flaky["first"]["outcome"] == "fail"
+    again = merge_rerun(_result("timeout"), _result("error"))
+    assert again["outcome"] == "timeout" and again["rerun"] == "error"
 
 
 @pytest.mark.conformance
