@@ -30,6 +30,7 @@ from typing import Any
 import cloudpickle
 
 from .. import deps
+from . import main_module
 
 _MAC_SIZE = 32
 
@@ -280,6 +281,10 @@ class RemoteCall:
     #: Paths the client routes to object storage (``faasmp.storage.patch``,
     #: ``faasmp run --storage``), a ``faasmp.storage.Routes`` or None.
     storage: Any = dataclasses.field(default_factory=lambda: _storage_routes())
+    #: The client's main module (a ``main_module.MainModule`` or None), which
+    #: the worker installs as ``__mp_main__``/``__main__`` as spawn does.  Made
+    #: with the call: once per Process and once per Pool worker, never per task.
+    main: Any = dataclasses.field(default_factory=lambda: main_module.describe())
 
 
 def _storage_routes() -> Any:
