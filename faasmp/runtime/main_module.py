@@ -99,8 +99,9 @@ class MainModule:
     source: str | None = None
     #: Package of a module run with ``-m`` ("" for a script).
     package: str = ""
-    #: Namespace items: (name, pickle) each, loaded one by one.
-    items: tuple[tuple[str, bytes], ...] = ()
+    #: Namespace items, loaded one by one: (name, pickle, defined in __main__).
+    #: A definition that fails to load is reported; an imported name is skipped quietly.
+    items: tuple[tuple[str, bytes, bool], ...] = ()
     #: Directory the client imports the main module's neighbours from (spawn
     #: gives its child the parent's ``sys.path``); added to the worker's path.
     search_dir: str | None = None
@@ -182,7 +183,7 @@ def _namespace_candidates(namespace: dict[str, Any]) -> list[tuple[str, Any]]:
 def _pickle_namespace(
     namespace: dict[str, Any], candidates: list[tuple[str, Any]], search_dir: str
 ) -> MainModule:
-    items: list[tuple[str, bytes]] = []
+    items: list[tuple[str, bytes, bool]] = []
     total = 0
     left_out: list[str] = []
     for name, value in candidates:
@@ -197,7 +198,7 @@ def _pickle_namespace(
             left_out.append(name)
             continue
         total += len(blob)
-        items.append((name, blob))
+        items.append((name, blob, getattr(value, "__module__", None) == "__main__"))
     if left_out:
         logger.info(
             "faasmp: %s of __main__ not shipped to workers' __mp_main__ (over %d MiB pickled): "
@@ -205,7 +206,8 @@ def _pickle_namespace(
             ", ".join(left_out),
             ITEM_LIMIT >> 20,
         )
-    digest = hashlib.blake2b(b"".join(n.encode() + b"\0" + b for n, b in items), digest_size=16).hexdigest()
+    content = b"".join(n.encode() + b"\0" + b for n, b, _ in items)
+    digest = hashlib.blake2b(content, digest_size=16).hexdigest()
     return MainModule(
         MainKind.NAMESPACE, "__main__", items=tuple(items), search_dir=search_dir, digest=digest
     )
@@ -409,11 +411,14 @@ class MainInstaller:
     def _load_namespace(self, main: MainModule, module: types.ModuleType) -> None:
         loaded: dict[str, Any] = {}
         failed: list[str] = []
-        for name, blob in main.items:
+        for name, blob, own in main.items:
             try:
                 loaded[name] = _NamespaceUnpickler(io.BytesIO(blob), module.__dict__).load()
             except Exception as exc:  # noqa: BLE001 - one name that cannot load is left out
-                failed.append(f"{name} ({type(exc).__name__}: {exc})")
+                if own:
+                    failed.append(f"{name} ({type(exc).__name__}: {exc})")
+                else:  # an import the worker lacks: the user's code reports it if it is used
+                    logger.debug("faasmp: __main__.%s not loaded in this worker: %r", name, exc)
         # The names' own objects win over copies that came in other functions' globals.
         module.__dict__.update(loaded)
         if failed:
