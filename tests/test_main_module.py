@@ -342,3 +342,41 @@ def test_pandarallel_lambda_calling_a_top_level_function_under_faasmp_run(tmp_pa
     res = _run("-m", "faasmp", "run", "sentiment.py", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "sum 250" in res.stdout, res.stdout + res.stderr
+
+
+def test_a_worker_without_the_clients_files_imports_the_scripts_neighbours_from_shipped_source(tmp_path):
+    # A worker on another machine has neither the script nor the modules next
+    # to it.  Emulated here: once the client has started work (and read its
+    # files), the script deletes its helper module from disk; a worker that
+    # starts after that (a second one, needed because both tasks wait for each
+    # other at a Barrier) re-runs the script's `import helpers` from the shipped
+    # source.
+    _write(tmp_path / "helpers.py", "def base():\n    return 40\n")
+    _write(
+        tmp_path / "uses_helpers.py",
+        """
+        import multiprocessing, os, pickle, shutil
+        import helpers
+
+        def plus_base(t):
+            return helpers.base() + t
+
+        def load(blob, barrier):
+            barrier.wait(120)  # both tasks run at once, so on two workers
+            return pickle.loads(blob)(2)
+
+        if __name__ == "__main__":
+            with multiprocessing.Pool(1) as pool:
+                print("first", pool.apply(pickle.loads, (pickle.dumps(plus_base),))(0))
+            os.remove(helpers.__file__)
+            shutil.rmtree("__pycache__", ignore_errors=True)
+            barrier = multiprocessing.Barrier(2)
+            with multiprocessing.Pool(2) as pool:
+                blob = pickle.dumps(plus_base)
+                print("shipped", pool.starmap(load, [(blob, barrier)] * 2))
+        """,
+    )
+    res = _run("-m", "faasmp", "run", "uses_helpers.py", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "first 40" in res.stdout and "shipped [42, 42]" in res.stdout, res.stdout + res.stderr
+    assert "could not re-run" not in res.stderr, res.stderr

@@ -43,6 +43,9 @@ import builtins
 import dataclasses
 import enum
 import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import io
 import linecache
 import logging
@@ -67,6 +70,9 @@ ITEM_LIMIT = 1 << 20
 #: All items of a namespace together: items beyond this are left out.
 TOTAL_LIMIT = 8 << 20
 
+#: The project's module sources together: modules beyond this are left out.
+MODULES_LIMIT = 4 << 20
+
 #: The persistent id standing for the namespace's own globals dict.
 _MAIN_GLOBALS = "faasmp:main-globals"
 
@@ -84,6 +90,16 @@ class MainKind(enum.Enum):
     MODULE = "module"
     #: An interactive namespace (notebook, IPython, REPL): its definitions pickled.
     NAMESPACE = "namespace"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModuleSource:
+    """A module of the user's project the main module imports, shipped as source."""
+
+    name: str
+    path: str
+    source: str
+    is_package: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +121,10 @@ class MainModule:
     #: Directory the client imports the main module's neighbours from (spawn
     #: gives its child the parent's ``sys.path``); added to the worker's path.
     search_dir: str | None = None
+    #: The project's modules (files under ``search_dir``) the client has
+    #: imported: a worker that cannot import them from its own disk (another
+    #: machine) imports these sources, so the main module's imports work.
+    modules: tuple[ModuleSource, ...] = ()
     #: Identifies the content: a worker re-installs only when it changes.
     digest: str = ""
 
@@ -213,19 +233,37 @@ def _pickle_namespace(
     )
 
 
-def _read_source(path: str) -> str | None:
+def _read_source(path: str, cache: dict[str, tuple[float, str]] | None = None) -> str | None:
+    """The text of *path*, read again only when its mtime changed.
+
+    With *cache*, a file that has gone away gives the text last read (spawn
+    reads the script at each child start; a deleted file still has code
+    running in the client).
+    """
     import tokenize  # noqa: PLC0415
 
     try:
+        mtime = os.stat(path).st_mtime
+    except OSError:
+        mtime = None
+    known = cache.get(path) if cache is not None else None
+    if known is not None and mtime in (None, known[0]):
+        return known[1]
+    try:
         with tokenize.open(path) as file:  # honours the file's coding declaration
-            return file.read()
+            text = file.read()
     except (OSError, SyntaxError, UnicodeDecodeError) as exc:
-        logger.debug("faasmp: cannot read the main module %s: %r", path, exc)
+        logger.debug("faasmp: cannot read %s for the workers' main module: %r", path, exc)
         return None
+    if cache is not None and mtime is not None:
+        cache[path] = (mtime, text)
+    return text
 
 
-def _from_file(kind: MainKind, name: str, path: str, package: str, search_dir: str) -> MainModule | None:
-    source = _read_source(path)
+def _from_file(
+    kind: MainKind, name: str, path: str, package: str, search_dir: str, cache: dict[str, tuple[float, str]]
+) -> MainModule | None:
+    source = _read_source(path, cache)
     if source is None:
         return None
     digest = hashlib.blake2b(f"{kind.value}\0{name}\0{path}\0{source}".encode(), digest_size=16).hexdigest()
@@ -245,6 +283,9 @@ class MainDescriber:
         self._lock = threading.Lock()
         self._key: Any = None
         self._main: MainModule | None = None
+        #: (mtime, source) of each file read: a file that goes away while the
+        #: program runs still reaches the workers.
+        self._sources: dict[str, tuple[float, str]] = {}
         #: Set while :meth:`MainInstaller.install` runs the main module (worker side).
         self.bootstrapping = False
         #: What this worker installed: its own children get the same.
@@ -269,8 +310,11 @@ class MainDescriber:
             return self.installed  # a worker starting work: pass on what it got
         with self._lock:
             key, build = self._plan(main)
+            # A module imported since the last call may be one of the project's.
+            key = (key, len(sys.modules))
             if key != self._key:
-                self._main = build() if build is not None else None
+                built = build() if build is not None else None
+                self._main = _with_project_modules(built, self._sources) if built is not None else None
                 self._key = key
             return self._main
 
@@ -284,19 +328,55 @@ class MainDescriber:
                 return ("skip", name), None
             package = name.rpartition(".")[0]
             return ("module", name, spec.origin), lambda: _from_file(
-                MainKind.MODULE, name, spec.origin, package, os.getcwd()
+                MainKind.MODULE, name, spec.origin, package, os.getcwd(), self._sources
             )
         if file:
             path = os.path.abspath(file)
             if os.path.splitext(os.path.basename(path))[0] == "ipython":  # as spawn
                 return ("skip", path), None
             return ("script", path), lambda: _from_file(
-                MainKind.SCRIPT, path, path, "", os.path.dirname(path)
+                MainKind.SCRIPT, path, path, "", os.path.dirname(path), self._sources
             )
         namespace = vars(main)
         candidates = _namespace_candidates(namespace)
         key = ("namespace", tuple((n, id(v), _plain_key(v)) for n, v in candidates))
         return key, lambda: _pickle_namespace(namespace, candidates, os.getcwd())
+
+
+def _project_modules(search_dir: str, cache: dict[str, tuple[float, str]]) -> tuple[ModuleSource, ...]:
+    """Imported modules whose files are under *search_dir* (not installed packages, not faasmp)."""
+    root = os.path.realpath(search_dir) + os.sep
+    installed = tuple(os.path.realpath(p) + os.sep for p in {sys.prefix, sys.base_prefix})
+    found: list[ModuleSource] = []
+    total = 0
+    for name, module in sorted(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if not file or not file.endswith(".py") or name in ("__main__", MP_MAIN):
+            continue
+        if name.split(".")[0] == "faasmp":
+            continue
+        real = os.path.realpath(file)
+        if not real.startswith(root) or real.startswith(installed):
+            continue
+        source = _read_source(file, cache)
+        if source is None or total + len(source) > MODULES_LIMIT:
+            continue
+        total += len(source)
+        is_package = os.path.basename(file) == "__init__.py"
+        found.append(ModuleSource(name, file, source, is_package))
+    return tuple(found)
+
+
+def _with_project_modules(main: MainModule, cache: dict[str, tuple[float, str]]) -> MainModule:
+    if main.search_dir is None:
+        return main
+    modules = _project_modules(main.search_dir, cache)
+    if not modules:
+        return main
+    h = hashlib.blake2b(main.digest.encode(), digest_size=16)
+    for m in modules:
+        h.update(f"\0{m.name}\0{m.path}\0{m.source}".encode())
+    return dataclasses.replace(main, modules=modules, digest=h.hexdigest())
 
 
 def _plain_key(value: Any) -> bytes | None:
@@ -334,6 +414,41 @@ def _remember_source(path: str, source: str) -> None:
     linecache.cache[path] = (len(source), None, lines, path)
 
 
+class ShippedSources(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports the project's modules from the sources a :class:`MainModule` carried.
+
+    Last on ``sys.meta_path``: a module the worker can import from its own
+    disk (the localhost backend shares the client's files) is imported from
+    there, as spawn's child would; the shipped source serves only workers
+    that lack the file (another machine).
+    """
+
+    def __init__(self) -> None:
+        self.sources: dict[str, ModuleSource] = {}
+
+    def find_spec(
+        self, fullname: str, path: Any = None, target: Any = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        shipped = self.sources.get(fullname)
+        if shipped is None:
+            return None
+        spec = importlib.util.spec_from_loader(
+            fullname, self, origin=shipped.path, is_package=shipped.is_package
+        )
+        if spec is not None:
+            spec.has_location = True  # __file__ is the client's path (tracebacks name it)
+        return spec
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> None:
+        return None  # the default module
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        shipped = self.sources[module.__name__]
+        _remember_source(shipped.path, shipped.source)
+        code = compile(shipped.source, shipped.path, "exec", dont_inherit=True)
+        exec(code, module.__dict__)  # the client's own module, in a signed call
+
+
 class MainInstaller:
     """Worker side: makes ``__main__`` and ``__mp_main__`` the client's main module.
 
@@ -348,6 +463,7 @@ class MainInstaller:
         #: Digest of the main module installed in this process (None: none yet).
         self.installed_digest: str | None = None
         self._module: types.ModuleType | None = None
+        self._finder = ShippedSources()
 
     def install(self, main: MainModule | None, where: str) -> None:
         """Install *main* (no-op if it is installed already); failures go to stderr.
@@ -400,6 +516,9 @@ class MainInstaller:
             dill._main_module = module  # type: ignore[attr-defined]
         if main.search_dir and main.search_dir not in sys.path:
             sys.path.insert(1, main.search_dir)
+        self._finder.sources = {m.name: m for m in main.modules}
+        if self._finder not in sys.meta_path:
+            sys.meta_path.append(self._finder)
         return module
 
     def _run_source(self, main: MainModule, module: types.ModuleType) -> None:
