@@ -273,10 +273,12 @@ def _from_file(
 class MainDescriber:
     """Client side: the :class:`MainModule` of this process's ``__main__``, cached.
 
-    A script or module is read once (spawn reads it at each child start; a
-    run's workers should all run the same code).  A namespace is pickled
-    again only when a name is bound to a different object or a plain value
-    changes (a notebook's next cell).
+    A script or module is described again only when modules were imported
+    since (one may be a project module to ship), and its files are read again
+    only if their mtime changed.  A namespace is pickled again only when a
+    name is bound to a different object or a plain value changes (a
+    notebook's next cell).  In a worker, it is what the worker installed:
+    nested work gets the client's main module, not the worker's entry script.
     """
 
     def __init__(self) -> None:
@@ -288,6 +290,8 @@ class MainDescriber:
         self._sources: dict[str, tuple[float, str]] = {}
         #: Set while :meth:`MainInstaller.install` runs the main module (worker side).
         self.bootstrapping = False
+        #: True in a worker slot (and its children): see :meth:`describe`.
+        self.in_worker = False
         #: What this worker installed: its own children get the same.
         self.installed: MainModule | None = None
 
@@ -303,19 +307,23 @@ class MainDescriber:
                 "Guard that code with\n    if __name__ == '__main__':\n        ...\nas the "
                 "multiprocessing docs ask for the spawn start method."
             )
+        if self.in_worker:
+            return self.installed  # pass on what the client sent, if anything
         main = sys.modules.get("__main__")
         if main is None or getattr(sys, "frozen", False):
             return None
-        if self.installed is not None and main.__name__ == MP_MAIN:
-            return self.installed  # a worker starting work: pass on what it got
         with self._lock:
-            key, build = self._plan(main)
-            # A module imported since the last call may be one of the project's.
-            key = (key, len(sys.modules))
-            if key != self._key:
-                built = build() if build is not None else None
-                self._main = _with_project_modules(built, self._sources) if built is not None else None
-                self._key = key
+            try:
+                key, build = self._plan(main)
+                # A module imported since the last call may be one of the project's.
+                key = (key, len(sys.modules))
+                if key != self._key:
+                    built = build() if build is not None else None
+                    self._main = _with_project_modules(built, self._sources) if built else None
+                    self._key = key
+            except Exception:  # noqa: BLE001 - describing __main__ must never stop the work itself
+                logger.warning("faasmp: could not describe __main__ for the workers", exc_info=True)
+                self._main, self._key = None, None
             return self._main
 
     def _plan(self, main: types.ModuleType) -> tuple[Any, Any]:
@@ -468,8 +476,10 @@ class MainInstaller:
     def install(self, main: MainModule | None, where: str) -> None:
         """Install *main* (no-op if it is installed already); failures go to stderr.
 
-        *where* names this worker in the report.
+        *where* names this worker in the report.  Also marks this process as
+        a worker (even when *main* is None, for a client without one).
         """
+        self._describer.in_worker = True
         if main is None or main.digest == self.installed_digest:
             return
         self.installed_digest = main.digest

@@ -496,6 +496,7 @@ class Slot:
         """
         main = call.main
         if main is None or main_module.INSTALLER.installed_digest == main.digest:
+            main_module.install(None, "")  # marks the worker: nested work passes on what it has
             return
         old_out, old_err = sys.stdout, sys.stderr
         sink = self._install_output(call)
