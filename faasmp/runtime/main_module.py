@@ -70,8 +70,11 @@ ITEM_LIMIT = 1 << 20
 #: All items of a namespace together: items beyond this are left out.
 TOTAL_LIMIT = 8 << 20
 
-#: The project's module sources together: modules beyond this are left out.
-MODULES_LIMIT = 4 << 20
+#: The project's module sources together (they travel with every Process and
+#: Pool worker): modules beyond this are left out.
+MODULES_LIMIT = 1 << 20
+#: Never shipped as project modules: faasmp's own packages.
+_OWN_PACKAGES = frozenset({"faasmp", "faasmp_magics"})
 
 #: The persistent id standing for the namespace's own globals dict.
 _MAIN_GLOBALS = "faasmp:main-globals"
@@ -361,10 +364,13 @@ def _project_modules(search_dir: str, cache: dict[str, tuple[float, str]]) -> tu
         file = getattr(module, "__file__", None)
         if not file or not file.endswith(".py") or name in ("__main__", MP_MAIN):
             continue
-        if name.split(".")[0] == "faasmp":
+        if name.split(".")[0] in _OWN_PACKAGES:
             continue
         real = os.path.realpath(file)
         if not real.startswith(root) or real.startswith(installed):
+            continue
+        parts = real.split(os.sep)
+        if "site-packages" in parts or "dist-packages" in parts:  # installed elsewhere (user site)
             continue
         source = _read_source(file, cache)
         if source is None or total + len(source) > MODULES_LIMIT:
