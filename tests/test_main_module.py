@@ -75,6 +75,9 @@ BY_REFERENCE = """
         with multiprocessing.Pool(2) as pool:
             print("pickle", pool.map(load_pickled, [pickle.dumps(score), pickle.dumps(Scaler(2))]))
             print("dill", pool.map(load_dilled, [dill.dumps(lambda t: score(t) + 1)] * 2))
+            # An object of the worker's __mp_main__ comes back as the client's own class.
+            back = pool.apply(load_pickled, (pickle.dumps(Scaler),))
+            print("back", type(back) is Scaler, back.k)
         q = multiprocessing.Queue()
         blobs = (pickle.dumps(score), dill.dumps(lambda t: score(t) + 2))
         p = multiprocessing.Process(target=process_target, args=(blobs, q))
@@ -95,6 +98,7 @@ def test_functions_pickled_by_reference_to_main_resolve_in_pool_and_process_work
     assert "pickle [130, 260]" in lines, res.stdout + res.stderr
     # dill: a lambda whose globals are __main__'s (pandarallel's case)
     assert "dill [141, 141]" in lines, res.stdout + res.stderr
+    assert "back True 3" in lines, res.stdout + res.stderr
     # a Process target in a forked child of a worker
     assert "process [150, 162]" in lines and "exitcode 0" in lines, res.stdout + res.stderr
 

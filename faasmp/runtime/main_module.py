@@ -334,6 +334,7 @@ class MainDescriber:
         file = getattr(main, "__file__", None)
         if spec is not None and getattr(spec, "name", None):
             name = spec.name
+            _alias(main)
             # As spawn's _fixup_main_from_name: a package's __main__ is not re-run.
             if name == "__main__" or name.endswith(".__main__") or not spec.origin:
                 return ("skip", name), None
@@ -342,6 +343,7 @@ class MainDescriber:
                 MainKind.MODULE, name, spec.origin, package, os.getcwd(), self._sources
             )
         if file:
+            _alias(main)
             path = os.path.abspath(file)
             if os.path.splitext(os.path.basename(path))[0] == "ipython":  # as spawn
                 return ("skip", path), None
@@ -391,6 +393,18 @@ def _with_project_modules(main: MainModule, cache: dict[str, tuple[float, str]])
     for m in modules:
         h.update(f"\0{m.name}\0{m.path}\0{m.source}".encode())
     return dataclasses.replace(main, modules=modules, digest=h.hexdigest())
+
+
+def _alias(main: types.ModuleType) -> None:
+    """Make ``__mp_main__`` name the client's main module, as ``import multiprocessing`` does.
+
+    Workers pickle objects of the re-run script by reference to
+    ``__mp_main__``; the stdlib sets this alias when multiprocessing is first
+    imported, which under ``faasmp run`` (runpy's temporary ``__main__``)
+    happened before the program's module existed.
+    """
+    if sys.modules.get(MP_MAIN) is not main:
+        sys.modules[MP_MAIN] = main
 
 
 def _plain_key(value: Any) -> bytes | None:
@@ -505,13 +519,11 @@ class MainInstaller:
     def _fresh_module(self, main: MainModule) -> types.ModuleType:
         module = self._module
         if module is None:
+            # Objects of the re-run script are pickled by reference to
+            # __mp_main__ (cloudpickle too: the module has a __file__), and the
+            # client resolves that name to its own __main__ (see _alias), so a
+            # result of a script class is an instance of the client's class.
             module = self._module = types.ModuleType(MP_MAIN)
-            # What cloudpickle pickles in this worker stays by value, as before:
-            # the client may have no module of this name.
-            sys.modules[MP_MAIN] = module
-            import cloudpickle  # noqa: PLC0415
-
-            cloudpickle.register_pickle_by_value(module)
         module.__dict__.clear()
         module.__dict__.update(
             __name__=MP_MAIN,
