@@ -743,6 +743,29 @@ def evaluate_targets(results: dict[str, dict[str, Any]], params: dict[str, Any])
     return out
 
 
+def run_counts(timeout_scale: float) -> dict[str, Any]:
+    """Round trips and commands per operation, measured in a fresh interpreter (bench_counts.py)."""
+    import subprocess
+
+    import bench_counts
+
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_counts.py")
+    try:
+        proc = subprocess.run(
+            [sys.executable, script, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=180 * timeout_scale,
+        )
+    except subprocess.TimeoutExpired:
+        return {"status": "timeout", "reason": f"over {180 * timeout_scale:.0f} s"}
+    if proc.returncode != 0:
+        return {"status": "error", "reason": proc.stderr[-2000:]}
+    counts = json.loads(proc.stdout)
+    table = bench_counts.table({k: bench_counts.OpCount(**v) for k, v in counts.items()})
+    return {"status": "ok", "counts": counts, "table": table}
+
+
 def scrub_paths(text: str) -> str:
     """Machine paths (from tracebacks in error reasons) shortened, so results can be published."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -796,6 +819,9 @@ def main() -> int:
         help="one child per implementation for all warm benchmarks (default: only with --ci)",
     )
     ap.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every time limit")
+    ap.add_argument(
+        "--no-counts", action="store_true", help="skip the round trips and commands per operation (faasmp)"
+    )
     ap.add_argument("--no-plots", action="store_true", help="no plots at all")
     ap.add_argument("--no-png", action="store_true", help="HTML plots only")
     ap.add_argument(
@@ -904,6 +930,11 @@ def main() -> int:
         for t in targets:
             verdict = {True: "met", False: "NOT met", None: "undecided"}[t["met"]]
             print(f"  [{verdict}] {t['target']}: {t['measured']}")
+    op_counts = None
+    if "faasmp" in impls and not args.no_counts:
+        op_counts = run_counts(args.timeout_scale)
+        print("\nround trips and Redis commands per operation (faasmp; benchmarks/bench_counts.py):")
+        print(op_counts.get("table") or f"  {op_counts.get('status')}: {op_counts.get('reason', '')}")
     print(f"\ntotal benchmark time {total:.0f} s")
 
     import lithops
@@ -936,6 +967,7 @@ def main() -> int:
         "results": results,
         "scaling": scaling,
         "targets": targets,
+        "op_counts": op_counts,
         "table_markdown": render_markdown(results, scaling, params, impls),
     }
     if not args.no_plots:

@@ -9,6 +9,7 @@ with :func:`register_state_backend` and the whole API suite run over it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -107,6 +108,7 @@ class StateBackend(StateOps, Protocol):
     def script(self, source: str) -> ScriptCall: ...
     def scan_keys(self, pattern: str) -> Iterator[bytes]: ...
     def subscribe(self, *channels: Key) -> Subscription: ...
+    def statistics(self) -> StateStatistics: ...
     def watch_epoch(self, key: Key) -> None: ...
     def mark_lost(self, reason: str) -> None: ...
     def close(self) -> None: ...
@@ -115,6 +117,49 @@ class StateBackend(StateOps, Protocol):
 class Subscription(Protocol):
     def get_message(self, timeout: float) -> Any: ...
     def close(self) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class StateStatistics:
+    """What this process has asked of its state backend so far (see :meth:`RedisState.statistics`)."""
+
+    #: Requests written to Redis: one per command, pipeline or batch sent in one
+    #: write.  Each costs at most one network round trip (a deferred send costs
+    #: none of its own: its reply is read with the next request).  Connection
+    #: setup (AUTH, HELLO, CLIENT SETNAME) counts too.
+    round_trips: int
+
+
+class _WriteCounter:
+    """A count shared by the connections of one :class:`RedisState` (an int under the GIL)."""
+
+    __slots__ = ("writes",)
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+
+def _counting_connection_class(url: str, counter: _WriteCounter) -> type:
+    """The redis-py connection class *url* needs, counting every request it writes.
+
+    A subclass (a wrapper around ``send_packed_command``, through which every
+    command, pipeline and packed batch is written), so redis-py itself is
+    left as it is; the pool and :class:`_DirectRedis` both make their
+    connections from it.
+    """
+    scheme = url.split("://", 1)[0]
+    base: type = {
+        "unix": redis.UnixDomainSocketConnection,
+        "rediss": redis.SSLConnection,
+    }.get(scheme, redis.Connection)
+
+    class CountingConnection(base):  # type: ignore[valid-type,misc]
+        def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            counter.writes += 1
+            super().send_packed_command(command, check_health)
+
+    CountingConnection.__name__ = CountingConnection.__qualname__ = f"Counting{base.__name__}"
+    return CountingConnection
 
 
 def _translate(exc: Exception) -> StateError:
@@ -157,6 +202,8 @@ class RedisState:
         self._where = redact_url(url)
         self._epoch: Key | None = None
         self._lost: StateLostError | None = None
+        self._writes = _WriteCounter()
+        opts["connection_class"] = _counting_connection_class(url, self._writes)
         self._r = redis.Redis.from_url(url, **opts)
         self.direct = _DirectRedis(self._r, self)
         # Pooled commands first collect this thread's deferred direct reply, so
@@ -203,6 +250,10 @@ class RedisState:
         from ..config import redact_url
 
         return f"<RedisState {redact_url(self.url)}>"
+
+    def statistics(self) -> StateStatistics:
+        """Counts of what this process has sent to Redis (a snapshot; see :class:`StateStatistics`)."""
+        return StateStatistics(round_trips=self._writes.writes)
 
     def __getstate__(self) -> None:
         raise TypeError("a StateBackend holds live connections and cannot be pickled")
