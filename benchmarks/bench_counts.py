@@ -33,9 +33,9 @@ import argparse
 import json
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,9 +61,9 @@ FLOORS: dict[str, tuple[int, str]] = {
     "event_set": (1, "one script"),
     "event_wait_set": (1, "one read of the flag"),
     "condition_wait_notify": (
-        8,
-        "both parties: waiter acquire, wait (register + release), woken pop, re-acquire, release; "
-        "notifier acquire, notify, release",
+        9,
+        "both parties: waiter acquire, wait (register + release), woken pop, re-acquire (the "
+        "notifier still holds the lock: register, pop), release; notifier acquire, notify, release",
     ),
     "barrier_wait_2": (3, "both parties: two arrivals (the last one wakes), one woken pop"),
     "value_get": (1, "one read"),
@@ -134,10 +134,10 @@ def _noop() -> None:
     pass
 
 
-def _in_thread(fn: Callable[[], Any]) -> threading.Thread:
-    t = threading.Thread(target=fn, daemon=True)
-    t.start()
-    return t
+#: The second party of two-thread rows: one long-lived thread, so its
+#: connection (each thread has its own, see StateBackend.direct) is made once,
+#: in the warm-up, and the counts measure the operation, not connection setup.
+_HELPER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-counts-helper")
 
 
 def measure(ctx: Any, reps: int = 15) -> dict[str, OpCount]:
@@ -152,6 +152,7 @@ def measure(ctx: Any, reps: int = 15) -> dict[str, OpCount]:
         n: int = reps,
         threads: bool = False,
     ) -> None:
+        """Count *op* into ``out[name]`` after three uncounted warm-up runs."""
         for _ in range(3):  # warm up: scripts loaded, connections made, holders fresh
             if setup is not None:
                 setup()
@@ -183,19 +184,22 @@ def measure(ctx: Any, reps: int = 15) -> dict[str, OpCount]:
         _free(lock)
         run("lock_release", lock.release, setup=lambda: lock.acquire(timeout=10))
 
+        def written() -> int:
+            return int(c.state.statistics().round_trips)
+
+        def until_written(n: int) -> None:
+            """Wait (without asking Redis) until this process has written *n* requests."""
+            deadline = time.monotonic() + 10
+            while written() < n and time.monotonic() < deadline:
+                time.sleep(0.0005)
+
         def contended() -> None:
             lock.acquire(timeout=10)
-            got = threading.Event()
-
-            def waiter() -> None:
-                lock.acquire(timeout=10)
-                got.set()
-
-            t = _in_thread(waiter)
-            time.sleep(0.02)  # the waiter is blocked in Redis
+            base = written()
+            t = _HELPER.submit(lock.acquire, True, 10)
+            until_written(base + 2)  # the waiter registered and sent its blocking pop
             lock.release()
-            got.wait(10)
-            t.join(10)
+            t.result(10)
 
         run("lock_contended", contended, setup=lambda: _free(lock), n=7, threads=True)
         _free(lock)
@@ -213,26 +217,26 @@ def measure(ctx: Any, reps: int = 15) -> dict[str, OpCount]:
 
         cond = ctx.Condition()
 
-        def wait_notify() -> None:
+        def waiter() -> None:
             with cond:
-
-                def notifier() -> None:
-                    time.sleep(0.02)  # the waiter is blocked in wait(): the lock is free
-                    with cond:
-                        cond.notify()
-
-                t = _in_thread(notifier)
                 cond.wait(10)
-            t.join(10)
+
+        def wait_notify() -> None:
+            base = written()
+            t = _HELPER.submit(waiter)
+            until_written(base + 3)  # acquired, waiting (lock released), blocking pop sent
+            with cond:
+                cond.notify()
+            t.result(10)
 
         run("condition_wait_notify", wait_notify, n=7, threads=True)
 
         bar = ctx.Barrier(2)
 
         def barrier() -> None:
-            t = _in_thread(lambda: bar.wait(10))
+            t = _HELPER.submit(bar.wait, 10)
             bar.wait(10)
-            t.join(10)
+            t.result(10)
 
         run("barrier_wait_2", barrier, n=7, threads=True)
 

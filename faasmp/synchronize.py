@@ -72,6 +72,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .backends.redis.semaphores import RedisSemaphore, hand_over
 from .runtime.shared import SharedObject
 
 if TYPE_CHECKING:
@@ -125,92 +126,7 @@ def _block_seconds(timeout: float | None) -> float:
 # --- Lua scripts (each one atomic step) -----------------------------------------
 
 
-def _hand_over(meta: str, wake: str, ttl: str) -> str:
-    """Lua releasing one unit of a semaphore: hand it to a registered waiter, or count it."""
-    return f"""
-if tonumber(redis.call('HGET', {meta}, 'w') or '0') > 0 then
-  redis.call('HINCRBY', {meta}, 'w', -1)
-  redis.call('RPUSH', {wake}, 1)
-  redis.call('PEXPIRE', {wake}, {ttl})
-else
-  redis.call('HINCRBY', {meta}, 'v', 1)
-end
-"""
-
-
 _SCRIPTS: dict[str, str] = {
-    # A semaphore is one hash: 'v' the count, 'w' the registered blocked waiters
-    # not yet served, 'max' (-1 unbounded), and for locks the owner ('id',
-    # 'name', recursion 'count').  A release with waiters hands its unit over
-    # by pushing a token to the wake list (the count stays 0); without waiters
-    # it increments the count.  A token no blocked client took at once (its
-    # waiter is between registering and BLPOP, timed out, or died) may be taken
-    # by the next acquirer, which then counts that waiter as unserved again.
-    # KEYS: meta, wake.  ARGV: me, name, ttl, recursive, track owner, count, register
-    # -> 1 acquired, 0 not (registered as a waiter if ARGV[7] = '1'), -1 gone
-    "sem_try": """
-local v = redis.call('HGET', KEYS[1], 'v')
-if not v then return -1 end
-if ARGV[4] == '1' and redis.call('HGET', KEYS[1], 'id') == ARGV[1] then
-  redis.call('HINCRBY', KEYS[1], 'count', 1)
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  return 1
-end
-if tonumber(v) > 0 then
-  redis.call('HINCRBY', KEYS[1], 'v', -1)
-elseif redis.call('LPOP', KEYS[2]) then
-  redis.call('HINCRBY', KEYS[1], 'w', 1)
-else
-  if ARGV[7] == '1' then
-    redis.call('HINCRBY', KEYS[1], 'w', 1)
-    redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  end
-  return 0
-end
-if ARGV[5] == '1' then
-  redis.call('HSET', KEYS[1], 'id', ARGV[1], 'name', ARGV[2], 'count', ARGV[6])
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
-""",
-    # After a blocking BLPOP got the token.  KEYS: meta.  ARGV: me, name, ttl, count
-    "sem_owned": """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-redis.call('HSET', KEYS[1], 'id', ARGV[1], 'name', ARGV[2], 'count', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
-""",
-    # A registered waiter stops waiting (timeout, interrupt).  KEYS: meta, wake
-    # -> 1 a token was there (the caller holds a unit after all), 0 unregistered
-    "sem_cancel": """
-if redis.call('LPOP', KEYS[2]) then return 1 end
-if tonumber(redis.call('HGET', KEYS[1], 'w') or '0') > 0 then
-  redis.call('HINCRBY', KEYS[1], 'w', -1)
-end
-return 0
-""",
-    # Give back a unit (an interrupted waiter got one).  KEYS: meta, wake.  ARGV: ttl
-    "sem_return": _hand_over("KEYS[1]", "KEYS[2]", "ARGV[1]"),
-    # KEYS: meta, wake.  ARGV: me, ttl, recursive
-    # -> remaining recursion count (0 = released), -1 gone, -2 not owner, -3 over-release
-    "sem_release": """
-local v = redis.call('HGET', KEYS[1], 'v')
-if not v then return -1 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-if ARGV[3] == '1' then
-  if redis.call('HGET', KEYS[1], 'id') ~= ARGV[1] then return -2 end
-  local left = redis.call('HINCRBY', KEYS[1], 'count', -1)
-  if left > 0 then return left end
-else
-  local maxv = tonumber(redis.call('HGET', KEYS[1], 'max'))
-  if maxv >= 0 and tonumber(v) + redis.call('LLEN', KEYS[2]) >= maxv then return -3 end
-end
-redis.call('HDEL', KEYS[1], 'id', 'name', 'count')
-"""
-    + _hand_over("KEYS[1]", "KEYS[2]", "ARGV[2]")
-    + """
-return 0
-""",
     # Register a waiter and release the lock completely, atomically.
     # KEYS: cond meta, cond queue, lock meta, lock wake list.  ARGV: me, wid, ttl
     # -> the lock's recursion count, -1 gone, -2 lock not owned
@@ -220,7 +136,7 @@ if redis.call('HGET', KEYS[3], 'id') ~= ARGV[1] then return -2 end
 local count = tonumber(redis.call('HGET', KEYS[3], 'count'))
 redis.call('HDEL', KEYS[3], 'id', 'name', 'count')
 """
-    + _hand_over("KEYS[3]", "KEYS[4]", "ARGV[3]")
+    + hand_over("KEYS[3]", "KEYS[4]", "ARGV[3]")
     + """
 redis.call('RPUSH', KEYS[2], ARGV[2])
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
@@ -369,11 +285,16 @@ class SemLock(_Synchronizer):
             raise ValueError(f"semaphore initial value must be >= 0 and <= {SEM_VALUE_MAX}, got {value}")
         self._init_shared(ctx)
         self._maxvalue = maxvalue
-        meta = self._k()[0]
-        pipe = self._session.state.pipeline(transaction=True)
-        pipe.hset(meta, {"kind": type(self).__name__, "max": maxvalue, "v": value, "w": 0})
-        pipe.pexpire(meta, self._ttl)
-        pipe.execute()
+        self._redis.create(type(self).__name__, value, maxvalue)
+
+    @property
+    def _redis(self) -> RedisSemaphore:
+        """This semaphore's Redis state (made once per object, also in a copy)."""
+        sem: RedisSemaphore | None = self.__dict__.get("_redis_cache")
+        if sem is None:
+            meta, wake, _ = self._k()
+            sem = self.__dict__["_redis_cache"] = RedisSemaphore(self._session.state, meta, wake, self._ttl)
+        return sem
 
     def _getstate_extra(self) -> dict[str, Any]:
         return {"_maxvalue": self._maxvalue}
@@ -389,14 +310,12 @@ class SemLock(_Synchronizer):
 
     def _acquire(self, block: bool, timeout: float | None, count: int) -> bool:
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
-        meta, wake, _ = self._k()
+        sem = self._redis
         me = _IDENTITY.current()
         name = _owner_name() if self._track_owner else ""
         register = block and (timeout is None or timeout > 0)
-        got = self._run(
-            "sem_try",
-            [meta, wake],
-            [me, name, self._ttl, int(self._recursive), int(self._track_owner), count, int(register)],
+        got = sem.sem_try(
+            me, name, recursive=self._recursive, track_owner=self._track_owner, count=count, register=register
         )
         if got == 1:
             return True
@@ -407,21 +326,18 @@ class SemLock(_Synchronizer):
         # Registered as a waiter: a release now hands its unit to us via the wake list.
         try:
             left = None if deadline is None else deadline - time.monotonic()
-            woken = (left is None or left > 0) and (
-                self._session.state.blpop([wake], _block_seconds(left)) is not None
-            )
+            woken = (left is None or left > 0) and sem.sem_wait(_block_seconds(left))
             if not woken:
-                woken = self._run("sem_cancel", [meta, wake], []) == 1
+                woken = sem.sem_cancel()
         except BaseException:
             # Interrupted (Ctrl-C): stop waiting; a unit handed over meanwhile goes back.
-            if self._run("sem_cancel", [meta, wake], []) == 1:
-                self._run("sem_return", [meta, wake], [self._ttl])
+            if sem.sem_cancel():
+                sem.sem_return()
             raise
         if not woken:
             return False
-        if self._track_owner:
-            if self._run("sem_owned", [meta], [me, name, self._ttl, count]) == -1:
-                raise self._gone()
+        if self._track_owner and not sem.sem_owned(me, name, count):
+            raise self._gone()
         return True
 
     def release(self) -> None:
@@ -429,10 +345,7 @@ class SemLock(_Synchronizer):
         self._release_checked()
 
     def _release_checked(self) -> int:
-        meta, wake, _ = self._k()
-        left: int = self._run(
-            "sem_release", [meta, wake], [_IDENTITY.current(), self._ttl, int(self._recursive)]
-        )
+        left = self._redis.sem_release(_IDENTITY.current(), recursive=self._recursive)
         if left == -1:
             raise self._gone()
         if left == -2:
@@ -449,16 +362,8 @@ class SemLock(_Synchronizer):
 
     # -- introspection ------------------------------------------------------------
     def _snapshot(self) -> tuple[bool, int, dict[bytes, bytes]]:
-        """(exists, units available, meta hash with the owner) in one round trip.
-
-        Available units are the count plus handed-over units no waiter has taken yet.
-        """
-        meta, wake, _ = self._k()
-        pipe = self._session.state.pipeline()
-        pipe.hgetall(meta)
-        pipe.llen(wake)
-        own, pending = pipe.execute()
-        return bool(own), int(own.get(b"v", 0)) + int(pending), own
+        """(exists, units available, meta hash with the owner) in one round trip."""
+        return self._redis.snapshot()
 
     def get_value(self) -> int:
         """The semaphore's value now (a snapshot, as the stdlib's)."""
