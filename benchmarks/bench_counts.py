@@ -61,9 +61,9 @@ FLOORS: dict[str, tuple[int, str]] = {
     "event_set": (1, "one script"),
     "event_wait_set": (1, "one read of the flag"),
     "condition_wait_notify": (
-        9,
-        "both parties: waiter acquire, wait (register + release), woken pop, re-acquire (the "
-        "notifier still holds the lock: register, pop), release; notifier acquire, notify, release",
+        8,
+        "both parties: waiter acquire, wait (register + release), woken pop, re-acquire (2 more "
+        "when the notifier still holds the lock), release; notifier acquire, notify, release",
     ),
     "barrier_wait_2": (3, "both parties: two arrivals (the last one wakes), one woken pop"),
     "value_get": (1, "one read"),

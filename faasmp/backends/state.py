@@ -348,7 +348,7 @@ class Parts(tuple):  # type: ignore[type-arg]
 
     ``Parts((mac, body))`` is sent as the single bulk string ``mac + body``:
     a signed 1 MiB message goes out without being joined into a new buffer
-    (for ``StateBackend.direct``'s ``execute_many``).
+    (for ``StateBackend.direct``'s ``execute_many`` and ``send_many_deferred``).
     """
 
     __slots__ = ()
@@ -441,29 +441,32 @@ class _DirectRedis:
             pool = self._pool
             conn = pool.connection_class(**pool.connection_kwargs)
             conn._command_packer = _LeanPacker()
-            local.conn, local.pid, local.pending = conn, os.getpid(), None
+            local.conn, local.pid, local.pending, local.pending_n = conn, os.getpid(), None, 1
             self._conns.add(conn)
         return conn
 
     def _drain(self, conn: Any) -> None:
-        """Read the outstanding deferred reply, if any, and hand it to its callback."""
+        """Read the outstanding deferred reply (or replies), if any, and hand it to its callback."""
         local = self._local
         on_reply = local.pending
         if on_reply is None:
             return
         local.pending = None  # first: a flush from a GC finalizer must not read it twice
-        try:
-            reply = conn.read_response()
-        except redis.exceptions.ResponseError as exc:
-            reply = exc
-        except _DROPPED as exc:
-            # The deferred command may not have run: tell its owner (a queue
-            # then fails its next put), then fail the command being sent.
-            with contextlib.suppress(Exception):
-                on_reply(_dropped(exc, self._owner._where))
-            raise
+        n, local.pending_n = local.pending_n, 1
+        replies: list[Any] = []
+        for _ in range(n):
+            try:
+                replies.append(conn.read_response())
+            except redis.exceptions.ResponseError as exc:
+                replies.append(exc)
+            except _DROPPED as exc:
+                # The deferred command may not have run: tell its owner (a queue
+                # then fails its next put), then fail the command being sent.
+                with contextlib.suppress(Exception):
+                    on_reply(_dropped(exc, self._owner._where))
+                raise
         with contextlib.suppress(Exception):
-            on_reply(reply)
+            on_reply(replies[0] if n == 1 else replies)
 
     def flush(self) -> None:
         """Wait for this thread's deferred reply (no-op if there is none)."""
@@ -484,7 +487,7 @@ class _DirectRedis:
         connection: its callback hears about it (it may not have run).
         """
         local = self._local
-        on_reply, local.pending = getattr(local, "pending", None), None
+        on_reply, local.pending, local.pending_n = getattr(local, "pending", None), None, 1
         if isinstance(exc, _DROPPED):
             error = _dropped(exc, self._owner._where)
             if on_reply is not None:
@@ -524,6 +527,28 @@ class _DirectRedis:
                 raise
             raise failed from exc
         self._local.pending = on_reply if on_reply is not None else _ignore_reply
+
+    def send_many_deferred(self, on_reply: Callable[[Any], None], commands: Sequence[Sequence[Any]]) -> None:
+        """Send raw commands in one write without waiting: a deferred :meth:`execute_many`.
+
+        *on_reply* later gets the list of replies (errors as exception
+        objects), or one exception if the connection dropped.  A producer of
+        large items thus overlaps Redis' work on one item with preparing the
+        next; the thread's next command collects the replies.
+        """
+        if self._owner._lost is not None:
+            raise StateLostError(*self._owner._lost.args)
+        conn = self._conn()
+        try:
+            conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            self._drain(conn)
+        except BaseException as exc:
+            failed = self._failed(exc)
+            if failed is exc:
+                raise
+            raise failed from exc
+        self._local.pending = on_reply
+        self._local.pending_n = len(commands)
 
     def blpop(self, keys: Sequence[Key], timeout: float) -> tuple[bytes, bytes] | None:
         """Pop from the first non-empty list, waiting up to *timeout* (0 = forever)."""

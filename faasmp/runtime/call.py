@@ -218,9 +218,15 @@ def dumps_plain(obj: Any, authkey: bytes) -> bytes | None:
     Such data pickles to the same bytes with the C pickler, which costs a
     fraction of a cloudpickle Pickler's set-up (the hot path of tiny Pool tasks).
     """
+    body = pickle_plain(obj)
+    return None if body is None else signer(authkey).sign(body)
+
+
+def pickle_plain(obj: Any) -> bytes | None:
+    """The pickle of plain data (see :func:`dumps_plain`) with the C pickler, unsigned; else None."""
     if not _is_plain(obj):
         return None
-    return signer(authkey).sign(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
+    return pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
 
 
 def dumps_named(obj: Any, authkey: bytes, what: str, config: Any = None) -> bytes:
