@@ -254,8 +254,14 @@ def b_bare_call(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
     s = p["sleep"]
     phase("measure", kind="time", sub=s)
     t0 = time.perf_counter()
-    fexec = lithops.FunctionExecutor(backend="localhost", storage="localhost")
-    fexec.call_async(time.sleep, s)
+    # The localhost backend with this interpreter as its runtime, as faasmp's
+    # default and the lithops.mp column's config use.
+    config = {
+        "lithops": {"backend": "localhost", "storage": "localhost"},
+        "localhost": {"runtime": sys.executable},
+    }
+    fexec = lithops.FunctionExecutor(config=config)
+    fexec.call_async(bench_core.sleep, s)
     fexec.get_result()
     dt = time.perf_counter() - t0
     fexec.clean()
