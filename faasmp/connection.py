@@ -348,7 +348,7 @@ class Connection(SharedObject):
             raise StateError(f"an earlier message sent on {self!r} was not delivered: {lost}")
 
     # -- receiving ----------------------------------------------------------------
-    def _recv_blob(self) -> bytes:
+    def _recv_blob(self) -> bytes | bytearray:
         """Block until a message arrives (returned) or the other end is closed (EOFError)."""
         if not self._bound:
             self._bind()

@@ -86,6 +86,7 @@ class DirectOps(Protocol):
     def execute(self, *args: Any) -> Any: ...
     def blpop(self, keys: Sequence[Key], timeout: float) -> tuple[bytes, bytes] | None: ...
     def blmove_rotate(self, key: Key, timeout: float) -> bytes | None: ...
+    def blpop_buffer(self, key: Key, timeout: float) -> bytes | bytearray | None: ...
     def script(self, source: str) -> ScriptCall: ...
     def deferred_script(self, source: str) -> DeferredScriptCall: ...
     def send_many_deferred(
@@ -404,6 +405,70 @@ class _LeanPacker:
         return out
 
 
+def _read_pop_reply(sock: Any) -> bytearray | None:
+    """Read a ``BLPOP key ...`` reply from *sock*: the popped element, or None on timeout.
+
+    The element is received straight into one preallocated buffer (its
+    first bytes arrive with the header).  RESP2 or RESP3; a Redis error
+    raises :class:`redis.exceptions.ResponseError`.
+    """
+    head = bytearray()
+    pos = 0
+
+    def more() -> None:
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            raise redis.exceptions.ConnectionError("Connection closed by server.")
+        head.extend(chunk)
+
+    def line() -> bytes:
+        nonlocal pos
+        while True:
+            end = head.find(b"\r\n", pos)
+            if end >= 0:
+                out = bytes(head[pos:end])
+                pos = end + 2
+                return out
+            more()
+
+    first = line()
+    if first in (b"_", b"*-1"):
+        return None
+    if first[:1] == b"-":
+        raise redis.exceptions.ResponseError(first[1:].decode(errors="replace"))
+    if first != b"*2":
+        raise redis.exceptions.InvalidResponse(f"unexpected reply to BLPOP: {first[:40]!r}")
+    header = line()  # the key's length
+    if header[:1] != b"$":
+        raise redis.exceptions.InvalidResponse(f"unexpected reply to BLPOP: {header[:40]!r}")
+    skip = int(header[1:]) + 2
+    while len(head) < pos + skip:
+        more()
+    pos += skip
+    header = line()  # the element's length
+    if header[:1] != b"$":
+        raise redis.exceptions.InvalidResponse(f"unexpected reply to BLPOP: {header[:40]!r}")
+    n = int(header[1:])
+    out = bytearray(n)
+    view = memoryview(out)
+    have = min(len(head) - pos, n)
+    view[:have] = head[pos : pos + have]
+    trailer = len(head) - pos - have  # bytes of the final CRLF already received
+    while have < n:
+        got = sock.recv_into(view[have:])
+        if not got:
+            raise redis.exceptions.ConnectionError("Connection closed by server.")
+        have += got
+    if trailer > 2:
+        raise redis.exceptions.InvalidResponse("data after the reply to BLPOP")
+    while trailer < 2:
+        got = len(sock.recv(2 - trailer))
+        if not got:
+            raise redis.exceptions.ConnectionError("Connection closed by server.")
+        trailer += got
+    return out
+
+
 def _ignore_reply(reply: Any) -> None:
     """The callback of a deferred command whose reply nobody needs."""
 
@@ -553,6 +618,41 @@ class _DirectRedis:
     def blpop(self, keys: Sequence[Key], timeout: float) -> tuple[bytes, bytes] | None:
         """Pop from the first non-empty list, waiting up to *timeout* (0 = forever)."""
         return self.execute("BLPOP", *keys, timeout)  # type: ignore[no-any-return]
+
+    def blpop_buffer(self, key: Key, timeout: float) -> bytes | bytearray | None:
+        """Pop from *key*, waiting up to *timeout* (0 = forever); the element is read into one buffer.
+
+        hiredis reads a reply into its own 32 KiB buffer, then copies it into
+        a bytes object: most of the CPU a 1 MiB message costs its reader.
+        Here the element goes from the socket straight into a preallocated
+        ``bytearray`` (``recv_into``).  When the parser already holds bytes
+        of this reply (they came with a deferred reply) or is not hiredis,
+        the parser reads it as usual.
+        """
+        if self._owner._lost is not None:
+            raise StateLostError(*self._owner._lost.args)
+        conn = self._conn()
+        try:
+            conn.send_command("BLPOP", key, timeout, check_health=False)
+            self._drain(conn)
+            reader = getattr(conn._parser, "_reader", None)
+            if reader is None or reader.has_data():
+                reply = conn.read_response()
+                return None if reply is None else reply[1]  # type: ignore[no-any-return]
+            try:
+                return _read_pop_reply(conn._sock)
+            except redis.exceptions.ResponseError:
+                raise
+            except BaseException:
+                conn.disconnect()  # stopped inside a reply: the stream is out of step
+                raise
+        except redis.exceptions.ResponseError:
+            raise
+        except BaseException as exc:
+            failed = self._failed(exc)
+            if failed is exc:
+                raise
+            raise failed from exc
 
     def blmove_rotate(self, key: Key, timeout: float) -> bytes | None:
         """Wait until *key* has an element and return its last one, leaving it there."""

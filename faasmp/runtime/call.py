@@ -161,7 +161,7 @@ class Signer:
         """``MAC || body``, the payload format of :func:`dumps`."""
         return b"".join((self.mac(body), body))
 
-    def verify(self, data: bytes | memoryview) -> memoryview:
+    def verify(self, data: bytes | bytearray | memoryview) -> memoryview:
         """Check a signed payload; return its body, uncopied.
 
         Raises :class:`AuthenticationError` if the signature does not match,

@@ -228,10 +228,9 @@ class RedisPipeEnd:
             self._direct.execute_many([("DEL", wkey)])  # nobody will ever read it
             on_reply(-1)
 
-    def pipe_recv(self, timeout: float) -> bytes | None:
+    def pipe_recv(self, timeout: float) -> bytes | bytearray | None:
         """Block up to *timeout* s for the next element: a message, ``b""`` (wake-up) or None."""
-        item = self._direct.blpop([self.read_list], timeout)
-        return None if item is None else item[1]
+        return self._direct.blpop_buffer(self.read_list, timeout)
 
     def pipe_recv_now(self) -> tuple[int, bytes | None]:
         """Take a message now: (1, message), (0, None) if none, (2, None) at end of file."""

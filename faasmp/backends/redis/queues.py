@@ -147,16 +147,17 @@ class RedisQueue:
         """Block up to *timeout* s (0 = forever) until a get made room; False on timeout."""
         return self._direct.blpop([self.space], timeout) is not None
 
-    def queue_get_now(self, *, bounded: bool, maxsize: int) -> bytes | None:
+    def queue_get_now(self, *, bounded: bool, maxsize: int) -> bytes | bytearray | None:
         """Take the first item without blocking (None if empty); a bounded queue gets a room token."""
         space = self.space if bounded else self.items
-        reply: bytes | None = self._get_now(keys=[self.items, space], args=[int(bounded), maxsize, self._ttl])
+        reply: bytes | bytearray | None = self._get_now(
+            keys=[self.items, space], args=[int(bounded), maxsize, self._ttl]
+        )
         return reply
 
-    def queue_get(self, timeout: float) -> bytes | None:
+    def queue_get(self, timeout: float) -> bytes | bytearray | None:
         """Block up to *timeout* s (0 = forever) for the first item; None on timeout."""
-        item = self._direct.blpop([self.items], timeout)
-        return None if item is None else item[1]
+        return self._direct.blpop_buffer(self.items, timeout)
 
     def queue_space_freed(self, maxsize: int) -> None:
         """After a blocking get on a bounded queue: wake one blocked put."""
