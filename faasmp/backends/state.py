@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import socket
 import threading
 import time
 import weakref
@@ -405,6 +406,33 @@ class _LeanPacker:
         return out
 
 
+#: Popped elements at most this large are read by the parser (in C): reading
+#: the reply in Python costs a few microseconds that only large ones repay.
+_SMALL_REPLY = 1 << 16
+_PEEK = 512
+
+
+def _small_reply_next(sock: Any) -> bool:
+    """Whether the reply waiting on *sock* (blocks until it starts) is not a large BLPOP element.
+
+    Looks at its first bytes without taking them (``MSG_PEEK``): the array
+    header, the key and the element's length arrive in one write.
+    """
+    if hasattr(sock, "getpeercert"):
+        return True  # TLS: recv() takes no flags there, and the parser decrypts anyway
+    head = sock.recv(_PEEK, socket.MSG_PEEK)
+    if not head.startswith(b"*2\r\n$"):
+        return True  # a timeout, an error or no data (closed): the parser handles it
+    end = head.find(b"\r\n", 4)
+    if end < 0:
+        return False
+    start = end + 2 + int(head[5:end]) + 2  # past the key and its CRLF
+    end = head.find(b"\r\n", start)
+    if end < 0 or head[start : start + 1] != b"$":
+        return False
+    return int(head[start + 1 : end]) <= _SMALL_REPLY
+
+
 def _read_pop_reply(sock: Any) -> bytearray | None:
     """Read a ``BLPOP key ...`` reply from *sock*: the popped element, or None on timeout.
 
@@ -624,10 +652,10 @@ class _DirectRedis:
 
         hiredis reads a reply into its own 32 KiB buffer, then copies it into
         a bytes object: most of the CPU a 1 MiB message costs its reader.
-        Here the element goes from the socket straight into a preallocated
-        ``bytearray`` (``recv_into``).  When the parser already holds bytes
-        of this reply (they came with a deferred reply) or is not hiredis,
-        the parser reads it as usual.
+        Here an element over 64 KiB goes from the socket straight into a
+        preallocated ``bytearray`` (``recv_into``).  Smaller ones, and any
+        reply when the parser already holds bytes of it (they came with a
+        deferred reply) or is not hiredis, are read by the parser as usual.
         """
         if self._owner._lost is not None:
             raise StateLostError(*self._owner._lost.args)
@@ -636,7 +664,7 @@ class _DirectRedis:
             conn.send_command("BLPOP", key, timeout, check_health=False)
             self._drain(conn)
             reader = getattr(conn._parser, "_reader", None)
-            if reader is None or reader.has_data():
+            if reader is None or reader.has_data() or _small_reply_next(conn._sock):
                 reply = conn.read_response()
                 return None if reply is None else reply[1]  # type: ignore[no-any-return]
             try:
