@@ -20,8 +20,8 @@ semantics, backed by Redis lists (one list per direction):
 **End of file, like OS pipes.**  Each end counts its open *handles* in Redis:
 the two objects :func:`Pipe` returns, and every copy made by pickling one
 (passing it to a ``Process``/``Pool``, putting it on a queue).  A handle is
-released by ``close()``, by garbage collection, or — for a copy used inside a
-remote ``Process`` — when that process exits, even if it was killed.  When no
+released by ``close()``, by garbage collection, or — for a copy in a remote
+``Process``, used or not — when that process exits, even if it was killed.  When no
 handle of the other end is left, ``recv`` on an empty pipe raises
 :class:`EOFError` and ``send`` raises :class:`BrokenPipeError` (like a socket,
 at the latest on the send after the one that found the reader gone; that
@@ -214,6 +214,12 @@ class Connection(SharedObject):
         self._writable = self._duplex or self._end == 1
         self._holder = state["holder"]
         self._setup()
+        # Unpickled in a remote Process (as its argument, or received there):
+        # bind now, not at first use, so the handle is released when that
+        # process ends even if it never used it; a reader waiting for EOF
+        # would otherwise wait forever.
+        if _current_proc_id():
+            self._bind()
 
     def _bind(self) -> None:
         """Tie this copy to the remote Process using it, so it closes when that process ends."""

@@ -5,7 +5,7 @@ every object lives in Redis, so it works from every process of a run (the
 client, :class:`~faasmp.context.FaasContext.Process` children, pool workers) and
 pickles to them as a reference to the same keys.
 
-Design (DESIGN.md §1), and why:
+Design (the mapping is in docs/architecture.md, "The idea"), and why:
 
 * **Lock, RLock, Semaphore, BoundedSemaphore** are a hash holding the count
   (and, for locks, the owner) plus a *wake list*.  Acquiring is one Lua script

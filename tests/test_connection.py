@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import os
 import pickle
+import re
 import secrets
 import threading
 import time
@@ -303,6 +304,66 @@ def test_unpicklable_object_names_the_pipe(ctx):
     a, _ = ctx.Pipe()
     with pytest.raises(PicklingFailed, match=r"sent on <faasmp\.connection\.Connection"):
         a.send(threading.Lock())
+
+
+def test_os_level_connections_and_listeners_fail_fast_naming_the_object(ctx):
+    """Issue 14: CPython's test_pickling sent a multiprocessing.connection.Connection.
+
+    cloudpickle pickled it as its bare file descriptor number; the receiver
+    then read an unrelated descriptor of its own and blocked until killed.
+    """
+    import multiprocessing.connection as mpc  # noqa: PLC0415
+
+    a, b = ctx.Pipe()
+    r, w = mpc.Pipe()
+    listener = mpc.Listener()
+    try:
+        fd_error = (
+            r"cannot pickle 'multiprocessing\.connection\.Connection' object: "
+            r"it is an OS-level connection \(file descriptor \d+\)"
+        )
+        with pytest.raises(TypeError, match=fd_error):
+            a.send(r)
+        where = re.escape(repr(listener.address))
+        with pytest.raises(
+            TypeError, match=rf"'multiprocessing\.connection\.Listener' object: it listens on {where}"
+        ):
+            a.send({"listener": listener})
+        with pytest.raises(TypeError, match=fd_error):
+            ctx.Process(target=helpers_ipc.echo, args=(w,)).start()
+        a.send("still usable")  # nothing half-sent
+        assert b.recv() == "still usable"
+        assert not b.poll(0)
+    finally:
+        for c in (r, w, listener):
+            c.close()
+
+
+def test_remote_process_sending_an_os_connection_fails_and_the_reader_gets_eof(ctx, capsys):
+    """The same from a remote process, as in CPython's test: an error there, never a hang here."""
+    r, w = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=helpers_ipc.send_os_connection, args=(w,))
+    p.start()
+    w.close()
+    assert r.poll(60), "the reader neither got a message nor end of file"
+    with pytest.raises(EOFError):
+        r.recv()
+    p.join(30)
+    assert p.exitcode == 1
+    assert "cannot pickle 'multiprocessing.connection.Connection' object" in capsys.readouterr().err
+
+
+def test_eof_when_the_remote_writer_exits_without_ever_using_its_end(ctx):
+    """A copy unpickled in a Process is released when it ends, used or not (it held the end forever)."""
+    r, w = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=helpers_ipc.ignore_args, args=(w,))
+    p.start()
+    w.close()
+    assert r.poll(60), "the reader never got end of file"
+    with pytest.raises(EOFError):
+        r.recv()
+    p.join(30)
+    assert p.exitcode == 0
 
 
 def test_bad_arguments(ctx):

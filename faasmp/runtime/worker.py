@@ -363,7 +363,9 @@ class Host:
                     self._client_gone()  # self.lock is an RLock
                     return
                 elif cmd == "killbusy":
-                    # End a slot only while it runs a task of that pool.
+                    # End a slot only while it runs a task of that pool (not while
+                    # it delivers a result and waits for the next task: that one
+                    # takes its sentinel and stays warm).
                     slot_arg, _, pool_arg = arg.partition(" ")
                     for pid, (slot_id, rec) in self.slots.items():
                         current = read_record(rec) if slot_id == slot_arg else None
@@ -372,6 +374,7 @@ class Host:
                             and current[0] == "pool"
                             and current[1] == pool_arg
                             and current[2] is not None
+                            and not (len(current) > 4 and current[4])
                         ):
                             with contextlib.suppress(ProcessLookupError):
                                 os.kill(pid, signal.SIGKILL)
@@ -408,7 +411,7 @@ def report_lost(
         pipe.rpush(k.proc_exit(proc_id), str(code).encode())
         pipe.publish(k.proc_exit(proc_id), b"exit")
     elif kind == "pool":
-        _, pool_id, job, index = current
+        pool_id, job, index = current[1:4]
         pipe.rpush(
             k.pool_results(pool_id),
             dumps(("lost", slot_id, job, index, cause), authkey),
@@ -554,6 +557,9 @@ class Slot:
         attach_remote(self.spec, self.state)
         sink = self._install_output(call)
         sink.begin(call.call_id)
+        from .. import process as process_mod  # noqa: PLC0415
+
+        process_mod._loading_remote_process(call.call_id)
         try:
             proc = loads(call.payload, self.spec.authkey)
         except BaseException as exc:  # noqa: BLE001 - reported like a failing process
@@ -593,7 +599,9 @@ class Slot:
         old_out, old_err = sys.stdout, sys.stderr
         sink = self._install_output(call)
         write_record(self.record, ("pool", pool_id, None, None))
-        self.state.rpush(res_key, dumps(("started", self.slot_id, spec.host_id, os.getpid()), authkey))
+        self.state.rpush(
+            res_key, dumps(("started", self.slot_id, spec.host_id, os.getpid(), call.call_id), authkey)
+        )
         try:
             reason = self._pool_loop(desc, res_key, task_key, sink)
         finally:
@@ -626,11 +634,15 @@ class Slot:
         # The last result's commands, sent with the next BLPOP on this thread's
         # own connection (state.direct: no pool, retry or hook layers).
         pending: list[tuple[Any, ...]] | None = None
+        delivering: tuple[Any, ...] = ()  # the slot record while the last result goes out
         execute_many = state.direct.execute_many
         while maxtasks is None or done < maxtasks:
             try:
                 if pending is not None:
                     # One round trip: deliver the result and wait for the next task.
+                    # Marked as delivering: its host still reports the task if
+                    # the slot dies now, but terminate() does not kill it.
+                    write_record(self.record, delivering)
                     pending.append(("BLPOP", task_key, spec.heartbeat * 3))
                     item = execute_many(pending)[-1]
                     pending = None
@@ -693,6 +705,7 @@ class Slot:
                 unsendable = _encoding_error(exc, value)
                 blob = dumps(("done", job, index, False, ExceptionInfo.capture(unsendable), timing), authkey)
             pending = [("RPUSH", res_key, blob), ("INCRBY", k.tasks_run, 1)]
+            delivering = ("pool", pool_id, job, index, True)
             done += 1
         if pending is not None:
             execute_many(pending)
