@@ -35,6 +35,7 @@ import traceback
 from typing import Any
 
 from ..backends.state import CONNECTION_ERRORS, StateBackend, open_state
+from . import main_module
 from .call import (
     AuthenticationError,
     CallKind,
@@ -477,6 +478,7 @@ class Slot:
             elif call.kind is CallKind.POOL_WORKER:
                 write_record(self.record, ("pool", call.payload["pool_id"], None, None))
             _match_patch(call.patched, call.storage)
+            self._prepare_main(call)
             if call.kind is CallKind.PROCESS:
                 self.run_process(call, dequeued)
             elif call.kind is CallKind.POOL_WORKER:
@@ -484,6 +486,26 @@ class Slot:
             write_record(self.record, None)
             self.state.sadd(k.idle, self.slot_id)
             idle_since = time.monotonic()
+
+    def _prepare_main(self, call: RemoteCall) -> None:
+        """Install the client's main module as ``__mp_main__`` (once per slot and main module).
+
+        After :func:`_match_patch`, so the script's top-level imports bind what
+        the client's do.  Its output (top-level prints, a failure report) goes
+        to the client as the call's own output would.
+        """
+        main = call.main
+        if main is None or main_module.INSTALLER.installed_digest == main.digest:
+            main_module.install(None, "")  # marks the worker: nested work passes on what it has
+            return
+        old_out, old_err = sys.stdout, sys.stderr
+        sink = self._install_output(call)
+        sink.begin(f"{call.call_id}:main")
+        try:
+            main_module.install(main, f"worker {self.slot_id}")
+        finally:
+            sink.end()
+            sys.stdout, sys.stderr = old_out, old_err
 
     # -- processes ---------------------------------------------------------
     def run_process(self, call: RemoteCall, dequeued: float) -> None:
