@@ -308,5 +308,8 @@ def test_get_blocks_longer_than_the_client_socket_timeout(external_server):
         assert time.monotonic() - t0 >= 2.2
         helpers_ipc.later(1.5, q.put, "after 1.5 s")
         assert q.get(timeout=30) == "after 1.5 s"
+        big = bytes(range(256)) * 4096  # 1 MiB: read from the socket into one buffer, not by the parser
+        helpers_ipc.later(1.5, q.put, big)
+        assert q.get() == big
     finally:
         ctx.shutdown()
