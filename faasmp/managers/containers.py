@@ -8,33 +8,11 @@ import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, MutableSequence
 from typing import Any, ClassVar
 
+from ..backends.redis.manager_objects import EMPTY, RedisDict, RedisList, RedisNamespace, RedisValue
 from ..runtime.call import loads
 from .codec import _decode_key, _encode_key
 from .common import ManagerShutdownError, Namespace, Value
 from .proxy import _NativeProxy
-from .scripts import (
-    _D_CLEAR,
-    _D_ITEMS,
-    _D_KEYS,
-    _D_POP,
-    _D_POPITEM,
-    _D_SET,
-    _D_SETDEFAULT,
-    _H_ALL,
-    _H_DEL,
-    _H_SET,
-    _L_CLEAR,
-    _L_IMUL,
-    _L_INSERT,
-    _L_POP,
-    _L_PUSH,
-    _L_RANGE,
-    _L_REPLACE,
-    _L_REVERSE,
-    _L_SET,
-    _L_SNAPSHOT,
-    _V_SET,
-)
 
 
 class DictProxy(_NativeProxy, MutableMapping):  # type: ignore[type-arg]
@@ -46,7 +24,8 @@ class DictProxy(_NativeProxy, MutableMapping):  # type: ignore[type-arg]
     """
 
     _kind = "mdict"
-    _key_suffixes = ("", "order")
+    _store_type = RedisDict
+    _key_suffixes = RedisDict.SUFFIXES
     _exposed_ = (
         "__contains__",
         "__delitem__",
@@ -70,45 +49,39 @@ class DictProxy(_NativeProxy, MutableMapping):  # type: ignore[type-arg]
         if value:
             self.update(value)
 
+    def _rdict(self) -> RedisDict:
+        store: RedisDict = self._conn().store
+        return store
+
     def _field(self, key: Any) -> bytes:
         return _encode_key(key, self._conn().authkey)
 
     def __getitem__(self, key: Any) -> Any:
         conn = self._conn()
-        blob = conn.state.direct.execute("HGET", conn.keys[1], _encode_key(key, conn.authkey))
+        blob = conn.store.dict_get(_encode_key(key, conn.authkey))
         if blob is None:
-            self._check_alive(conn)
             raise KeyError(key)
         return loads(blob, conn.authkey)
 
     def get(self, key: Any, default: Any = None) -> Any:
         conn = self._conn()
-        blob = conn.state.hget(conn.keys[1], _encode_key(key, conn.authkey))
+        blob = conn.store.dict_get(_encode_key(key, conn.authkey))
         if blob is None:
-            self._check_alive(conn)
             return default
         return loads(blob, conn.authkey)
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        self._call(_D_SET, self._field(key), self._dump(value, f"the value for key {key!r}"))
+        self._rdict().dict_set(self._field(key), self._dump(value, f"the value for key {key!r}"))
 
     def __delitem__(self, key: Any) -> None:
-        if self._call(_D_POP, self._field(key)) is None:
+        if self._rdict().dict_pop(self._field(key)) is None:
             raise KeyError(key)
 
     def __contains__(self, key: object) -> bool:
-        conn = self._conn()
-        if conn.state.hexists(conn.keys[1], _encode_key(key, conn.authkey)):
-            return True
-        self._check_alive(conn)
-        return False
+        return self._rdict().dict_contains(self._field(key))
 
     def __len__(self) -> int:
-        conn = self._conn()
-        n = int(conn.state.hlen(conn.keys[1]))
-        if n == 0:
-            self._check_alive(conn)
-        return n
+        return self._rdict().dict_len()
 
     def __iter__(self) -> Iterator[Any]:
         """An iterator over the keys, like the stdlib proxy's (an iterator in the server).
@@ -125,11 +98,10 @@ class DictProxy(_NativeProxy, MutableMapping):  # type: ignore[type-arg]
     def keys(self) -> list[Any]:  # type: ignore[override]
         """The keys in insertion order (a list, like the stdlib proxy)."""
         ak = self._conn().authkey
-        return [_decode_key(f, ak) for f in self._call(_D_KEYS)]
+        return [_decode_key(f, ak) for f in self._rdict().dict_keys()]
 
     def _items_raw(self) -> tuple[list[bytes], list[bytes]]:
-        fields, blobs = self._call(_D_ITEMS)
-        return fields, blobs
+        return self._rdict().dict_items()
 
     def values(self) -> list[Any]:  # type: ignore[override]
         return [self._load(b) for b in self._items_raw()[1]]
@@ -141,17 +113,17 @@ class DictProxy(_NativeProxy, MutableMapping):  # type: ignore[type-arg]
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
         """Atomic: of several concurrent callers exactly one inserts."""
-        result = self._call(
-            _D_SETDEFAULT, self._field(key), self._dump(default, f"the value for key {key!r}")
+        stored = self._rdict().dict_setdefault(
+            self._field(key), self._dump(default, f"the value for key {key!r}")
         )
-        if result.__class__ is int:
+        if stored is None:  # inserted
             return default
-        return self._load(result)
+        return self._load(stored)
 
     _MISSING: ClassVar[Any] = object()
 
     def pop(self, key: Any, default: Any = _MISSING) -> Any:
-        blob = self._call(_D_POP, self._field(key))
+        blob = self._rdict().dict_pop(self._field(key))
         if blob is None:
             if default is DictProxy._MISSING:
                 raise KeyError(key)
@@ -160,8 +132,8 @@ class DictProxy(_NativeProxy, MutableMapping):  # type: ignore[type-arg]
 
     def popitem(self) -> tuple[Any, Any]:
         """Remove and return the last inserted item (LIFO, like dict)."""
-        result = self._call(_D_POPITEM)
-        if result.__class__ is int:
+        result = self._rdict().dict_popitem()
+        if result is None:
             raise KeyError("popitem(): dictionary is empty")
         return _decode_key(result[0], self._conn().authkey), self._load(result[1])
 
@@ -189,10 +161,10 @@ class DictProxy(_NativeProxy, MutableMapping):  # type: ignore[type-arg]
         for k, v in kwds.items():
             args += (_encode_key(k, ak), self._dump(v, f"the value for key {k!r}"))
         if args:
-            self._call(_D_SET, *args)
+            self._rdict().dict_update(args)
 
     def clear(self) -> None:
-        self._call(_D_CLEAR)
+        self._rdict().dict_clear()
 
     def copy(self) -> dict[Any, Any]:
         """A plain dict with the current contents (one round trip)."""
@@ -217,8 +189,7 @@ class _DictKeyIterator(Iterator[Any]):
             raise StopIteration
         pos = self._pos
         if pos % self._CHECK_EVERY == 0 or pos == len(self._keys):
-            conn = proxy._conn()
-            if int(conn.state.hlen(conn.keys[1])) != len(self._keys):
+            if proxy._rdict().dict_size() != len(self._keys):
                 self._proxy = None
                 raise RuntimeError("dictionary changed size during iteration")
         if pos == len(self._keys):
@@ -245,7 +216,7 @@ class _ListIterator(Iterator[Any]):
             raise StopIteration
         if not self._buffer:
             start = self._index
-            self._buffer = list(proxy._call(_L_RANGE, start, start + self._chunk))[::-1]
+            self._buffer = list(proxy._rlist().list_range(start, start + self._chunk))[::-1]
             self._chunk = min(self._chunk * 2, self._CHUNK)
             if not self._buffer:
                 self._proxy = None
@@ -254,11 +225,8 @@ class _ListIterator(Iterator[Any]):
         return proxy._load(self._buffer.pop())
 
 
-def _list_error(code: int, message: str) -> None:
-    if code == -2:
-        raise IndexError(message)
-    if code == -3:
-        raise IndexError("pop from empty list")
+def _list_error(code: int, message: str) -> IndexError:
+    return IndexError("pop from empty list" if code == EMPTY else message)
 
 
 class ListProxy(_NativeProxy, MutableSequence):  # type: ignore[type-arg]
@@ -271,7 +239,8 @@ class ListProxy(_NativeProxy, MutableSequence):  # type: ignore[type-arg]
     """
 
     _kind = "mlist"
-    _key_suffixes = ("", "v")
+    _store_type = RedisList
+    _key_suffixes = RedisList.SUFFIXES
     _exposed_ = (
         "__add__",
         "__contains__",
@@ -303,9 +272,12 @@ class ListProxy(_NativeProxy, MutableSequence):  # type: ignore[type-arg]
         self.extend(value)
 
     # -- reading ---------------------------------------------------------------
+    def _rlist(self) -> RedisList:
+        store: RedisList = self._conn().store
+        return store
+
     def _raw(self) -> tuple[bytes, list[bytes]]:
-        version, raw = self._call(_L_SNAPSHOT)
-        return version, raw
+        return self._rlist().list_snapshot()
 
     def _getvalue(self) -> list[Any]:
         return [self._load(b) for b in self._raw()[1]]
@@ -317,21 +289,16 @@ class ListProxy(_NativeProxy, MutableSequence):  # type: ignore[type-arg]
             if index.step is None or index.step == 1:
                 start = "" if index.start is None else _clamp(index.start)
                 stop = "" if index.stop is None else _clamp(index.stop)
-                return [self._load(b) for b in self._call(_L_RANGE, start, stop)]
+                return [self._load(b) for b in self._rlist().list_range(start, stop)]
             return [self._load(b) for b in self._raw()[1][index]]
         conn = self._conn()
-        blob = conn.state.lindex(conn.keys[1], _clamp(index, True))
+        blob = conn.store.list_get(_clamp(index, True))
         if blob is None:
-            self._check_alive(conn)
             raise IndexError("list index out of range")
         return loads(blob, conn.authkey)
 
     def __len__(self) -> int:
-        conn = self._conn()
-        n = int(conn.state.llen(conn.keys[1]))
-        if n == 0:
-            self._check_alive(conn)
-        return n
+        return self._rlist().list_len()
 
     def __iter__(self) -> Iterator[Any]:
         """A live iterator, like the stdlib proxy's (a list iterator in the server).
@@ -371,7 +338,7 @@ class ListProxy(_NativeProxy, MutableSequence):  # type: ignore[type-arg]
 
     # -- writing ---------------------------------------------------------------
     def append(self, value: Any) -> None:
-        self._call(_L_PUSH, self._dump(value, "an item"))
+        self._rlist().list_append(self._dump(value, "an item"))
 
     def extend(self, values: Iterable[Any]) -> None:
         """Append every item of *values* in one atomic step."""
@@ -379,23 +346,23 @@ class ListProxy(_NativeProxy, MutableSequence):  # type: ignore[type-arg]
             values = values._getvalue()
         blobs = [self._dump(v, "an item") for v in values]
         if blobs:
-            self._call(_L_PUSH, *blobs)
+            self._rlist().list_append(*blobs)
 
     def __iadd__(self, values: Iterable[Any]) -> ListProxy:  # type: ignore[misc]
         self.extend(values)
         return self
 
     def __imul__(self, n: Any) -> ListProxy:
-        self._call(_L_IMUL, operator.index(n))
+        self._rlist().list_repeat(operator.index(n))
         return self
 
     def insert(self, index: Any, value: Any) -> None:
-        self._call(_L_INSERT, _clamp(index), self._dump(value, "an item"))
+        self._rlist().list_insert(_clamp(index), self._dump(value, "an item"))
 
     def pop(self, index: Any = -1) -> Any:
-        result = self._call(_L_POP, _clamp(index))
-        if result.__class__ is int:
-            _list_error(result, "pop index out of range")
+        result = self._rlist().list_pop(_clamp(index))
+        if isinstance(result, int):
+            raise _list_error(result, "pop index out of range")
         return self._load(result)
 
     def __setitem__(self, index: Any, value: Any) -> None:
@@ -413,9 +380,8 @@ class ListProxy(_NativeProxy, MutableSequence):  # type: ignore[type-arg]
 
             self._rewrite(assign)
             return
-        result = self._call(_L_SET, _clamp(index, True), self._dump(value, "an item"))
-        if result != 1:
-            _list_error(result, "list assignment index out of range")
+        if not self._rlist().list_set(_clamp(index, True), self._dump(value, "an item")):
+            raise IndexError("list assignment index out of range")
 
     def __delitem__(self, index: Any) -> None:
         if isinstance(index, slice):
@@ -425,9 +391,8 @@ class ListProxy(_NativeProxy, MutableSequence):  # type: ignore[type-arg]
 
             self._rewrite(delete)
             return
-        result = self._call(_L_POP, _clamp(index, True))
-        if result.__class__ is int:
-            _list_error(-2, "list assignment index out of range")
+        if isinstance(self._rlist().list_pop(_clamp(index, True)), int):
+            raise IndexError("list assignment index out of range")
 
     def remove(self, value: Any) -> None:
         def remove(raw: list[bytes]) -> None:
@@ -441,7 +406,7 @@ class ListProxy(_NativeProxy, MutableSequence):  # type: ignore[type-arg]
         self._rewrite(remove)
 
     def reverse(self) -> None:
-        self._call(_L_REVERSE)
+        self._rlist().list_reverse()
 
     def sort(self, *, key: Callable[[Any], Any] | None = None, reverse: bool = False) -> None:
         """Sort in place (stable); *key* runs in this process."""
@@ -455,7 +420,7 @@ class ListProxy(_NativeProxy, MutableSequence):  # type: ignore[type-arg]
         self._rewrite(sort)
 
     def clear(self) -> None:
-        self._call(_L_CLEAR)
+        self._rlist().list_clear()
 
     def _rewrite(self, change: Callable[[list[bytes]], None]) -> None:
         """Apply *change* to a snapshot and store it if the list did not change meanwhile."""
@@ -463,7 +428,7 @@ class ListProxy(_NativeProxy, MutableSequence):  # type: ignore[type-arg]
             version, raw = self._raw()
             raw = list(raw)
             change(raw)
-            if self._call(_L_REPLACE, version, *raw) == 1:
+            if self._rlist().list_replace(version, raw):
                 return
         raise RuntimeError(
             f"{self._describe()}: gave up after {self._MAX_RETRIES} attempts because other "
@@ -489,7 +454,8 @@ class NamespaceProxy(_NativeProxy):
     """
 
     _kind = "mns"
-    _key_suffixes = ("",)
+    _store_type = RedisNamespace
+    _key_suffixes = RedisNamespace.SUFFIXES
     _exposed_ = ("__getattribute__", "__setattr__", "__delattr__")
 
     def _adopt(self, value: Any) -> None:
@@ -500,10 +466,8 @@ class NamespaceProxy(_NativeProxy):
     def __getattribute__(self, name: str) -> Any:
         if name[0] == "_":
             return object.__getattribute__(self, name)
-        conn = self._conn()
-        blob = conn.state.hget(conn.keys[1], name.encode("utf-8", "surrogatepass"))
+        blob = self._rns().ns_get(name.encode("utf-8", "surrogatepass"))
         if blob is None:
-            self._check_alive(conn)
             raise AttributeError(f"'Namespace' object has no attribute {name!r}")
         return self._load(blob)
 
@@ -511,21 +475,22 @@ class NamespaceProxy(_NativeProxy):
         if name[0] == "_":
             object.__setattr__(self, name, value)
             return
-        self._call(_H_SET, name.encode("utf-8", "surrogatepass"), self._dump(value, f"attribute {name!r}"))
+        self._rns().ns_set(name.encode("utf-8", "surrogatepass"), self._dump(value, f"attribute {name!r}"))
 
     def __delattr__(self, name: str) -> None:
         if name[0] == "_":
             object.__delattr__(self, name)
             return
-        if not self._call(_H_DEL, name.encode("utf-8", "surrogatepass")):
+        if not self._rns().ns_del(name.encode("utf-8", "surrogatepass")):
             raise AttributeError(f"'Namespace' object has no attribute {name!r}")
 
+    def _rns(self) -> RedisNamespace:
+        store: RedisNamespace = self._conn().store
+        return store
+
     def _getvalue(self) -> Namespace:
-        flat = self._call(_H_ALL)
-        it = iter(flat)
-        return Namespace(
-            **{f.decode("utf-8", "surrogatepass"): self._load(b) for f, b in zip(it, it, strict=True)}
-        )
+        items = self._rns().ns_items()
+        return Namespace(**{f.decode("utf-8", "surrogatepass"): self._load(b) for f, b in items})
 
     def __repr__(self) -> str:
         return repr(self._getvalue())
@@ -544,7 +509,8 @@ class ValueProxy(_NativeProxy):
     """
 
     _kind = "mval"
-    _key_suffixes = ("",)
+    _store_type = RedisValue
+    _key_suffixes = RedisValue.SUFFIXES
     _exposed_ = ("get", "set")
     _typecode: Any = None
 
@@ -561,14 +527,13 @@ class ValueProxy(_NativeProxy):
 
     def get(self) -> Any:
         conn = self._conn()
-        blob = conn.state.get(conn.keys[1])
+        blob = conn.store.value_get()
         if blob is None:
-            self._check_alive(conn)
             raise ManagerShutdownError(f"{self._describe()}: its value no longer exists in Redis")
         return loads(blob, conn.authkey)
 
     def set(self, value: Any) -> None:
-        self._call(_V_SET, self._dump(value, "the value"))
+        self._conn().store.value_set(self._dump(value, "the value"))
 
     value = property(get, set)
 

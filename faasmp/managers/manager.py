@@ -17,8 +17,7 @@ from ..runtime.shared import SharedObject, _default_ctx
 from .common import _ADDRESS_PREFIX, State, _address, _Kind
 from .objects import Direct, _make_object
 from .proxy import AutoProxy, BaseProxy, _adapt_proxytype
-from .refs import _refs
-from .scripts import _MGR_CONNECT, _MGR_SHUTDOWN, _MGR_START
+from .refs import _record, _refs
 from .served import _LOCAL_SERVERS, _LocalServer
 
 if TYPE_CHECKING:
@@ -56,9 +55,7 @@ def _shutdown_manager(session: Any, mid: str, objects: list[Any]) -> None:
     """Delete every object of manager *mid* (its finalizer; runs once)."""
     try:
         if not session.closed:
-            k = session.keys
-            script = session.state.script(_MGR_SHUTDOWN)
-            script(keys=[k.k("mgr", mid), k.k("mgr", mid, "closed")], args=[60_000])
+            _record(session, mid).shutdown()
     finally:
         for entry in reversed(objects):
             obj: Any = entry() if isinstance(entry, weakref.ref) else entry
@@ -148,10 +145,6 @@ class BaseManager:
         key = self._authkey if self._authkey is not None else b""
         return "@auth:" + hmac.new(session.authkey, b"manager-authkey:" + key, hashlib.sha256).hexdigest()
 
-    def _mgr_keys(self) -> list[str]:
-        k = self._session.keys
-        return [k.k("mgr", self._mid), k.k("mgr", self._mid, "closed")]
-
     def start(self, initializer: Callable[..., Any] | None = None, initargs: Iterable[Any] = ()) -> None:
         """Make the manager ready to create objects; runs *initializer(*initargs)* here first."""
         self._check_initial()
@@ -162,10 +155,7 @@ class BaseManager:
             self._mid = secrets.token_hex(8)
         if initializer is not None:
             initializer(*initargs)
-        ttl = int(session.config.key_ttl * 1000)
-        if not session.state.script(_MGR_START)(
-            keys=self._mgr_keys(), args=[ttl, self._auth_member(session)]
-        ):
+        if not _record(session, self._mid).start(self._auth_member(session)):
             raise OSError(errno.EADDRINUSE, f"a faasmp manager is already running at {self.address!r}")
         self._kind = _Kind.OWNER
         self._state.value = State.STARTED
@@ -190,10 +180,7 @@ class BaseManager:
         if self._mid is None:
             raise ValueError("connect() needs the address of a started manager (its .address)")
         session = self._attach()
-        ttl = int(session.config.key_ttl * 1000)
-        result = session.state.script(_MGR_CONNECT)(
-            keys=self._mgr_keys(), args=[ttl, self._auth_member(session)]
-        )
+        result = _record(session, self._mid).connect(self._auth_member(session))
         if result == 0:
             raise ConnectionRefusedError(
                 f"no faasmp manager at {self.address!r}: it has shut down or was never started"
@@ -255,11 +242,8 @@ class BaseManager:
             return
         if timeout is not None and timeout <= 0:
             return
-        state = self._session.state
-        mgr, closed = self._mgr_keys()
-        if not state.exists(mgr):
-            return
-        state.blmove_rotate(closed, 0 if timeout is None else timeout)
+        assert self._mid is not None
+        _record(self._session, self._mid).wait_shutdown(timeout)
 
     def __enter__(self) -> BaseManager:
         if self._state.value == State.INITIAL:

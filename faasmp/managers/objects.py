@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ..runtime.shared import SharedObject
 from .common import ManagerShutdownError, _Kind, _remote_error, public_methods
 from .proxy import AutoProxy, BaseProxy, MakeProxyType, _NativeProxy
-from .refs import _drop_ref, _refs
-from .scripts import _REGISTER
+from .refs import _drop_ref, _record, _refs
 
 if TYPE_CHECKING:
     from ..context import FaasContext
@@ -134,7 +133,5 @@ def _register_keys(ctx: FaasContext, mid: str, parts: list[SharedObject]) -> Non
     keys = [p.key(s) for p in parts for s in p._key_suffixes]
     if not keys:
         return
-    session = ctx.session
-    script = session.state.script(_REGISTER)
-    if script(keys=[session.keys.k("mgr", mid)], args=[int(session.config.key_ttl * 1000), *keys]) == -1:
+    if not _record(ctx.session, mid).register_keys(keys):
         raise ManagerShutdownError(f"manager {mid} has shut down; no more objects can be made with it")

@@ -15,16 +15,15 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..backends.redis.manager_objects import ManagerObjectStore, RedisObject
 from ..backends.redis.manager_refs import is_pin, pin
 from ..runtime.call import PicklingFailed, dumps, loads, pickling_failed
 from ..runtime.shared import SharedObject
 from .common import ManagerShutdownError, Token, _address, _Kind, _remote_error
 from .refs import _PINNING, _current_proc_id, _drop_ref, _refs
-from .scripts import _O_ACQUIRE, _O_CREATE, _O_PEEK, _O_RELEASE, _REGISTER
 from .served import _LOCAL_SERVERS, _LocalServer
 
 if TYPE_CHECKING:
-    from ..backends.state import ScriptCall, StateBackend
     from ..context import FaasContext
     from .manager import BaseManager
 
@@ -57,15 +56,26 @@ def _is_plain(value: Any) -> bool:
 class _Conn:
     """Per-proxy cache of what every operation needs (not pickled)."""
 
-    __slots__ = ("authkey", "keys", "scripts", "session", "state", "ttl")
+    __slots__ = ("authkey", "session", "store")
 
-    def __init__(self, session: Any, keys: list[str]) -> None:
+    def __init__(self, session: Any, store: Any) -> None:
         self.session = session
-        self.state: StateBackend = session.state
         self.authkey: bytes = session.authkey
-        self.ttl = int(session.config.key_ttl * 1000)
-        self.keys = keys
-        self.scripts: dict[str, ScriptCall] = {}
+        #: The object's keys in Redis (a :class:`ManagerObjectStore` subclass).
+        self.store = store
+
+    @property
+    def keys(self) -> list[str]:
+        """The manager's key, then the object's own keys (for inspection and tests)."""
+        return [self.store.manager_key, *self.store.keys]
+
+
+def _shutdown_error(description: str) -> ManagerShutdownError:
+    """The error of a proxy whose manager (and so its object) is gone."""
+    return ManagerShutdownError(
+        f"{description}: its manager has shut down and deleted its shared objects (or "
+        "they expired: nothing wrote to them for key_ttl)"
+    )
 
 
 class BaseProxy(SharedObject):
@@ -78,7 +88,9 @@ class BaseProxy(SharedObject):
     """
 
     _kind: ClassVar[str] = "mobj"
-    _key_suffixes: ClassVar[tuple[str, ...]] = ("", "own", "wake", "cls")
+    #: The backend structure holding the referent, and so its keys.
+    _store_type: ClassVar[type[ManagerObjectStore]] = RedisObject
+    _key_suffixes: ClassVar[tuple[str, ...]] = RedisObject.SUFFIXES
     _exposed_: ClassVar[tuple[str, ...] | None] = None
     _method_to_typeid_: ClassVar[dict[str, str] | None] = None
     #: Longest a method call may hold an object's lock before another caller
@@ -113,13 +125,13 @@ class BaseProxy(SharedObject):
 
     def _register(self) -> None:
         """Record this object's keys with its manager (deleted at its shutdown)."""
-        self._call(_REGISTER, *self._conn().keys[1:])
+        self._conn().store.register()
 
     def _track(self) -> None:
         """Count the new object with this proxy as its first reference."""
         conn = self._conn()
         handle = secrets.token_hex(6)
-        if not _refs(conn.session, self._mid).add_object(self._oid, self._typeid, conn.keys[1:], handle):
+        if not _refs(conn.session, self._mid).add_object(self._oid, self._typeid, conn.store.keys, handle):
             raise self._closed_error()
         self._hold(handle)
 
@@ -155,9 +167,9 @@ class BaseProxy(SharedObject):
                 cls_blob = self._dump(type(value), "the object's class")
                 self.__dict__["_plain"] = True
                 self.__dict__["_cls"] = type(value)
-                self._call(_O_CREATE, state, cls_blob)
+                self._store().obj_create(state, cls_blob)
             else:
-                self._call(_O_CREATE, self._dump(value, "the object"), "")
+                self._store().obj_create(self._dump(value, "the object"))
         except PicklingFailed:
             manager = self._manager
             if manager is None or manager._kind is not _Kind.OWNER:
@@ -232,37 +244,25 @@ class BaseProxy(SharedObject):
                 f"{self._describe()}: the faasmp run it belonged to has ended (its context was shut down)"
             )
         session = self._ctx.session
-        keys = [session.keys.k("mgr", self._mid)] + [self._keyname(s) for s in self._key_suffixes]
-        conn = _Conn(session, keys)
+        store = self._store_type(
+            session.state,
+            session.keys.k("mgr", self._mid),
+            [self._keyname(s) for s in self._key_suffixes],
+            int(session.config.key_ttl * 1000),
+            # Not a bound method: the store is cached in the proxy, which must
+            # not be kept alive by a cycle (its finalizer drops its reference).
+            functools.partial(_shutdown_error, self._describe()),
+        )
+        conn = _Conn(session, store)
         self.__dict__["_c"] = conn
         return conn
 
-    def _call(self, source: str, *args: Any) -> Any:
-        conn = self._conn()
-        script = conn.scripts.get(source)
-        if script is None:
-            # The thread's own connection: a third of the pooled client's overhead
-            # (Manager dict set p50 65 -> 36 us on loopback).
-            script = conn.scripts[source] = conn.state.direct.script(source)
-        result = script(keys=conn.keys, args=(conn.ttl, *args))
-        if result.__class__ is int and result == -1:
-            raise self._closed_error()
-        return result
+    def _store(self) -> RedisObject:
+        store: RedisObject = self._conn().store
+        return store
 
     def _closed_error(self) -> ManagerShutdownError:
-        return ManagerShutdownError(
-            f"{self._describe()}: its manager has shut down and deleted its shared objects (or "
-            "they expired: nothing wrote to them for key_ttl)"
-        )
-
-    def _check_alive(self, conn: _Conn) -> None:
-        """After a plain read found nothing: is that because the manager is gone?
-
-        Reads are single commands (no Lua): a hit cannot happen after
-        shutdown, which deletes every key atomically, so only misses check.
-        """
-        if not conn.state.exists(conn.keys[0]):
-            raise self._closed_error()
+        return _shutdown_error(self._describe())
 
     def _describe(self) -> str:
         return f"{type(self).__name__} for {self._typeid!r} object {self._oid}"
@@ -355,7 +355,7 @@ class BaseProxy(SharedObject):
         """A copy of the referent (reads it without taking the lock)."""
         if self.__dict__.get("_served"):
             return self._served_call("#GETVALUE", (), {})
-        blob, cls_blob = self._call(_O_PEEK)
+        blob, cls_blob = self._store().obj_peek()
         if blob is None:
             raise ManagerShutdownError(f"{self._describe()}: its state no longer exists in Redis")
         return self._load_object(blob, cls_blob)
@@ -383,26 +383,16 @@ class BaseProxy(SharedObject):
             _PINNING.reset(pinning)
 
     def _acquire(self, token: str) -> tuple[bytes, bytes | None]:
-        """Take the object's lock (waiting in BLPOP); its state and, if needed, class."""
-        lease_ms = int(self._lease * 1000)
-        need_cls = "1" if self._plain and "_cls" not in self.__dict__ else "0"
-        while True:
-            result = self._call(_O_ACQUIRE, token, lease_ms, need_cls)
-            if result[0] == 1:
-                if result[1] is None:  # the state expired or was deleted
-                    self._release_lock(token, None)
-                    raise ManagerShutdownError(f"{self._describe()}: its state no longer exists in Redis")
-                return result[1], result[2]
-            pttl = int(result[1])
-            wait = pttl / 1000 + 0.001 if pttl > 0 else 0.005
-            conn = self._conn()
-            conn.state.blpop([conn.keys[3]], max(wait, 0.005))  # woken by the holder's release
+        """Take the object's lock (waiting in Redis); its state and, if needed, class."""
+        need_cls = self._plain and "_cls" not in self.__dict__
+        blob, cls_blob = self._store().obj_acquire(token, int(self._lease * 1000), need_cls)
+        if blob is None:  # the state expired or was deleted
+            self._release_lock(token, None)
+            raise ManagerShutdownError(f"{self._describe()}: its state no longer exists in Redis")
+        return blob, cls_blob
 
     def _release_lock(self, token: str, blob: bytes | None) -> None:
-        ok = self._call(
-            _O_RELEASE, token, "1" if blob is not None else "0", blob if blob is not None else b""
-        )
-        if ok != 1:
+        if not self._store().obj_release(token, blob):
             raise RuntimeError(
                 f"{self._describe()}: a method call held the object's lock longer than its "
                 f"{self._lease:g} s lease and another process took it; this call's changes were not "

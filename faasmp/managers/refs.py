@@ -6,6 +6,7 @@ import contextvars
 from typing import Any
 
 from ..backends.redis.manager_refs import ManagerRefs
+from ..backends.redis.managers import RedisManager
 from .served import _LOCAL_SERVERS
 
 # ---------------------------------------------------------------------------
@@ -20,6 +21,11 @@ from .served import _LOCAL_SERVERS
 #: The object id of the shared object a value is being pickled into, if any:
 #: proxies inside the value then get a pin, not a handle.
 _PINNING: contextvars.ContextVar[str | None] = contextvars.ContextVar("faasmp_manager_pinning", default=None)
+
+
+def _record(session: Any, mid: str) -> RedisManager:
+    """Manager *mid*'s record in Redis (its lifecycle and the keys of its objects)."""
+    return RedisManager(session.state, session.keys, mid, int(session.config.key_ttl * 1000))
 
 
 def _refs(session: Any, mid: str) -> ManagerRefs:

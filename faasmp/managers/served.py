@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import secrets
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from ..backends.redis.managers import RedisServedCalls
 from ..runtime.call import dumps, loads, pickling_failed
 from .common import ManagerShutdownError
 
 if TYPE_CHECKING:
     from .proxy import BaseProxy
+
+
+def _served_calls(session: Any, mid: str) -> RedisServedCalls:
+    return RedisServedCalls(session.state, session.keys, mid, int(session.config.key_ttl * 1000))
 
 
 #: The running local servers of this process, by manager id.
@@ -38,9 +42,7 @@ class _LocalServer:
     def __init__(self, session: Any, mid: str) -> None:
         self.session = session
         self.mid = mid
-        k = session.keys
-        self.request_key = k.k("mgr", mid, "srv")
-        self.alive_key = k.k("mgr", mid, "srv", "alive")
+        self.calls = _served_calls(session, mid)
         self.objects: dict[str, Any] = {}
         self.lock = threading.RLock()
         self._stopping = False
@@ -50,7 +52,7 @@ class _LocalServer:
         self._thread.start()
 
     def _renew(self) -> None:
-        self.session.state.set(self.alive_key, b"1", px=int(self._BEAT * 5000))
+        self.calls.serve_renew(int(self._BEAT * 5000))
 
     def keep(self, oid: str, value: Any) -> None:
         with self.lock:
@@ -74,18 +76,18 @@ class _LocalServer:
             return getattr(obj, methodname)(*args, **kwds)
 
     def _serve(self) -> None:
-        state = self.session.state
+        calls = self.calls
         authkey = self.session.authkey
         while not self._stopping and not self.session.closed:
             try:
-                item = state.blpop([self.request_key], self._BEAT)
+                item = calls.serve_next(self._BEAT)
                 self._renew()
             except Exception:  # noqa: BLE001 - the run is ending
                 return
             if item is None:
                 continue
             try:
-                reply_key, oid, methodname, args, kwds = loads(item[1], authkey)
+                reply_key, oid, methodname, args, kwds = loads(item, authkey)
             except Exception:  # noqa: BLE001 - an unsigned or stop message
                 continue
             try:
@@ -102,11 +104,8 @@ class _LocalServer:
                     exc,
                 )
                 blob = dumps((False, err), authkey)
-            with contextlib.suppress(Exception):
-                pipe = state.pipeline()
-                pipe.rpush(reply_key, blob)
-                pipe.pexpire(reply_key, 60_000)
-                pipe.execute()
+            with contextlib.suppress(Exception):  # the run is ending: nobody to reply to
+                calls.serve_reply(reply_key, blob)
 
     def terminate(self) -> None:
         """Stop serving and drop the objects (the manager shut down)."""
@@ -115,35 +114,27 @@ class _LocalServer:
         with self.lock:
             self.objects.clear()
         with contextlib.suppress(Exception):
-            self.session.state.delete(self.alive_key, self.request_key)
+            self.calls.serve_stop()
 
     @classmethod
     def request(cls, proxy: BaseProxy, methodname: str, args: tuple[Any, ...], kwds: dict[str, Any]) -> Any:
         """Call *methodname* on a referent served by another process; blocks in Redis."""
         conn = proxy._conn()
-        state, k = conn.state, conn.session.keys
-        request_key = k.k("mgr", proxy._mid, "srv")
-        alive_key = k.k("mgr", proxy._mid, "srv", "alive")
-        reply_key = k.k("mgr", proxy._mid, "reply", secrets.token_hex(8))
-        blob = dumps((reply_key, proxy._oid, methodname, args, kwds), conn.authkey)
-        pipe = state.pipeline()
-        pipe.exists(conn.keys[0])
-        pipe.rpush(request_key, blob)
-        pipe.pexpire(request_key, conn.ttl)
-        if not pipe.execute()[0]:
-            state.delete(request_key)
+        calls = _served_calls(conn.session, proxy._mid)
+        reply_key = calls.new_reply_key()
+        if not calls.call_send(dumps((reply_key, proxy._oid, methodname, args, kwds), conn.authkey)):
             raise proxy._closed_error()
         while True:
-            item = state.blpop([reply_key], cls._BEAT * 2)
+            item = calls.call_wait(reply_key, cls._BEAT * 2)
             if item is not None:
                 break
-            if not state.exists(alive_key):  # the manager's process stopped serving
+            if not calls.server_alive():  # the manager's process stopped serving
                 raise ManagerShutdownError(
                     f"{proxy._describe()}: the object lives in the process that created its manager "
                     "(it cannot be pickled into Redis), and that process no longer serves it "
                     "(the manager shut down or the process ended)"
                 )
-        ok, value = loads(item[1], conn.authkey)
+        ok, value = loads(item, conn.authkey)
         if not ok:
             raise value
         return value
