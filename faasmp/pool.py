@@ -92,9 +92,9 @@ class Pool:
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         if context is None:
-            from .context import _default_context  # noqa: PLC0415
+            from .context import default_context  # noqa: PLC0415
 
-            context = _default_context
+            context = default_context()
         self._ctx = context
         self._session: Session = context.session
         session = self._session

@@ -225,9 +225,9 @@ class BaseProcess:
     def _get_ctx(self) -> FaasContext:
         if self._ctx is not None:
             return self._ctx
-        from .context import _default_context  # noqa: PLC0415
+        from .context import default_context  # noqa: PLC0415
 
-        return _default_context
+        return default_context()
 
     def terminate(self) -> None:
         """Send SIGTERM (a queued process is cancelled with exit code -SIGTERM)."""
@@ -506,9 +506,9 @@ class _ParentProcess:
     ident = pid
 
     def is_alive(self) -> bool:
-        from .context import _default_context  # noqa: PLC0415
+        from .context import default_context  # noqa: PLC0415
 
-        session = _default_context.session
+        session = default_context().session
         kind, proc_id = self._ref
         if kind == "client":
             return bool(session.state.exists(session.keys.client))

@@ -62,7 +62,7 @@ import importlib
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .runtime.shared import SharedObject, _default_ctx
+from .runtime.shared import SharedObject, context_or_default
 from .synchronize import _IDENTITY, Lock, RLock, SemLock
 
 if TYPE_CHECKING:
@@ -476,7 +476,7 @@ class SynchronizedBase:
 
     def __init__(self, obj: Any, lock: Any = None, ctx: FaasContext | None = None) -> None:
         self._obj = obj
-        self._lock = lock if lock else (ctx or _default_ctx()).RLock()
+        self._lock = lock if lock else context_or_default(ctx).RLock()
 
     @property
     def _guard(self) -> SemLock | None:
@@ -633,7 +633,7 @@ def RawArray(
 
 def _pick_lock(lock: Any, ctx: FaasContext | None) -> Any:
     if lock is True or lock is None:
-        return (ctx or _default_ctx()).RLock()
+        return context_or_default(ctx).RLock()
     if not hasattr(lock, "acquire"):
         raise AttributeError(f"{lock!r} has no method 'acquire'")
     return lock

@@ -13,7 +13,7 @@ from multiprocessing import ProcessError
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..runtime.call import AuthenticationError
-from ..runtime.shared import SharedObject, _default_ctx
+from ..runtime.shared import SharedObject, context_or_default
 from .common import _ADDRESS_PREFIX, State, _address, _Kind
 from .objects import Direct, _make_object
 from .proxy import AutoProxy, BaseProxy, _adapt_proxytype
@@ -113,7 +113,7 @@ class BaseManager:
         self._run_id, self._mid = _parse_address(address)
         self._authkey = bytes(authkey) if authkey is not None else None
         self._serializer = serializer
-        self._ctx: FaasContext = ctx if ctx is not None else _default_ctx()
+        self._ctx: FaasContext = context_or_default(ctx)
         self._shutdown_timeout = shutdown_timeout
         self._state = State()
         self._kind: _Kind | None = None
