@@ -69,6 +69,14 @@ Speed: a read is one plain Redis command (``HGET``, ``LINDEX``, ...; only a
 miss checks whether the manager is gone), a write one Lua script; there is no
 server process in between, and proxies work the same from any machine that
 reaches the Redis server.
+
+Layout: :mod:`.proxy` (``BaseProxy`` and proxy types), :mod:`.containers`
+(dict, list, Namespace, Value), :mod:`.served` (objects that cannot be
+pickled), :mod:`.objects` (creating shared objects), :mod:`.manager`
+(``BaseManager``), :mod:`.sync` (``SyncManager``), with :mod:`.refs`,
+:mod:`.codec` and :mod:`.common`.  Every Redis command and Lua script they
+need is a named method of ``faasmp.backends.redis.manager_objects`` and
+``faasmp.backends.redis.managers``.
 """
 
 from __future__ import annotations
