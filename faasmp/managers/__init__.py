@@ -86,7 +86,7 @@ from .containers import DictProxy, ListProxy, NamespaceProxy, ValueProxy
 from .manager import BaseManager
 from .objects import Direct
 from .proxy import AutoProxy, BaseProxy, MakeProxyType
-from .served import _LOCAL_SERVERS as _LOCAL_SERVERS  # read by tests: which servers run here
+from .served import LOCAL_SERVERS as _LOCAL_SERVERS  # noqa: F401 - its old name, read by tests
 from .sync import EventProxy, SyncManager
 
 __all__ = [

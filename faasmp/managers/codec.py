@@ -17,7 +17,7 @@ def _frame(data: bytes) -> bytes:
     return len(data).to_bytes(4, "big") + data
 
 
-def _encode_key(key: Any, authkey: bytes) -> bytes:
+def encode_key(key: Any, authkey: bytes) -> bytes:
     tp = type(key)
     if tp is str:
         return b"s" + key.encode("utf-8", "surrogatepass")
@@ -32,9 +32,9 @@ def _encode_key(key: Any, authkey: bytes) -> bytes:
     if tp is float:
         return b"d" + key.hex().encode()
     if tp is tuple:
-        return b"t" + b"".join(_frame(_encode_key(x, authkey)) for x in key)
+        return b"t" + b"".join(_frame(encode_key(x, authkey)) for x in key)
     if tp is frozenset:
-        return b"f" + b"".join(_frame(e) for e in sorted(_encode_key(x, authkey) for x in key))
+        return b"f" + b"".join(_frame(e) for e in sorted(encode_key(x, authkey) for x in key))
     hash(key)  # unhashable keys fail as they do in a dict: TypeError: unhashable type
     return b"p" + dumps(key, authkey)
 
@@ -43,11 +43,11 @@ def _unframe(body: bytes, authkey: bytes) -> Iterator[Any]:
     pos = 0
     while pos < len(body):
         n = int.from_bytes(body[pos : pos + 4], "big")
-        yield _decode_key(body[pos + 4 : pos + 4 + n], authkey)
+        yield decode_key(body[pos + 4 : pos + 4 + n], authkey)
         pos += 4 + n
 
 
-def _decode_key(field: bytes, authkey: bytes) -> Any:
+def decode_key(field: bytes, authkey: bytes) -> Any:
     tag, body = field[:1], field[1:]
     if tag == b"s":
         return body.decode("utf-8", "surrogatepass")

@@ -84,7 +84,7 @@ def _remote_error_type(original: type) -> type[Exception]:
         return RemoteError
 
 
-def _remote_error(exc: BaseException) -> Exception:
+def remote_error(exc: BaseException) -> Exception:
     """The error a stdlib manager server reports as ``RemoteError`` for *exc*.
 
     The stdlib's server turns an error in creating an object or a call of an
@@ -117,13 +117,13 @@ class State:
         self.value = State.INITIAL
 
 
-_ADDRESS_PREFIX = "faasmp:"
+ADDRESS_PREFIX = "faasmp:"
 
 
-def _address(run_id: str, mid: str) -> str:
-    return f"{_ADDRESS_PREFIX}{run_id}/{mid}"
+def address_of(run_id: str, mid: str) -> str:
+    return f"{ADDRESS_PREFIX}{run_id}/{mid}"
 
 
-class _Kind(enum.Enum):
+class ManagerKind(enum.Enum):
     OWNER = "owner"
     CONNECTED = "connected"

@@ -10,12 +10,12 @@ from typing import Any, ClassVar
 
 from ..backends.redis.manager_objects import EMPTY, RedisDict, RedisList, RedisNamespace, RedisValue
 from ..runtime.call import loads
-from .codec import _decode_key, _encode_key
+from .codec import decode_key, encode_key
 from .common import ManagerShutdownError, Namespace, Value
-from .proxy import _NativeProxy
+from .proxy import NativeProxy
 
 
-class DictProxy(_NativeProxy, MutableMapping):  # type: ignore[type-arg]
+class DictProxy(NativeProxy, MutableMapping):  # type: ignore[type-arg]
     """A dict in a Redis hash; ``keys()``/``values()``/``items()`` return lists.
 
     Iteration walks a snapshot of the keys (no ``RuntimeError`` if the dict
@@ -54,18 +54,18 @@ class DictProxy(_NativeProxy, MutableMapping):  # type: ignore[type-arg]
         return store
 
     def _field(self, key: Any) -> bytes:
-        return _encode_key(key, self._conn().authkey)
+        return encode_key(key, self._conn().authkey)
 
     def __getitem__(self, key: Any) -> Any:
         conn = self._conn()
-        blob = conn.store.dict_get(_encode_key(key, conn.authkey))
+        blob = conn.store.dict_get(encode_key(key, conn.authkey))
         if blob is None:
             raise KeyError(key)
         return loads(blob, conn.authkey)
 
     def get(self, key: Any, default: Any = None) -> Any:
         conn = self._conn()
-        blob = conn.store.dict_get(_encode_key(key, conn.authkey))
+        blob = conn.store.dict_get(encode_key(key, conn.authkey))
         if blob is None:
             return default
         return loads(blob, conn.authkey)
@@ -98,7 +98,7 @@ class DictProxy(_NativeProxy, MutableMapping):  # type: ignore[type-arg]
     def keys(self) -> list[Any]:  # type: ignore[override]
         """The keys in insertion order (a list, like the stdlib proxy)."""
         ak = self._conn().authkey
-        return [_decode_key(f, ak) for f in self._rdict().dict_keys()]
+        return [decode_key(f, ak) for f in self._rdict().dict_keys()]
 
     def _items_raw(self) -> tuple[list[bytes], list[bytes]]:
         return self._rdict().dict_items()
@@ -109,7 +109,7 @@ class DictProxy(_NativeProxy, MutableMapping):  # type: ignore[type-arg]
     def items(self) -> list[tuple[Any, Any]]:  # type: ignore[override]
         ak = self._conn().authkey
         fields, blobs = self._items_raw()
-        return [(_decode_key(f, ak), self._load(b)) for f, b in zip(fields, blobs, strict=True)]
+        return [(decode_key(f, ak), self._load(b)) for f, b in zip(fields, blobs, strict=True)]
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
         """Atomic: of several concurrent callers exactly one inserts."""
@@ -135,7 +135,7 @@ class DictProxy(_NativeProxy, MutableMapping):  # type: ignore[type-arg]
         result = self._rdict().dict_popitem()
         if result is None:
             raise KeyError("popitem(): dictionary is empty")
-        return _decode_key(result[0], self._conn().authkey), self._load(result[1])
+        return decode_key(result[0], self._conn().authkey), self._load(result[1])
 
     def update(self, other: Any = (), /, **kwds: Any) -> None:
         """Set several items in one atomic step."""
@@ -157,9 +157,9 @@ class DictProxy(_NativeProxy, MutableMapping):  # type: ignore[type-arg]
                     f"dictionary update sequence element #{i} has length {len(pair)}; 2 is required"
                 )
             k, v = pair
-            args += (_encode_key(k, ak), self._dump(v, f"the value for key {k!r}"))
+            args += (encode_key(k, ak), self._dump(v, f"the value for key {k!r}"))
         for k, v in kwds.items():
-            args += (_encode_key(k, ak), self._dump(v, f"the value for key {k!r}"))
+            args += (encode_key(k, ak), self._dump(v, f"the value for key {k!r}"))
         if args:
             self._rdict().dict_update(args)
 
@@ -229,7 +229,7 @@ def _list_error(code: int, message: str) -> IndexError:
     return IndexError("pop from empty list" if code == EMPTY else message)
 
 
-class ListProxy(_NativeProxy, MutableSequence):  # type: ignore[type-arg]
+class ListProxy(NativeProxy, MutableSequence):  # type: ignore[type-arg]
     """A list in a Redis list.  Slices, ``+`` and ``*`` return plain lists.
 
     ``sort``, ``remove`` and slice assignment/deletion are read-compute-write
@@ -447,7 +447,7 @@ def _clamp(index: Any, subscript: bool = False) -> int:
     return max(min(i, 1 << 50), -(1 << 50))
 
 
-class NamespaceProxy(_NativeProxy):
+class NamespaceProxy(NativeProxy):
     """Attributes stored in a Redis hash; names starting with ``_`` stay local.
 
     ``repr()`` shows the contents, like ``Namespace(a=1, b=2)``.
@@ -501,7 +501,7 @@ class NamespaceProxy(_NativeProxy):
         return sorted(set(object.__dir__(self)) | set(vars(self._getvalue())))
 
 
-class ValueProxy(_NativeProxy):
+class ValueProxy(NativeProxy):
     """A manager ``Value``: ``get()``, ``set()`` and ``.value`` on one Redis key.
 
     As with the stdlib, ``v.value += 1`` is a read then a write (not atomic);

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..runtime.call import AuthenticationError
 from ..runtime.shared import SharedObject, context_or_default
-from .common import _ADDRESS_PREFIX, State, _address, _Kind
-from .objects import Direct, _make_object
-from .proxy import AutoProxy, BaseProxy, _adapt_proxytype
-from .refs import _record, _refs
-from .served import _LOCAL_SERVERS, _LocalServer
+from .common import ADDRESS_PREFIX, ManagerKind, State, address_of
+from .objects import Direct, make_object
+from .proxy import AutoProxy, BaseProxy, adapt_proxytype
+from .refs import manager_record, manager_refs
+from .served import LOCAL_SERVERS, LocalServer
 
 if TYPE_CHECKING:
     from ..context import FaasContext
@@ -28,7 +28,7 @@ class _ServerHandle:
     """What ``manager._process`` is: a stand-in for the stdlib's server process handle.
 
     faasmp managers have no server process (objects live in Redis, or are
-    served by a thread of the owner process, see :class:`_LocalServer`);
+    served by a thread of the owner process, see :class:`LocalServer`);
     ``exitcode`` is ``None`` while the manager runs and ``0`` once it shut down.
     """
 
@@ -55,7 +55,7 @@ def _shutdown_manager(session: Any, mid: str, objects: list[Any]) -> None:
     """Delete every object of manager *mid* (its finalizer; runs once)."""
     try:
         if not session.closed:
-            _record(session, mid).shutdown()
+            manager_record(session, mid).shutdown()
     finally:
         for entry in reversed(objects):
             obj: Any = entry() if isinstance(entry, weakref.ref) else entry
@@ -116,7 +116,7 @@ class BaseManager:
         self._ctx: FaasContext = context_or_default(ctx)
         self._shutdown_timeout = shutdown_timeout
         self._state = State()
-        self._kind: _Kind | None = None
+        self._kind: ManagerKind | None = None
         # What to release at shutdown: weak references to directly shared
         # objects (and pools), and the local server.
         self._objects: list[Any] = []
@@ -155,19 +155,19 @@ class BaseManager:
             self._mid = secrets.token_hex(8)
         if initializer is not None:
             initializer(*initargs)
-        if not _record(session, self._mid).start(self._auth_member(session)):
+        if not manager_record(session, self._mid).start(self._auth_member(session)):
             raise OSError(errno.EADDRINUSE, f"a faasmp manager is already running at {self.address!r}")
-        self._kind = _Kind.OWNER
+        self._kind = ManagerKind.OWNER
         self._state.value = State.STARTED
         self._process = _ServerHandle(self)
         self._finalizer = weakref.finalize(self, _shutdown_manager, session, self._mid, self._objects)
 
-    def _local_server(self) -> _LocalServer:
+    def _local_server(self) -> LocalServer:
         """The thread serving this manager's unpicklable objects (started on first use)."""
-        server = _LOCAL_SERVERS.get(self._mid or "")
+        server = LOCAL_SERVERS.get(self._mid or "")
         if server is None:
             assert self._mid is not None
-            server = _LocalServer(self._session, self._mid)
+            server = LocalServer(self._session, self._mid)
             self._objects.append(server)  # terminated at shutdown
         return server
 
@@ -180,7 +180,7 @@ class BaseManager:
         if self._mid is None:
             raise ValueError("connect() needs the address of a started manager (its .address)")
         session = self._attach()
-        result = _record(session, self._mid).connect(self._auth_member(session))
+        result = manager_record(session, self._mid).connect(self._auth_member(session))
         if result == 0:
             raise ConnectionRefusedError(
                 f"no faasmp manager at {self.address!r}: it has shut down or was never started"
@@ -189,7 +189,7 @@ class BaseManager:
             raise AuthenticationError(
                 f"digest received was wrong: the authkey differs from the manager's at {self.address!r}"
             )
-        self._kind = _Kind.CONNECTED
+        self._kind = ManagerKind.CONNECTED
         self._state.value = State.STARTED
 
     def shutdown(self) -> None:
@@ -212,7 +212,7 @@ class BaseManager:
             shut = self._state.value == State.SHUTDOWN
             raise ProcessError("Manager has shut down" if shut else "Manager has not been started")
         assert self._mid is not None
-        return _refs(self._session, self._mid).live()
+        return manager_refs(self._session, self._mid).live()
 
     def _number_of_objects(self) -> int:
         """How many of this manager's shared objects are alive, as the stdlib's server counts them.
@@ -243,7 +243,7 @@ class BaseManager:
         if timeout is not None and timeout <= 0:
             return
         assert self._mid is not None
-        _record(self._session, self._mid).wait_shutdown(timeout)
+        manager_record(self._session, self._mid).wait_shutdown(timeout)
 
     def __enter__(self) -> BaseManager:
         if self._state.value == State.INITIAL:
@@ -260,7 +260,7 @@ class BaseManager:
         """``'faasmp:<run id>/<manager id>'`` once started or connected (else as given)."""
         if self._session is None or self._mid is None:
             return self._address
-        return _address(self._session.run_id, self._mid)
+        return address_of(self._session.run_id, self._mid)
 
     def get_server(self) -> _Server:
         """An object whose ``serve_forever()`` starts this manager and blocks until it shuts down."""
@@ -285,7 +285,7 @@ class BaseManager:
                 raise ProcessError("Manager has shut down")
             raise ProcessError("Manager has not been started: call start() or use it in a with statement")
         assert self._mid is not None
-        return _make_object(type(self), self._ctx, self._mid, typeid, self, args, kwds)
+        return make_object(type(self), self._ctx, self._mid, typeid, self, args, kwds)
 
     @classmethod
     def _registry_entry(cls, typeid: str) -> tuple[Any, Any, Any, Any]:
@@ -320,7 +320,7 @@ class BaseManager:
             cls._registry = cls._registry.copy()
         if proxytype is None:
             proxytype = AutoProxy
-        proxytype = _adapt_proxytype(proxytype)
+        proxytype = adapt_proxytype(proxytype)
         if proxytype is not Direct and not (isinstance(proxytype, type) and issubclass(proxytype, BaseProxy)):
             raise TypeError(
                 f"proxytype for {typeid!r} must be a faasmp.managers.BaseProxy subclass (or "
@@ -358,8 +358,8 @@ def _parse_address(address: Any) -> tuple[str | None, str | None]:
             f"faasmp managers have no server socket, so address {address!r} cannot be used: "
             "pass None, another manager's .address, or a name (a non-empty string)"
         )
-    if address.startswith(_ADDRESS_PREFIX):
-        run_id, sep, mid = address[len(_ADDRESS_PREFIX) :].partition("/")
+    if address.startswith(ADDRESS_PREFIX):
+        run_id, sep, mid = address[len(ADDRESS_PREFIX) :].partition("/")
         if not sep or not run_id or not mid:
             raise ValueError(
                 f"malformed manager address {address!r}; expected 'faasmp:<run id>/<manager id>'"
@@ -373,8 +373,8 @@ def _rebuild_manager(cls: type[BaseManager], ctx: Any, mid: str) -> BaseManager:
     BaseManager.__init__(m, None, None, "pickle", ctx)
     m._mid = mid
     session = m._attach()
-    m._address = _address(session.run_id, mid)
-    m._kind = _Kind.CONNECTED
+    m._address = address_of(session.run_id, mid)
+    m._kind = ManagerKind.CONNECTED
     m._state.value = State.STARTED
     return m
 

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..runtime.shared import SharedObject
-from .common import ManagerShutdownError, _Kind, _remote_error, public_methods
-from .proxy import AutoProxy, BaseProxy, MakeProxyType, _NativeProxy
-from .refs import _drop_ref, _record, _refs
+from .common import ManagerKind, ManagerShutdownError, public_methods, remote_error
+from .proxy import AutoProxy, BaseProxy, MakeProxyType, NativeProxy
+from .refs import drop_ref, manager_record, manager_refs
 
 if TYPE_CHECKING:
     from ..context import FaasContext
@@ -40,10 +40,10 @@ def _create_value(callable_: Callable[..., Any], args: tuple[Any, ...], kwds: di
     try:
         return callable_(*args, **kwds)
     except Exception as exc:
-        raise _remote_error(exc) from exc
+        raise remote_error(exc) from exc
 
 
-def _make_object(
+def make_object(
     mcls: type[BaseManager],
     ctx: FaasContext,
     mid: str,
@@ -66,7 +66,7 @@ def _make_object(
         parts = _shared_parts(value, given)
         _register_keys(ctx, mid, parts)
         _track_direct(ctx, mid, typeid, value, parts)
-        if manager is not None and manager._kind is _Kind.OWNER:
+        if manager is not None and manager._kind is ManagerKind.OWNER:
             # Weakly: like any faasmp object it lives while this process holds
             # it; the manager releases what is left at shutdown.
             manager._objects.extend(weakref.ref(p) for p in parts)
@@ -86,9 +86,9 @@ def _make_object(
     else:
         ptype = proxytype
     proxy = ptype._new(ctx, mid, typeid, manager)
-    if exposed is not None and not issubclass(ptype, _NativeProxy):
+    if exposed is not None and not issubclass(ptype, NativeProxy):
         proxy.__dict__["_exposed"] = tuple(exposed)
-    elif ptype._exposed_ is None and not issubclass(ptype, _NativeProxy):
+    elif ptype._exposed_ is None and not issubclass(ptype, NativeProxy):
         proxy.__dict__["_exposed"] = tuple(public_methods(value))
     if method_to_typeid:
         proxy.__dict__["_mcls"] = mcls
@@ -109,8 +109,8 @@ def _track_direct(ctx: FaasContext, mid: str, typeid: str, value: Any, parts: li
         weakref.ref(value)
     except TypeError:
         return  # cannot tell when it dies: not counted (released at shutdown)
-    if _refs(session, mid).add_object(oid, typeid, keys, handle):
-        weakref.finalize(value, _drop_ref, session, mid, oid, handle)
+    if manager_refs(session, mid).add_object(oid, typeid, keys, handle):
+        weakref.finalize(value, drop_ref, session, mid, oid, handle)
 
 
 def _shared_parts(obj: Any, given: set[int]) -> list[SharedObject]:
@@ -133,5 +133,5 @@ def _register_keys(ctx: FaasContext, mid: str, parts: list[SharedObject]) -> Non
     keys = [p.key(s) for p in parts for s in p._key_suffixes]
     if not keys:
         return
-    if not _record(ctx.session, mid).register_keys(keys):
+    if not manager_record(ctx.session, mid).register_keys(keys):
         raise ManagerShutdownError(f"manager {mid} has shut down; no more objects can be made with it")

@@ -19,9 +19,9 @@ from ..backends.redis.manager_objects import ManagerObjectStore, RedisObject
 from ..backends.redis.manager_refs import is_pin, pin
 from ..runtime.call import PicklingFailed, dumps, loads, pickling_failed
 from ..runtime.shared import SharedObject
-from .common import ManagerShutdownError, Token, _address, _Kind, _remote_error
-from .refs import _PINNING, _current_proc_id, _drop_ref, _refs
-from .served import _LOCAL_SERVERS, _LocalServer
+from .common import ManagerKind, ManagerShutdownError, Token, address_of, remote_error
+from .refs import PINNING, current_proc_id, drop_ref, manager_refs
+from .served import LOCAL_SERVERS, LocalServer
 
 if TYPE_CHECKING:
     from ..context import FaasContext
@@ -131,7 +131,9 @@ class BaseProxy(SharedObject):
         """Count the new object with this proxy as its first reference."""
         conn = self._conn()
         handle = secrets.token_hex(6)
-        if not _refs(conn.session, self._mid).add_object(self._oid, self._typeid, conn.store.keys, handle):
+        if not manager_refs(conn.session, self._mid).add_object(
+            self._oid, self._typeid, conn.store.keys, handle
+        ):
             raise self._closed_error()
         self._hold(handle)
 
@@ -140,16 +142,16 @@ class BaseProxy(SharedObject):
         d = self.__dict__
         d["_ref"] = handle
         d["_ref_finalizer"] = weakref.finalize(
-            self, _drop_ref, self._ctx.session, self._mid, self._oid, handle
+            self, drop_ref, self._ctx.session, self._mid, self._oid, handle
         )
 
     def _copy_handle(self) -> str | None:
         """A reference for a pickled copy (a pin if it is stored in a shared object)."""
         if not self._ctx.running:
             return None
-        container = _PINNING.get()
+        container = PINNING.get()
         handle = pin(container) if container is not None else secrets.token_hex(6)
-        refs = _refs(self._conn().session, self._mid)
+        refs = manager_refs(self._conn().session, self._mid)
         # False: the object is not counted (gone, or its count expired): no handle.
         return handle if refs.add_handle(self._oid, handle, handle if container else "") else None
 
@@ -172,7 +174,7 @@ class BaseProxy(SharedObject):
                 self._store().obj_create(self._dump(value, "the object"))
         except PicklingFailed:
             manager = self._manager
-            if manager is None or manager._kind is not _Kind.OWNER:
+            if manager is None or manager._kind is not ManagerKind.OWNER:
                 raise
             # Cannot live in Redis (a generator, an open file...): keep it here and
             # serve it to other processes, as the stdlib's manager server would.
@@ -205,8 +207,8 @@ class BaseProxy(SharedObject):
         d.update(state)
         if handle is None or not self._ctx.running:
             return
-        refs = _refs(self._ctx.session, self._mid)
-        proc_id = _current_proc_id()
+        refs = manager_refs(self._ctx.session, self._mid)
+        proc_id = current_proc_id()
         if is_pin(handle):
             # A copy read back from a shared object: the stored one keeps its
             # pin; this one gets its own reference, so it outlives the container.
@@ -268,7 +270,7 @@ class BaseProxy(SharedObject):
         return f"{type(self).__name__} for {self._typeid!r} object {self._oid}"
 
     def _dump(self, value: Any, what: str) -> bytes:
-        pinning = _PINNING.set(self._oid)  # proxies inside the value are pinned, not handed out
+        pinning = PINNING.set(self._oid)  # proxies inside the value are pinned, not handed out
         try:
             return dumps(value, self._conn().authkey)
         except Exception as exc:  # noqa: BLE001 - any pickling failure becomes one clear error
@@ -279,14 +281,14 @@ class BaseProxy(SharedObject):
                 exc,
             ) from exc
         finally:
-            _PINNING.reset(pinning)
+            PINNING.reset(pinning)
 
     def _load(self, blob: bytes) -> Any:
         return loads(blob, self._conn().authkey)
 
     @property
     def _token(self) -> Token:
-        return Token(self._typeid, _address(self._conn().session.run_id, self._mid), self._oid)
+        return Token(self._typeid, address_of(self._conn().session.run_id, self._mid), self._oid)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} object, typeid {self._typeid!r} at {id(self):#x}>"
@@ -301,7 +303,7 @@ class BaseProxy(SharedObject):
     def _check_exposed(self, methodname: str) -> None:
         exposed = self._exposed
         if exposed is not None and methodname not in exposed:
-            raise _remote_error(
+            raise remote_error(
                 AttributeError(
                     f"method {methodname!r} of {self._typeid!r} object is not in exposed={exposed!r}"
                 )
@@ -340,12 +342,12 @@ class BaseProxy(SharedObject):
         return result
 
     def _served_call(self, methodname: str, args: tuple[Any, ...], kwds: dict[str, Any]) -> Any:
-        """Call a method of a referent kept in the manager's process (see :class:`_LocalServer`)."""
-        server = _LOCAL_SERVERS.get(self._mid)
+        """Call a method of a referent kept in the manager's process (see :class:`LocalServer`)."""
+        server = LOCAL_SERVERS.get(self._mid)
         if server is not None:  # this is the manager's process: call it here
             result = server.call(self._oid, methodname, args, kwds)
         else:
-            result = _LocalServer.request(self, methodname, args, kwds)
+            result = LocalServer.request(self, methodname, args, kwds)
         typeid = (self._method_to_typeid() or {}).get(methodname)
         if typeid is not None:
             result = self._wrap_result(typeid, result)
@@ -376,11 +378,11 @@ class BaseProxy(SharedObject):
     def _dump_object(self, obj: Any) -> bytes:
         if self._plain and type(obj) is not self.__dict__.get("_cls"):
             raise TypeError(f"a method changed the object's class to {type(obj).__name__}")
-        pinning = _PINNING.set(self._oid)  # proxies the referent holds are pinned
+        pinning = PINNING.set(self._oid)  # proxies the referent holds are pinned
         try:
             return dumps(vars(obj) if self._plain else obj, self._conn().authkey)
         finally:
-            _PINNING.reset(pinning)
+            PINNING.reset(pinning)
 
     def _acquire(self, token: str) -> tuple[bytes, bytes | None]:
         """Take the object's lock (waiting in Redis); its state and, if needed, class."""
@@ -419,11 +421,11 @@ class BaseProxy(SharedObject):
 
     def _wrap_result(self, typeid: str, value: Any) -> Any:
         # Imported here: object creation and SyncManager build on this module.
-        from .objects import _make_object  # noqa: PLC0415
+        from .objects import make_object  # noqa: PLC0415
         from .sync import SyncManager  # noqa: PLC0415
 
         mcls = self._mcls if self._mcls is not None else SyncManager
-        return _make_object(mcls, self._ctx, self._mid, typeid, None, value=value)
+        return make_object(mcls, self._ctx, self._mid, typeid, None, value=value)
 
 
 def _rebuild_made(made: tuple[str, tuple[str, ...], type], ctx: Any, oid: str, extra: dict[str, Any]) -> Any:
@@ -446,7 +448,7 @@ _STDLIB_PROXY_MACHINERY = frozenset(
 
 
 @functools.lru_cache(maxsize=64)
-def _adapt_proxytype(proxytype: Any) -> Any:
+def adapt_proxytype(proxytype: Any) -> Any:
     """A faasmp proxy type with the interface of a stdlib ``multiprocessing.managers.BaseProxy`` subclass.
 
     Code written for the stdlib registers its own proxy classes (e.g. an
@@ -473,7 +475,7 @@ def _adapt_proxytype(proxytype: Any) -> Any:
 def _rebuild_adapted(proxytype: type, ctx: Any, oid: str, extra: dict[str, Any]) -> Any:
     from ..runtime.shared import _rebuild  # noqa: PLC0415
 
-    return _rebuild(_adapt_proxytype(proxytype), ctx, oid, extra)
+    return _rebuild(adapt_proxytype(proxytype), ctx, oid, extra)
 
 
 @functools.lru_cache(maxsize=256)
@@ -493,7 +495,7 @@ def MakeProxyType(name: str, exposed: tuple[str, ...], base: type[BaseProxy] = B
     return type(name, (base,), namespace)
 
 
-class _NativeProxy(BaseProxy):
+class NativeProxy(BaseProxy):
     """Proxies whose operations are native Redis structures (dict, list, ...)."""
 
     def _callmethod(

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..backends.redis.manager_refs import ManagerRefs
 from ..backends.redis.managers import RedisManager
-from .served import _LOCAL_SERVERS
+from .served import LOCAL_SERVERS
 
 # ---------------------------------------------------------------------------
 # Reference counts (the stdlib server's id_to_refcount; kept in Redis by
@@ -20,34 +20,34 @@ from .served import _LOCAL_SERVERS
 
 #: The object id of the shared object a value is being pickled into, if any:
 #: proxies inside the value then get a pin, not a handle.
-_PINNING: contextvars.ContextVar[str | None] = contextvars.ContextVar("faasmp_manager_pinning", default=None)
+PINNING: contextvars.ContextVar[str | None] = contextvars.ContextVar("faasmp_manager_pinning", default=None)
 
 
-def _record(session: Any, mid: str) -> RedisManager:
+def manager_record(session: Any, mid: str) -> RedisManager:
     """Manager *mid*'s record in Redis (its lifecycle and the keys of its objects)."""
     return RedisManager(session.state, session.keys, mid, int(session.config.key_ttl * 1000))
 
 
-def _refs(session: Any, mid: str) -> ManagerRefs:
+def manager_refs(session: Any, mid: str) -> ManagerRefs:
     return ManagerRefs(
         session.state, session.keys.prefix, session.keys.k("mgr", mid), int(session.config.key_ttl * 1000)
     )
 
 
-def _drop_ref(session: Any, mid: str, oid: str, handle: str) -> None:
+def drop_ref(session: Any, mid: str, oid: str, handle: str) -> None:
     """Finalizer of a reference: release its handle; the last one frees the object."""
     if session.closed:
         return
     try:
-        freed = _refs(session, mid).drop_handle(oid, handle)
+        freed = manager_refs(session, mid).drop_handle(oid, handle)
     except Exception:  # noqa: BLE001 - runs from garbage collection; the run may be ending
         return
-    server = _LOCAL_SERVERS.get(mid)
+    server = LOCAL_SERVERS.get(mid)
     if freed and server is not None:
         server.forget(oid)
 
 
-def _current_proc_id() -> str | None:
+def current_proc_id() -> str | None:
     """The faasmp process id of the calling code when it runs in a remote Process."""
     from ..process import current_process  # noqa: PLC0415
 

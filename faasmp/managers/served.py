@@ -20,10 +20,10 @@ def _served_calls(session: Any, mid: str) -> RedisServedCalls:
 
 
 #: The running local servers of this process, by manager id.
-_LOCAL_SERVERS: weakref.WeakValueDictionary[str, _LocalServer] = weakref.WeakValueDictionary()
+LOCAL_SERVERS: weakref.WeakValueDictionary[str, LocalServer] = weakref.WeakValueDictionary()
 
 
-class _LocalServer:
+class LocalServer:
     """Serves the referents a manager could not store in Redis, from the manager's process.
 
     A registered type whose objects do not pickle (a generator, an object
@@ -47,7 +47,7 @@ class _LocalServer:
         self.lock = threading.RLock()
         self._stopping = False
         self._renew()
-        _LOCAL_SERVERS[mid] = self
+        LOCAL_SERVERS[mid] = self
         self._thread = threading.Thread(target=self._serve, name=f"faasmp-manager-{mid}", daemon=True)
         self._thread.start()
 
@@ -110,7 +110,7 @@ class _LocalServer:
     def terminate(self) -> None:
         """Stop serving and drop the objects (the manager shut down)."""
         self._stopping = True
-        _LOCAL_SERVERS.pop(self.mid, None)
+        LOCAL_SERVERS.pop(self.mid, None)
         with self.lock:
             self.objects.clear()
         with contextlib.suppress(Exception):
