@@ -1,0 +1,285 @@
+"""Shared memory segments in Redis: bytes, a version and a log of changed ranges.
+
+A segment is what a faasmp ``RawArray``/``RawValue``/``SharedMemory`` keeps
+in Redis for the distributed shared memory (``faasmp.runtime.dsm``).  Every
+process holds its own local copy; this class is the meeting point.
+
+Key layout, for a segment whose base key is ``K``:
+
+* ``K``      STRING, the segment's bytes (its length is the segment's size);
+* ``K:v``    STRING, an integer version, 0 at creation, +1 per push;
+* ``K:log``  LIST, one entry per version (the newest :data:`LOG_LENGTH`):
+  ``"<version> <writer> <start>:<length>,<start>:<length>,..."``, the ranges
+  that version changed (a superset is allowed: pullers keep their own
+  unreleased bytes, see ``dsm``);
+* ``K:t1`` ``K:t2`` ``K:t3``  scratch strings of a push (deleted by it).
+
+Round trips: :meth:`create` 1, :meth:`snapshot` 1, :meth:`push` 1,
+:meth:`pull` 1 for any number of segments (+1 when more than
+:data:`INLINE_PULL` bytes changed: those ranges are fetched with plain
+``GETRANGE`` commands so they do not pass through Lua, which costs about
+2 ms per MB).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..state import ScriptCall, StateBackend
+
+#: Versions whose ranges the log keeps; a puller further behind gets the whole segment.
+LOG_LENGTH = 64
+#: Changed bytes a pull returns through Lua; above this they are fetched with GETRANGE.
+INLINE_PULL = 256 * 1024
+SUFFIXES = ("", "v", "log")
+
+# KEYS[1] data, KEYS[2] version, KEYS[3] log, KEYS[4..6] scratch.
+# ARGV[1] ttl ms, ARGV[2] writer id, ARGV[3] log length, ARGV[4] logged ranges
+# "start:len,...", ARGV[5] exact ranges "start:len,..." with their bytes
+# concatenated in ARGV[6], ARGV[7] masked ranges "start:len,..." with
+# (new AND mask) in ARGV[8] and the mask (0xff where changed) in ARGV[9].
+# An exact range is written with SETRANGE; a masked range keeps the bytes of
+# Redis where the mask is 0 (other writers' bytes in the same region):
+# data = (data AND NOT mask) OR (new AND mask), done by BITOP on scratch keys.
+# -> the new version, or -1 if the segment is gone (released by its owner).
+_PUSH = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local pos = 1
+for off, len in string.gmatch(ARGV[5], '(%d+):(%d+)') do
+  len = tonumber(len)
+  redis.call('SETRANGE', KEYS[1], off, string.sub(ARGV[6], pos, pos + len - 1))
+  pos = pos + len
+end
+pos = 1
+for off, len in string.gmatch(ARGV[7], '(%d+):(%d+)') do
+  off = tonumber(off)
+  len = tonumber(len)
+  redis.call('SET', KEYS[4], string.sub(ARGV[8], pos, pos + len - 1))
+  redis.call('SET', KEYS[5], string.sub(ARGV[9], pos, pos + len - 1))
+  redis.call('SET', KEYS[6], redis.call('GETRANGE', KEYS[1], off, off + len - 1))
+  redis.call('BITOP', 'NOT', KEYS[5], KEYS[5])
+  redis.call('BITOP', 'AND', KEYS[6], KEYS[6], KEYS[5])
+  redis.call('BITOP', 'OR', KEYS[6], KEYS[6], KEYS[4])
+  redis.call('SETRANGE', KEYS[1], off, redis.call('GET', KEYS[6]))
+  pos = pos + len
+end
+if ARGV[7] ~= '' then redis.call('DEL', KEYS[4], KEYS[5], KEYS[6]) end
+local v = redis.call('INCR', KEYS[2])
+redis.call('RPUSH', KEYS[3], v .. ' ' .. ARGV[2] .. ' ' .. ARGV[4])
+redis.call('LTRIM', KEYS[3], -tonumber(ARGV[3]), -1)
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
+return v
+"""
+
+# For each segment i: KEYS[3i-2] data, KEYS[3i-1] version, KEYS[3i] log;
+# ARGV[1] puller's writer id, ARGV[2] inline byte budget, ARGV[1+2i]... the
+# puller's version of segment i (ARGV[2 + i]).
+# -> per segment {version} (nothing new), {-1} (gone), {version, 'all'} (too
+# far behind: fetch the whole segment), {version, ranges} (fetch these
+# ranges) or {version, ranges, bytes} (the ranges' current bytes, concatenated).
+# Ranges are "start:len,..." sorted and merged; versions written by the puller
+# itself are skipped (its buffer already holds them).
+_PULL = """
+local out = {}
+local budget = tonumber(ARGV[2])
+for i = 1, #KEYS / 3 do
+  local data, vkey, log = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local mine = tonumber(ARGV[2 + i])
+  local v = tonumber(redis.call('GET', vkey) or '-1')
+  if v < 0 then
+    out[i] = {-1}
+  elseif v <= mine then
+    out[i] = {v}
+  else
+    local first = redis.call('LINDEX', log, 0)
+    local first_v = first and tonumber(string.match(first, '^(%d+)')) or (v + 1)
+    if first_v > mine + 1 then
+      out[i] = {v, 'all'}
+    else
+      local ranges = {}
+      for _, e in ipairs(redis.call('LRANGE', log, mine + 1 - first_v, -1)) do
+        local writer, spec = string.match(e, '^%d+ (%S+) ?(.*)$')
+        if writer ~= ARGV[1] then
+          for off, len in string.gmatch(spec, '(%d+):(%d+)') do
+            ranges[#ranges + 1] = {tonumber(off), tonumber(off) + tonumber(len)}
+          end
+        end
+      end
+      table.sort(ranges, function(a, b) return a[1] < b[1] end)
+      local merged, total = {}, 0
+      for _, r in ipairs(ranges) do
+        local last = merged[#merged]
+        if last and r[1] <= last[2] then
+          if r[2] > last[2] then last[2] = r[2] end
+        else
+          merged[#merged + 1] = {r[1], r[2]}
+        end
+      end
+      local spec = {}
+      for k, r in ipairs(merged) do
+        spec[k] = r[1] .. ':' .. (r[2] - r[1])
+        total = total + r[2] - r[1]
+      end
+      if #merged == 0 then
+        out[i] = {v}
+      elseif total > budget then
+        out[i] = {v, table.concat(spec, ',')}
+      else
+        local parts = {}
+        for k, r in ipairs(merged) do parts[k] = redis.call('GETRANGE', data, r[1], r[2] - 1) end
+        out[i] = {v, table.concat(spec, ','), table.concat(parts)}
+      end
+    end
+  end
+end
+return out
+"""
+
+
+@dataclass(frozen=True)
+class Pulled:
+    """What changed in one segment since the puller's version."""
+
+    #: The segment's version the puller now has (-1: the segment is gone).
+    version: int
+    #: ``(start, length)`` ranges to overwrite, or None for the whole segment.
+    ranges: list[tuple[int, int]] | None
+    #: Their current bytes, concatenated (the whole segment if ``ranges`` is None).
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Diff:
+    """A process's changes to one segment since its last synchronisation."""
+
+    #: ``(start, length)`` runs written as they are, their bytes concatenated in ``exact_data``.
+    exact: list[tuple[int, int]]
+    exact_data: bytes
+    #: ``(start, length)`` regions merged byte by byte: ``masked_new`` holds
+    #: (new AND mask), ``masked_mask`` 0xff where this process changed a byte.
+    masked: list[tuple[int, int]]
+    masked_new: bytes
+    masked_mask: bytes
+    #: ``(start, length)`` ranges pullers should fetch (may be a superset).
+    logged: list[tuple[int, int]]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this diff sends."""
+        return len(self.exact_data) + len(self.masked_new) + len(self.masked_mask)
+
+
+def _spec(ranges: Sequence[tuple[int, int]]) -> str:
+    return ",".join(f"{start}:{length}" for start, length in ranges)
+
+
+def _parse(spec: bytes) -> list[tuple[int, int]]:
+    out = []
+    for item in spec.split(b","):
+        start, _, length = item.partition(b":")
+        out.append((int(start), int(length)))
+    return out
+
+
+class SharedMemoryStore:
+    """The Redis side of shared memory segments (see the module doc for keys and Lua)."""
+
+    def __init__(self, state: StateBackend) -> None:
+        self._state = state
+        self._push: ScriptCall = state.script(_PUSH)
+        self._pull: ScriptCall = state.script(_PULL)
+
+    @staticmethod
+    def keys(key: str) -> list[str]:
+        """Every key of the segment *key* (what its owner deletes)."""
+        return [f"{key}:{s}" if s else key for s in SUFFIXES]
+
+    def create(self, key: str, data: bytes, ttl_ms: int, *, exclusive: bool = False) -> bool:
+        """Store a new segment (version 0); False if *exclusive* and it already exists."""
+        if exclusive:
+            if not self._state.set(key, data, px=ttl_ms, nx=True):
+                return False
+        else:
+            self._state.set(key, data, px=ttl_ms)
+        pipe = self._state.pipeline()
+        pipe.set(f"{key}:v", 0, px=ttl_ms)
+        pipe.delete(f"{key}:log")
+        pipe.execute()
+        return True
+
+    def snapshot(self, key: str) -> tuple[int, bytes] | None:
+        """(version, bytes) of the segment, or None if it does not exist.
+
+        The version is read first, so the bytes are at least that new.
+        """
+        pipe = self._state.pipeline()
+        pipe.get(f"{key}:v")
+        pipe.get(key)
+        version, data = pipe.execute()
+        if version is None or data is None:
+            return None
+        return int(version), bytes(data)
+
+    def delete(self, key: str) -> bool:
+        """Delete the segment's keys; False if it did not exist."""
+        return bool(self._state.delete(*self.keys(key)))
+
+    def push(self, key: str, diff: Diff, *, writer: str, ttl_ms: int) -> int:
+        """Apply *diff* atomically and log it; the new version (-1: segment gone)."""
+        args: list[Any] = [
+            ttl_ms,
+            writer,
+            LOG_LENGTH,
+            _spec(diff.logged),
+            _spec(diff.exact),
+            diff.exact_data,
+            _spec(diff.masked),
+            diff.masked_new,
+            diff.masked_mask,
+        ]
+        keys = [*self.keys(key), f"{key}:t1", f"{key}:t2", f"{key}:t3"]
+        return int(self._push(keys=keys, args=args))
+
+    def pull(self, segments: Sequence[tuple[str, int]], *, writer: str) -> list[Pulled]:
+        """What changed in each ``(key, version)`` since that version, in one round trip.
+
+        Large changes (and pullers too far behind the log) cost one more
+        round trip, made of plain GET/GETRANGE commands.
+        """
+        keys: list[str] = []
+        for key, _ in segments:
+            keys += self.keys(key)
+        args: list[Any] = [writer, INLINE_PULL, *(version for _, version in segments)]
+        replies = self._pull(keys=keys, args=args)
+        out: list[Pulled | None] = []
+        fetch: list[tuple[int, str, list[tuple[int, int]] | None]] = []
+        for i, ((key, _), reply) in enumerate(zip(segments, replies, strict=True)):
+            version = int(reply[0])
+            if len(reply) == 1:
+                out.append(Pulled(version, [], b""))
+            elif len(reply) == 3:
+                out.append(Pulled(version, _parse(reply[1]), bytes(reply[2])))
+            else:
+                out.append(None)
+                fetch.append((i, key, None if reply[1] == b"all" else _parse(reply[1])))
+        if fetch:
+            pipe = self._state.pipeline()
+            for _, key, ranges in fetch:
+                if ranges is None:
+                    pipe.get(key)
+                else:
+                    for start, length in ranges:
+                        pipe.getrange(key, start, start + length - 1)
+            fetched = iter(pipe.execute())
+            for i, _, ranges in fetch:
+                version = int(replies[i][0])
+                if ranges is None:
+                    data = next(fetched)
+                    out[i] = Pulled(version if data is not None else -1, None, bytes(data or b""))
+                else:
+                    data = b"".join(bytes(next(fetched)) for _ in ranges)
+                    out[i] = Pulled(version, ranges, data)
+        return [p for p in out if p is not None]

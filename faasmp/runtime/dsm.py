@@ -1,0 +1,413 @@
+"""Distributed shared memory: local buffers kept coherent at synchronisation points.
+
+Every faasmp ``RawArray``/``RawValue``/``SharedMemory`` is a *segment*: bytes
+in Redis (:mod:`faasmp.backends.redis.shared_memory`) plus, in each process
+that uses it, a real local buffer (a ``bytearray``) that ctypes objects,
+memoryviews and numpy arrays point into, so they run at local speed.
+
+Coherence is lazy release consistency (TreadMarks, Munin), multiple-writer:
+
+* at a **release** (lock release, event set, send/put, end of a task or
+  process, ...) the process compares each local buffer with its *twin* (a
+  copy taken at its last synchronisation) and ships exactly the bytes that
+  changed, with a new version (:meth:`Registry.release`);
+* at an **acquire** (lock acquire, event wait, recv/get, start of a task,
+  join, ...) it asks Redis for the ranges other processes changed since its
+  version and copies them in (:meth:`Registry.acquire`), *except* the bytes
+  it changed itself and has not released yet: two processes writing
+  different bytes of the same page between the same synchronisations both
+  keep their writes.
+
+A correctly synchronised program (every conflicting access ordered by a
+release/acquire pair) reads what it would read on the stdlib; a program with
+data races gets no guarantee, as on the stdlib.
+
+There is one :class:`Registry` per process (like the stdlib's heap of shared
+blocks, which is per process too): the synchronisation hooks in locks,
+queues, pipes, processes and pools call :func:`release` / :func:`acquire`,
+which cost nothing while the process holds no segment.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import os
+import secrets
+import threading
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..backends.redis.shared_memory import SUFFIXES, Diff, Pulled, SharedMemoryStore
+from .shared import SharedObject
+
+if TYPE_CHECKING:
+    from ..context import FaasContext
+
+logger = logging.getLogger(__name__)
+
+#: Region size for choosing how to ship a diff (exact runs or a byte mask).
+CHUNK = 64 * 1024
+#: Runs closer than this are logged as one range (pullers fetch the gap too:
+#: fewer, larger ranges; their own unreleased bytes are kept anyway).
+LOG_GAP = 64
+#: Cost, in bytes, of one exact run in a push (its "start:len," text and Lua work).
+RUN_COST = 12
+
+
+@functools.lru_cache(maxsize=1)
+def _numpy() -> Any:
+    """numpy if importable (diffs and merges are vectorised), else None."""
+    try:
+        import numpy  # noqa: PLC0415 - optional, and slow to import
+
+        return numpy
+    except ImportError:
+        return None
+
+
+class SegmentHandle(SharedObject):
+    """The Redis keys of one segment; the creating process owns (and deletes) them."""
+
+    _kind = "mem"
+    _key_suffixes = SUFFIXES
+
+
+class NamedSegmentHandle(SegmentHandle):
+    """A segment named by the user (``SharedMemory(name)``): deleted by ``unlink()`` only."""
+
+    _kind = "shm"
+
+    def __init__(self, name: str, *, ctx: FaasContext | None = None, owner: bool = False) -> None:
+        self._init_shared(ctx)
+        self._oid = name
+        self._owner = owner
+        # Not deleted when this object is garbage collected (the stdlib's
+        # segments outlive their creator until unlink()); the keys are still
+        # renewed while the creator holds it, and deleted with the run.
+        self._finalizer.detach()
+        token = id(self)
+        keys = [self.key(s) for s in self._key_suffixes]
+        self._session.live_keys[token] = keys
+        weakref.finalize(self, self._session.live_keys.pop, token, None)
+
+
+@dataclass
+class Segment:
+    """This process's copy of one segment (shared by every local object attached to it)."""
+
+    handle: SegmentHandle
+    store: SharedMemoryStore
+    #: The local buffer users read and write.
+    mem: bytearray
+    #: ``mem`` as of the last synchronisation (what Redis had, plus this process's released writes).
+    twin: bytearray
+    #: The newest version whose changes ``mem`` holds.
+    version: int
+    gone: bool = False
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    @property
+    def key(self) -> str:
+        return self.handle.key()
+
+    @property
+    def ttl_ms(self) -> int:
+        return self.handle._ttl_ms
+
+
+class Registry:
+    """This process's segments, their twins and versions (see the module doc)."""
+
+    def __init__(self) -> None:
+        self._segments: weakref.WeakValueDictionary[str, Segment] = weakref.WeakValueDictionary()
+        self._stores: dict[int, SharedMemoryStore] = {}
+        # Buffers whose last local object died with unreleased writes: shipped at the next release.
+        self._dead: list[Segment] = []
+        self._lock = threading.RLock()
+        self.writer = secrets.token_hex(6)
+        #: Counters for tests and the docs' cost figures.
+        self.pushes = 0
+        self.pulls = 0
+        self.bytes_pushed = 0
+        self.bytes_pulled = 0
+
+    def after_fork(self) -> None:
+        """In a forked child: a writer id of its own and a fresh lock."""
+        self.writer = secrets.token_hex(6)
+        self._lock = threading.RLock()
+
+    def _store(self, handle: SharedObject) -> SharedMemoryStore:
+        state = handle._session.state
+        store = self._stores.get(id(state))
+        if store is None or store._state is not state:
+            store = self._stores[id(state)] = SharedMemoryStore(state)
+        return store
+
+    # -- segments ---------------------------------------------------------------
+    def create(self, handle: SegmentHandle, data: bytes, *, exclusive: bool = False) -> Segment | None:
+        """Store a new segment holding *data* and attach to it (None if *exclusive* and it exists)."""
+        store = self._store(handle)
+        if not store.create(handle.key(), data, handle._ttl_ms, exclusive=exclusive):
+            return None
+        return self._add(Segment(handle, store, bytearray(data), bytearray(data), 0))
+
+    def attach(self, handle: SegmentHandle) -> Segment | None:
+        """This process's copy of the segment of *handle* (None if it does not exist).
+
+        One round trip the first time (the whole segment); later calls share the copy.
+        """
+        key = handle.key()
+        with self._lock:
+            seg = self._segments.get(key)
+            if seg is not None and not seg.gone:
+                return seg
+            self._flush_dead()
+            store = self._store(handle)
+            snap = store.snapshot(key)
+            if snap is None:
+                return None
+            version, data = snap
+            return self._add(Segment(handle, store, bytearray(data), bytearray(data), version))
+
+    def _add(self, seg: Segment) -> Segment:
+        with self._lock:
+            self._segments[seg.key] = seg
+        weakref.finalize(
+            seg, self._bury, seg.handle, seg.store, seg.mem, seg.twin, seg.version
+        ).atexit = False
+        return seg
+
+    def _bury(
+        self, handle: SegmentHandle, store: SharedMemoryStore, mem: bytearray, twin: bytearray, version: int
+    ) -> None:
+        # Runs when the last local object of a segment is garbage collected,
+        # maybe in the middle of a Redis call: only queue its unreleased writes.
+        if mem != twin:
+            self._dead.append(Segment(handle, store, mem, twin, version))
+
+    def forget(self, seg: Segment) -> None:
+        """Stop synchronising *seg* (its segment was unlinked)."""
+        seg.gone = True
+        with self._lock:
+            if self._segments.get(seg.key) is seg:
+                del self._segments[seg.key]
+
+    def live(self) -> list[Segment]:
+        """The segments this process holds."""
+        return [s for s in self._segments.values() if not s.gone]
+
+    # -- synchronisation --------------------------------------------------------
+    def release(self) -> None:
+        """Ship every local change made since the last synchronisation (a release).
+
+        One round trip per segment that changed; nothing when nothing changed.
+        """
+        if not self._segments and not self._dead:
+            return
+        with self._lock:
+            self._flush_dead()
+            for seg in self.live():
+                self._push(seg)
+
+    def _flush_dead(self) -> None:
+        dead, self._dead = self._dead, []
+        for seg in dead:
+            self._push(seg)
+
+    def _push(self, seg: Segment) -> None:
+        if seg.mem == seg.twin:  # memcmp: the common case costs microseconds per MB
+            return
+        diff = make_diff(seg.mem, seg.twin)
+        if diff is None:
+            return
+        version = seg.store.push(seg.key, diff, writer=self.writer, ttl_ms=seg.ttl_ms)
+        self.pushes += 1
+        self.bytes_pushed += diff.nbytes
+        if version < 0:
+            seg.gone = True
+            logger.debug("shared memory %s is gone; local writes to it are not shared", seg.key)
+        elif version == seg.version + 1:
+            # Nobody else pushed since our version: we are up to date.
+            seg.version = version
+
+    def acquire(self) -> None:
+        """Copy in what other processes released since this process's versions (an acquire).
+
+        One round trip for all segments (two when more than a few hundred KB
+        changed); nothing when the process holds no segment.
+        """
+        if not self._segments:
+            return
+        with self._lock:
+            by_store: dict[int, list[Segment]] = {}
+            for seg in self.live():
+                by_store.setdefault(id(seg.store), []).append(seg)
+            for segs in by_store.values():
+                pulled = segs[0].store.pull([(s.key, s.version) for s in segs], writer=self.writer)
+                self.pulls += 1
+                for seg, got in zip(segs, pulled, strict=True):
+                    self._apply(seg, got)
+
+    def _apply(self, seg: Segment, got: Pulled) -> None:
+        if got.version < 0:
+            seg.gone = True
+            return
+        if got.ranges is None:
+            merge(seg.mem, seg.twin, [(0, len(got.data))], got.data)
+        elif got.ranges:
+            merge(seg.mem, seg.twin, got.ranges, got.data)
+        self.bytes_pulled += len(got.data)
+        seg.version = max(seg.version, got.version)
+
+
+# --- diffs ---------------------------------------------------------------------------
+
+
+def make_diff(mem: bytearray, twin: bytearray) -> Diff | None:
+    """The bytes of *mem* that differ from *twin*; *twin* is updated to match what is shipped.
+
+    With numpy: exact runs where they are few, a byte mask over a region
+    where they are many (a sorted array changes most bytes but keeps some by
+    chance: shipping the region and a mask is cheaper than thousands of runs).
+    """
+    np = _numpy()
+    if np is None:
+        return _diff_python(mem, twin)
+    snap = np.array(np.frombuffer(mem, np.uint8))  # what we ship, even if another thread writes on
+    old = np.frombuffer(twin, np.uint8)
+    ne = snap != old
+    edges = np.diff(ne.view(np.int8), prepend=np.int8(0), append=np.int8(0))
+    starts = np.flatnonzero(edges > 0)
+    if not len(starts):
+        return None
+    ends = np.flatnonzero(edges < 0)
+    exact: list[tuple[int, int]] = []
+    exact_data: list[bytes] = []
+    masked: list[tuple[int, int]] = []
+    masked_new: list[bytes] = []
+    masked_mask: list[bytes] = []
+    bounds = np.searchsorted(starts, np.arange(0, len(mem) + CHUNK, CHUNK)).tolist()
+    for i0, i1 in itertools.pairwise(bounds):
+        if i0 == i1:
+            continue
+        lo, hi = int(starts[i0]), int(ends[i1 - 1])
+        lens = ends[i0:i1] - starts[i0:i1]
+        changed = int(lens.sum())
+        region = ne[lo:hi]
+        if changed + RUN_COST * (i1 - i0) <= 2 * (hi - lo):
+            exact += zip(starts[i0:i1].tolist(), lens.tolist(), strict=True)
+            exact_data.append(snap[lo:hi][region].tobytes())
+        else:
+            masked.append((lo, hi - lo))
+            masked_new.append(np.where(region, snap[lo:hi], 0).astype(np.uint8).tobytes())
+            masked_mask.append((region.view(np.uint8) * 255).astype(np.uint8).tobytes())
+        old[lo:hi] = snap[lo:hi]
+    gaps = np.flatnonzero(starts[1:] - ends[:-1] > LOG_GAP)
+    log_starts = starts[np.concatenate(([0], gaps + 1))]
+    log_ends = ends[np.concatenate((gaps, [len(ends) - 1]))]
+    logged = list(zip(log_starts.tolist(), (log_ends - log_starts).tolist(), strict=True))
+    return Diff(exact, b"".join(exact_data), masked, b"".join(masked_new), b"".join(masked_mask), logged)
+
+
+def _runs(new: bytes, old: bytes | bytearray, base: int) -> Iterator[tuple[int, int]]:
+    start = -1
+    for i, (a, b) in enumerate(zip(new, old, strict=True)):
+        if a != b:
+            if start < 0:
+                start = i
+        elif start >= 0:
+            yield base + start, i - start
+            start = -1
+    if start >= 0:
+        yield base + start, len(new) - start
+
+
+def _diff_python(mem: bytearray, twin: bytearray, page: int = 4096) -> Diff | None:
+    """:func:`make_diff` without numpy: compare pages, then bytes within changed pages."""
+    exact: list[tuple[int, int]] = []
+    data: list[bytes] = []
+    for lo in range(0, len(mem), page):
+        new = bytes(mem[lo : lo + page])
+        if new == twin[lo : lo + page]:
+            continue
+        for start, length in _runs(new, twin[lo : lo + page], lo):
+            exact.append((start, length))
+            data.append(new[start - lo : start - lo + length])
+        twin[lo : lo + page] = new
+    if not exact:
+        return None
+    logged: list[tuple[int, int]] = []
+    for start, length in exact:
+        if logged and start - sum(logged[-1]) <= LOG_GAP:
+            logged[-1] = (logged[-1][0], start + length - logged[-1][0])
+        else:
+            logged.append((start, length))
+    return Diff(exact, b"".join(data), [], b"", b"", logged)
+
+
+def merge(mem: bytearray, twin: bytearray, ranges: list[tuple[int, int]], data: bytes) -> None:
+    """Copy pulled *data* (the *ranges*' bytes, concatenated) into *mem* and *twin*.
+
+    Bytes this process changed since its last synchronisation (``mem != twin``)
+    keep their local value in *mem*: they are newer than anything it could
+    pull, or a data race.
+    """
+    np = _numpy()
+    if np is None:
+        pos = 0
+        for start, length in ranges:
+            end = start + length
+            piece = data[pos : pos + length]
+            pos += length
+            if mem[start:end] == twin[start:end]:
+                mem[start:end] = piece
+            else:
+                for i in range(length):
+                    if mem[start + i] == twin[start + i]:
+                        mem[start + i] = piece[i]
+            twin[start:end] = piece
+        return
+    cur = np.frombuffer(mem, np.uint8)
+    old = np.frombuffer(twin, np.uint8)
+    new = np.frombuffer(data, np.uint8)
+    if len(ranges) <= 16:
+        pos = 0
+        for start, length in ranges:
+            end = start + length
+            piece = new[pos : pos + length]
+            pos += length
+            dirty = cur[start:end] != old[start:end]
+            cur[start:end] = np.where(dirty, cur[start:end], piece) if dirty.any() else piece
+            old[start:end] = piece
+        return
+    starts = np.array([r[0] for r in ranges], dtype=np.int64)
+    lens = np.array([r[1] for r in ranges], dtype=np.int64)
+    offsets = np.concatenate(([0], np.cumsum(lens)[:-1]))
+    idx = np.arange(int(lens.sum()), dtype=np.int64) + np.repeat(starts - offsets, lens)
+    here, before = cur[idx], old[idx]
+    cur[idx] = np.where(here != before, here, new)
+    old[idx] = new
+
+
+# --- the process's registry and the hooks ---------------------------------------------
+
+REGISTRY = Registry()
+os.register_at_fork(after_in_child=REGISTRY.after_fork)
+
+
+def release() -> None:
+    """Synchronisation hook: this process releases (see :meth:`Registry.release`)."""
+    if REGISTRY._segments or REGISTRY._dead:
+        REGISTRY.release()
+
+
+def acquire() -> None:
+    """Synchronisation hook: this process acquires (see :meth:`Registry.acquire`)."""
+    if REGISTRY._segments:
+        REGISTRY.acquire()
