@@ -59,7 +59,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .backends.state import CONNECTION_ERRORS, StateError
-from .runtime import pickling
+from .runtime import dsm, pickling
 from .runtime.call import Signer, dumps_named, dumps_plain, signer
 from .runtime.shared import SharedObject
 
@@ -446,6 +446,7 @@ class Connection(SharedObject):
         self._send_blob(blob)
 
     def _send_blob(self, blob: bytes) -> None:
+        dsm.release()  # a send is a release of shared memory
         if not self._bound:
             self._bind()
         self._check_earlier_sends()
@@ -516,6 +517,7 @@ class Connection(SharedObject):
         if maxlength is not None and maxlength < 0:
             raise ValueError("negative maxlength")
         body = self._signer.verify(self._recv_blob())
+        dsm.acquire()  # a receive is an acquire of shared memory
         if maxlength is not None and body.nbytes > maxlength:
             self._bad_message_length()
         return body.tobytes()
@@ -536,6 +538,7 @@ class Connection(SharedObject):
             if offset > bytesize:
                 raise ValueError("offset too large")
             body = self._signer.verify(self._recv_blob())
+            dsm.acquire()
             size = body.nbytes
             if bytesize < offset + size:
                 raise multiprocessing.BufferTooShort(body.tobytes())
@@ -546,7 +549,9 @@ class Connection(SharedObject):
         """Receive one object sent with :meth:`send`; EOFError at end of file."""
         self._check_closed()
         self._check_readable()
-        return pickle.loads(self._signer.verify(self._recv_blob()))
+        body = self._signer.verify(self._recv_blob())
+        dsm.acquire()
+        return pickle.loads(body)
 
     def _poll_now(self) -> int:
         if not self._bound:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .backends.state import StateError
 from .connection import Signer
-from .runtime import pickling
+from .runtime import dsm, pickling
 from .runtime.call import dumps_named, dumps_plain
 from .runtime.shared import SharedObject
 
@@ -266,6 +266,7 @@ class Queue(_ListQueue):
         unbounded queue without waiting for the reply; see ``_push_unbounded``).
         """
         self._check_open()
+        dsm.release()  # a put is a release of shared memory
         blob = self._dumps(obj)
         if self._bounded == "0":
             self._push_unbounded(blob, self._joinable)
@@ -310,6 +311,7 @@ class Queue(_ListQueue):
             blob = item[1]
             if self._bounded == "1":
                 self._freed_script(keys=[self._space], args=[self._maxsize, self._ttl])
+        dsm.acquire()  # a get is an acquire of shared memory
         return pickle.loads(self._signer.verify(blob))
 
     def get_nowait(self) -> Any:
@@ -416,6 +418,7 @@ class SimpleQueue(_ListQueue):
     def put(self, obj: Any) -> None:
         """Put *obj* on the queue (sent to Redis before this returns; the reply is not awaited)."""
         self._check_open()
+        dsm.release()
         self._push_unbounded(self._dumps(obj), "0")
 
     def get(self, *, timeout: float | None = None) -> Any:
@@ -431,6 +434,7 @@ class SimpleQueue(_ListQueue):
             blob = None if item is None else item[1]
         if blob is None:
             raise Empty
+        dsm.acquire()
         return pickle.loads(self._signer.verify(blob))
 
     def empty(self) -> bool:

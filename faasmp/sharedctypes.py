@@ -350,7 +350,7 @@ def RawArray(typecode_or_type: Any, size_or_initializer: Any, *, ctx: FaasContex
     The result is a ctypes array (a subclass of ``type * length``), usable
     with ``np.frombuffer`` and ``memoryview``.
     """
-    tp = _resolve_type(typecode_or_type)
+    tp: Any = _resolve_type(typecode_or_type)
     if isinstance(size_or_initializer, int):
         local = (tp * size_or_initializer)()  # ValueError for negative sizes, like ctypes
     else:

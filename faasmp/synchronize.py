@@ -72,6 +72,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .runtime import dsm
 from .runtime.shared import SharedObject
 
 if TYPE_CHECKING:
@@ -385,7 +386,10 @@ class SemLock(_Synchronizer):
         Returns ``True`` when acquired, ``False`` when non-blocking and taken, or
         when *timeout* passed.
         """
-        return self._acquire(block, timeout, 1)
+        got = self._acquire(block, timeout, 1)
+        if got:
+            dsm.acquire()  # acquiring a lock is an acquire of shared memory
+        return got
 
     def _acquire(self, block: bool, timeout: float | None, count: int) -> bool:
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
@@ -426,6 +430,7 @@ class SemLock(_Synchronizer):
 
     def release(self) -> None:
         """Release; over-releasing a Lock or BoundedSemaphore raises ValueError, as the stdlib."""
+        dsm.release()  # releasing a lock is a release of shared memory
         self._release_checked()
 
     def _release_checked(self) -> int:
@@ -640,6 +645,7 @@ class Condition(_Synchronizer):
         lmeta, lwake, _ = self._lock._k()
         wid = secrets.token_hex(8)
         wake = prefix + wid
+        dsm.release()  # wait releases the lock
         count = self._run("cond_wait", [meta, queue, lmeta, lwake], [_IDENTITY.current(), wid, self._ttl])
         if count == -1:
             raise self._gone()
@@ -653,6 +659,7 @@ class Condition(_Synchronizer):
             if not notified:
                 notified = self._run("cond_cancel", [queue, wake], [wid]) == 1
             self._lock._acquire(True, None, int(count))
+            dsm.acquire()
         return notified
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
@@ -680,6 +687,7 @@ class Condition(_Synchronizer):
         self._notify(-1)
 
     def _notify(self, n: int) -> int:
+        dsm.release()  # a notify is a release of shared memory
         meta, queue, prefix = self._k()
         woken: int = self._run(
             "cond_notify", [meta, queue, self._lock._k()[0]], [_IDENTITY.current(), n, self._ttl, prefix]
@@ -717,10 +725,14 @@ class Event(_Synchronizer):
 
     def is_set(self) -> bool:
         """Whether the flag is set."""
-        return self._op("get")
+        is_set = self._op("get")
+        if is_set:
+            dsm.acquire()  # seeing the flag set is an acquire of shared memory
+        return is_set
 
     def set(self) -> None:
         """Set the flag, waking every waiter."""
+        dsm.release()  # set is a release of shared memory
         self._op("set")
 
     def clear(self) -> None:
@@ -730,10 +742,14 @@ class Event(_Synchronizer):
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the flag is set or *timeout* passes; return whether it was set."""
         if self._op("get"):
+            dsm.acquire()  # a wait that sees the flag set is an acquire of shared memory
             return True
         if timeout is not None and timeout <= 0:
             return False
-        return self._session.state.blmove_rotate(self._k()[1], _block_seconds(timeout)) is not None
+        woken = self._session.state.blmove_rotate(self._k()[1], _block_seconds(timeout)) is not None
+        if woken:
+            dsm.acquire()
+        return woken
 
     def __repr__(self) -> str:
         try:
@@ -784,6 +800,12 @@ class Barrier(_Synchronizer):
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait for all parties; return this caller's arrival index (0 .. parties-1)."""
+        dsm.release()  # a barrier is a release, then an acquire, of shared memory
+        index = self._wait(timeout)
+        dsm.acquire()
+        return index
+
+    def _wait(self, timeout: float | None) -> int:
         if timeout is None:
             timeout = self._timeout
         meta, queue, _ = self._k()

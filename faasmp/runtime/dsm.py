@@ -95,7 +95,7 @@ class NamedSegmentHandle(SegmentHandle):
         weakref.finalize(self, self._session.live_keys.pop, token, None)
 
 
-@dataclass
+@dataclass(eq=False)
 class Segment:
     """This process's copy of one segment (shared by every local object attached to it)."""
 
@@ -108,17 +108,22 @@ class Segment:
     #: The newest version whose changes ``mem`` holds.
     version: int
     gone: bool = False
+    # Fixed at attach time: the handle's context may later start a new
+    # session (a new run), whose Redis does not hold this segment.
+    session: Any = None
+    key: str = ""
+    ttl_ms: int = 0
 
-    def __hash__(self) -> int:
-        return id(self)
+    def __post_init__(self) -> None:
+        if self.session is None:
+            self.session = self.handle._session
+            self.key = self.handle.key()
+            self.ttl_ms = self.handle._ttl_ms
 
     @property
-    def key(self) -> str:
-        return self.handle.key()
-
-    @property
-    def ttl_ms(self) -> int:
-        return self.handle._ttl_ms
+    def synced(self) -> bool:
+        """Whether this copy still takes part in synchronisation (its run is alive)."""
+        return not self.gone and not self.session.closed
 
 
 class Registry:
@@ -165,7 +170,7 @@ class Registry:
         key = handle.key()
         with self._lock:
             seg = self._segments.get(key)
-            if seg is not None and not seg.gone:
+            if seg is not None and seg.synced:
                 return seg
             self._flush_dead()
             store = self._store(handle)
@@ -178,18 +183,17 @@ class Registry:
     def _add(self, seg: Segment) -> Segment:
         with self._lock:
             self._segments[seg.key] = seg
-        weakref.finalize(
-            seg, self._bury, seg.handle, seg.store, seg.mem, seg.twin, seg.version
-        ).atexit = False
+        fields = (seg.handle, seg.store, seg.mem, seg.twin, seg.session, seg.key, seg.ttl_ms)
+        weakref.finalize(seg, self._bury, *fields).atexit = False
         return seg
 
-    def _bury(
-        self, handle: SegmentHandle, store: SharedMemoryStore, mem: bytearray, twin: bytearray, version: int
-    ) -> None:
+    def _bury(self, handle: SegmentHandle, store: SharedMemoryStore, mem: bytearray, *rest: Any) -> None:
         # Runs when the last local object of a segment is garbage collected,
-        # maybe in the middle of a Redis call: only queue its unreleased writes.
-        if mem != twin:
-            self._dead.append(Segment(handle, store, mem, twin, version))
+        # maybe in the middle of a Redis call: only queue its unreleased
+        # writes.  The owner's data is deleted with it: nothing to ship then.
+        twin, session, key, ttl_ms = rest
+        if mem != twin and not getattr(handle, "_owner", False):
+            self._dead.append(Segment(handle, store, mem, twin, -1, False, session, key, ttl_ms))
 
     def forget(self, seg: Segment) -> None:
         """Stop synchronising *seg* (its segment was unlinked)."""
@@ -200,7 +204,7 @@ class Registry:
 
     def live(self) -> list[Segment]:
         """The segments this process holds."""
-        return [s for s in self._segments.values() if not s.gone]
+        return [s for s in self._segments.values() if s.synced]
 
     # -- synchronisation --------------------------------------------------------
     def release(self) -> None:
@@ -218,7 +222,8 @@ class Registry:
     def _flush_dead(self) -> None:
         dead, self._dead = self._dead, []
         for seg in dead:
-            self._push(seg)
+            if seg.synced:
+                self._push(seg)
 
     def _push(self, seg: Segment) -> None:
         if seg.mem == seg.twin:  # memcmp: the common case costs microseconds per MB
