@@ -51,6 +51,11 @@ _SUBMODULES = {
     "multiprocessing.managers": {
         "BaseManager": ("faasmp.managers", "BaseManager"),
         "SyncManager": ("faasmp.managers", "SyncManager"),
+        "SharedMemoryManager": ("faasmp.managers", "SharedMemoryManager"),
+    },
+    "multiprocessing.shared_memory": {
+        "SharedMemory": ("faasmp.shared_memory", "SharedMemory"),
+        "ShareableList": ("faasmp.shared_memory", "ShareableList"),
     },
     "multiprocessing.process": {
         "current_process": ("faasmp.process", "current_process"),

@@ -261,7 +261,7 @@ def test_pickled_copies_share_data_and_released_data_errors(ctx):
     blob = cloudpickle.dumps(a)
     seg = sharedctypes.segment_of(a)
     seg.handle._release()  # the owner deletes the data (as when its object is garbage collected)
-    dsm.REGISTRY.forget(seg)  # ... and this process stops syncing it, like a process that never had it
+    dsm.REGISTRY.forget(seg.key)  # ... and this process stops syncing it, like a process that never had it
     with pytest.raises(RuntimeError, match="gone"):
         pickle.loads(blob)
 

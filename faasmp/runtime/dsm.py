@@ -195,12 +195,12 @@ class Registry:
         if mem != twin and not getattr(handle, "_owner", False):
             self._dead.append(Segment(handle, store, mem, twin, -1, False, session, key, ttl_ms))
 
-    def forget(self, seg: Segment) -> None:
-        """Stop synchronising *seg* (its segment was unlinked)."""
-        seg.gone = True
+    def forget(self, key: str) -> None:
+        """Stop synchronising the segment *key* (it was deleted)."""
         with self._lock:
-            if self._segments.get(seg.key) is seg:
-                del self._segments[seg.key]
+            seg = self._segments.pop(key, None)
+        if seg is not None:
+            seg.gone = True
 
     def live(self) -> list[Segment]:
         """The segments this process holds."""
