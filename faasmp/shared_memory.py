@@ -14,8 +14,9 @@ Semantics follow the stdlib's:
 * ``create=True`` with an existing name raises ``FileExistsError``;
   attaching a name that does not exist raises ``FileNotFoundError``;
   ``size`` must be positive when creating (``ValueError``).
-* ``close()`` ends this object's access (``BufferError`` while numpy arrays
-  or other views still export its buffer, as the stdlib); the block lives on.
+* ``close()`` ends this object's access; the block lives on.  Unlike the
+  stdlib it does not raise ``BufferError`` while numpy arrays made from
+  ``buf`` still exist: they keep working on this process's copy.
 * ``unlink()`` deletes the block (``FileNotFoundError`` if already deleted).
   Processes still attached keep their local copy, but it is no longer
   shared.  As on the stdlib, a block is not deleted when the object that
@@ -123,7 +124,7 @@ class SharedMemory:
     def close(self) -> None:
         """Stop using the block from this object (its last writes are shipped first)."""
         if self._buf is not None:
-            self._buf.release()  # BufferError while views still export it, as the stdlib
+            self._buf.release()
             self._buf = None
         if self._seg is not None:
             dsm.release()

@@ -305,7 +305,7 @@ def make_diff(mem: bytearray, twin: bytearray) -> Diff | None:
         lens = ends[i0:i1] - starts[i0:i1]
         changed = int(lens.sum())
         region = ne[lo:hi]
-        if changed + RUN_COST * (i1 - i0) <= 2 * (hi - lo):
+        if changed + RUN_COST * (i1 - i0) <= 2 * (hi - lo) + RUN_COST:
             exact += zip(starts[i0:i1].tolist(), lens.tolist(), strict=True)
             exact_data.append(snap[lo:hi][region].tobytes())
         else:
