@@ -52,10 +52,13 @@ logger = logging.getLogger(__name__)
 #: Region size for choosing how to ship a diff (exact runs or a byte mask).
 CHUNK = 64 * 1024
 #: Runs closer than this are logged as one range (pullers fetch the gap too:
-#: fewer, larger ranges; their own unreleased bytes are kept anyway).
-LOG_GAP = 64
-#: Cost, in bytes, of one exact run in a push (its "start:len," text and Lua work).
-RUN_COST = 12
+#: fewer, larger ranges; their own unreleased bytes are kept anyway).  Each
+#: range costs about 1.5 us of Lua and parsing, each byte a few ns.
+LOG_GAP = 256
+#: Cost, in bytes, of one exact run in a push compared with a masked region,
+#: which ships two bytes per byte but is merged by BITOP in C: a run costs
+#: about 1.5 us of Lua, a masked byte about 4 ns (measured, embedded server).
+RUN_COST = 256
 
 
 @functools.lru_cache(maxsize=1)
@@ -263,10 +266,10 @@ class Registry:
         if got.version < 0:
             seg.gone = True
             return
-        if got.ranges is None:
+        if got.spec is None:
             merge(seg.mem, seg.twin, [(0, len(got.data))], got.data)
-        elif got.ranges:
-            merge(seg.mem, seg.twin, got.ranges, got.data)
+        elif got.spec:
+            merge(seg.mem, seg.twin, _parse_spec(got), got.data)
         self.bytes_pulled += len(got.data)
         seg.version = max(seg.version, got.version)
 
@@ -286,12 +289,10 @@ def make_diff(mem: bytearray, twin: bytearray) -> Diff | None:
         return _diff_python(mem, twin)
     snap = np.array(np.frombuffer(mem, np.uint8))  # what we ship, even if another thread writes on
     old = np.frombuffer(twin, np.uint8)
-    ne = snap != old
-    edges = np.diff(ne.view(np.int8), prepend=np.int8(0), append=np.int8(0))
-    starts = np.flatnonzero(edges > 0)
-    if not len(starts):
+    runs = _changed_runs(np, snap, old)
+    if runs is None:
         return None
-    ends = np.flatnonzero(edges < 0)
+    starts, ends, ne = runs
     exact: list[tuple[int, int]] = []
     exact_data: list[bytes] = []
     masked: list[tuple[int, int]] = []
@@ -304,11 +305,14 @@ def make_diff(mem: bytearray, twin: bytearray) -> Diff | None:
         lo, hi = int(starts[i0]), int(ends[i1 - 1])
         lens = ends[i0:i1] - starts[i0:i1]
         changed = int(lens.sum())
-        region = ne[lo:hi]
         if changed + RUN_COST * (i1 - i0) <= 2 * (hi - lo) + RUN_COST:
             exact += zip(starts[i0:i1].tolist(), lens.tolist(), strict=True)
-            exact_data.append(snap[lo:hi][region].tobytes())
+            if i1 - i0 == 1:
+                exact_data.append(snap[lo:hi].tobytes())
+            else:
+                exact_data.append(snap[_positions(np, starts[i0:i1], lens, changed)].tobytes())
         else:
+            region = ne(lo, hi)
             masked.append((lo, hi - lo))
             masked_new.append(np.where(region, snap[lo:hi], 0).astype(np.uint8).tobytes())
             masked_mask.append((region.view(np.uint8) * 255).astype(np.uint8).tobytes())
@@ -318,6 +322,36 @@ def make_diff(mem: bytearray, twin: bytearray) -> Diff | None:
     log_ends = ends[np.concatenate((gaps, [len(ends) - 1]))]
     logged = list(zip(log_starts.tolist(), (log_ends - log_starts).tolist(), strict=True))
     return Diff(exact, b"".join(exact_data), masked, b"".join(masked_new), b"".join(masked_mask), logged)
+
+
+def _positions(np: Any, starts: Any, lens: Any, total: int) -> Any:
+    """The byte positions covered by runs (*starts*, *lens*), in order."""
+    offsets = np.cumsum(lens) - lens
+    return np.arange(total, dtype=np.int64) + np.repeat(starts - offsets, lens)
+
+
+def _changed_runs(np: Any, snap: Any, old: Any) -> tuple[Any, Any, Any] | None:
+    """(starts, ends, ne) of the runs of changed bytes; ``ne(lo, hi)`` is their mask there.
+
+    Few changes: compare 8-byte words, then bytes only within changed words
+    (work proportional to the changes).  Many: compare every byte.
+    """
+    n = len(snap)
+    nw = n // 8
+    words = np.flatnonzero(snap[: nw * 8].view(np.uint64) != old[: nw * 8].view(np.uint64))
+    tail = np.flatnonzero(snap[nw * 8 :] != old[nw * 8 :]) + nw * 8
+    if not len(words) and not len(tail):
+        return None
+    if len(words) * 64 < n:
+        w8 = (words[:, None] * 8 + np.arange(8)).ravel()
+        pos = np.concatenate((w8[snap[w8] != old[w8]], tail))
+        breaks = np.flatnonzero(np.diff(pos) != 1)
+        starts = pos[np.concatenate(([0], breaks + 1))]
+        ends = pos[np.concatenate((breaks, [len(pos) - 1]))] + 1
+        return starts, ends, lambda lo, hi: snap[lo:hi] != old[lo:hi]
+    ne = snap != old
+    edges = np.diff(ne.view(np.int8), prepend=np.int8(0), append=np.int8(0))
+    return np.flatnonzero(edges > 0), np.flatnonzero(edges < 0), lambda lo, hi: ne[lo:hi]
 
 
 def _runs(new: bytes, old: bytes | bytearray, base: int) -> Iterator[tuple[int, int]]:
@@ -356,7 +390,15 @@ def _diff_python(mem: bytearray, twin: bytearray, page: int = 4096) -> Diff | No
     return Diff(exact, b"".join(data), [], b"", b"", logged)
 
 
-def merge(mem: bytearray, twin: bytearray, ranges: list[tuple[int, int]], data: bytes) -> None:
+def _parse_spec(got: Pulled) -> Any:
+    """The pulled ranges as (start, length) pairs (a numpy array of them when numpy is there)."""
+    np = _numpy()
+    if np is None or got.spec is None:
+        return got.ranges()
+    return np.fromstring(got.spec.replace(b":", b","), sep=",", dtype=np.int64).reshape(-1, 2)
+
+
+def merge(mem: bytearray, twin: bytearray, ranges: Any, data: bytes) -> None:
     """Copy pulled *data* (the *ranges*' bytes, concatenated) into *mem* and *twin*.
 
     Bytes this process changed since its last synchronisation (``mem != twin``)
@@ -391,10 +433,9 @@ def merge(mem: bytearray, twin: bytearray, ranges: list[tuple[int, int]], data: 
             cur[start:end] = np.where(dirty, cur[start:end], piece) if dirty.any() else piece
             old[start:end] = piece
         return
-    starts = np.array([r[0] for r in ranges], dtype=np.int64)
-    lens = np.array([r[1] for r in ranges], dtype=np.int64)
-    offsets = np.concatenate(([0], np.cumsum(lens)[:-1]))
-    idx = np.arange(int(lens.sum()), dtype=np.int64) + np.repeat(starts - offsets, lens)
+    pairs = np.asarray(ranges, dtype=np.int64).reshape(-1, 2)
+    starts, lens = pairs[:, 0], pairs[:, 1]
+    idx = _positions(np, starts, lens, int(lens.sum()))
     here, before = cur[idx], old[idx]
     cur[idx] = np.where(here != before, here, new)
     old[idx] = new

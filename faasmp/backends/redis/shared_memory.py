@@ -145,10 +145,14 @@ class Pulled:
 
     #: The segment's version the puller now has (-1: the segment is gone).
     version: int
-    #: ``(start, length)`` ranges to overwrite, or None for the whole segment.
-    ranges: list[tuple[int, int]] | None
-    #: Their current bytes, concatenated (the whole segment if ``ranges`` is None).
+    #: The changed ranges as ``b"start:length,..."`` (``b""``: none), or None for the whole segment.
+    spec: bytes | None
+    #: Their current bytes, concatenated (the whole segment if ``spec`` is None).
     data: bytes
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """``spec`` as ``(start, length)`` pairs."""
+        return _parse(self.spec) if self.spec else []
 
 
 @dataclass(frozen=True)
@@ -176,7 +180,9 @@ def _spec(ranges: Sequence[tuple[int, int]]) -> str:
     return ",".join(f"{start}:{length}" for start, length in ranges)
 
 
-def _parse(spec: bytes) -> list[tuple[int, int]]:
+def _parse(spec: bytes | str) -> list[tuple[int, int]]:
+    if isinstance(spec, str):
+        spec = spec.encode()
     out = []
     for item in spec.split(b","):
         start, _, length = item.partition(b":")
@@ -255,31 +261,31 @@ class SharedMemoryStore:
         args: list[Any] = [writer, INLINE_PULL, *(version for _, version in segments)]
         replies = self._pull(keys=keys, args=args)
         out: list[Pulled | None] = []
-        fetch: list[tuple[int, str, list[tuple[int, int]] | None]] = []
+        fetch: list[tuple[int, str, bytes | None]] = []
         for i, ((key, _), reply) in enumerate(zip(segments, replies, strict=True)):
             version = int(reply[0])
             if len(reply) == 1:
-                out.append(Pulled(version, [], b""))
+                out.append(Pulled(version, b"", b""))
             elif len(reply) == 3:
-                out.append(Pulled(version, _parse(reply[1]), bytes(reply[2])))
+                out.append(Pulled(version, bytes(reply[1]), bytes(reply[2])))
             else:
                 out.append(None)
-                fetch.append((i, key, None if reply[1] == b"all" else _parse(reply[1])))
+                fetch.append((i, key, None if reply[1] == b"all" else bytes(reply[1])))
         if fetch:
             pipe = self._state.pipeline()
-            for _, key, ranges in fetch:
-                if ranges is None:
+            for _, key, spec in fetch:
+                if spec is None:
                     pipe.get(key)
                 else:
-                    for start, length in ranges:
+                    for start, length in _parse(spec):
                         pipe.getrange(key, start, start + length - 1)
             fetched = iter(pipe.execute())
-            for i, _, ranges in fetch:
+            for i, _, spec in fetch:
                 version = int(replies[i][0])
-                if ranges is None:
+                if spec is None:
                     data = next(fetched)
                     out[i] = Pulled(version if data is not None else -1, None, bytes(data or b""))
                 else:
-                    data = b"".join(bytes(next(fetched)) for _ in ranges)
-                    out[i] = Pulled(version, ranges, data)
+                    data = b"".join(bytes(next(fetched)) for _ in _parse(spec))
+                    out[i] = Pulled(version, spec, data)
         return [p for p in out if p is not None]
