@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 LOG_LENGTH = 64
 #: Changed bytes a pull returns through Lua; above this they are fetched with GETRANGE.
 INLINE_PULL = 256 * 1024
+#: Text of changed ranges a pull merges in Lua; above this the puller merges them.
+INLINE_RANGES = 16 * 1024
 SUFFIXES = ("", "v", "log")
 
 # KEYS[1] data, KEYS[2] version, KEYS[3] log, KEYS[4..6] scratch.
@@ -75,11 +77,12 @@ return v
 """
 
 # For each segment i: KEYS[3i-2] data, KEYS[3i-1] version, KEYS[3i] log;
-# ARGV[1] puller's writer id, ARGV[2] inline byte budget, ARGV[1+2i]... the
-# puller's version of segment i (ARGV[2 + i]).
+# ARGV[1] puller's writer id, ARGV[2] inline byte budget, ARGV[3] range-text
+# budget, ARGV[3 + i] the puller's version of segment i.
 # -> per segment {version} (nothing new), {-1} (gone), {version, 'all'} (too
 # far behind: fetch the whole segment), {version, ranges} (fetch these
-# ranges) or {version, ranges, bytes} (the ranges' current bytes, concatenated).
+# ranges), {version, 'specs', ranges, ranges, ...} (unmerged: many ranges) or
+# {version, ranges, bytes} (the ranges' current bytes, concatenated).
 # Ranges are "start:len,..." sorted and merged; versions written by the puller
 # itself are skipped (its buffer already holds them).
 _PULL = """
@@ -87,7 +90,7 @@ local out = {}
 local budget = tonumber(ARGV[2])
 for i = 1, #KEYS / 3 do
   local data, vkey, log = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
-  local mine = tonumber(ARGV[2 + i])
+  local mine = tonumber(ARGV[3 + i])
   local v = tonumber(redis.call('GET', vkey) or '-1')
   if v < 0 then
     out[i] = {-1}
@@ -99,16 +102,27 @@ for i = 1, #KEYS / 3 do
     if first_v > mine + 1 then
       out[i] = {v, 'all'}
     else
-      local ranges = {}
+      local specs, text = {}, 0
       for _, e in ipairs(redis.call('LRANGE', log, mine + 1 - first_v, -1)) do
         local writer, spec = string.match(e, '^%d+ (%S+) ?(.*)$')
-        if writer ~= ARGV[1] then
-          for off, len in string.gmatch(spec, '(%d+):(%d+)') do
-            ranges[#ranges + 1] = {tonumber(off), tonumber(off) + tonumber(len)}
-          end
+        if writer ~= ARGV[1] and spec ~= '' then
+          specs[#specs + 1] = spec
+          text = text + #spec
         end
       end
-      table.sort(ranges, function(a, b) return a[1] < b[1] end)
+      local ranges = {}
+      if text > tonumber(ARGV[3]) then
+        -- Many ranges: parsing and sorting them here would block the server;
+        -- the puller merges them and fetches their bytes itself.
+        out[i] = {v, 'specs', unpack(specs)}
+        specs = {}
+      end
+      for _, spec in ipairs(specs) do
+        for off, len in string.gmatch(spec, '(%d+):(%d+)') do
+          ranges[#ranges + 1] = {tonumber(off), tonumber(off) + tonumber(len)}
+        end
+      end
+      if #specs > 1 then table.sort(ranges, function(a, b) return a[1] < b[1] end) end
       local merged, total = {}, 0
       for _, r in ipairs(ranges) do
         local last = merged[#merged]
@@ -123,7 +137,9 @@ for i = 1, #KEYS / 3 do
         spec[k] = r[1] .. ':' .. (r[2] - r[1])
         total = total + r[2] - r[1]
       end
-      if #merged == 0 then
+      if out[i] then
+        -- already answered: 'specs'
+      elseif #merged == 0 then
         out[i] = {v}
       elseif total > budget then
         out[i] = {v, table.concat(spec, ',')}
@@ -188,6 +204,17 @@ def _parse(spec: bytes | str) -> list[tuple[int, int]]:
         start, _, length = item.partition(b":")
         out.append((int(start), int(length)))
     return out
+
+
+def _merge_specs(specs: Sequence[bytes]) -> bytes:
+    """Several range lists merged into one sorted list of disjoint ranges."""
+    merged: list[list[int]] = []
+    for start, length in sorted(r for spec in specs for r in _parse(spec)):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], start + length)
+        else:
+            merged.append([start, start + length])
+    return _spec([(start, end - start) for start, end in merged]).encode()
 
 
 class SharedMemoryStore:
@@ -258,7 +285,7 @@ class SharedMemoryStore:
         keys: list[str] = []
         for key, _ in segments:
             keys += self.keys(key)
-        args: list[Any] = [writer, INLINE_PULL, *(version for _, version in segments)]
+        args: list[Any] = [writer, INLINE_PULL, INLINE_RANGES, *(version for _, version in segments)]
         replies = self._pull(keys=keys, args=args)
         out: list[Pulled | None] = []
         fetch: list[tuple[int, str, bytes | None]] = []
@@ -266,26 +293,36 @@ class SharedMemoryStore:
             version = int(reply[0])
             if len(reply) == 1:
                 out.append(Pulled(version, b"", b""))
-            elif len(reply) == 3:
+            elif len(reply) == 3 and reply[1] != b"specs":
                 out.append(Pulled(version, bytes(reply[1]), bytes(reply[2])))
             else:
                 out.append(None)
-                fetch.append((i, key, None if reply[1] == b"all" else bytes(reply[1])))
+                if reply[1] == b"all":
+                    fetch.append((i, key, None))
+                elif reply[1] == b"specs":
+                    fetch.append((i, key, _merge_specs(reply[2:])))
+                else:
+                    fetch.append((i, key, bytes(reply[1])))
         if fetch:
             pipe = self._state.pipeline()
             for _, key, spec in fetch:
                 if spec is None:
                     pipe.get(key)
                 else:
-                    for start, length in _parse(spec):
-                        pipe.getrange(key, start, start + length - 1)
+                    # One GETRANGE over the ranges' span: thousands of small
+                    # commands cost more than the gaps' bytes (16 MiB, 1% of
+                    # elements changed at random: 253 ms -> 30 ms).
+                    ranges = _parse(spec)
+                    pipe.getrange(key, ranges[0][0], sum(ranges[-1]) - 1)
             fetched = iter(pipe.execute())
             for i, _, spec in fetch:
                 version = int(replies[i][0])
+                data = next(fetched)
                 if spec is None:
-                    data = next(fetched)
                     out[i] = Pulled(version if data is not None else -1, None, bytes(data or b""))
                 else:
-                    data = b"".join(bytes(next(fetched)) for _ in _parse(spec))
-                    out[i] = Pulled(version, spec, data)
+                    ranges = _parse(spec)
+                    base, span = ranges[0][0], memoryview(data)
+                    pieces = b"".join(span[s - base : s - base + n] for s, n in ranges)
+                    out[i] = Pulled(version, spec, pieces)
         return [p for p in out if p is not None]
