@@ -79,7 +79,7 @@ class SharedMemory:
         while True:
             block = name.lstrip("/") if name is not None else _PREFIX + secrets.token_hex(4)
             seg = dsm.REGISTRY.create(
-                dsm.NamedSegmentHandle(block, ctx=ctx, owner=True), bytes(size), exclusive=True
+                dsm.NamedSegmentHandle(block, ctx=ctx, owner=True), size, exclusive=True
             )
             if seg is not None:
                 return seg

@@ -183,6 +183,12 @@ def _reduce(self: Any) -> Any:
     return (_attach, (_type_spec(type(self).__mro__[1]), seg.handle))
 
 
+def _set_grain(seg: dsm.Segment | None, tp: Any) -> None:
+    """Ship an array of simple elements (int32, double, ...) in whole elements."""
+    if seg is not None and issubclass(tp, ctypes.Array) and issubclass(tp._type_, ctypes._SimpleCData):
+        seg.grain = ctypes.sizeof(tp._type_)
+
+
 def _attach(spec: Any, handle: dsm.SegmentHandle) -> Any:
     """Rebuild a pickled shared ctypes object over this process's copy of its segment."""
     seg = dsm.REGISTRY.attach(handle)
@@ -191,14 +197,17 @@ def _attach(spec: Any, handle: dsm.SegmentHandle) -> Any:
             f"faasmp shared memory {handle._oid}: its data in Redis is gone — released by the process "
             "that created it (garbage collected or the run shut down), or unused for longer than key_ttl"
         )
-    return _instance(_build_type(spec), seg)
+    tp = _build_type(spec)
+    _set_grain(seg, tp)
+    return _instance(tp, seg)
 
 
-def _share(local: Any, ctx: FaasContext | None) -> Any:
-    """A shared copy of the ctypes object *local* (a new segment)."""
+def _share(local: Any, ctx: FaasContext | None, *, zeros: bool = False) -> Any:
+    """A shared copy of the ctypes object *local* (a new segment); *zeros*: it is all zeros."""
     handle = dsm.SegmentHandle()
     handle._init_shared(ctx)
-    seg = dsm.REGISTRY.create(handle, _as_bytes(local))
+    seg = dsm.REGISTRY.create(handle, ctypes.sizeof(local) if zeros else _as_bytes(local))
+    _set_grain(seg, type(local))
     assert seg is not None  # a fresh random name cannot exist
     return _instance(type(local), seg)
 
@@ -353,10 +362,9 @@ def RawArray(typecode_or_type: Any, size_or_initializer: Any, *, ctx: FaasContex
     tp: Any = _resolve_type(typecode_or_type)
     if isinstance(size_or_initializer, int):
         local = (tp * size_or_initializer)()  # ValueError for negative sizes, like ctypes
-    else:
-        init = list(size_or_initializer)
-        local = (tp * len(init))(*init)
-    return _share(local, ctx)
+        return _share(local, ctx, zeros=True)
+    init = list(size_or_initializer)
+    return _share((tp * len(init))(*init), ctx)
 
 
 def _pick_lock(lock: Any, ctx: FaasContext | None) -> Any:

@@ -116,6 +116,8 @@ class Segment:
     session: Any = None
     key: str = ""
     ttl_ms: int = 0
+    #: Element size: changes are shipped in whole elements (see :func:`make_diff`).
+    grain: int = 1
 
     def __post_init__(self) -> None:
         if self.session is None:
@@ -158,8 +160,11 @@ class Registry:
         return store
 
     # -- segments ---------------------------------------------------------------
-    def create(self, handle: SegmentHandle, data: bytes, *, exclusive: bool = False) -> Segment | None:
-        """Store a new segment holding *data* and attach to it (None if *exclusive* and it exists)."""
+    def create(self, handle: SegmentHandle, data: bytes | int, *, exclusive: bool = False) -> Segment | None:
+        """Store a new segment holding *data* (an int: that many zeros) and attach to it.
+
+        None if *exclusive* and it exists.
+        """
         store = self._store(handle)
         if not store.create(handle.key(), data, handle._ttl_ms, exclusive=exclusive):
             return None
@@ -231,10 +236,10 @@ class Registry:
     def _push(self, seg: Segment) -> None:
         if seg.mem == seg.twin:  # memcmp: the common case costs microseconds per MB
             return
-        diff = make_diff(seg.mem, seg.twin)
+        diff = make_diff(seg.mem, seg.twin, seg.grain)
         if diff is None:
             return
-        version = seg.store.push(seg.key, diff, writer=self.writer, ttl_ms=seg.ttl_ms)
+        version = seg.store.push(seg.key, diff, writer=self.writer, ttl_ms=seg.ttl_ms, size=len(seg.mem))
         self.pushes += 1
         self.bytes_pushed += diff.nbytes
         if version < 0:
@@ -277,28 +282,40 @@ class Registry:
 # --- diffs ---------------------------------------------------------------------------
 
 
-def make_diff(mem: bytearray, twin: bytearray) -> Diff | None:
+def make_diff(mem: bytearray, twin: bytearray, grain: int = 1) -> Diff | None:
     """The bytes of *mem* that differ from *twin*; *twin* is updated to match what is shipped.
 
+    *grain* is the element size (2, 4 or 8 for arrays of such elements): a
+    changed element is shipped whole, even the bytes that kept their value
+    by chance (a sorted int32 array then changes in one run instead of one
+    run per few bytes).  That is safe because another process writing the
+    same element between the same synchronisations would be a data race.
     With numpy: exact runs where they are few, a byte mask over a region
-    where they are many (a sorted array changes most bytes but keeps some by
-    chance: shipping the region and a mask is cheaper than thousands of runs).
+    where they are many (shipping the region and a mask is cheaper than
+    thousands of runs).
     """
     np = _numpy()
     if np is None:
         return _diff_python(mem, twin)
-    snap = np.array(np.frombuffer(mem, np.uint8))  # what we ship, even if another thread writes on
-    old = np.frombuffer(twin, np.uint8)
-    runs = _changed_runs(np, snap, old)
-    if runs is None:
+    cur = np.frombuffer(mem, np.uint8)
+    old_all = np.frombuffer(twin, np.uint8)
+    span = _dirty_span(np, cur, old_all)
+    if span is None:
         return None
-    starts, ends, ne = runs
+    base, top = span
+    if grain in (2, 4, 8) and len(mem) % grain == 0:
+        base, top = base - base % grain, min(len(mem), top + (-top) % grain)
+    else:
+        grain = 1
+    snap = np.array(cur[base:top])  # what we ship, even if another thread writes on
+    old = old_all[base:top]
+    starts, ends, ne = _changed_runs(np, snap, old, grain)
     exact: list[tuple[int, int]] = []
     exact_data: list[bytes] = []
     masked: list[tuple[int, int]] = []
     masked_new: list[bytes] = []
     masked_mask: list[bytes] = []
-    bounds = np.searchsorted(starts, np.arange(0, len(mem) + CHUNK, CHUNK)).tolist()
+    bounds = np.searchsorted(starts, np.arange(0, len(snap) + CHUNK, CHUNK)).tolist()
     for i0, i1 in itertools.pairwise(bounds):
         if i0 == i1:
             continue
@@ -306,22 +323,32 @@ def make_diff(mem: bytearray, twin: bytearray) -> Diff | None:
         lens = ends[i0:i1] - starts[i0:i1]
         changed = int(lens.sum())
         if changed + RUN_COST * (i1 - i0) <= 2 * (hi - lo) + RUN_COST:
-            exact += zip(starts[i0:i1].tolist(), lens.tolist(), strict=True)
+            exact += zip((starts[i0:i1] + base).tolist(), lens.tolist(), strict=True)
             if i1 - i0 == 1:
                 exact_data.append(snap[lo:hi].tobytes())
             else:
                 exact_data.append(snap[_positions(np, starts[i0:i1], lens, changed)].tobytes())
         else:
             region = ne(lo, hi)
-            masked.append((lo, hi - lo))
+            masked.append((lo + base, hi - lo))
             masked_new.append(np.where(region, snap[lo:hi], 0).astype(np.uint8).tobytes())
             masked_mask.append((region.view(np.uint8) * 255).astype(np.uint8).tobytes())
         old[lo:hi] = snap[lo:hi]
     gaps = np.flatnonzero(starts[1:] - ends[:-1] > LOG_GAP)
     log_starts = starts[np.concatenate(([0], gaps + 1))]
     log_ends = ends[np.concatenate((gaps, [len(ends) - 1]))]
-    logged = list(zip(log_starts.tolist(), (log_ends - log_starts).tolist(), strict=True))
+    logged = list(zip((log_starts + base).tolist(), (log_ends - log_starts).tolist(), strict=True))
     return Diff(exact, b"".join(exact_data), masked, b"".join(masked_new), b"".join(masked_mask), logged)
+
+
+def _dirty_span(np: Any, cur: Any, old: Any) -> tuple[int, int] | None:
+    """[first, last + 1) of the bytes that differ, found by comparing 8-byte words; None if none."""
+    nw = len(cur) // 8
+    words = np.flatnonzero(cur[: nw * 8].view(np.uint64) != old[: nw * 8].view(np.uint64))
+    tail = np.flatnonzero(cur[nw * 8 :] != old[nw * 8 :]) + nw * 8
+    found = [int(words[0]) * 8, int(words[-1]) * 8 + 8] if len(words) else []
+    found += [int(tail[0]), int(tail[-1]) + 1] if len(tail) else []
+    return (min(found), max(found)) if found else None
 
 
 def _positions(np: Any, starts: Any, lens: Any, total: int) -> Any:
@@ -330,19 +357,24 @@ def _positions(np: Any, starts: Any, lens: Any, total: int) -> Any:
     return np.arange(total, dtype=np.int64) + np.repeat(starts - offsets, lens)
 
 
-def _changed_runs(np: Any, snap: Any, old: Any) -> tuple[Any, Any, Any] | None:
+def _changed_runs(np: Any, snap: Any, old: Any, grain: int = 1) -> tuple[Any, Any, Any]:
     """(starts, ends, ne) of the runs of changed bytes; ``ne(lo, hi)`` is their mask there.
 
     Few changes: compare 8-byte words, then bytes only within changed words
-    (work proportional to the changes).  Many: compare every byte.
+    (work proportional to the changes).  Many: compare every byte.  With a
+    *grain* > 1, compare elements of that size (whole elements are runs).
     """
     n = len(snap)
+    if grain > 1:
+        kind = {2: np.uint16, 4: np.uint32, 8: np.uint64}[grain]
+        ne_el = snap.view(kind) != old.view(kind)
+        edges = np.diff(ne_el.view(np.int8), prepend=np.int8(0), append=np.int8(0))
+        starts, ends = np.flatnonzero(edges > 0) * grain, np.flatnonzero(edges < 0) * grain
+        return starts, ends, lambda lo, hi: np.repeat(ne_el[lo // grain : hi // grain], grain)
     nw = n // 8
     words = np.flatnonzero(snap[: nw * 8].view(np.uint64) != old[: nw * 8].view(np.uint64))
-    tail = np.flatnonzero(snap[nw * 8 :] != old[nw * 8 :]) + nw * 8
-    if not len(words) and not len(tail):
-        return None
     if len(words) * 64 < n:
+        tail = np.flatnonzero(snap[nw * 8 :] != old[nw * 8 :]) + nw * 8
         w8 = (words[:, None] * 8 + np.arange(8)).ravel()
         pos = np.concatenate((w8[snap[w8] != old[w8]], tail))
         breaks = np.flatnonzero(np.diff(pos) != 1)
