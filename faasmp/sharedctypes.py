@@ -175,6 +175,9 @@ def _shared_class(tp: type) -> type:
 def _instance(tp: type, seg: dsm.Segment) -> Any:
     obj = _shared_class(tp).from_buffer(seg.mem)  # type: ignore[attr-defined]
     obj.__dict__[_SEGMENT] = seg  # keeps the segment (and its sync) alive with the object
+    # Whoever collects the shared objects an object consists of (a Manager
+    # deleting its objects at shutdown) finds the segment's keys here.
+    obj.__dict__["_faasmp_handle"] = seg.handle
     return obj
 
 
@@ -235,6 +238,9 @@ class SynchronizedBase:
         self._lock = lock if lock else (ctx or _default_ctx()).RLock()
         # faasmp locks synchronise the shared memory themselves.
         self._syncs = not isinstance(self._lock, SemLock)
+        seg = segment_of(obj)
+        if seg is not None:
+            self._handle = seg.handle  # the data's keys, for whoever releases the object's parts
 
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
         """Acquire the lock (see the lock's ``acquire``); then see others' released writes."""
