@@ -807,6 +807,16 @@ def evaluate_targets(results: dict[str, dict[str, Any]], params: dict[str, Any])
             f"{f:.2f} s vs {s:.2f} s = {f / s:.2f}x",
             f <= 1.5 * s,
         )
+    f, s = val("sort_views_s", "faasmp"), val("sort_views_s", "stdlib")
+    if f is not None and s:
+        add(
+            "in-place shared-array sort via numpy views within 1.5x of stdlib",
+            f"{f:.2f} s vs {s:.2f} s = {f / s:.2f}x",
+            f <= 1.5 * s,
+        )
+    f = val("sync_1mib_ms", "faasmp")
+    if f is not None:
+        add("a sync point on a 1 MiB array, 1% written, <= 2 ms", f"{f:.2f} ms", f <= 2.0)
     return out
 
 
