@@ -2294,9 +2294,8 @@ class SharedMemoryManager(BaseManager):
 
     def _check_started(self) -> None:
         if self._state.value != State.STARTED:
-            raise ProcessError(
-                f"{type(self).__name__} is not started: call start() or use it in a with block"
-            )
+            # ValueError, as the stdlib's (its client finds no address).
+            raise ValueError(f"{type(self).__name__} is not started: call start() or use it in a with block")
 
     def SharedMemory(self, size: int) -> Any:
         """A new :class:`faasmp.shared_memory.SharedMemory` of *size* bytes, unlinked at shutdown."""

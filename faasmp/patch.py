@@ -53,6 +53,7 @@ _SUBMODULES = {
         "SyncManager": ("faasmp.managers", "SyncManager"),
         "SharedMemoryManager": ("faasmp.managers", "SharedMemoryManager"),
     },
+    "multiprocessing.heap": {"BufferWrapper": ("faasmp.sharedctypes", "BufferWrapper")},
     "multiprocessing.shared_memory": {
         "SharedMemory": ("faasmp.shared_memory", "SharedMemory"),
         "ShareableList": ("faasmp.shared_memory", "ShareableList"),

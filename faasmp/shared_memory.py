@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import errno
 import multiprocessing.shared_memory as _std
-import secrets
 import types
 from typing import TYPE_CHECKING, Any
 
@@ -42,8 +41,6 @@ if TYPE_CHECKING:
     from .context import FaasContext
 
 __all__ = ["ShareableList", "SharedMemory"]
-
-_PREFIX = "psm_"  # the stdlib's prefix for generated names
 
 
 class SharedMemory:
@@ -70,14 +67,15 @@ class SharedMemory:
         seg = self._create(name, size, ctx) if create else self._attach(name or "", ctx)
         self._seg = seg
         self._store, self._key = seg.store, seg.key  # for unlink() after close()
-        self._name = seg.handle._oid
+        self._name = "/" + seg.handle._oid  # as the stdlib's POSIX names; .name drops the slash
         self._size = len(seg.mem)
         self._buf = memoryview(seg.mem)
 
     @staticmethod
     def _create(name: str | None, size: int, ctx: FaasContext) -> dsm.Segment:
         while True:
-            block = name.lstrip("/") if name is not None else _PREFIX + secrets.token_hex(4)
+            # Generated names come from the stdlib's own generator ("psm_" + hex).
+            block = (name if name is not None else _std._make_filename()).lstrip("/")  # type: ignore[attr-defined]
             seg = dsm.REGISTRY.create(
                 dsm.NamedSegmentHandle(block, ctx=ctx, owner=True), size, exclusive=True
             )
@@ -114,7 +112,7 @@ class SharedMemory:
     @property
     def name(self) -> str:
         """Unique name that identifies the block."""
-        return self._name
+        return self._name[1:]
 
     @property
     def size(self) -> int:
@@ -133,7 +131,7 @@ class SharedMemory:
     def unlink(self) -> None:
         """Delete the block for every process (``FileNotFoundError`` if already deleted)."""
         if not self._store.delete(self._key):
-            raise FileNotFoundError(errno.ENOENT, "No such file or directory", self._name)
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", self.name)
         dsm.REGISTRY.forget(self._key)
 
 

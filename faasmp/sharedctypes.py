@@ -44,6 +44,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -220,6 +221,41 @@ def segment_of(obj: Any) -> dsm.Segment | None:
     if isinstance(obj, SynchronizedBase):
         obj = obj.get_obj()
     return getattr(obj, "__dict__", {}).get(_SEGMENT)
+
+
+class BufferWrapper:
+    """A block of *size* shared bytes, as :class:`multiprocessing.heap.BufferWrapper`.
+
+    ``create_memoryview()`` returns a memoryview of this process's copy;
+    pickling sends only the block's name (the receiver attaches its own copy).
+    Code that keeps a counter in one under a lock (as CPython's own tests
+    do) works across faasmp processes: the lock synchronises the copies.
+    """
+
+    def __init__(self, size: int, *, ctx: FaasContext | None = None) -> None:
+        if not 0 <= size < sys.maxsize:
+            raise OverflowError(f"Size {size:n} out of range")
+        handle = dsm.SegmentHandle()
+        handle._init_shared(ctx)
+        seg = dsm.REGISTRY.create(handle, size)
+        assert seg is not None  # a fresh random name cannot exist
+        self._seg = seg
+
+    def create_memoryview(self) -> memoryview:
+        """A memoryview of the block (this process's copy)."""
+        return memoryview(self._seg.mem)
+
+    def __reduce__(self) -> Any:
+        return (_attach_buffer, (self._seg.handle,))
+
+
+def _attach_buffer(handle: dsm.SegmentHandle) -> BufferWrapper:
+    seg = dsm.REGISTRY.attach(handle)
+    if seg is None:
+        raise RuntimeError(f"faasmp shared memory {handle._oid}: its data in Redis is gone")
+    wrapper = BufferWrapper.__new__(BufferWrapper)
+    wrapper._seg = seg
+    return wrapper
 
 
 # --- synchronized wrappers ------------------------------------------------------------

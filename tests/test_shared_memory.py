@@ -218,7 +218,7 @@ def test_shared_memory_semantics_follow_the_stdlib(ctx):
         SharedMemory("faasmp_test_block", ctx=ctx)
 
 
-def test_shareable_list_and_manager_in_the_default_context():
+def test_shareable_list_and_manager_in_the_default_context(default_ctx):
     from faasmp.managers import SharedMemoryManager  # noqa: PLC0415
 
     with SharedMemoryManager() as smm:

@@ -23,22 +23,6 @@ _P = "WithProcesses"
 _M = "WithManager"
 
 NOT_APPLICABLE: dict[str, str] = {
-    # _DummyList, the suite's counter for Barrier tests, is a multiprocessing.heap.BufferWrapper:
-    # an anonymous mmap shared by fork, which cannot reach a worker on another machine.
-    **{
-        f"{_P}TestBarrier.{t}": "helper _DummyList is a heap.BufferWrapper (fork-shared mmap), unpicklable"
-        for t in (
-            "test_abort",
-            "test_abort_and_reset",
-            "test_action",
-            "test_barrier",
-            "test_barrier_10",
-            "test_default_timeout",
-            "test_reset",
-            "test_timeout",
-            "test_wait_return",
-        )
-    },
     # A faasmp Connection is a pair of Redis lists: no file descriptor to return or to pass.
     f"{_P}TestConnection.test_connection": (
         "asserts Connection.fileno() is an int; faasmp connections have no fd"
@@ -48,16 +32,6 @@ NOT_APPLICABLE: dict[str, str] = {
     f"{_P}TestConnection.test_missing_fd_transfer": "reduction.recv_handle needs the pipe's socket fd",
     f"{_P}TestPicklingConnections.test_pickling": (
         "sends stdlib socket Connections (fds) to the child process"
-    ),
-    # POSIX shared memory lives on one machine.
-    f"{_P}TestSharedMemory.test_shared_memory_across_processes": (
-        "the worker's own resource tracker unlinks the machine-local shm block when the worker exits"
-    ),
-    f"{_P}TestSharedMemory.test_shared_memory_SharedMemoryManager_basics": (
-        "SharedMemoryManager: a stdlib socket server for machine-local shared memory"
-    ),
-    f"{_P}TestSharedMemory.test_shared_memory_SharedMemoryServer_ignores_sigint": (
-        "SharedMemoryManager: a stdlib socket server for machine-local shared memory"
     ),
     # Managers listening on a TCP address with the xmlrpclib serializer, restarted on the same port.
     f"{_P}TestManagerRestart.test_rapid_restart": (
