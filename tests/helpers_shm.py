@@ -82,3 +82,11 @@ def write_odds_then_set(arr: Any, event: Any) -> None:
     view = np.frombuffer(arr, dtype=np.uint8)
     view[1::2] = 101
     event.set()
+
+
+def count_in_buffer(wrapper: Any, lock: Any, times: int) -> None:
+    """Increment an int32 counter kept in a heap.BufferWrapper under *lock* (CPython's _DummyList)."""
+    counter = wrapper.create_memoryview().cast("i")
+    for _ in range(times):
+        with lock:
+            counter[0] += 1

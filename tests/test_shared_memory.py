@@ -255,3 +255,18 @@ def test_segment_of_finds_the_segment_of_raw_and_synchronized_objects(ctx):
     assert seg is not None and seg is sharedctypes.segment_of(arr.get_obj())
     assert sharedctypes.segment_of(ctypes.c_int(1)) is None
     assert multiprocessing.get_start_method(allow_none=True) in (None, "fork", "spawn", "forkserver")
+
+
+def test_a_counter_in_a_buffer_wrapper_under_a_lock_counts_every_increment(ctx):
+    """As CPython's Barrier tests count arrivals. Mechanism: lock acquire/release synchronise."""
+    wrapper = sharedctypes.BufferWrapper(4, ctx=ctx)
+    lock = ctx.Lock()
+    procs = [ctx.Process(target=helpers_shm.count_in_buffer, args=(wrapper, lock, 20)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(90)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    assert wrapper.create_memoryview().cast("i")[0] == 60
+    with pytest.raises(OverflowError, match="out of range"):
+        sharedctypes.BufferWrapper(-1, ctx=ctx)
