@@ -190,6 +190,28 @@ def test_diff_ships_exact_runs_or_a_mask_and_merge_keeps_local_writes():
     assert other == expected and other_twin == mem
 
 
+def test_diff_and_merge_without_numpy_give_the_same_bytes(monkeypatch):
+    """The pure-Python path (numpy is optional): same result, exact runs only."""
+    rng = np.random.default_rng(5)
+    twin = bytearray(rng.integers(0, 256, 20_000, dtype=np.uint8).tobytes())
+    mem = bytearray(twin)
+    for i in rng.choice(20_000, 300, replace=False):
+        mem[i] = (mem[i] + 1) % 256
+    with_numpy = dsm.make_diff(mem, bytearray(twin))
+    monkeypatch.setattr(dsm, "_numpy", lambda: None)
+    old = bytearray(twin)
+    diff = dsm.make_diff(mem, old)
+    assert diff is not None and with_numpy is not None and old == mem
+    assert not diff.masked and sum(n for _, n in diff.exact) == 300
+    other, other_twin = bytearray(twin), bytearray(twin)
+    other[7] ^= 0xFF  # an unreleased local write
+    pulled = b"".join(bytes(mem[s : s + n]) for s, n in diff.logged)
+    dsm.merge(other, other_twin, diff.logged, pulled)
+    expected = bytearray(mem)
+    expected[7] = other[7]
+    assert other == expected and other_twin == mem
+
+
 def test_shared_memory_semantics_follow_the_stdlib(ctx):
     with pytest.raises(ValueError, match="positive"):
         SharedMemory(create=True, size=0, ctx=ctx)
