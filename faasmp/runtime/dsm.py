@@ -148,9 +148,19 @@ class Registry:
         self.bytes_pulled = 0
 
     def after_fork(self) -> None:
-        """In a forked child: a writer id of its own and a fresh lock."""
+        """In a forked child: a writer id of its own, a fresh lock and no segments.
+
+        faasmp forks a worker slot to run a Process; the child attaches the
+        segments its Process needs afresh (over its own Redis connection)
+        instead of inheriting the slot's copies and their connections.
+        """
         self.writer = secrets.token_hex(6)
         self._lock = threading.RLock()
+        for seg in list(self._segments.values()):
+            seg.gone = True
+        self._segments = weakref.WeakValueDictionary()
+        self._stores = {}
+        self._dead = []
 
     def _store(self, handle: SharedObject) -> SharedMemoryStore:
         state = handle._session.state
