@@ -90,3 +90,13 @@ def count_in_buffer(wrapper: Any, lock: Any, times: int) -> None:
     for _ in range(times):
         with lock:
             counter[0] += 1
+
+
+def write_then_drop(payload: list[Any]) -> None:
+    """Write through the only reference to a shared array, then drop it before the end."""
+    import gc  # noqa: PLC0415
+
+    arr = payload.pop()
+    np.frombuffer(arr)[:] = 7.0
+    del arr
+    gc.collect()

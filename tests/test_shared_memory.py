@@ -292,3 +292,13 @@ def test_a_counter_in_a_buffer_wrapper_under_a_lock_counts_every_increment(ctx):
     assert wrapper.create_memoryview().cast("i")[0] == 60
     with pytest.raises(OverflowError, match="out of range"):
         sharedctypes.BufferWrapper(-1, ctx=ctx)
+
+
+def test_writes_through_an_object_dropped_before_the_release_still_travel(ctx):
+    """Mechanism: a segment garbage collected with unreleased writes is shipped at the next release."""
+    arr = ctx.RawArray("d", 8)
+    p = ctx.Process(target=helpers_shm.write_then_drop, args=([arr],))
+    p.start()
+    p.join(90)
+    assert p.exitcode == 0
+    assert np.frombuffer(arr).tolist() == [7.0] * 8

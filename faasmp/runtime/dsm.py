@@ -30,6 +30,7 @@ which cost nothing while the process holds no segment.
 
 from __future__ import annotations
 
+import collections
 import functools
 import itertools
 import logging
@@ -138,7 +139,8 @@ class Registry:
         self._segments: weakref.WeakValueDictionary[str, Segment] = weakref.WeakValueDictionary()
         self._stores: dict[int, SharedMemoryStore] = {}
         # Buffers whose last local object died with unreleased writes: shipped at the next release.
-        self._dead: list[Segment] = []
+        # (A deque: the garbage collector may append from any thread while a release drains it.)
+        self._dead: collections.deque[Segment] = collections.deque()
         self._lock = threading.RLock()
         self.writer = secrets.token_hex(6)
         #: Counters for tests and the docs' cost figures.
@@ -160,7 +162,7 @@ class Registry:
             seg.gone = True
         self._segments = weakref.WeakValueDictionary()
         self._stores = {}
-        self._dead = []
+        self._dead = collections.deque()
 
     def _store(self, handle: SharedObject) -> SharedMemoryStore:
         state = handle._session.state
@@ -238,8 +240,8 @@ class Registry:
                 self._push(seg)
 
     def _flush_dead(self) -> None:
-        dead, self._dead = self._dead, []
-        for seg in dead:
+        while self._dead:
+            seg = self._dead.popleft()
             if seg.synced:
                 self._push(seg)
 
