@@ -32,6 +32,11 @@ def noop() -> None:
     pass
 
 
+def sleep(seconds: float) -> None:
+    """``time.sleep`` as a Python function (Lithops cannot inspect a builtin's signature)."""
+    time.sleep(seconds)
+
+
 def mc_chunk(args: tuple[int, int]) -> int:
     """Points of a pure-Python Monte Carlo run that fall inside the unit circle."""
     import random  # by-value functions carry no module globals

@@ -101,6 +101,7 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "warm_map_8": ("warm Pool(8).map overhead", "s", "lower"),
     "warm_map_32": ("warm Pool(32).map overhead", "s", "lower"),
     "process": ("Process start+join (warm)", "s", "lower"),
+    "bare_call": ("bare Lithops FunctionExecutor call of one function (cold)", "s", "lower"),
     "tiny_map_small": ("{tiny_small:,} tiny tasks, map, chunksize=1", "tasks/s", "higher"),
     "tiny_map_large": ("{tiny_large:,} tiny tasks, map, chunksize=1", "tasks/s", "higher"),
     "tiny_imapu_small": ("{tiny_small:,} tiny tasks, imap_unordered", "tasks/s", "higher"),
@@ -128,6 +129,7 @@ BENCHES: dict[str, tuple[tuple[str, ...], int]] = {
     "warm_8": (("warm_map_8",), 8),
     "warm_32": (("warm_map_32",), 32),
     "process": (("process",), 2),
+    "bare_call": (("bare_call",), 1),
     "tiny_map_small": (("tiny_map_small",), 8),
     "tiny_map_large": (("tiny_map_large",), 8),
     "tiny_imapu_small": (("tiny_imapu_small",), 8),
@@ -156,12 +158,14 @@ SCALE_METRICS = {
 LIMITS_FULL: dict[str, dict[str, float]] = {
     "stdlib": {b: 60.0 for b in BENCHES} | {"sort_shared": 120.0, "sort_pipes": 120.0, "sort_views": 120.0},
     "faasmp": {b: 90.0 for b in BENCHES} | {"sort_shared": 180.0, "sort_pipes": 180.0, "sort_views": 180.0},
+    # (lithops' limits below are per benchmark; bare_call is the same in every column)
     "lithops": {
         "first_8": 45.0,
         "first_32": 60.0,
         "warm_8": 60.0,
         "warm_32": 90.0,
         "process": 30.0,
+        "bare_call": 30.0,
         "tiny_map_small": 20.0,
         "tiny_map_large": 20.0,
         "tiny_imapu_small": 20.0,
@@ -249,6 +253,32 @@ def b_warm_8(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
 
 def b_warm_32(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
     return {"warm_map_32": bench_core.warm_map(impl, p, 32)}
+
+
+def b_bare_call(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
+    """Fresh interpreter: one ``lithops.FunctionExecutor().call_async(time.sleep, S)`` and its result, minus S.
+
+    The floor under a first ``Pool(n).map`` on Lithops: faasmp's target is
+    at most 1.2x this.  The implementation is not used (every column measures
+    the same call, under the same conditions as its own first map).
+    """
+    import lithops
+
+    s = p["sleep"]
+    phase("measure", kind="time", sub=s)
+    t0 = time.perf_counter()
+    # The localhost backend with this interpreter as its runtime, as faasmp's
+    # default and the lithops.mp column's config use.
+    config = {
+        "lithops": {"backend": "localhost", "storage": "localhost"},
+        "localhost": {"runtime": sys.executable},
+    }
+    fexec = lithops.FunctionExecutor(config=config)
+    fexec.call_async(bench_core.sleep, s)
+    fexec.get_result()
+    dt = time.perf_counter() - t0
+    fexec.clean()
+    return {"bare_call": {"value": dt - s, "total_s": dt}}
 
 
 def b_process(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
@@ -789,6 +819,33 @@ def evaluate_targets(results: dict[str, dict[str, Any]], params: dict[str, Any])
     f = val("pipe_rtt_p50", "faasmp")
     if f is not None:
         add("Pipe 1-byte RTT p50 <= 200 us", f"{f:.0f} us", f <= 200)
+    # issue 16: ratios to the stdlib and lithops.multiprocessing of the same run
+    for m, other, bound, what in (
+        ("pipe_mbps", "stdlib", 0.6, ">="),
+        ("queue_mbps", "stdlib", 0.6, ">="),
+        ("pipe_rtt_p50", "lithops", 0.3, "<="),
+        ("lock_us", "lithops", 0.3, "<="),
+        ("mgr_set_us", "lithops", 0.5, "<="),
+        ("mgr_get_us", "lithops", 0.5, "<="),
+    ):
+        f, o = val(m, "faasmp"), val(m, other)
+        if f is not None and o:
+            r = f / o
+            add(
+                f"{metric_label(m, params)} {what} {bound}x {IMPL_LABEL[other]}",
+                f"{r:.2f}x",
+                r >= bound if what == ">=" else r <= bound,
+            )
+    # The bare call's floor is the column without faasmp's own start-up running
+    # beside it (faasmp's child starts its server and warm pool at import).
+    bare = [v for v in (val("bare_call", i) for i in IMPLS) if v is not None]
+    f, b = val("first_map_8", "faasmp"), min(bare, default=None)
+    if f is not None and b:
+        add(
+            "first Pool(8).map <= 1.2x a bare Lithops call",
+            f"{f:.3f} s vs {b:.3f} s = {f / b:.2f}x",
+            f <= 1.2 * b,
+        )
     for m, what in (("pipe_mbps", "Pipe"), ("queue_mbps", "Queue")):
         f = val(m, "faasmp")
         if f is not None:
@@ -818,6 +875,29 @@ def evaluate_targets(results: dict[str, dict[str, Any]], params: dict[str, Any])
     if f is not None:
         add("a sync point on a 1 MiB array, 1% written, <= 2 ms", f"{f:.2f} ms", f <= 2.0)
     return out
+
+
+def run_counts(timeout_scale: float) -> dict[str, Any]:
+    """Round trips and commands per operation, measured in a fresh interpreter (bench_counts.py)."""
+    import subprocess
+
+    import bench_counts
+
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_counts.py")
+    try:
+        proc = subprocess.run(
+            [sys.executable, script, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=180 * timeout_scale,
+        )
+    except subprocess.TimeoutExpired:
+        return {"status": "timeout", "reason": f"over {180 * timeout_scale:.0f} s"}
+    if proc.returncode != 0:
+        return {"status": "error", "reason": proc.stderr[-2000:]}
+    counts = json.loads(proc.stdout)
+    table = bench_counts.table({k: bench_counts.OpCount(**v) for k, v in counts.items()})
+    return {"status": "ok", "counts": counts, "table": table}
 
 
 def scrub_paths(text: str) -> str:
@@ -873,6 +953,9 @@ def main() -> int:
         help="one child per implementation for all warm benchmarks (default: only with --ci)",
     )
     ap.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every time limit")
+    ap.add_argument(
+        "--no-counts", action="store_true", help="skip the round trips and commands per operation (faasmp)"
+    )
     ap.add_argument("--no-plots", action="store_true", help="no plots at all")
     ap.add_argument("--no-png", action="store_true", help="HTML plots only")
     ap.add_argument(
@@ -981,6 +1064,11 @@ def main() -> int:
         for t in targets:
             verdict = {True: "met", False: "NOT met", None: "undecided"}[t["met"]]
             print(f"  [{verdict}] {t['target']}: {t['measured']}")
+    op_counts = None
+    if "faasmp" in impls and not args.no_counts:
+        op_counts = run_counts(args.timeout_scale)
+        print("\nround trips and Redis commands per operation (faasmp; benchmarks/bench_counts.py):")
+        print(op_counts.get("table") or f"  {op_counts.get('status')}: {op_counts.get('reason', '')}")
     print(f"\ntotal benchmark time {total:.0f} s")
 
     import lithops
@@ -1013,6 +1101,7 @@ def main() -> int:
         "results": results,
         "scaling": scaling,
         "targets": targets,
+        "op_counts": op_counts,
         "table_markdown": render_markdown(results, scaling, params, impls),
     }
     if not args.no_plots:

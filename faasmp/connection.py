@@ -20,8 +20,8 @@ semantics, backed by Redis lists (one list per direction):
 **End of file, like OS pipes.**  Each end counts its open *handles* in Redis:
 the two objects :func:`Pipe` returns, and every copy made by pickling one
 (passing it to a ``Process``/``Pool``, putting it on a queue).  A handle is
-released by ``close()``, by garbage collection, or — for a copy used inside a
-remote ``Process`` — when that process exits, even if it was killed.  When no
+released by ``close()``, by garbage collection, or — for a copy in a remote
+``Process``, used or not — when that process exits, even if it was killed.  When no
 handle of the other end is left, ``recv`` on an empty pipe raises
 :class:`EOFError` and ``send`` raises :class:`BrokenPipeError` (like a socket,
 at the latest on the send after the one that found the reader gone; that
@@ -58,6 +58,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .backends.redis.pipes import RedisPipeEnd, create_pipe
 from .backends.state import CONNECTION_ERRORS, StateError
 from .runtime import dsm, pickling
 from .runtime.call import Signer, dumps_named, dumps_plain, signer
@@ -71,12 +72,6 @@ if TYPE_CHECKING:
 __all__ = ["Connection", "Pipe", "Signer", "sign_bytes", "verify_bytes", "wait"]
 
 _MAC_SIZE = 32
-#: Messages above this many bytes skip Lua: a Lua call copies its arguments
-#: (~2 ms per MB); a pipeline of plain commands hands them to Redis as they are.
-_BIG = 1 << 16
-#: What ``close()`` pushes onto the other end's list to wake a blocked reader.
-#: Never a message: every message carries a 32-byte signature.
-_WAKE = b""
 
 
 # --- signing raw bytes -------------------------------------------------------
@@ -92,114 +87,6 @@ def sign_bytes(body: bytes | memoryview, authkey: bytes) -> bytes:
 def verify_bytes(data: bytes, authkey: bytes) -> memoryview:
     """Check a payload made by :func:`sign_bytes` (or ``dumps``); return its body, uncopied."""
     return signer(authkey).verify(data)
-
-
-# --- Lua ---------------------------------------------------------------------
-
-# Is any handle of the end whose holder hash is KEYS[n] still open?  Holders
-# bound to a process (value = process id) die with it.
-_PEER_ALIVE = """
-local function peer_alive(hash, prefix)
-  local fields = redis.call('HGETALL', hash)
-  local alive = false
-  for i = 1, #fields, 2 do
-    local proc = fields[i + 1]
-    if proc == '' then
-      alive = true
-    else
-      local st = redis.call('HGET', prefix .. 'proc:' .. proc, 'state')
-      if st == false or st == 'exited' then
-        redis.call('HDEL', hash, fields[i])
-      else
-        alive = true
-      end
-    end
-  end
-  return alive
-end
-"""
-
-# KEYS: list to push to, holders of the reading end, own holders.  ARGV: blob, ttl.
-SEND = """
-if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
-local n = redis.call('RPUSH', KEYS[1], ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-redis.call('PEXPIRE', KEYS[3], ARGV[2])
-redis.call('PUBLISH', KEYS[1], '')
-return n
-"""
-
-# SEND without refreshing the holders' TTL (they are not written by a send;
-# SEND refreshes them every key_ttl/10 s): 4 Redis calls instead of 6,
-# ~16 instead of ~26 us of Redis time per message.
-SEND_LEAN = """
-if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
-local n = redis.call('RPUSH', KEYS[1], ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('PUBLISH', KEYS[1], '')
-return n
-"""
-
-# Take the next message, or report EOF.  KEYS: own list, holders of the other
-# end.  ARGV: run key prefix, ttl.  Returns {1, msg} | {0} (empty) | {2} (EOF).
-# At EOF a wake-up is left in the list so later blocking reads return at once.
-RECV_NOW = (
-    _PEER_ALIVE
-    + """
-while true do
-  local v = redis.call('LPOP', KEYS[1])
-  if not v then break end
-  if v ~= '' then return {1, v} end
-end
-if peer_alive(KEYS[2], ARGV[1]) then return {0} end
-redis.call('RPUSH', KEYS[1], '')
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return {2}
-"""
-)
-
-# Like RECV_NOW without taking anything: 1 = a message waits, 2 = EOF, 0 = neither.
-POLL = (
-    _PEER_ALIVE
-    + """
-while true do
-  local v = redis.call('LINDEX', KEYS[1], 0)
-  if not v then break end
-  if v ~= '' then return 1 end
-  redis.call('LPOP', KEYS[1])
-end
-if peer_alive(KEYS[2], ARGV[1]) then return 0 end
-redis.call('RPUSH', KEYS[1], '')
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 2
-"""
-)
-
-# Release one handle.  KEYS: own holders, other end's holders, the list the
-# other end reads, both lists.  ARGV: holder id, wake the other end (0/1), ttl.
-CLOSE = """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-if redis.call('HLEN', KEYS[1]) > 0 then return 1 end
-if redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('DEL', KEYS[4], KEYS[5])
-  return 2
-end
-if ARGV[2] == '1' then
-  redis.call('RPUSH', KEYS[3], '')
-  redis.call('PEXPIRE', KEYS[3], ARGV[3])
-  redis.call('PUBLISH', KEYS[3], '')
-end
-return 1
-"""
-
-# Tie a handle to the process that holds it (only while the handle is open).
-BIND = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
-"""
 
 
 def _current_proc_id() -> str | None:
@@ -280,40 +167,32 @@ class Connection(SharedObject):
         self._authkey: bytes = session.authkey
         self._signer = signer(session.authkey)
         self._ttl = int(session.config.key_ttl * 1000)
-        self._prefix = session.keys.prefix
         self._cap = max(0.05, float(session.config.heartbeat_interval))
         lists = (self.key("d0"), self.key("d1"))
         holders = (self.key("h0"), self.key("h1"))
-        self._rkey, self._wkey = lists[e], lists[1 - e]
-        self._own_h, self._peer_h = holders[e], holders[1 - e]
-        # Messages go through the thread's own connection (lowest latency);
-        # the release finalizer uses the pooled client, since it may run from
-        # garbage collection in the middle of a command on that connection.
-        direct = state.direct
-        self._direct = direct
-        self._send_script = direct.deferred_script(SEND)
-        self._send_lean_script = direct.deferred_script(SEND_LEAN)
+        self._rkey = lists[e]
+        self._own_h = holders[e]
+        # Messages go through the thread's own connection (lowest latency).
+        self._redis = RedisPipeEnd(
+            state,
+            read_list=lists[e],
+            write_list=lists[1 - e],
+            own_holders=holders[e],
+            peer_holders=holders[1 - e],
+            prefix=session.keys.prefix,
+            ttl_ms=self._ttl,
+        )
         # The holders' TTL is refreshed by a send at most this often (a tenth of it).
         self._holder_refresh = session.config.key_ttl / 10
         self._holders_fresh_until = 0.0
-        self._recv_script = direct.script(RECV_NOW)
-        self._poll_script = direct.script(POLL)
-        self._bind_script = direct.script(BIND)
-        # The other end reads from our write list only if it is readable.
-        wake = "1" if (self._duplex or e == 1) else "0"
         self._closed = False
         self._bound = False
         self._broken = False
         self._lost: BaseException | None = None
         self._on_send_reply = _send_reply_handler(weakref.ref(self))
-        self._releaser = weakref.finalize(
-            self,
-            _release_handle,
-            session,
-            state.script(CLOSE),
-            [self._own_h, self._peer_h, self._wkey, lists[0], lists[1]],
-            [self._holder, wake, self._ttl],
-        )
+        # The other end reads from our write list only if it is readable.
+        close, keys, args = self._redis.closer(lists, self._holder, wake_peer=self._duplex or e == 1)
+        self._releaser = weakref.finalize(self, _release_handle, session, close, keys, args)
 
     # -- pickling -----------------------------------------------------------
     def _getstate_extra(self) -> dict[str, Any]:
@@ -325,10 +204,7 @@ class Connection(SharedObject):
         """
         self._check_closed()
         ticket = secrets.token_hex(6)
-        pipe = self._state.pipeline()
-        pipe.hset(self._own_h, {ticket: ""})
-        pipe.pexpire(self._own_h, self._ttl)
-        pipe.execute()
+        self._redis.add_holder(ticket)
         return {"end": self._end, "duplex": self._duplex, "holder": ticket}
 
     def _setstate_extra(self, state: dict[str, Any]) -> None:
@@ -338,13 +214,19 @@ class Connection(SharedObject):
         self._writable = self._duplex or self._end == 1
         self._holder = state["holder"]
         self._setup()
+        # Unpickled in a remote Process (as its argument, or received there):
+        # bind now, not at first use, so the handle is released when that
+        # process ends even if it never used it; a reader waiting for EOF
+        # would otherwise wait forever.
+        if _current_proc_id():
+            self._bind()
 
     def _bind(self) -> None:
         """Tie this copy to the remote Process using it, so it closes when that process ends."""
         self._bound = True
         proc_id = _current_proc_id()
         if proc_id:
-            self._bind_script(keys=[self._own_h], args=[self._holder, proc_id, self._ttl])
+            self._redis.bind(self._holder, proc_id)
 
     # -- checks (stdlib messages) ----------------------------------------------
     def _check_closed(self) -> None:
@@ -429,7 +311,8 @@ class Connection(SharedObject):
             raise ValueError("size is negative")
         elif offset + size > n:
             raise ValueError("buffer length < offset + size")
-        self._send_blob(self._signer.sign(m[offset : offset + size]))
+        body = m[offset : offset + size]
+        self._send_signed(self._signer.mac(body), body)
 
     def send(self, obj: Any) -> None:
         """Send a picklable object (cloudpickle: lambdas and ``__main__`` classes too)."""
@@ -437,48 +320,31 @@ class Connection(SharedObject):
         self._check_writable()
         plain = dumps_plain(obj, self._authkey)  # the C pickler for plain data
         if plain is not None:
-            self._send_blob(plain)
+            view = memoryview(plain)
+            self._send_signed(view[:_MAC_SIZE], view[_MAC_SIZE:])
             return
         try:
-            blob = self._signer.sign(pickling.dumps(obj))
+            body = pickling.dumps(obj)
         except Exception:  # noqa: BLE001 - redo it to raise one clear error naming the pipe
-            blob = dumps_named(obj, self._authkey, f"an object sent on {self!r}")
-        self._send_blob(blob)
+            blob = memoryview(dumps_named(obj, self._authkey, f"an object sent on {self!r}"))
+            self._send_signed(blob[:_MAC_SIZE], blob[_MAC_SIZE:])
+            return
+        self._send_signed(self._signer.mac(body), body)
 
-    def _send_blob(self, blob: bytes) -> None:
+    def _send_signed(self, mac: Any, body: Any) -> None:
+        """Send one signed message: the signature and the body are written as they are."""
         dsm.release()  # a send is a release of shared memory
         if not self._bound:
             self._bind()
         self._check_earlier_sends()
-        wkey, peer_h, own_h, ttl = self._wkey, self._peer_h, self._own_h, self._ttl
-        if len(blob) <= _BIG:
-            # The reply is collected with this thread's next command: a send
-            # does not wait (see StateBackend.direct).
-            now = time.monotonic()
-            if now < self._holders_fresh_until:
-                self._send_lean_script([wkey, peer_h], [blob, ttl], self._on_send_reply)
-            else:
-                self._holders_fresh_until = now + self._holder_refresh
-                self._send_script([wkey, peer_h, own_h], [blob, ttl], self._on_send_reply)
-            self._check_earlier_sends()
-            return
-        else:
-            # SEND's steps as one pipeline (one round trip), the reader check first.
-            reader_open = self._direct.execute_many(
-                [
-                    ("EXISTS", peer_h),
-                    ("RPUSH", wkey, blob),
-                    ("PEXPIRE", wkey, ttl),
-                    ("PEXPIRE", peer_h, ttl),
-                    ("PEXPIRE", own_h, ttl),
-                    ("PUBLISH", wkey, ""),
-                ]
-            )[0]
-            if reader_open:
-                return
-            self._direct.execute_many([("DEL", wkey)])  # nobody will ever read it
-            self._broken = True  # readers never come back
-            self._check_earlier_sends()
+        # The reply is collected with this thread's next command: a send does
+        # not wait (see StateBackend.direct); a closed reader shows on a later send.
+        now = time.monotonic()
+        refresh = now >= self._holders_fresh_until
+        if refresh:
+            self._holders_fresh_until = now + self._holder_refresh
+        self._redis.pipe_send(mac, body, self._on_send_reply, refresh_holders=refresh)
+        self._check_earlier_sends()
 
     def _check_earlier_sends(self) -> None:
         """Report what the replies of earlier (deferred) sends said."""
@@ -489,21 +355,21 @@ class Connection(SharedObject):
             raise StateError(f"an earlier message sent on {self!r} was not delivered: {lost}")
 
     # -- receiving ----------------------------------------------------------------
-    def _recv_blob(self) -> bytes:
+    def _recv_blob(self) -> bytes | bytearray:
         """Block until a message arrives (returned) or the other end is closed (EOFError)."""
         if not self._bound:
             self._bind()
-        blpop, rkey = self._direct.blpop, [self._rkey]
+        redis, cap = self._redis, self._cap
         while True:
-            item = blpop(rkey, self._cap)
-            if item is not None and item[1]:
-                return item[1]
+            item = redis.pipe_recv(cap)
+            if item:
+                return item
             # A wake-up, or a quiet period: take a message or detect EOF atomically
             # (this also notices a peer process that died without closing).
-            res = self._recv_script(keys=[self._rkey, self._peer_h], args=[self._prefix, self._ttl])
-            if res[0] == 1:
-                return bytes(res[1])
-            if res[0] == 2:
+            status, msg = redis.pipe_recv_now()
+            if msg is not None:
+                return msg
+            if status == 2:
                 raise EOFError
 
     def recv_bytes(self, maxlength: int | None = None) -> bytes:
@@ -556,7 +422,7 @@ class Connection(SharedObject):
     def _poll_now(self) -> int:
         if not self._bound:
             self._bind()
-        return int(self._poll_script(keys=[self._rkey, self._peer_h], args=[self._prefix, self._ttl]))
+        return self._redis.pipe_poll()
 
     def poll(self, timeout: float | None = 0.0) -> bool:
         """Whether a message (or EOF) is waiting; waits up to *timeout* seconds (None = forever).
@@ -576,7 +442,7 @@ class Connection(SharedObject):
                 return False
             # Returns when the list has an element (a message or a wake-up);
             # the capped wait also notices a peer process that died.
-            self._direct.blmove_rotate(self._rkey, max(left, 0.001))
+            self._redis.pipe_wait(max(left, 0.001))
             if self._poll_now():
                 return True
 
@@ -595,12 +461,8 @@ def Pipe(duplex: bool = True, *, ctx: FaasContext | None = None) -> tuple[Connec
     c0 = Connection._make(None, ctx, 0, duplex)
     c1 = Connection._make(c0, ctx, 1, duplex)
     proc_id = _current_proc_id() or ""
-    pipe = c0._state.pipeline()
-    for c in (c0, c1):
-        pipe.hset(c._own_h, {c._holder: proc_id})
-        pipe.pexpire(c._own_h, c._ttl)
-        c._bound = True
-    pipe.execute()
+    create_pipe(c0._state, [(c._own_h, c._holder, proc_id) for c in (c0, c1)], c0._ttl)
+    c0._bound = c1._bound = True
     return c0, c1
 
 

@@ -190,7 +190,9 @@ class DependencyAnalyzer:
 
     def _classify(self, name: str, roots: tuple[str, ...]) -> str:
         top = name.split(".")[0]
-        if top in STDLIB or name == "__main__":
+        # The main module (in a worker also __mp_main__, its re-run copy that
+        # the client aliases to its own __main__) resolves on both sides.
+        if top in STDLIB or name in ("__main__", "__mp_main__"):
             return ModuleKind.STDLIB
         if top in _OWN:
             return ModuleKind.OWN

@@ -127,7 +127,9 @@ class Pool:
         self._meta: dict[tuple[int, int], tuple[float, float, float]] = {}
         self._fn_keys: set[bytes] = set()
         self._workers: dict[str, str] = {}  # slot id -> host id
-        self._leases: list[bytes] = []  # queued lease blobs, removable on terminate
+        # Leases not yet acknowledged by a worker's "started" (lease id -> blob):
+        # queued in the work queue, or taken by a slot whose start is in flight.
+        self._leases: dict[str, bytes] = {}
         self._lease_count = 0
         self._lost_unstarted = 0
         # Outstanding task blobs, kept to re-run a task whose worker died.
@@ -135,6 +137,12 @@ class Pool:
         self._blobs: dict[tuple[int, int], bytes] = {}
         self._tries: dict[tuple[int, int], int] = {}
         self._broken: BaseException | None = None
+        # Set by the handler when it reads the wake-up message that terminate()
+        # or join() pushes after every worker's sentinel: from then on it may
+        # delete the pool's keys once the last worker left (earlier, a sentinel
+        # pushed after the delete would recreate a key without a TTL).
+        self._dismissed = False
+        self._killing = False  # terminate(): a worker busy with a task is killed
         self._ttl_ms = int(session.config.heartbeat_interval * 6000)
         context._register_work(self)
         session.state.set(self._alive_key, b"1", px=self._ttl_ms)
@@ -153,6 +161,7 @@ class Pool:
         blobs = []
         for _ in range(n):
             self._lease_count += 1
+            lease_id = f"{self._pool_id}.{self._lease_count}"
             desc = {
                 "pool_id": self._pool_id,
                 "initializer": self._init_blob,
@@ -162,14 +171,16 @@ class Pool:
             }
             call = RemoteCall(
                 CallKind.POOL_WORKER,
-                f"{self._pool_id}.{self._lease_count}",
+                lease_id,
                 desc,
                 session.now(),
                 _log_level(),
                 patched=is_patched(),
             )
-            blobs.append(dumps(call, session.authkey))
-        self._leases.extend(blobs)
+            blob = dumps(call, session.authkey)
+            blobs.append(blob)
+            with self._lock:
+                self._leases[lease_id] = blob
         session.push_work(*blobs)
 
     @property
@@ -383,32 +394,79 @@ class Pool:
             self._state = CLOSE
 
     def terminate(self) -> None:
-        """Stop the workers now; outstanding results fail with :class:`PoolTerminated`."""
+        """Stop the workers now; outstanding results fail with :class:`PoolTerminated`.
+
+        Returns once every worker of the pool has left it (idle ones take a
+        sentinel, busy ones are killed by their host), normally within a few
+        milliseconds; it never waits more than 5 s.
+        """
         if self._state == TERMINATE:
             return
         self._state = TERMINATE
+        self._killing = True
         session = self._session
         if session.closed:
             return
-        k = session.keys
-        pipe = session.state.pipeline()
-        for blob in self._leases:
-            pipe.lrem(k.work, 1, blob)  # type: ignore[attr-defined]
-        with self._lock:
-            workers = dict(self._workers)
-        # Idle workers take a sentinel and go back to the warm pool; only the
-        # ones busy with a task are killed (by their host, which re-forks).
-        pipe.delete(self._tasks_key)
-        if workers:
-            pipe.lpush(self._tasks_key, *[dumps(None, session.authkey)] * len(workers))
-        for slot, host in workers.items():
-            pipe.rpush(k.host_ctl(host), f"killbusy {slot} {self._pool_id}".encode())
         try:
-            pipe.execute()
+            self._dismiss_workers(kill_busy=True)
         except Exception:  # noqa: BLE001 - terminate never raises on a dead backend
             logger.debug("faasmp pool terminate", exc_info=True)
+            self._dismissed = True  # no wake-up message will come
         self._fail_all(PoolTerminated("the pool was terminated before this task finished"))
-        self._handler.join(timeout=5)
+        self._join_handler(5.0)
+        if self._handler.is_alive() and threading.current_thread() is not self._handler:
+            with self._lock:
+                waiting = sorted(self._workers) + sorted(self._leases)
+            logger.warning(
+                "faasmp pool %s: workers %s did not leave within 5 s of terminate(); "
+                "their slots leave when they notice the pool is gone",
+                self._pool_id,
+                waiting,
+            )
+
+    def _dismiss_workers(self, *, kill_busy: bool) -> None:
+        """Withdraw queued leases and send one sentinel to every worker the pool has.
+
+        A worker is counted whether its "started" message was handled already
+        or is still on its way: a lease that is no longer in the work queue
+        was taken by a slot that will start serving this pool.  Without those,
+        a worker whose start crossed ``terminate()`` got no sentinel and the
+        handler waited (5 s) for its exit.  The handler leaves once every
+        worker acknowledged (``exit`` or ``lost``).
+        """
+        session = self._session
+        k = session.keys
+        with self._lock:
+            leases = dict(self._leases)
+        pipe = session.state.pipeline()
+        for blob in leases.values():
+            pipe.lrem(k.work, 1, blob)  # type: ignore[attr-defined]
+        removed = pipe.execute() if leases else []
+        with self._lock:
+            for lease_id, n in zip(leases, removed, strict=True):
+                if n:  # still queued: no slot will ever serve it
+                    self._leases.pop(lease_id, None)
+            workers = dict(self._workers)
+            # Leases taken by a slot whose "started" has not been handled yet.
+            starting = len(self._leases)
+        authkey = session.authkey
+        pipe = session.state.pipeline()
+        if kill_busy:
+            pipe.delete(self._tasks_key)  # tasks not started yet never run
+        if workers or starting:
+            pipe.lpush(self._tasks_key, *[dumps(None, authkey)] * (len(workers) + starting))
+        if kill_busy:
+            for slot, host in workers.items():
+                pipe.rpush(k.host_ctl(host), f"killbusy {slot} {self._pool_id}".encode())
+        # Last, the wake-up message (None): the handler, which may be blocked
+        # waiting for a result, learns that every sentinel is out.
+        pipe.rpush(self._results_key, dumps(None, authkey))
+        pipe.execute()
+
+    def _join_handler(self, timeout: float | None) -> None:
+        if threading.current_thread() is self._handler:
+            return  # terminate() from a callback: the handler finishes on its own
+        self._handler.join(timeout)
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the workers to finish (after :meth:`close` or :meth:`terminate`)."""
@@ -426,21 +484,20 @@ class Pool:
                 if deadline is not None and time.monotonic() >= deadline:
                     return
             self._release()
-        self._handler.join(timeout)
+        self._join_handler(timeout)
 
     def _release(self) -> None:
         """All work is done: send the workers home and delete the pool's keys."""
         session = self._session
         if session.closed:
             return
-        k = session.keys
-        pipe = session.state.pipeline()
-        for blob in self._leases:
-            pipe.lrem(k.work, 1, blob)  # type: ignore[attr-defined]
-        pipe.rpush(self._tasks_key, *[dumps(None, session.authkey)] * max(len(self._workers), 1))
-        pipe.delete(self._alive_key, self._funcs_key)
-        pipe.execute()
         self._state = TERMINATE
+        try:
+            self._dismiss_workers(kill_busy=False)
+            session.state.delete(self._alive_key, self._funcs_key)
+        except BaseException:
+            self._dismissed = True  # no wake-up message will come
+            raise
 
     def _fail_all(self, exc: BaseException) -> None:
         with self._lock:
@@ -476,15 +533,23 @@ class Pool:
     # -- results (called by the handler thread) ------------------------------
     def _on_message(self, msg: tuple[Any, ...]) -> bool:
         """Handle one message from the workers; False when the handler may stop."""
+        if msg is None:  # the wake-up message of _dismiss_workers: every sentinel is out
+            self._dismissed = True
+            return True
         kind = msg[0]
         if kind == "done":
             _, job, index, ok, value, timing = msg
             self._on_done(job, index, ok, value, timing)
         elif kind == "started":
+            _, slot, host, _pid, lease_id = msg
             with self._lock:
-                self._workers[msg[1]] = msg[2]
-                if self._leases:
-                    self._leases.pop(0)
+                self._workers[slot] = host
+                self._leases.pop(lease_id, None)
+            if self._killing:
+                # Its start crossed terminate(): a sentinel is queued for it, but
+                # it may have taken a task first; end that task as terminate() does.
+                ctl = self._session.keys.host_ctl(host)
+                self._session.state.rpush(ctl, f"killbusy {slot} {self._pool_id}".encode())
         elif kind == "exit":
             with self._lock:
                 self._workers.pop(msg[1], None)
@@ -495,7 +560,9 @@ class Pool:
             with self._lock:
                 was_started = self._workers.pop(slot, None) is not None
                 if self._leases and not was_started:
-                    self._leases.pop(0)  # the lease this slot had taken
+                    # The lease this slot had taken (the host does not know which:
+                    # any one, only the count matters once the slot is gone).
+                    self._leases.pop(next(iter(self._leases)))
             if self._state == TERMINATE:
                 return True
             # Workers dying before they ever start (a broken runtime) would be
@@ -606,7 +673,7 @@ def _handle_results(pool_ref: weakref.ref[Pool], session: Session, results_key: 
         pool = pool_ref()
         if pool is None or session.closed:
             return
-        if pool._state == TERMINATE and not pool._workers and not pool._cache:
+        if pool._dismissed and not pool._workers and not pool._leases and not pool._cache:
             _cleanup_keys(pool)
             return
         del pool

@@ -658,3 +658,13 @@ def _set_pool_worker_identity(desc: dict[str, Any], slot_id: str) -> None:
     proc._proc_id = None
     proc._config = {"daemon": True}
     _current_process = proc
+
+
+def _loading_remote_process(proc_id: str) -> None:
+    """Call in a worker's forked child before the Process *proc_id* is unpickled there.
+
+    What is unpickled with it then belongs to that process: a pipe end among
+    its arguments is bound to it at once (see :mod:`faasmp.connection`), so
+    it counts as closed when the process ends, even if it never used it.
+    """
+    _current_process._proc_id = proc_id

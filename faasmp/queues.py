@@ -37,10 +37,11 @@ from collections.abc import Callable
 from queue import Empty, Full
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .backends.redis.queues import RedisQueue
 from .backends.state import StateError
 from .connection import Signer
 from .runtime import dsm, pickling
-from .runtime.call import dumps_named, dumps_plain
+from .runtime.call import dumps_named, pickle_plain
 from .runtime.shared import SharedObject
 
 if TYPE_CHECKING:
@@ -49,68 +50,12 @@ if TYPE_CHECKING:
 
 __all__ = ["JoinableQueue", "Queue", "SimpleQueue"]
 
-#: Items above this many bytes are pushed without Lua where the queue allows
-#: it (unbounded queues): a Lua call copies its arguments (~2 ms per MB).
-_BIG = 1 << 16
-
 try:  # the stdlib's bound for "unbounded" queues
     from _multiprocessing import SemLock as _SemLock
 
     SEM_VALUE_MAX: int = _SemLock.SEM_VALUE_MAX
 except (ImportError, AttributeError):  # pragma: no cover - platforms without sem_open
     SEM_VALUE_MAX = 2**31 - 1
-
-# Push if there is room.  KEYS: items, space tokens, unfinished count, "all done"
-# flag list.  ARGV: blob, maxsize, ttl ms, joinable (0/1).  Returns 1, or 0 if full.
-PUT = """
-if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then
-  -- Full now: every space token left announces room someone already took.
-  redis.call('DEL', KEYS[2])
-  return 0
-end
-redis.call('RPUSH', KEYS[1], ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-if ARGV[4] == '1' then
-  if redis.call('INCR', KEYS[3]) == 1 then redis.call('DEL', KEYS[4]) end
-  redis.call('PEXPIRE', KEYS[3], ARGV[3])
-end
-return 1
-"""
-
-# Take the first item without blocking.  KEYS: items, space tokens.
-# ARGV: bounded (0/1), maxsize, ttl ms.
-GET_NOW = """
-local v = redis.call('LPOP', KEYS[1])
-if v and ARGV[1] == '1' then
-  redis.call('RPUSH', KEYS[2], '1')
-  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
-  redis.call('PEXPIRE', KEYS[2], ARGV[3])
-end
-return v
-"""
-
-# An item was taken by a blocking get: wake one blocked put.  KEYS: space tokens.
-SPACE_FREED = """
-redis.call('RPUSH', KEYS[1], '1')
-redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[1]) - 1)
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
-"""
-
-# KEYS: unfinished count, "all done" flag list.  ARGV: ttl ms.
-# Returns the new count, or -1 if there was no unfinished task.
-TASK_DONE = """
-local n = tonumber(redis.call('GET', KEYS[1]) or '0')
-if n <= 0 then return -1 end
-n = redis.call('DECR', KEYS[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-if n == 0 then
-  redis.call('DEL', KEYS[2])
-  redis.call('RPUSH', KEYS[2], '1')
-  redis.call('PEXPIRE', KEYS[2], ARGV[1])
-end
-return n
-"""
 
 
 def _check_maxsize(maxsize: Any) -> int:
@@ -142,8 +87,6 @@ class _ListQueue(SharedObject):
     _state: StateBackend
     _authkey: bytes
     _ttl: int
-    #: items, space tokens, unfinished count, "all done" flag (PUT's KEYS).
-    _put_keys: list[str]
 
     def _setup(self) -> None:
         session = self._session
@@ -152,13 +95,12 @@ class _ListQueue(SharedObject):
         self._signer = Signer(session.authkey)
         self._ttl = int(session.config.key_ttl * 1000)
         self._items = self.key("items")
-        # The thread's own connection: the lowest-latency path (see StateBackend.direct).
-        self._direct = self._state.direct
-        self._put_deferred = self._direct.deferred_script(PUT)
+        keys = [self._items, self.key("space"), self.key("unfinished"), self.key("done")]
+        self._redis = RedisQueue(self._state, keys, self._ttl)
         self._on_put_reply = _put_reply_handler(weakref.ref(self))
         self._lost: BaseException | None = None
 
-    def _push_unbounded(self, blob: bytes, joinable: str) -> None:
+    def _push_unbounded(self, mac: Any, body: Any, joinable: bool) -> None:
         """Push onto an unbounded queue without waiting for Redis' reply.
 
         The command is written at once and runs in order with this thread's
@@ -166,53 +108,30 @@ class _ListQueue(SharedObject):
         """
         self._check_lost()
         try:
-            if len(blob) > _BIG:
-                self._push_big(blob, joinable)
-            else:
-                self._put_deferred(
-                    self._put_keys, [blob, SEM_VALUE_MAX, self._ttl, joinable], self._on_put_reply
-                )
+            self._redis.queue_push(mac, body, joinable=joinable, on_reply=self._on_put_reply)
         except StateError:
             self._check_lost()  # the earlier put that was lost with the connection says more
             raise
         self._check_lost()
-
-    def _push_big(self, blob: bytes, joinable: str) -> None:
-        """PUT's steps for a large item on an unbounded queue, as plain commands in one trip."""
-        items, ttl = self._items, self._ttl
-        if joinable == "0":
-            self._direct.execute_many([("RPUSH", items, blob), ("PEXPIRE", items, ttl)])
-            return
-        unfinished, done = self._put_keys[2], self._put_keys[3]
-        # A transaction: a consumer must never see the item before it is counted.
-        self._direct.execute_many(
-            [
-                ("MULTI",),
-                ("RPUSH", items, blob),
-                ("PEXPIRE", items, ttl),
-                ("INCR", unfinished),
-                ("PEXPIRE", unfinished, ttl),
-                ("DEL", done),
-                ("EXEC",),
-            ]
-        )
 
     def _check_lost(self) -> None:
         lost, self._lost = self._lost, None
         if lost is not None:
             raise StateError(f"an earlier item put on {self!r} was not stored: {lost}")
 
-    def _dumps(self, obj: Any) -> bytes:
-        plain = dumps_plain(obj, self._authkey)  # the C pickler for plain data
-        if plain is not None:
-            return plain
-        try:
-            return self._signer.sign(pickling.dumps(obj))
-        except Exception:  # noqa: BLE001 - redo it to raise one clear error naming the queue
-            return dumps_named(obj, self._authkey, f"an item put on {self!r}")
+    def _dumps(self, obj: Any) -> tuple[Any, Any]:
+        """(signature, pickle) of *obj*, not joined: a large item is written from both as they are."""
+        body: Any = pickle_plain(obj)  # the C pickler for plain data
+        if body is None:
+            try:
+                body = pickling.dumps(obj)
+            except Exception:  # noqa: BLE001 - redo it to raise one clear error naming the queue
+                blob = memoryview(dumps_named(obj, self._authkey, f"an item put on {self!r}"))
+                return blob[:32], blob[32:]
+        return self._signer.mac(body), body
 
     def _size(self) -> int:
-        return int(self._state.llen(self._items))
+        return self._redis.queue_size()
 
     def __repr__(self) -> str:
         return f"<faasmp.queues.{type(self).__name__} {self._oid}>"
@@ -239,13 +158,8 @@ class Queue(_ListQueue):
     def _setup(self) -> None:
         super()._setup()
         self._closed = False
-        self._space = self.key("space")
-        self._bounded = "1" if self._maxsize < SEM_VALUE_MAX else "0"
-        self._put_script = self._direct.script(PUT)
-        self._get_script = self._direct.script(GET_NOW)
-        self._freed_script = self._direct.script(SPACE_FREED)
-        self._put_keys = [self._items, self._space, self.key("unfinished"), self.key("done")]
-        self._joinable = "0"
+        self._bounded = self._maxsize < SEM_VALUE_MAX
+        self._joinable = False
 
     def _getstate_extra(self) -> dict[str, Any]:
         return {"_maxsize": self._maxsize}
@@ -267,27 +181,27 @@ class Queue(_ListQueue):
         """
         self._check_open()
         dsm.release()  # a put is a release of shared memory
-        blob = self._dumps(obj)
-        if self._bounded == "0":
-            self._push_unbounded(blob, self._joinable)
+        mac, body = self._dumps(obj)
+        if not self._bounded:
+            self._push_unbounded(mac, body, self._joinable)
             return
-        args = [blob, self._maxsize, self._ttl, self._joinable]
-        if self._put_script(keys=self._put_keys, args=args):
+        redis, blob, maxsize, joinable = self._redis, b"".join((mac, body)), self._maxsize, self._joinable
+        if redis.queue_put(blob, maxsize, joinable=joinable):
             return
         if not block or (timeout is not None and timeout <= 0):
             raise Full
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if deadline is None:
-                self._direct.blpop([self._space], 0)
+                redis.queue_wait_space(0)
             else:
                 left = deadline - time.monotonic()
-                if left <= 0 or self._direct.blpop([self._space], _redis_timeout(left)) is None:
+                if left <= 0 or not redis.queue_wait_space(_redis_timeout(left)):
                     # One last try: room may have been made just as we gave up.
-                    if self._put_script(keys=self._put_keys, args=args):
+                    if redis.queue_put(blob, maxsize, joinable=joinable):
                         return
                     raise Full
-            if self._put_script(keys=self._put_keys, args=args):
+            if redis.queue_put(blob, maxsize, joinable=joinable):
                 return
 
     def put_nowait(self, obj: Any) -> None:
@@ -299,18 +213,15 @@ class Queue(_ListQueue):
         """Remove and return an item, waiting up to *timeout* seconds (``queue.Empty``)."""
         self._check_open()
         if not block or (timeout is not None and timeout <= 0):
-            blob = self._get_script(
-                keys=[self._items, self._space], args=[self._bounded, self._maxsize, self._ttl]
-            )
+            blob = self._redis.queue_get_now(bounded=self._bounded, maxsize=self._maxsize)
             if blob is None:
                 raise Empty
         else:
-            item = self._direct.blpop([self._items], 0 if timeout is None else _redis_timeout(timeout))
-            if item is None:
+            blob = self._redis.queue_get(0 if timeout is None else _redis_timeout(timeout))
+            if blob is None:
                 raise Empty
-            blob = item[1]
-            if self._bounded == "1":
-                self._freed_script(keys=[self._space], args=[self._maxsize, self._ttl])
+            if self._bounded:
+                self._redis.queue_space_freed(self._maxsize)
         dsm.acquire()  # a get is an acquire of shared memory
         return pickle.loads(self._signer.verify(blob))
 
@@ -358,14 +269,11 @@ class JoinableQueue(Queue):
 
     def _setup(self) -> None:
         super()._setup()
-        self._joinable = "1"
-        self._unfinished = self.key("unfinished")
-        self._done = self.key("done")
-        self._task_done_script = self._direct.script(TASK_DONE)
+        self._joinable = True
 
     def task_done(self) -> None:
         """Mark one task taken from the queue as finished."""
-        if self._task_done_script(keys=[self._unfinished, self._done], args=[self._ttl]) < 0:
+        if self._redis.task_done() < 0:
             raise ValueError("task_done() called too many times")
 
     def join(self, *, timeout: float | None = None) -> bool:
@@ -376,8 +284,7 @@ class JoinableQueue(Queue):
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            raw = self._state.get(self._unfinished)
-            if raw is None or int(raw) <= 0:
+            if self._redis.unfinished_tasks() <= 0:
                 return True
             if deadline is None:
                 wait = 0.0
@@ -386,10 +293,7 @@ class JoinableQueue(Queue):
                 if wait <= 0:
                     return False
                 wait = _redis_timeout(wait)
-            # The "done" list holds one element exactly while the count is 0
-            # (task_done fills it, put empties it): a non-destructive blocking
-            # read that any number of joiners can share.
-            self._direct.blmove_rotate(self._done, wait)
+            self._redis.wait_all_done(wait)
 
 
 class SimpleQueue(_ListQueue):
@@ -405,8 +309,6 @@ class SimpleQueue(_ListQueue):
     def _setup(self) -> None:
         super()._setup()
         self._closed = False
-        self._get_script = self._direct.script(GET_NOW)
-        self._put_keys = [self._items, self.key("space"), self.key("unfinished"), self.key("done")]
 
     def _setstate_extra(self, state: dict[str, Any]) -> None:
         self._setup()
@@ -419,7 +321,7 @@ class SimpleQueue(_ListQueue):
         """Put *obj* on the queue (sent to Redis before this returns; the reply is not awaited)."""
         self._check_open()
         dsm.release()
-        self._push_unbounded(self._dumps(obj), "0")
+        self._push_unbounded(*self._dumps(obj), False)
 
     def get(self, *, timeout: float | None = None) -> Any:
         """Remove and return an item, blocking until there is one.
@@ -428,10 +330,9 @@ class SimpleQueue(_ListQueue):
         """
         self._check_open()
         if timeout is not None and timeout <= 0:
-            blob = self._get_script(keys=[self._items, self._items], args=["0", SEM_VALUE_MAX, self._ttl])
+            blob = self._redis.queue_get_now(bounded=False, maxsize=SEM_VALUE_MAX)
         else:
-            item = self._direct.blpop([self._items], 0 if timeout is None else _redis_timeout(timeout))
-            blob = None if item is None else item[1]
+            blob = self._redis.queue_get(0 if timeout is None else _redis_timeout(timeout))
         if blob is None:
             raise Empty
         dsm.acquire()

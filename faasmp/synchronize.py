@@ -5,7 +5,7 @@ every object lives in Redis, so it works from every process of a run (the
 client, :class:`~faasmp.context.FaasContext.Process` children, pool workers) and
 pickles to them as a reference to the same keys.
 
-Design (DESIGN.md §1), and why:
+Design (the mapping is in docs/architecture.md, "The idea"), and why:
 
 * **Lock, RLock, Semaphore, BoundedSemaphore** are a hash holding the count
   (and, for locks, the owner) plus a *wake list*.  Acquiring is one Lua script
@@ -72,11 +72,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .backends.redis.events import RedisBarrier, RedisCondition, RedisEvent
+from .backends.redis.semaphores import RedisSemaphore
 from .runtime import dsm
 from .runtime.shared import SharedObject
 
 if TYPE_CHECKING:
-    from .backends.state import ScriptCall
     from .context import FaasContext
 
 __all__ = ["Barrier", "BoundedSemaphore", "Condition", "Event", "Lock", "RLock", "Semaphore"]
@@ -126,196 +127,6 @@ def _block_seconds(timeout: float | None) -> float:
 # --- Lua scripts (each one atomic step) -----------------------------------------
 
 
-def _hand_over(meta: str, wake: str, ttl: str) -> str:
-    """Lua releasing one unit of a semaphore: hand it to a registered waiter, or count it."""
-    return f"""
-if tonumber(redis.call('HGET', {meta}, 'w') or '0') > 0 then
-  redis.call('HINCRBY', {meta}, 'w', -1)
-  redis.call('RPUSH', {wake}, 1)
-  redis.call('PEXPIRE', {wake}, {ttl})
-else
-  redis.call('HINCRBY', {meta}, 'v', 1)
-end
-"""
-
-
-_SCRIPTS: dict[str, str] = {
-    # A semaphore is one hash: 'v' the count, 'w' the registered blocked waiters
-    # not yet served, 'max' (-1 unbounded), and for locks the owner ('id',
-    # 'name', recursion 'count').  A release with waiters hands its unit over
-    # by pushing a token to the wake list (the count stays 0); without waiters
-    # it increments the count.  A token no blocked client took at once (its
-    # waiter is between registering and BLPOP, timed out, or died) may be taken
-    # by the next acquirer, which then counts that waiter as unserved again.
-    # KEYS: meta, wake.  ARGV: me, name, ttl, recursive, track owner, count, register
-    # -> 1 acquired, 0 not (registered as a waiter if ARGV[7] = '1'), -1 gone
-    "sem_try": """
-local v = redis.call('HGET', KEYS[1], 'v')
-if not v then return -1 end
-if ARGV[4] == '1' and redis.call('HGET', KEYS[1], 'id') == ARGV[1] then
-  redis.call('HINCRBY', KEYS[1], 'count', 1)
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  return 1
-end
-if tonumber(v) > 0 then
-  redis.call('HINCRBY', KEYS[1], 'v', -1)
-elseif redis.call('LPOP', KEYS[2]) then
-  redis.call('HINCRBY', KEYS[1], 'w', 1)
-else
-  if ARGV[7] == '1' then
-    redis.call('HINCRBY', KEYS[1], 'w', 1)
-    redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  end
-  return 0
-end
-if ARGV[5] == '1' then
-  redis.call('HSET', KEYS[1], 'id', ARGV[1], 'name', ARGV[2], 'count', ARGV[6])
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
-""",
-    # After a blocking BLPOP got the token.  KEYS: meta.  ARGV: me, name, ttl, count
-    "sem_owned": """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-redis.call('HSET', KEYS[1], 'id', ARGV[1], 'name', ARGV[2], 'count', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
-""",
-    # A registered waiter stops waiting (timeout, interrupt).  KEYS: meta, wake
-    # -> 1 a token was there (the caller holds a unit after all), 0 unregistered
-    "sem_cancel": """
-if redis.call('LPOP', KEYS[2]) then return 1 end
-if tonumber(redis.call('HGET', KEYS[1], 'w') or '0') > 0 then
-  redis.call('HINCRBY', KEYS[1], 'w', -1)
-end
-return 0
-""",
-    # Give back a unit (an interrupted waiter got one).  KEYS: meta, wake.  ARGV: ttl
-    "sem_return": _hand_over("KEYS[1]", "KEYS[2]", "ARGV[1]"),
-    # KEYS: meta, wake.  ARGV: me, ttl, recursive
-    # -> remaining recursion count (0 = released), -1 gone, -2 not owner, -3 over-release
-    "sem_release": """
-local v = redis.call('HGET', KEYS[1], 'v')
-if not v then return -1 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-if ARGV[3] == '1' then
-  if redis.call('HGET', KEYS[1], 'id') ~= ARGV[1] then return -2 end
-  local left = redis.call('HINCRBY', KEYS[1], 'count', -1)
-  if left > 0 then return left end
-else
-  local maxv = tonumber(redis.call('HGET', KEYS[1], 'max'))
-  if maxv >= 0 and tonumber(v) + redis.call('LLEN', KEYS[2]) >= maxv then return -3 end
-end
-redis.call('HDEL', KEYS[1], 'id', 'name', 'count')
-"""
-    + _hand_over("KEYS[1]", "KEYS[2]", "ARGV[2]")
-    + """
-return 0
-""",
-    # Register a waiter and release the lock completely, atomically.
-    # KEYS: cond meta, cond queue, lock meta, lock wake list.  ARGV: me, wid, ttl
-    # -> the lock's recursion count, -1 gone, -2 lock not owned
-    "cond_wait": """
-if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
-if redis.call('HGET', KEYS[3], 'id') ~= ARGV[1] then return -2 end
-local count = tonumber(redis.call('HGET', KEYS[3], 'count'))
-redis.call('HDEL', KEYS[3], 'id', 'name', 'count')
-"""
-    + _hand_over("KEYS[3]", "KEYS[4]", "ARGV[3]")
-    + """
-redis.call('RPUSH', KEYS[2], ARGV[2])
-for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
-return count
-""",
-    # A waiter that timed out.  KEYS: queue, wake.  ARGV: wid -> 1 if notified meanwhile
-    "cond_cancel": """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then return 0 end
-redis.call('DEL', KEYS[2])
-return 1
-""",
-    # KEYS: cond meta, cond queue, lock meta.  ARGV: me, n (-1 = all), ttl, wake prefix
-    "cond_notify": """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if redis.call('HGET', KEYS[3], 'id') ~= ARGV[1] then return -2 end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-local n = tonumber(ARGV[2])
-local woken = 0
-while n < 0 or woken < n do
-  local wid = redis.call('LPOP', KEYS[2])
-  if not wid then break end
-  local k = ARGV[4] .. wid
-  redis.call('RPUSH', k, 1)
-  redis.call('PEXPIRE', k, ARGV[3])
-  woken = woken + 1
-end
-return woken
-""",
-    # KEYS: meta, flag.  ARGV: ttl, op ('set' | 'clear' | 'get') -> flag after op, -1 gone
-    "event": """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-if ARGV[2] == 'set' then
-  if redis.call('LLEN', KEYS[2]) == 0 then redis.call('RPUSH', KEYS[2], 1) end
-  redis.call('PEXPIRE', KEYS[2], ARGV[1])
-  return 1
-elseif ARGV[2] == 'clear' then
-  redis.call('DEL', KEYS[2])
-  return 0
-end
-if redis.call('LLEN', KEYS[2]) > 0 then return 1 end
-return 0
-""",
-    # KEYS: meta, queue.  ARGV: wid, ttl
-    # -> {-2} gone, {-1} broken, {index, 0} wait, {index, 1, wids of the generation...} last
-    "barrier_arrive": """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-2} end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-if redis.call('HGET', KEYS[1], 'broken') == '1' then return {-1} end
-local idx = redis.call('HINCRBY', KEYS[1], 'count', 1) - 1
-if idx + 1 < tonumber(redis.call('HGET', KEYS[1], 'parties')) then
-  redis.call('RPUSH', KEYS[2], ARGV[1])
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
-  return {idx, 0}
-end
-local out = redis.call('LRANGE', KEYS[2], 0, -1)
-redis.call('DEL', KEYS[2])
-redis.call('HSET', KEYS[1], 'count', 0)
-table.insert(out, 1, 1)
-table.insert(out, 1, idx)
-return out
-""",
-    # Wake waiters with an outcome.  ARGV: ttl, outcome, wake prefix, wids...
-    "barrier_wake": """
-for i = 4, #ARGV do
-  local k = ARGV[3] .. ARGV[i]
-  redis.call('RPUSH', k, ARGV[2])
-  redis.call('PEXPIRE', k, ARGV[1])
-end
-return #ARGV - 3
-""",
-    # Break (op 'break': also when a waiter with id ARGV[3] is still queued, if given)
-    # or reset (op 'reset').  KEYS: meta, queue.  ARGV: ttl, wake prefix, wid or '', op, extra wids...
-    # -> 1 done, 0 the waiter was no longer queued, -1 gone
-    "barrier_break": """
-if ARGV[3] ~= '' and redis.call('LREM', KEYS[2], 1, ARGV[3]) == 0 then return 0 end
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local broken = 1
-if ARGV[4] == 'reset' then broken = 0 end
-redis.call('HSET', KEYS[1], 'broken', broken, 'count', 0)
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-local ws = redis.call('LRANGE', KEYS[2], 0, -1)
-for i = 5, #ARGV do table.insert(ws, ARGV[i]) end
-redis.call('DEL', KEYS[2])
-for _, w in ipairs(ws) do
-  local k = ARGV[2] .. w
-  redis.call('RPUSH', k, 'broken')
-  redis.call('PEXPIRE', k, ARGV[1])
-end
-return 1
-""",
-}
-
-
 class _Synchronizer(SharedObject):
     """Shared plumbing: cached key names and Lua scripts."""
 
@@ -335,12 +146,6 @@ class _Synchronizer(SharedObject):
         if ttl is None:
             ttl = self.__dict__["_ttl_cache"] = self._ttl_ms
         return ttl
-
-    def _script(self, name: str) -> ScriptCall:
-        return self._cached_script(name, _SCRIPTS[name])
-
-    def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        return self._script(name)(keys=keys, args=args)
 
     def _gone(self) -> RuntimeError:
         return RuntimeError(
@@ -370,11 +175,16 @@ class SemLock(_Synchronizer):
             raise ValueError(f"semaphore initial value must be >= 0 and <= {SEM_VALUE_MAX}, got {value}")
         self._init_shared(ctx)
         self._maxvalue = maxvalue
-        meta = self._k()[0]
-        pipe = self._session.state.pipeline(transaction=True)
-        pipe.hset(meta, {"kind": type(self).__name__, "max": maxvalue, "v": value, "w": 0})
-        pipe.pexpire(meta, self._ttl)
-        pipe.execute()
+        self._redis.create(type(self).__name__, value, maxvalue)
+
+    @property
+    def _redis(self) -> RedisSemaphore:
+        """This semaphore's Redis state (made once per object, also in a copy)."""
+        sem: RedisSemaphore | None = self.__dict__.get("_redis_cache")
+        if sem is None:
+            meta, wake, _ = self._k()
+            sem = self.__dict__["_redis_cache"] = RedisSemaphore(self._session.state, meta, wake, self._ttl)
+        return sem
 
     def _getstate_extra(self) -> dict[str, Any]:
         return {"_maxvalue": self._maxvalue}
@@ -393,14 +203,12 @@ class SemLock(_Synchronizer):
 
     def _acquire(self, block: bool, timeout: float | None, count: int) -> bool:
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
-        meta, wake, _ = self._k()
+        sem = self._redis
         me = _IDENTITY.current()
         name = _owner_name() if self._track_owner else ""
         register = block and (timeout is None or timeout > 0)
-        got = self._run(
-            "sem_try",
-            [meta, wake],
-            [me, name, self._ttl, int(self._recursive), int(self._track_owner), count, int(register)],
+        got = sem.sem_try(
+            me, name, recursive=self._recursive, track_owner=self._track_owner, count=count, register=register
         )
         if got == 1:
             return True
@@ -411,21 +219,18 @@ class SemLock(_Synchronizer):
         # Registered as a waiter: a release now hands its unit to us via the wake list.
         try:
             left = None if deadline is None else deadline - time.monotonic()
-            woken = (left is None or left > 0) and (
-                self._session.state.blpop([wake], _block_seconds(left)) is not None
-            )
+            woken = (left is None or left > 0) and sem.sem_wait(_block_seconds(left))
             if not woken:
-                woken = self._run("sem_cancel", [meta, wake], []) == 1
+                woken = sem.sem_cancel()
         except BaseException:
             # Interrupted (Ctrl-C): stop waiting; a unit handed over meanwhile goes back.
-            if self._run("sem_cancel", [meta, wake], []) == 1:
-                self._run("sem_return", [meta, wake], [self._ttl])
+            if sem.sem_cancel():
+                sem.sem_return()
             raise
         if not woken:
             return False
-        if self._track_owner:
-            if self._run("sem_owned", [meta], [me, name, self._ttl, count]) == -1:
-                raise self._gone()
+        if self._track_owner and not sem.sem_owned(me, name, count):
+            raise self._gone()
         return True
 
     def release(self) -> None:
@@ -434,10 +239,7 @@ class SemLock(_Synchronizer):
         self._release_checked()
 
     def _release_checked(self) -> int:
-        meta, wake, _ = self._k()
-        left: int = self._run(
-            "sem_release", [meta, wake], [_IDENTITY.current(), self._ttl, int(self._recursive)]
-        )
+        left = self._redis.sem_release(_IDENTITY.current(), recursive=self._recursive)
         if left == -1:
             raise self._gone()
         if left == -2:
@@ -454,16 +256,8 @@ class SemLock(_Synchronizer):
 
     # -- introspection ------------------------------------------------------------
     def _snapshot(self) -> tuple[bool, int, dict[bytes, bytes]]:
-        """(exists, units available, meta hash with the owner) in one round trip.
-
-        Available units are the count plus handed-over units no waiter has taken yet.
-        """
-        meta, wake, _ = self._k()
-        pipe = self._session.state.pipeline()
-        pipe.hgetall(meta)
-        pipe.llen(wake)
-        own, pending = pipe.execute()
-        return bool(own), int(own.get(b"v", 0)) + int(pending), own
+        """(exists, units available, meta hash with the owner) in one round trip."""
+        return self._redis.snapshot()
 
     def get_value(self) -> int:
         """The semaphore's value now (a snapshot, as the stdlib's)."""
@@ -590,11 +384,17 @@ class Condition(_Synchronizer):
             )
         self._init_shared(ctx)
         self._lock: Lock | RLock = lock if lock is not None else RLock(ctx=self._ctx)
-        meta = self._k()[0]
-        pipe = self._session.state.pipeline(transaction=True)
-        pipe.hset(meta, {"kind": "Condition"})
-        pipe.pexpire(meta, self._ttl)
-        pipe.execute()
+        self._redis.create()
+
+    @property
+    def _redis(self) -> RedisCondition:
+        """This condition's Redis state (made once per object, also in a copy)."""
+        cond: RedisCondition | None = self.__dict__.get("_redis_cache")
+        if cond is None:
+            meta, queue, prefix = self._k()
+            cond = RedisCondition(self._session.state, meta, queue, prefix, self._ttl)
+            self.__dict__["_redis_cache"] = cond
+        return cond
 
     def _getstate_extra(self) -> dict[str, Any]:
         return {"_lock": self._lock}
@@ -615,7 +415,7 @@ class Condition(_Synchronizer):
 
     def __repr__(self) -> str:
         try:
-            waiters: int | str = int(self._session.state.llen(self._k()[1]))
+            waiters: int | str = self._redis.waiters()
         except Exception:  # noqa: BLE001 - repr never fails
             waiters = "unknown"
         return f"<{type(self).__name__}({self._lock}, {waiters})>"
@@ -624,7 +424,7 @@ class Condition(_Synchronizer):
     @property
     def _sleeping_count(self) -> _Gauge:
         """Waiters not yet notified (CPython's sleeping count minus woken count)."""
-        return _Gauge(lambda: int(self._session.state.llen(self._k()[1])))
+        return _Gauge(lambda: self._redis.waiters())
 
     @property
     def _woken_count(self) -> _Gauge:
@@ -641,12 +441,11 @@ class Condition(_Synchronizer):
 
         Returns ``False`` if *timeout* passed without a notification.
         """
-        meta, queue, prefix = self._k()
-        lmeta, lwake, _ = self._lock._k()
+        cond = self._redis
+        lock = self._lock._redis
         wid = secrets.token_hex(8)
-        wake = prefix + wid
         dsm.release()  # wait releases the lock
-        count = self._run("cond_wait", [meta, queue, lmeta, lwake], [_IDENTITY.current(), wid, self._ttl])
+        count = cond.cond_wait(lock.meta, lock.wake, _IDENTITY.current(), wid)
         if count == -1:
             raise self._gone()
         if count == -2:
@@ -654,10 +453,10 @@ class Condition(_Synchronizer):
         notified = False
         try:
             if timeout is None or timeout > 0:
-                notified = self._session.state.blpop([wake], _block_seconds(timeout)) is not None
+                notified = cond.cond_block(wid, _block_seconds(timeout))
         finally:
             if not notified:
-                notified = self._run("cond_cancel", [queue, wake], [wid]) == 1
+                notified = cond.cond_cancel(wid)
             self._lock._acquire(True, None, int(count))
             dsm.acquire()
         return notified
@@ -688,10 +487,7 @@ class Condition(_Synchronizer):
 
     def _notify(self, n: int) -> int:
         dsm.release()  # a notify is a release of shared memory
-        meta, queue, prefix = self._k()
-        woken: int = self._run(
-            "cond_notify", [meta, queue, self._lock._k()[0]], [_IDENTITY.current(), n, self._ttl, prefix]
-        )
+        woken = self._redis.cond_notify(self._lock._redis.meta, _IDENTITY.current(), n)
         if woken == -1:
             raise self._gone()
         if woken == -2:
@@ -710,15 +506,19 @@ class Event(_Synchronizer):
 
     def __init__(self, *, ctx: FaasContext | None = None) -> None:
         self._init_shared(ctx)
-        meta = self._k()[0]
-        pipe = self._session.state.pipeline(transaction=True)
-        pipe.hset(meta, {"kind": "Event"})
-        pipe.pexpire(meta, self._ttl)
-        pipe.execute()
+        self._redis.create()
+
+    @property
+    def _redis(self) -> RedisEvent:
+        """This event's Redis state (made once per object, also in a copy)."""
+        ev: RedisEvent | None = self.__dict__.get("_redis_cache")
+        if ev is None:
+            meta, flag, _ = self._k()
+            ev = self.__dict__["_redis_cache"] = RedisEvent(self._session.state, meta, flag, self._ttl)
+        return ev
 
     def _op(self, op: str) -> bool:
-        meta, flag, _ = self._k()
-        r = self._run("event", [meta, flag], [self._ttl, op])
+        r = self._redis.event_op(op)
         if r == -1:
             raise self._gone()
         return r == 1
@@ -746,10 +546,10 @@ class Event(_Synchronizer):
             return True
         if timeout is not None and timeout <= 0:
             return False
-        woken = self._session.state.blmove_rotate(self._k()[1], _block_seconds(timeout)) is not None
+        woken = self._redis.event_wait(_block_seconds(timeout))
         if woken:
             dsm.acquire()
-        return woken
+        return bool(woken)
 
     def __repr__(self) -> str:
         try:
@@ -789,11 +589,17 @@ class Barrier(_Synchronizer):
         self._parties = parties
         self._action = action
         self._timeout = timeout
-        meta = self._k()[0]
-        pipe = self._session.state.pipeline(transaction=True)
-        pipe.hset(meta, {"kind": "Barrier", "parties": parties, "count": 0, "broken": 0})
-        pipe.pexpire(meta, self._ttl)
-        pipe.execute()
+        self._redis.create(parties)
+
+    @property
+    def _redis(self) -> RedisBarrier:
+        """This barrier's Redis state (made once per object, also in a copy)."""
+        bar: RedisBarrier | None = self.__dict__.get("_redis_cache")
+        if bar is None:
+            meta, queue, prefix = self._k()
+            bar = RedisBarrier(self._session.state, meta, queue, prefix, self._ttl)
+            self.__dict__["_redis_cache"] = bar
+        return bar
 
     def _getstate_extra(self) -> dict[str, Any]:
         return {"_parties": self._parties, "_action": self._action, "_timeout": self._timeout}
@@ -808,9 +614,8 @@ class Barrier(_Synchronizer):
     def _wait(self, timeout: float | None) -> int:
         if timeout is None:
             timeout = self._timeout
-        meta, queue, _ = self._k()
         wid = secrets.token_hex(8)
-        reply = self._run("barrier_arrive", [meta, queue], [wid, self._ttl])
+        reply = self._redis.barrier_arrive(wid)
         index = int(reply[0])
         if index == -2:
             raise self._gone()
@@ -823,47 +628,42 @@ class Barrier(_Synchronizer):
         return self._await_release(index, wid, timeout)
 
     def _release_generation(self, waiters: list[str]) -> None:
-        meta, queue, prefix = self._k()
         try:
             if self._action is not None:
                 self._action()
         except BaseException:
-            self._run("barrier_break", [meta, queue], [self._ttl, prefix, "", "break", *waiters])
+            self._redis.barrier_break("break", extra=waiters)
             raise
         if waiters:
-            self._run("barrier_wake", [meta], [self._ttl, "ok", prefix, *waiters])
+            self._redis.barrier_wake(waiters)
 
     def _await_release(self, index: int, wid: str, timeout: float | None) -> int:
-        meta, queue, prefix = self._k()
-        wake = prefix + wid
-        state = self._session.state
+        bar = self._redis
         got = None
         if timeout is None or timeout > 0:
-            got = state.blpop([wake], _block_seconds(timeout))
+            got = bar.barrier_block(wid, _block_seconds(timeout))
         if got is None:
-            if self._run("barrier_break", [meta, queue], [self._ttl, prefix, wid, "break"]) != 0:
+            if bar.barrier_break("break", wid) != 0:
                 raise threading.BrokenBarrierError
             # The last party took this generation just now: its outcome follows
             # once the action has run (the stdlib waits for it as well).
-            got = state.blpop([wake], 0)
-        if got is None or got[1] != b"ok":
+            got = bar.barrier_block(wid, 0)
+        if got != b"ok":
             raise threading.BrokenBarrierError
         return index
 
     def reset(self) -> None:
         """Return to the empty state; current waiters get ``BrokenBarrierError``."""
-        meta, queue, prefix = self._k()
-        if self._run("barrier_break", [meta, queue], [self._ttl, prefix, "", "reset"]) == -1:
+        if self._redis.barrier_break("reset") == -1:
             raise self._gone()
 
     def abort(self) -> None:
         """Break the barrier: current and future waiters get ``BrokenBarrierError``."""
-        meta, queue, prefix = self._k()
-        if self._run("barrier_break", [meta, queue], [self._ttl, prefix, "", "break"]) == -1:
+        if self._redis.barrier_break("break") == -1:
             raise self._gone()
 
     def _fields(self) -> tuple[int, bool]:
-        raw = self._session.state.hgetall(self._k()[0])
+        raw = self._redis.barrier_fields()
         if not raw:
             raise self._gone()
         return int(raw.get(b"count", 0)), raw.get(b"broken") == b"1"

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 
 # Lithops keeps its working files in a temp dir shared by all runs of a user;
-# give this test run its own before anything imports lithops (DESIGN §7).
+# give this test run its own before anything imports lithops (docs/architecture.md, "Pitfalls").
 _RUN_TMP = tempfile.mkdtemp(prefix="faasmp-tests-")
 os.environ["TMPDIR"] = _RUN_TMP
 tempfile.tempdir = None

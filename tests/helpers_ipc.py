@@ -95,3 +95,16 @@ def later(delay: float, fn: Any, *args: Any) -> threading.Thread:
     t = threading.Thread(target=run, daemon=True)
     t.start()
     return t
+
+
+def send_os_connection(conn: Any) -> None:
+    """What CPython's test_pickling does: send an OS-level connection over a faasmp pipe."""
+    import multiprocessing.connection  # noqa: PLC0415
+
+    r, w = multiprocessing.connection.Pipe()
+    w.send("unreachable")
+    conn.send(r)
+
+
+def ignore_args(*args: Any) -> None:
+    """A process that never touches what it was given."""

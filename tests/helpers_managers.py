@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import multiprocessing.managers
+import time
 from typing import Any
 
 from faasmp.managers import BaseProxy, ManagerShutdownError, SyncManager
@@ -227,3 +228,9 @@ def lock_increment(lock: Any, ns: Any, n: int) -> None:
 
 def queue_roundtrip(q: Any, out: Any) -> None:
     out.put(q.get(timeout=30) * 2)
+
+
+def sleep_then_set_keys(d: Any, delay: float, n: int) -> None:
+    """Use a proxy some time after the parent may have dropped its own."""
+    time.sleep(delay)
+    set_keys(d, 0, n)

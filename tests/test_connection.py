@@ -6,7 +6,10 @@ import array
 import gc
 import hashlib
 import hmac
+import os
 import pickle
+import re
+import secrets
 import threading
 import time
 
@@ -303,6 +306,66 @@ def test_unpicklable_object_names_the_pipe(ctx):
         a.send(threading.Lock())
 
 
+def test_os_level_connections_and_listeners_fail_fast_naming_the_object(ctx):
+    """Issue 14: CPython's test_pickling sent a multiprocessing.connection.Connection.
+
+    cloudpickle pickled it as its bare file descriptor number; the receiver
+    then read an unrelated descriptor of its own and blocked until killed.
+    """
+    import multiprocessing.connection as mpc  # noqa: PLC0415
+
+    a, b = ctx.Pipe()
+    r, w = mpc.Pipe()
+    listener = mpc.Listener()
+    try:
+        fd_error = (
+            r"cannot pickle 'multiprocessing\.connection\.Connection' object: "
+            r"it is an OS-level connection \(file descriptor \d+\)"
+        )
+        with pytest.raises(TypeError, match=fd_error):
+            a.send(r)
+        where = re.escape(repr(listener.address))
+        with pytest.raises(
+            TypeError, match=rf"'multiprocessing\.connection\.Listener' object: it listens on {where}"
+        ):
+            a.send({"listener": listener})
+        with pytest.raises(TypeError, match=fd_error):
+            ctx.Process(target=helpers_ipc.echo, args=(w,)).start()
+        a.send("still usable")  # nothing half-sent
+        assert b.recv() == "still usable"
+        assert not b.poll(0)
+    finally:
+        for c in (r, w, listener):
+            c.close()
+
+
+def test_remote_process_sending_an_os_connection_fails_and_the_reader_gets_eof(ctx, capsys):
+    """The same from a remote process, as in CPython's test: an error there, never a hang here."""
+    r, w = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=helpers_ipc.send_os_connection, args=(w,))
+    p.start()
+    w.close()
+    assert r.poll(60), "the reader neither got a message nor end of file"
+    with pytest.raises(EOFError):
+        r.recv()
+    p.join(30)
+    assert p.exitcode == 1
+    assert "cannot pickle 'multiprocessing.connection.Connection' object" in capsys.readouterr().err
+
+
+def test_eof_when_the_remote_writer_exits_without_ever_using_its_end(ctx):
+    """A copy unpickled in a Process is released when it ends, used or not (it held the end forever)."""
+    r, w = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=helpers_ipc.ignore_args, args=(w,))
+    p.start()
+    w.close()
+    assert r.poll(60), "the reader never got end of file"
+    with pytest.raises(EOFError):
+        r.recv()
+    p.join(30)
+    assert p.exitcode == 0
+
+
 def test_bad_arguments(ctx):
     with pytest.raises(TypeError, match="duplex must be a bool"):
         Pipe("yes", ctx=ctx)  # type: ignore[arg-type]
@@ -420,3 +483,31 @@ def test_connection_passed_to_a_pool_worker(ctx):
     with ctx.Pool(1) as pool:
         assert pool.apply(helpers_ipc.pool_send, (w, 42)) == "sent"
     assert r.recv() == 42
+
+
+@pytest.mark.parametrize("size", [0, 1, 31, 32, 33, 65_503, 65_504, 65_505, 65_536, 200_003, (1 << 20) + 7])
+def test_messages_of_every_size_around_the_read_boundaries_arrive_intact(ctx, size):
+    # Around the Lua threshold (64 KiB with the 32-byte signature), the
+    # 64 KiB first read of a popped element, and a send whose deferred reply
+    # arrives together with the next pop's.
+    a, b = ctx.Pipe()
+    data = os.urandom(size)
+    a.send_bytes(data)
+    assert b.recv_bytes() == data
+    b.send_bytes(data)
+    a.send(("ack", size))  # deferred: its reply is read with the next pop
+    assert a.recv_bytes() == data
+    assert b.recv() == ("ack", size)
+
+
+def test_a_popped_element_is_read_into_one_buffer_not_through_the_parser(ctx):
+    # hiredis copies a reply from its 32 KiB buffer into a bytes object (~1.5 ms
+    # of CPU per MiB here); blpop_buffer receives the element straight into
+    # one bytearray.
+    state = ctx.session.state
+    key = ctx.session.keys.k("test", secrets.token_hex(4))
+    big = os.urandom(1 << 20)
+    state.rpush(key, big)
+    got = state.direct.blpop_buffer(key, 5)
+    assert type(got) is bytearray and got == big
+    assert state.direct.blpop_buffer(key, 0.01) is None  # a timeout is None, as BLPOP's

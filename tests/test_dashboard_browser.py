@@ -9,7 +9,7 @@ widget".  The screenshot of the cell is saved in the test's temp dir; with
 
 Uses Debian's ``chromium`` (``.ci/run`` installs it; playwright cannot
 download browsers here), ``--no-sandbox`` because CI runs as root, and
-JupyterLab settings from DESIGN §7 (``autoStartDefaultKernel``,
+JupyterLab settings from docs/architecture.md, "Pitfalls" (``autoStartDefaultKernel``,
 ``windowingMode: "none"`` so every cell is attached and renders).
 """
 
@@ -71,7 +71,7 @@ class JupyterLab:
             path.write_text(json.dumps(values))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FAASMP_", "JUPYTER"))}
         env.update(
-            TMPDIR=str(base),  # Lithops isolation for the kernel this server starts (DESIGN §7)
+            TMPDIR=str(base),  # Lithops isolation for its kernel (docs/architecture.md)
             JUPYTERLAB_SETTINGS_DIR=str(settings),
             JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
             JUPYTER_RUNTIME_DIR=str(base / "runtime"),

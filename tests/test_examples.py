@@ -50,7 +50,7 @@ MODES = {"python": [], "faasmp run": ["-m", "faasmp", "run"]}
 
 def _run(example: str, mode: str) -> tuple[subprocess.CompletedProcess[str], pathlib.Path]:
     # Each run gets its own temp dir: Lithops' localhost backend keeps its
-    # jobs in a temp folder shared by every process of the user (DESIGN §7).
+    # jobs in a temp folder shared by every process of the user (docs/architecture.md, "Pitfalls").
     tmp = tempfile.mkdtemp(prefix="faasmp-example-")
     args = [str(EXAMPLES / example)] if example != "montecarlo_pi.py" else [str(EXAMPLES / example), "6"]
     res = subprocess.run(

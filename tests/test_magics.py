@@ -5,7 +5,7 @@
   default context (real workers): argument errors, stdlib restored, names
   swapped, ``--stats``.
 * Notebooks under ``tests/notebooks/`` run in a real IPython kernel (nbclient)
-  with their own ``TMPDIR`` (Lithops isolation, DESIGN §7): results, forwarded
+  with their own ``TMPDIR`` (Lithops isolation, docs/architecture.md "Pitfalls"): results, forwarded
   prints from background threads, remote tracebacks, widget outputs and comm
   updates sent while the cell runs, the static fallback, and Ctrl-C cancelling
   the cell's remote work.

@@ -418,6 +418,83 @@ def test_shutdown_deletes_every_object_and_proxies_fail_clearly(ctx):
             op()
 
 
+def test_number_of_objects_counts_live_objects_and_returns_to_zero(manager, ctx):
+    """Issue 14: CPython's manager tests end with ``_number_of_objects()``/``_debug_info()``.
+
+    Objects are counted like the stdlib server's refcounts: freed (their keys
+    deleted) when the last proxy, copy or container holding them is gone.
+    """
+    import gc  # noqa: PLC0415
+
+    m = manager
+    assert m._number_of_objects() == 0
+    assert m._debug_info() == ""
+    d, lst, ns, v = m.dict(a=1), m.list([1]), m.Namespace(x=1), m.Value("i", 3)
+    lock, q = m.Lock(), m.Queue()
+    assert m._number_of_objects() == 6
+    info = m._debug_info()
+    assert info.count("refcount=1") == 6
+    for typeid in ("dict", "list", "Namespace", "Value", "Lock", "Queue"):
+        assert f"{typeid} object" in info
+    assert f"  {d._oid}:       refcount=1\n    dict object" in info  # the stdlib's layout
+
+    copy = pickle.loads(cloudpickle.dumps(d))  # a second reference to the same object
+    assert f"{d._oid}:       refcount=2" in m._debug_info()
+    del copy
+    gc.collect()
+    assert f"{d._oid}:       refcount=1" in m._debug_info()
+
+    lst.append(m.dict(inner=1))  # kept alive by the list that stores it
+    assert m._number_of_objects() == 7
+    assert "1 stored in other shared objects" in m._debug_info()
+    inner = lst[1]  # a copy read back holds its own reference...
+    d_keys = d._conn().keys[1:]
+    del d, ns, v, lock, q, lst
+    gc.collect()
+    assert m._number_of_objects() == 1  # ...and outlives its container
+    assert inner["inner"] == 1
+    assert _exists(ctx, *d_keys) == 0  # a freed object's keys are deleted at once
+    del inner
+    gc.collect()
+    assert m._number_of_objects() == 0
+    assert m._debug_info() == ""
+
+
+def test_objects_that_only_hold_each_other_are_collected(manager):
+    """CPython's test_list_proxy_in_list does ``b.append(b); del b``: a cycle of pins."""
+    import gc  # noqa: PLC0415
+
+    m = manager
+    b = m.list()
+    b.append(b)
+    x, y = m.dict(), m.dict()
+    x["y"], y["x"] = y, x
+    keep = m.list([m.list([1])])  # a chain that is still referenced is kept
+    del b, x, y
+    gc.collect()
+    assert m._number_of_objects() == 2
+    assert keep[0][0] == 1
+    del keep
+    gc.collect()
+    assert m._number_of_objects() == 0
+
+
+def test_a_proxy_in_a_remote_process_counts_until_that_process_exits(manager, ctx):
+    import gc  # noqa: PLC0415
+
+    d = manager.dict()
+    proc = ctx.Process(target=hm.sleep_then_set_keys, args=(d, 1.0, 3))
+    proc.start()
+    oid = d._oid
+    del d  # the last local proxy goes while the copy is on its way or in use
+    gc.collect()
+    assert f"{oid}:       refcount=1" in manager._debug_info()
+    proc.join(60)
+    assert proc.exitcode == 0  # the object was still there for the process
+    # Released with the process, which ends with os._exit (no garbage collection there).
+    assert manager._number_of_objects() == 0
+
+
 def test_every_key_written_carries_a_ttl(ctx):
     m = hm.TestManager(ctx=ctx)
     m.start()

@@ -14,7 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def _run(*args: str, cwd: pathlib.Path | None = None) -> subprocess.CompletedProcess[str]:
     # Each program gets its own temp dir: Lithops' localhost backend keeps its
-    # jobs in a temp folder shared by every process of the user (DESIGN §7),
+    # jobs in a temp folder shared by every process of the user (docs/architecture.md, "Pitfalls"),
     # and this test's parent runs Lithops jobs of its own at the same time.
     tmp = tempfile.mkdtemp(prefix="faasmp-run-test-")
     return subprocess.run(

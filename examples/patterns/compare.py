@@ -1,6 +1,6 @@
 """Time each pattern on faasmp (cold, then warm) and on the stdlib (docs/patterns.md).
 
-    python examples/patterns/compare.py
+python examples/patterns/compare.py
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bsp_shuffle  # noqa: E402
-import map_pattern  # noqa: E402
-import map_reduce  # noqa: E402
-import parameter_server  # noqa: E402
+import bsp_shuffle
+import map_pattern
+import map_reduce
+import parameter_server
 
-import faasmp  # noqa: E402
+import faasmp
 
 CASES = {
     "map (36 tasks x ~10 ms)": lambda mp: map_pattern.run(mp),

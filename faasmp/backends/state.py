@@ -9,9 +9,11 @@ with :func:`register_state_backend` and the whole API suite run over it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
+import socket
 import threading
 import time
 import weakref
@@ -85,8 +87,12 @@ class DirectOps(Protocol):
     def execute(self, *args: Any) -> Any: ...
     def blpop(self, keys: Sequence[Key], timeout: float) -> tuple[bytes, bytes] | None: ...
     def blmove_rotate(self, key: Key, timeout: float) -> bytes | None: ...
+    def blpop_buffer(self, key: Key, timeout: float) -> bytes | bytearray | None: ...
     def script(self, source: str) -> ScriptCall: ...
     def deferred_script(self, source: str) -> DeferredScriptCall: ...
+    def send_many_deferred(
+        self, on_reply: Callable[[Any], None], commands: Sequence[Sequence[Any]]
+    ) -> None: ...
     def execute_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]: ...
     def flush(self) -> None: ...
 
@@ -107,6 +113,7 @@ class StateBackend(StateOps, Protocol):
     def script(self, source: str) -> ScriptCall: ...
     def scan_keys(self, pattern: str) -> Iterator[bytes]: ...
     def subscribe(self, *channels: Key) -> Subscription: ...
+    def statistics(self) -> StateStatistics: ...
     def watch_epoch(self, key: Key) -> None: ...
     def mark_lost(self, reason: str) -> None: ...
     def close(self) -> None: ...
@@ -115,6 +122,49 @@ class StateBackend(StateOps, Protocol):
 class Subscription(Protocol):
     def get_message(self, timeout: float) -> Any: ...
     def close(self) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class StateStatistics:
+    """What this process has asked of its state backend so far (see :meth:`RedisState.statistics`)."""
+
+    #: Requests written to Redis: one per command, pipeline or batch sent in one
+    #: write.  Each costs at most one network round trip (a deferred send costs
+    #: none of its own: its reply is read with the next request).  Connection
+    #: setup (AUTH, HELLO, CLIENT SETNAME) counts too.
+    round_trips: int
+
+
+class _WriteCounter:
+    """A count shared by the connections of one :class:`RedisState` (an int under the GIL)."""
+
+    __slots__ = ("writes",)
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+
+def _counting_connection_class(url: str, counter: _WriteCounter) -> type:
+    """The redis-py connection class *url* needs, counting every request it writes.
+
+    A subclass (a wrapper around ``send_packed_command``, through which every
+    command, pipeline and packed batch is written), so redis-py itself is
+    left as it is; the pool and :class:`_DirectRedis` both make their
+    connections from it.
+    """
+    scheme = url.split("://", 1)[0]
+    base: type = {
+        "unix": redis.UnixDomainSocketConnection,
+        "rediss": redis.SSLConnection,
+    }.get(scheme, redis.Connection)
+
+    class CountingConnection(base):  # type: ignore[valid-type,misc]
+        def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            counter.writes += 1
+            super().send_packed_command(command, check_health)
+
+    CountingConnection.__name__ = CountingConnection.__qualname__ = f"Counting{base.__name__}"
+    return CountingConnection
 
 
 def _translate(exc: Exception) -> StateError:
@@ -157,6 +207,8 @@ class RedisState:
         self._where = redact_url(url)
         self._epoch: Key | None = None
         self._lost: StateLostError | None = None
+        self._writes = _WriteCounter()
+        opts["connection_class"] = _counting_connection_class(url, self._writes)
         self._r = redis.Redis.from_url(url, **opts)
         self.direct = _DirectRedis(self._r, self)
         # Pooled commands first collect this thread's deferred direct reply, so
@@ -203,6 +255,10 @@ class RedisState:
         from ..config import redact_url
 
         return f"<RedisState {redact_url(self.url)}>"
+
+    def statistics(self) -> StateStatistics:
+        """Counts of what this process has sent to Redis (a snapshot; see :class:`StateStatistics`)."""
+        return StateStatistics(round_trips=self._writes.writes)
 
     def __getstate__(self) -> None:
         raise TypeError("a StateBackend holds live connections and cannot be pickled")
@@ -289,6 +345,21 @@ class RedisState:
         self.direct.close()
 
 
+class Parts(tuple):  # type: ignore[type-arg]
+    """One command argument written from several buffers, none of them copied.
+
+    ``Parts((mac, body))`` is sent as the single bulk string ``mac + body``:
+    a signed 1 MiB message goes out without being joined into a new buffer
+    (for ``StateBackend.direct``'s ``execute_many`` and ``send_many_deferred``).
+    """
+
+    __slots__ = ()
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.nbytes if isinstance(p, memoryview) else len(p) for p in self)
+
+
 class _LeanPacker:
     """RESP encoding for the direct path: ~1 us per small command, large arguments not copied.
 
@@ -305,6 +376,12 @@ class _LeanPacker:
         buf = [b"*%d\r\n" % len(args)]
         big = self._BIG
         for a in args:
+            if isinstance(a, Parts):
+                buf.append(b"$%d\r\n" % a.nbytes)
+                out.append(b"".join(buf))
+                out.extend(a)
+                buf = [b"\r\n"]
+                continue
             if isinstance(a, str):
                 a = a.encode()
             elif isinstance(a, bool) or not isinstance(a, (bytes, bytearray, memoryview, int, float)):
@@ -327,6 +404,97 @@ class _LeanPacker:
                 buf.append(b"\r\n")
         out.append(b"".join(buf))
         return out
+
+
+#: Popped elements at most this large are read by the parser (in C): reading
+#: the reply in Python costs a few microseconds that only large ones repay.
+_SMALL_REPLY = 1 << 16
+_PEEK = 512
+
+
+def _small_reply_next(sock: Any) -> bool:
+    """Whether the reply waiting on *sock* (blocks until it starts) is not a large BLPOP element.
+
+    Looks at its first bytes without taking them (``MSG_PEEK``): the array
+    header, the key and the element's length arrive in one write.
+    """
+    if hasattr(sock, "getpeercert"):
+        return True  # TLS: recv() takes no flags there, and the parser decrypts anyway
+    head = sock.recv(_PEEK, socket.MSG_PEEK)
+    if not head.startswith(b"*2\r\n$"):
+        return True  # a timeout, an error or no data (closed): the parser handles it
+    end = head.find(b"\r\n", 4)
+    if end < 0:
+        return False
+    start = end + 2 + int(head[5:end]) + 2  # past the key and its CRLF
+    end = head.find(b"\r\n", start)
+    if end < 0 or head[start : start + 1] != b"$":
+        return False
+    return int(head[start + 1 : end]) <= _SMALL_REPLY
+
+
+def _read_pop_reply(sock: Any) -> bytearray | None:
+    """Read a ``BLPOP key ...`` reply from *sock*: the popped element, or None on timeout.
+
+    The element is received straight into one preallocated buffer (its
+    first bytes arrive with the header).  RESP2 or RESP3; a Redis error
+    raises :class:`redis.exceptions.ResponseError`.
+    """
+    head = bytearray()
+    pos = 0
+
+    def more() -> None:
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            raise redis.exceptions.ConnectionError("Connection closed by server.")
+        head.extend(chunk)
+
+    def line() -> bytes:
+        nonlocal pos
+        while True:
+            end = head.find(b"\r\n", pos)
+            if end >= 0:
+                out = bytes(head[pos:end])
+                pos = end + 2
+                return out
+            more()
+
+    first = line()
+    if first in (b"_", b"*-1"):
+        return None
+    if first[:1] == b"-":
+        raise redis.exceptions.ResponseError(first[1:].decode(errors="replace"))
+    if first != b"*2":
+        raise redis.exceptions.InvalidResponse(f"unexpected reply to BLPOP: {first[:40]!r}")
+    header = line()  # the key's length
+    if header[:1] != b"$":
+        raise redis.exceptions.InvalidResponse(f"unexpected reply to BLPOP: {header[:40]!r}")
+    skip = int(header[1:]) + 2
+    while len(head) < pos + skip:
+        more()
+    pos += skip
+    header = line()  # the element's length
+    if header[:1] != b"$":
+        raise redis.exceptions.InvalidResponse(f"unexpected reply to BLPOP: {header[:40]!r}")
+    n = int(header[1:])
+    out = bytearray(n)
+    view = memoryview(out)
+    have = min(len(head) - pos, n)
+    view[:have] = head[pos : pos + have]
+    trailer = len(head) - pos - have  # bytes of the final CRLF already received
+    while have < n:
+        got = sock.recv_into(view[have:])
+        if not got:
+            raise redis.exceptions.ConnectionError("Connection closed by server.")
+        have += got
+    if trailer > 2:
+        raise redis.exceptions.InvalidResponse("data after the reply to BLPOP")
+    while trailer < 2:
+        got = len(sock.recv(2 - trailer))
+        if not got:
+            raise redis.exceptions.ConnectionError("Connection closed by server.")
+        trailer += got
+    return out
 
 
 def _ignore_reply(reply: Any) -> None:
@@ -366,29 +534,32 @@ class _DirectRedis:
             pool = self._pool
             conn = pool.connection_class(**pool.connection_kwargs)
             conn._command_packer = _LeanPacker()
-            local.conn, local.pid, local.pending = conn, os.getpid(), None
+            local.conn, local.pid, local.pending, local.pending_n = conn, os.getpid(), None, 1
             self._conns.add(conn)
         return conn
 
     def _drain(self, conn: Any) -> None:
-        """Read the outstanding deferred reply, if any, and hand it to its callback."""
+        """Read the outstanding deferred reply (or replies), if any, and hand it to its callback."""
         local = self._local
         on_reply = local.pending
         if on_reply is None:
             return
         local.pending = None  # first: a flush from a GC finalizer must not read it twice
-        try:
-            reply = conn.read_response()
-        except redis.exceptions.ResponseError as exc:
-            reply = exc
-        except _DROPPED as exc:
-            # The deferred command may not have run: tell its owner (a queue
-            # then fails its next put), then fail the command being sent.
-            with contextlib.suppress(Exception):
-                on_reply(_dropped(exc, self._owner._where))
-            raise
+        n, local.pending_n = local.pending_n, 1
+        replies: list[Any] = []
+        for _ in range(n):
+            try:
+                replies.append(conn.read_response())
+            except redis.exceptions.ResponseError as exc:
+                replies.append(exc)
+            except _DROPPED as exc:
+                # The deferred command may not have run: tell its owner (a queue
+                # then fails its next put), then fail the command being sent.
+                with contextlib.suppress(Exception):
+                    on_reply(_dropped(exc, self._owner._where))
+                raise
         with contextlib.suppress(Exception):
-            on_reply(reply)
+            on_reply(replies[0] if n == 1 else replies)
 
     def flush(self) -> None:
         """Wait for this thread's deferred reply (no-op if there is none)."""
@@ -409,7 +580,7 @@ class _DirectRedis:
         connection: its callback hears about it (it may not have run).
         """
         local = self._local
-        on_reply, local.pending = getattr(local, "pending", None), None
+        on_reply, local.pending, local.pending_n = getattr(local, "pending", None), None, 1
         if isinstance(exc, _DROPPED):
             error = _dropped(exc, self._owner._where)
             if on_reply is not None:
@@ -450,9 +621,66 @@ class _DirectRedis:
             raise failed from exc
         self._local.pending = on_reply if on_reply is not None else _ignore_reply
 
+    def send_many_deferred(self, on_reply: Callable[[Any], None], commands: Sequence[Sequence[Any]]) -> None:
+        """Send raw commands in one write without waiting: a deferred :meth:`execute_many`.
+
+        *on_reply* later gets the list of replies (errors as exception
+        objects), or one exception if the connection dropped.  A producer of
+        large items thus overlaps Redis' work on one item with preparing the
+        next; the thread's next command collects the replies.
+        """
+        if self._owner._lost is not None:
+            raise StateLostError(*self._owner._lost.args)
+        conn = self._conn()
+        try:
+            conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            self._drain(conn)
+        except BaseException as exc:
+            failed = self._failed(exc)
+            if failed is exc:
+                raise
+            raise failed from exc
+        self._local.pending = on_reply
+        self._local.pending_n = len(commands)
+
     def blpop(self, keys: Sequence[Key], timeout: float) -> tuple[bytes, bytes] | None:
         """Pop from the first non-empty list, waiting up to *timeout* (0 = forever)."""
         return self.execute("BLPOP", *keys, timeout)  # type: ignore[no-any-return]
+
+    def blpop_buffer(self, key: Key, timeout: float) -> bytes | bytearray | None:
+        """Pop from *key*, waiting up to *timeout* (0 = forever); the element is read into one buffer.
+
+        hiredis reads a reply into its own 32 KiB buffer, then copies it into
+        a bytes object: most of the CPU a 1 MiB message costs its reader.
+        Here an element over 64 KiB goes from the socket straight into a
+        preallocated ``bytearray`` (``recv_into``).  Smaller ones, and any
+        reply when the parser already holds bytes of it (they came with a
+        deferred reply) or is not hiredis, are read by the parser as usual.
+        """
+        if self._owner._lost is not None:
+            raise StateLostError(*self._owner._lost.args)
+        conn = self._conn()
+        try:
+            conn.send_command("BLPOP", key, timeout, check_health=False)
+            self._drain(conn)
+            reader = getattr(conn._parser, "_reader", None)
+            if reader is None or reader.has_data() or _small_reply_next(conn._sock):
+                reply = conn.read_response()
+                return None if reply is None else reply[1]  # type: ignore[no-any-return]
+            try:
+                return _read_pop_reply(conn._sock)
+            except redis.exceptions.ResponseError:
+                raise
+            except BaseException:
+                conn.disconnect()  # stopped inside a reply: the stream is out of step
+                raise
+        except redis.exceptions.ResponseError:
+            raise
+        except BaseException as exc:
+            failed = self._failed(exc)
+            if failed is exc:
+                raise
+            raise failed from exc
 
     def blmove_rotate(self, key: Key, timeout: float) -> bytes | None:
         """Wait until *key* has an element and return its last one, leaving it there."""

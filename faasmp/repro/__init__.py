@@ -1,4 +1,4 @@
-"""Reproductions of the published evaluation (DESIGN.md §4), for notebooks and the CLI.
+"""Reproductions of the published evaluation (docs/architecture.md), for notebooks and the CLI.
 
 Each experiment is a module with ``run(full: bool = False) -> Result``; the
 result holds a table with the paper's figure beside ours, plotly figures and a

@@ -30,6 +30,7 @@ from typing import Any
 import cloudpickle
 
 from .. import deps
+from . import main_module
 
 _MAC_SIZE = 32
 
@@ -161,7 +162,7 @@ class Signer:
         """``MAC || body``, the payload format of :func:`dumps`."""
         return b"".join((self.mac(body), body))
 
-    def verify(self, data: bytes | memoryview) -> memoryview:
+    def verify(self, data: bytes | bytearray | memoryview) -> memoryview:
         """Check a signed payload; return its body, uncopied.
 
         Raises :class:`AuthenticationError` if the signature does not match,
@@ -218,9 +219,15 @@ def dumps_plain(obj: Any, authkey: bytes) -> bytes | None:
     Such data pickles to the same bytes with the C pickler, which costs a
     fraction of a cloudpickle Pickler's set-up (the hot path of tiny Pool tasks).
     """
+    body = pickle_plain(obj)
+    return None if body is None else signer(authkey).sign(body)
+
+
+def pickle_plain(obj: Any) -> bytes | None:
+    """The pickle of plain data (see :func:`dumps_plain`) with the C pickler, unsigned; else None."""
     if not _is_plain(obj):
         return None
-    return signer(authkey).sign(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
+    return pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
 
 
 def dumps_named(obj: Any, authkey: bytes, what: str, config: Any = None) -> bytes:
@@ -280,6 +287,10 @@ class RemoteCall:
     #: Paths the client routes to object storage (``faasmp.storage.patch``,
     #: ``faasmp run --storage``), a ``faasmp.storage.Routes`` or None.
     storage: Any = dataclasses.field(default_factory=lambda: _storage_routes())
+    #: The client's main module (a ``main_module.MainModule`` or None), which
+    #: the worker installs as ``__mp_main__``/``__main__`` as spawn does.  Made
+    #: with the call: once per Process and once per Pool worker, never per task.
+    main: Any = dataclasses.field(default_factory=lambda: main_module.describe())
 
 
 def _storage_routes() -> Any:

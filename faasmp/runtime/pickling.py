@@ -17,6 +17,16 @@ from every remote traceback.
   worker that cannot read the file (a notebook cell, a script on the client's
   machine only) still prints them in tracebacks: :func:`_load_code` adds them
   to the worker's :mod:`linecache` when the worker has no copy of the file.
+
+It also refuses, with a :class:`TypeError` that names the object and says
+why, objects that would pickle but be useless, or worse, on the other side:
+:mod:`multiprocessing.connection`'s OS-level ``Connection`` would travel as a
+bare file descriptor number (the receiver then reads an unrelated descriptor
+of its own and blocks forever), and a ``Listener`` is a socket of this
+process.  The stdlib pickles them only while spawning a child on the same
+machine (duplicating the descriptor); faasmp's processes may run on another
+machine, so they fail fast, as the stdlib does for other objects it cannot
+pickle.
 """
 
 from __future__ import annotations
@@ -24,11 +34,12 @@ from __future__ import annotations
 import io
 import linecache
 import marshal
+import multiprocessing.connection
 import os
 import pickle
 import types
 from collections import ChainMap
-from typing import Any
+from typing import Any, NoReturn
 
 import cloudpickle
 
@@ -79,10 +90,45 @@ def _reduce_code(code: types.CodeType) -> tuple[Any, ...]:
     return _load_code, (marshal.dumps(code), _source_of(code))
 
 
+_USE_INSTEAD = (
+    "faasmp runs processes in serverless functions, possibly on another machine. "
+    "Use faasmp's Pipe() or Queue() between processes, or send the listener's "
+    "address and call multiprocessing.connection.Client(address) where the "
+    "connection is needed"
+)
+
+
+def _refuse_os_connection(conn: multiprocessing.connection.Connection) -> NoReturn:
+    fd = getattr(conn, "_handle", None)
+    what = "a closed OS-level connection" if fd is None else f"an OS-level connection (file descriptor {fd})"
+    raise TypeError(
+        f"cannot pickle 'multiprocessing.connection.Connection' object: it is {what} of this "
+        f"process (a socket or pipe), which no other process can use. {_USE_INSTEAD}."
+    )
+
+
+def _refuse_listener(listener: multiprocessing.connection.Listener) -> NoReturn:
+    try:
+        where = f" on {listener.address!r}"
+    except Exception:  # noqa: BLE001 - a closed listener has no address; the error says the rest
+        where = ""
+    raise TypeError(
+        f"cannot pickle 'multiprocessing.connection.Listener' object: it listens{where} with "
+        f"a socket of this process, which no other process can accept on. {_USE_INSTEAD}."
+    )
+
+
 class Pickler(cloudpickle.Pickler):
     """cloudpickle's Pickler with faasmp's code-object reduction (see the module doc)."""
 
-    dispatch_table = ChainMap({types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table)
+    dispatch_table = ChainMap(
+        {
+            types.CodeType: _reduce_code,
+            multiprocessing.connection.Connection: _refuse_os_connection,
+            multiprocessing.connection.Listener: _refuse_listener,
+        },
+        cloudpickle.Pickler.dispatch_table,
+    )
 
     def __init__(self, file: io.BytesIO, protocol: int = pickle.HIGHEST_PROTOCOL) -> None:
         super().__init__(file, protocol=protocol)

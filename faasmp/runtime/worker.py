@@ -35,7 +35,7 @@ import traceback
 from typing import Any
 
 from ..backends.state import CONNECTION_ERRORS, StateBackend, open_state
-from . import dsm
+from . import dsm, main_module
 from .call import (
     AuthenticationError,
     CallKind,
@@ -364,7 +364,9 @@ class Host:
                     self._client_gone()  # self.lock is an RLock
                     return
                 elif cmd == "killbusy":
-                    # End a slot only while it runs a task of that pool.
+                    # End a slot only while it runs a task of that pool (not while
+                    # it delivers a result and waits for the next task: that one
+                    # takes its sentinel and stays warm).
                     slot_arg, _, pool_arg = arg.partition(" ")
                     for pid, (slot_id, rec) in self.slots.items():
                         current = read_record(rec) if slot_id == slot_arg else None
@@ -373,6 +375,7 @@ class Host:
                             and current[0] == "pool"
                             and current[1] == pool_arg
                             and current[2] is not None
+                            and not (len(current) > 4 and current[4])
                         ):
                             with contextlib.suppress(ProcessLookupError):
                                 os.kill(pid, signal.SIGKILL)
@@ -409,7 +412,7 @@ def report_lost(
         pipe.rpush(k.proc_exit(proc_id), str(code).encode())
         pipe.publish(k.proc_exit(proc_id), b"exit")
     elif kind == "pool":
-        _, pool_id, job, index = current
+        pool_id, job, index = current[1:4]
         pipe.rpush(
             k.pool_results(pool_id),
             dumps(("lost", slot_id, job, index, cause), authkey),
@@ -475,6 +478,7 @@ class Slot:
             elif call.kind is CallKind.POOL_WORKER:
                 write_record(self.record, ("pool", call.payload["pool_id"], None, None))
             _match_patch(call.patched, call.storage)
+            self._prepare_main(call)
             if call.kind is CallKind.PROCESS:
                 self.run_process(call, dequeued)
             elif call.kind is CallKind.POOL_WORKER:
@@ -482,6 +486,26 @@ class Slot:
             write_record(self.record, None)
             self.state.sadd(k.idle, self.slot_id)
             idle_since = time.monotonic()
+
+    def _prepare_main(self, call: RemoteCall) -> None:
+        """Install the client's main module as ``__mp_main__`` (once per slot and main module).
+
+        After :func:`_match_patch`, so the script's top-level imports bind what
+        the client's do.  Its output (top-level prints, a failure report) goes
+        to the client as the call's own output would.
+        """
+        main = call.main
+        if main is None or main_module.INSTALLER.installed_digest == main.digest:
+            main_module.install(None, "")  # marks the worker: nested work passes on what it has
+            return
+        old_out, old_err = sys.stdout, sys.stderr
+        sink = self._install_output(call)
+        sink.begin(f"{call.call_id}:main")
+        try:
+            main_module.install(main, f"worker {self.slot_id}")
+        finally:
+            sink.end()
+            sys.stdout, sys.stderr = old_out, old_err
 
     # -- processes ---------------------------------------------------------
     def run_process(self, call: RemoteCall, dequeued: float) -> None:
@@ -555,6 +579,9 @@ class Slot:
         attach_remote(self.spec, self.state)
         sink = self._install_output(call)
         sink.begin(call.call_id)
+        from .. import process as process_mod  # noqa: PLC0415
+
+        process_mod._loading_remote_process(call.call_id)
         try:
             proc = loads(call.payload, self.spec.authkey)
         except BaseException as exc:  # noqa: BLE001 - reported like a failing process
@@ -594,7 +621,9 @@ class Slot:
         old_out, old_err = sys.stdout, sys.stderr
         sink = self._install_output(call)
         write_record(self.record, ("pool", pool_id, None, None))
-        self.state.rpush(res_key, dumps(("started", self.slot_id, spec.host_id, os.getpid()), authkey))
+        self.state.rpush(
+            res_key, dumps(("started", self.slot_id, spec.host_id, os.getpid(), call.call_id), authkey)
+        )
         try:
             reason = self._pool_loop(desc, res_key, task_key, sink)
         finally:
@@ -627,11 +656,15 @@ class Slot:
         # The last result's commands, sent with the next BLPOP on this thread's
         # own connection (state.direct: no pool, retry or hook layers).
         pending: list[tuple[Any, ...]] | None = None
+        delivering: tuple[Any, ...] = ()  # the slot record while the last result goes out
         execute_many = state.direct.execute_many
         while maxtasks is None or done < maxtasks:
             try:
                 if pending is not None:
                     # One round trip: deliver the result and wait for the next task.
+                    # Marked as delivering: its host still reports the task if
+                    # the slot dies now, but terminate() does not kill it.
+                    write_record(self.record, delivering)
                     pending.append(("BLPOP", task_key, spec.heartbeat * 3))
                     item = execute_many(pending)[-1]
                     pending = None
@@ -699,6 +732,7 @@ class Slot:
                 unsendable = _encoding_error(exc, value)
                 blob = dumps(("done", job, index, False, ExceptionInfo.capture(unsendable), timing), authkey)
             pending = [("RPUSH", res_key, blob), ("INCRBY", k.tasks_run, 1)]
+            delivering = ("pool", pool_id, job, index, True)
             done += 1
         if pending is not None:
             execute_many(pending)

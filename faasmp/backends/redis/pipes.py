@@ -1,0 +1,255 @@
+"""Pipes in Redis: one list per direction plus a hash of open handles per end.
+
+Key layout (``faasmp.connection.Connection`` names them):
+
+* ``d0``, ``d1`` -- the message lists; end 0 reads ``d0`` and writes ``d1``
+  (a one-way pipe uses ``d0`` only).  An element is a signed message
+  (``MAC || body``, 32 bytes at least) or ``b""``, a wake-up pushed by the
+  last close of the other end (never a message).
+* ``h0``, ``h1`` -- the open handles of each end: ``{holder id: process id}``;
+  a holder bound to a process dies with it (its record says ``exited``).
+
+Round-trip budget (counted by benchmarks/bench_counts.py):
+
+* send: 1 write.  Messages up to 64 KiB go as one Lua call and do not wait:
+  the reply is read with the thread's next request (``StateBackend.direct``).
+  Larger ones go as one batch of plain commands, waited for, because a Lua
+  call copies its arguments (~2 ms per MB); the signature and the body are
+  written as separate buffers (no joined copy).
+* recv: 1 ``BLPOP``; a wake-up or a quiet period costs one ``pipe_recv_now``.
+* poll: 1 script (plus a non-destructive blocking ``BLMOVE`` when it waits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..state import Parts
+
+if TYPE_CHECKING:
+    from ..state import ScriptCall, StateBackend
+
+#: Messages above this many bytes skip Lua: a Lua call copies its arguments
+#: (~2 ms per MB); a batch of plain commands hands them to Redis as they are.
+BIG = 1 << 16
+
+# Is any handle of the end whose holder hash is KEYS[n] still open?  Holders
+# bound to a process (value = process id) die with it.
+_PEER_ALIVE = """
+local function peer_alive(hash, prefix)
+  local fields = redis.call('HGETALL', hash)
+  local alive = false
+  for i = 1, #fields, 2 do
+    local proc = fields[i + 1]
+    if proc == '' then
+      alive = true
+    else
+      local st = redis.call('HGET', prefix .. 'proc:' .. proc, 'state')
+      if st == false or st == 'exited' then
+        redis.call('HDEL', hash, fields[i])
+      else
+        alive = true
+      end
+    end
+  end
+  return alive
+end
+"""
+
+# KEYS: list to push to, holders of the reading end, own holders.  ARGV: blob, ttl.
+SEND = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+local n = redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+redis.call('PUBLISH', KEYS[1], '')
+return n
+"""
+
+# SEND without refreshing the holders' TTL (they are not written by a send;
+# SEND refreshes them every key_ttl/10 s): 4 Redis calls instead of 6,
+# ~16 instead of ~26 us of Redis time per message.
+SEND_LEAN = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+local n = redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PUBLISH', KEYS[1], '')
+return n
+"""
+
+# Take the next message, or report EOF.  KEYS: own list, holders of the other
+# end.  ARGV: run key prefix, ttl.  Returns {1, msg} | {0} (empty) | {2} (EOF).
+# At EOF a wake-up is left in the list so later blocking reads return at once.
+RECV_NOW = (
+    _PEER_ALIVE
+    + """
+while true do
+  local v = redis.call('LPOP', KEYS[1])
+  if not v then break end
+  if v ~= '' then return {1, v} end
+end
+if peer_alive(KEYS[2], ARGV[1]) then return {0} end
+redis.call('RPUSH', KEYS[1], '')
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return {2}
+"""
+)
+
+# Like RECV_NOW without taking anything: 1 = a message waits, 2 = EOF, 0 = neither.
+POLL = (
+    _PEER_ALIVE
+    + """
+while true do
+  local v = redis.call('LINDEX', KEYS[1], 0)
+  if not v then break end
+  if v ~= '' then return 1 end
+  redis.call('LPOP', KEYS[1])
+end
+if peer_alive(KEYS[2], ARGV[1]) then return 0 end
+redis.call('RPUSH', KEYS[1], '')
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 2
+"""
+)
+
+# Release one handle.  KEYS: own holders, other end's holders, the list the
+# other end reads, both lists.  ARGV: holder id, wake the other end (0/1), ttl.
+CLOSE = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('HLEN', KEYS[1]) > 0 then return 1 end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('DEL', KEYS[4], KEYS[5])
+  return 2
+end
+if ARGV[2] == '1' then
+  redis.call('RPUSH', KEYS[3], '')
+  redis.call('PEXPIRE', KEYS[3], ARGV[3])
+  redis.call('PUBLISH', KEYS[3], '')
+end
+return 1
+"""
+
+# Tie a handle to the process that holds it (only while the handle is open).
+BIND = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+#: What a send's reply handler gets: the Lua reply (the list's length, or -1
+#: when the reading end is closed), or the exception that lost the message.
+SendReply = Callable[[Any], None]
+
+
+class RedisPipeEnd:
+    """One end of a pipe in Redis (the lists and holder hashes of the module docstring)."""
+
+    def __init__(
+        self,
+        state: StateBackend,
+        *,
+        read_list: str,
+        write_list: str,
+        own_holders: str,
+        peer_holders: str,
+        prefix: str,
+        ttl_ms: int,
+    ) -> None:
+        self._state = state
+        self._direct = direct = state.direct
+        self.read_list, self.write_list = read_list, write_list
+        self.own_holders, self.peer_holders = own_holders, peer_holders
+        self._prefix = prefix
+        self._ttl = ttl_ms
+        self._send = direct.deferred_script(SEND)
+        self._send_lean = direct.deferred_script(SEND_LEAN)
+        self._recv_now: ScriptCall = direct.script(RECV_NOW)
+        self._poll: ScriptCall = direct.script(POLL)
+        self._bind: ScriptCall = direct.script(BIND)
+
+    # -- handles --------------------------------------------------------------
+    def add_holder(self, holder: str, proc_id: str = "") -> None:
+        """Register one more open handle of this end (one round trip)."""
+        pipe = self._state.pipeline()
+        pipe.hset(self.own_holders, {holder: proc_id})
+        pipe.pexpire(self.own_holders, self._ttl)
+        pipe.execute()
+
+    def bind(self, holder: str, proc_id: str) -> None:
+        """Tie *holder* to the process *proc_id*: it closes when that process exits."""
+        self._bind(keys=[self.own_holders], args=[holder, proc_id, self._ttl])
+
+    def closer(
+        self, lists: tuple[str, str], holder: str, wake_peer: bool
+    ) -> tuple[ScriptCall, list[str], list[Any]]:
+        """The script call releasing *holder* (for a finalizer, on the pooled client).
+
+        The finalizer may run from garbage collection in the middle of a
+        command on this thread's direct connection, so it must not use it.
+        """
+        return (
+            self._state.script(CLOSE),
+            [self.own_holders, self.peer_holders, self.write_list, lists[0], lists[1]],
+            [holder, "1" if wake_peer else "0", self._ttl],
+        )
+
+    # -- messages -------------------------------------------------------------
+    def pipe_send(self, mac: bytes, body: Any, on_reply: SendReply, *, refresh_holders: bool) -> None:
+        """Send ``mac || body``; *on_reply* gets SEND's reply (later, for a small message).
+
+        *refresh_holders* also renews the holder hashes' TTL (small messages;
+        a big message always does).
+        """
+        size = len(mac) + (body.nbytes if isinstance(body, memoryview) else len(body))
+        wkey, peer_h, ttl = self.write_list, self.peer_holders, self._ttl
+        if size <= BIG:
+            blob = b"".join((mac, body))
+            if refresh_holders:
+                self._send([wkey, peer_h, self.own_holders], [blob, ttl], on_reply)
+            else:
+                self._send_lean([wkey, peer_h], [blob, ttl], on_reply)
+            return
+        # SEND's steps as one batch of plain commands (one round trip, waited
+        # for: a big message's sender learns at once that the reader is gone).
+        reader_open = self._direct.execute_many(
+            [
+                ("EXISTS", peer_h),
+                ("RPUSH", wkey, Parts((mac, body))),
+                ("PEXPIRE", wkey, ttl),
+                ("PEXPIRE", peer_h, ttl),
+                ("PEXPIRE", self.own_holders, ttl),
+                ("PUBLISH", wkey, ""),
+            ]
+        )[0]
+        if not reader_open:
+            self._direct.execute_many([("DEL", wkey)])  # nobody will ever read it
+            on_reply(-1)
+
+    def pipe_recv(self, timeout: float) -> bytes | bytearray | None:
+        """Block up to *timeout* s for the next element: a message, ``b""`` (wake-up) or None."""
+        return self._direct.blpop_buffer(self.read_list, timeout)
+
+    def pipe_recv_now(self) -> tuple[int, bytes | None]:
+        """Take a message now: (1, message), (0, None) if none, (2, None) at end of file."""
+        res = self._recv_now(keys=[self.read_list, self.peer_holders], args=[self._prefix, self._ttl])
+        return (1, bytes(res[1])) if res[0] == 1 else (int(res[0]), None)
+
+    def pipe_poll(self) -> int:
+        """1 if a message waits, 2 at end of file, 0 if neither; takes nothing."""
+        return int(self._poll(keys=[self.read_list, self.peer_holders], args=[self._prefix, self._ttl]))
+
+    def pipe_wait(self, timeout: float) -> None:
+        """Block up to *timeout* s until the read list has an element (taking none)."""
+        self._direct.blmove_rotate(self.read_list, timeout)
+
+
+def create_pipe(state: StateBackend, holders: list[tuple[str, str, str]], ttl_ms: int) -> None:
+    """Register the first handle of each end, ``(holders key, holder id, process id)``: one round trip."""
+    pipe = state.pipeline()
+    for key, holder, proc_id in holders:
+        pipe.hset(key, {holder: proc_id})
+        pipe.pexpire(key, ttl_ms)
+    pipe.execute()

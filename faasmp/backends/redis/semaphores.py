@@ -1,0 +1,195 @@
+"""Semaphores and locks in Redis: a count in a hash plus a wake list.
+
+Key layout (both keys of one object share its prefix):
+
+* ``meta`` -- a hash: ``v`` the count, ``w`` the registered blocked waiters
+  not yet served, ``max`` (-1 unbounded), ``kind``; for locks the owner:
+  ``id`` (owner token), ``name`` (process name, for reprs) and the recursion
+  ``count``.
+* ``wake`` -- a list of tokens.  A release with registered waiters hands its
+  unit over by pushing a token here (the count stays 0); Redis gives it to the
+  longest-blocked ``BLPOP``, so waiters are served first come, first served
+  and a wake-up cannot be lost: the token *is* the wake-up.  A token no
+  blocked client took at once (its waiter is between registering and
+  ``BLPOP``, timed out, or died) is taken by the next acquirer, which then
+  counts that waiter as unserved again.
+
+Round-trip budget (counted by benchmarks/bench_counts.py):
+
+* uncontended acquire: 1 (``sem_try``), 4 Redis commands;
+* release: 1 (``sem_release``), 6 commands for a lock;
+* contended acquire: 3 -- ``sem_try`` registers the waiter, ``sem_wait`` blocks
+  in ``BLPOP``, and for locks ``sem_owned`` records the new owner (the
+  releaser cannot: it does not know which waiter Redis will hand the token to).
+
+Every script runs on the calling thread's own connection (``StateBackend.direct``):
+redis-py's pooled path costs ~3x a bare send/receive on loopback.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..state import ScriptCall, StateBackend
+
+
+def hand_over(meta: str, wake: str, ttl: str) -> str:
+    """Lua releasing one unit of the semaphore at *meta*/*wake*: hand it to a waiter, or count it.
+
+    Also used by a Condition's ``wait``, which releases its lock atomically
+    with registering the waiter.
+    """
+    return f"""
+if tonumber(redis.call('HGET', {meta}, 'w') or '0') > 0 then
+  redis.call('HINCRBY', {meta}, 'w', -1)
+  redis.call('RPUSH', {wake}, 1)
+  redis.call('PEXPIRE', {wake}, {ttl})
+else
+  redis.call('HINCRBY', {meta}, 'v', 1)
+end
+"""
+
+
+# KEYS: meta, wake.  ARGV: me, name, ttl, recursive, track owner, count, register
+# -> 1 acquired, 0 not (registered as a waiter if ARGV[7] = '1'), -1 gone.
+# One HMGET and one HSET where a chain of HGET/HINCRBY/HSET did the same:
+# 4 commands for an uncontended lock acquire instead of 5.
+SEM_TRY = """
+local st = redis.call('HMGET', KEYS[1], 'v', 'id')
+local v = st[1]
+if not v then return -1 end
+if ARGV[4] == '1' and st[2] == ARGV[1] then
+  redis.call('HINCRBY', KEYS[1], 'count', 1)
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return 1
+end
+v = tonumber(v)
+if v > 0 then
+  v = v - 1
+elseif redis.call('LPOP', KEYS[2]) then
+  redis.call('HINCRBY', KEYS[1], 'w', 1)
+else
+  if ARGV[7] == '1' then
+    redis.call('HINCRBY', KEYS[1], 'w', 1)
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  end
+  return 0
+end
+if ARGV[5] == '1' then
+  redis.call('HSET', KEYS[1], 'v', v, 'id', ARGV[1], 'name', ARGV[2], 'count', ARGV[6])
+else
+  redis.call('HSET', KEYS[1], 'v', v)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# After a blocking BLPOP got the token.  KEYS: meta.  ARGV: me, name, ttl, count
+SEM_OWNED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'name', ARGV[2], 'count', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# A registered waiter stops waiting (timeout, interrupt).  KEYS: meta, wake
+# -> 1 a token was there (the caller holds a unit after all), 0 unregistered
+SEM_CANCEL = """
+if redis.call('LPOP', KEYS[2]) then return 1 end
+if tonumber(redis.call('HGET', KEYS[1], 'w') or '0') > 0 then
+  redis.call('HINCRBY', KEYS[1], 'w', -1)
+end
+return 0
+"""
+
+# Give back a unit (an interrupted waiter got one).  KEYS: meta, wake.  ARGV: ttl
+SEM_RETURN = hand_over("KEYS[1]", "KEYS[2]", "ARGV[1]")
+
+# KEYS: meta, wake.  ARGV: me, ttl, recursive
+# -> remaining recursion count (0 = released), -1 gone, -2 not owner, -3 over-release.
+# One HMGET reads what the checks need (6 commands for a lock instead of 8).
+SEM_RELEASE = """
+local st = redis.call('HMGET', KEYS[1], 'v', 'id', 'max', 'w')
+local v = st[1]
+if not v then return -1 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if ARGV[3] == '1' then
+  if st[2] ~= ARGV[1] then return -2 end
+  local left = redis.call('HINCRBY', KEYS[1], 'count', -1)
+  if left > 0 then return left end
+else
+  local maxv = tonumber(st[3])
+  if maxv >= 0 and tonumber(v) + redis.call('LLEN', KEYS[2]) >= maxv then return -3 end
+end
+if st[2] then redis.call('HDEL', KEYS[1], 'id', 'name', 'count') end
+if tonumber(st[4] or '0') > 0 then
+  redis.call('HINCRBY', KEYS[1], 'w', -1)
+  redis.call('RPUSH', KEYS[2], 1)
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+else
+  redis.call('HSET', KEYS[1], 'v', tonumber(v) + 1)
+end
+return 0
+"""
+
+
+class RedisSemaphore:
+    """One semaphore's (or lock's) state in Redis; see the module docstring for its layout."""
+
+    def __init__(self, state: StateBackend, meta: str, wake: str, ttl_ms: int) -> None:
+        self._state = state
+        self.meta = meta
+        self.wake = wake
+        self._ttl = ttl_ms
+        direct = state.direct
+        self._try: ScriptCall = direct.script(SEM_TRY)
+        self._owned: ScriptCall = direct.script(SEM_OWNED)
+        self._cancel: ScriptCall = direct.script(SEM_CANCEL)
+        self._return: ScriptCall = direct.script(SEM_RETURN)
+        self._release: ScriptCall = direct.script(SEM_RELEASE)
+
+    def create(self, kind: str, value: int, maxvalue: int) -> None:
+        """Write the initial state (one round trip)."""
+        pipe = self._state.pipeline(transaction=True)
+        pipe.hset(self.meta, {"kind": kind, "max": maxvalue, "v": value, "w": 0})
+        pipe.pexpire(self.meta, self._ttl)
+        pipe.execute()
+
+    def sem_try(
+        self, me: str, name: str, *, recursive: bool, track_owner: bool, count: int, register: bool
+    ) -> int:
+        """Take a unit if one is free (1); else 0, registered as a waiter if *register*; -1 gone."""
+        args = [me, name, self._ttl, int(recursive), int(track_owner), count, int(register)]
+        return int(self._try(keys=[self.meta, self.wake], args=args))
+
+    def sem_wait(self, timeout: float) -> bool:
+        """Block until a release hands a unit over (True) or *timeout* s pass (0 = forever)."""
+        return self._state.direct.blpop([self.wake], timeout) is not None
+
+    def sem_cancel(self) -> bool:
+        """Stop waiting; True if a unit was handed over meanwhile (the caller holds it)."""
+        return int(self._cancel(keys=[self.meta, self.wake])) == 1
+
+    def sem_return(self) -> None:
+        """Give back a unit this caller got but does not want (an interrupted waiter)."""
+        self._return(keys=[self.meta, self.wake], args=[self._ttl])
+
+    def sem_owned(self, me: str, name: str, count: int) -> bool:
+        """Record the owner after :meth:`sem_wait` got the unit; False if the state is gone."""
+        return int(self._owned(keys=[self.meta], args=[me, name, self._ttl, count])) != -1
+
+    def sem_release(self, me: str, *, recursive: bool) -> int:
+        """Release: remaining recursion count (0 = released), -1 gone, -2 not owner, -3 over-release."""
+        return int(self._release(keys=[self.meta, self.wake], args=[me, self._ttl, int(recursive)]))
+
+    def snapshot(self) -> tuple[bool, int, dict[bytes, Any]]:
+        """(exists, units available, meta hash with the owner), in one round trip.
+
+        Available units are the count plus handed-over units no waiter has taken yet.
+        """
+        pipe = self._state.pipeline()
+        pipe.hgetall(self.meta)
+        pipe.llen(self.wake)
+        own, pending = pipe.execute()
+        return bool(own), int(own.get(b"v", 0)) + int(pending), own

@@ -1,0 +1,55 @@
+"""No operation needs more Redis round trips or commands than recorded in benchmarks/op_counts.json.
+
+Counts, unlike timings, do not depend on the machine's load: a change that
+adds a round trip to a Pipe send or a command to a Lock acquire fails here.
+After making an operation cheaper, record the new counts with
+``python benchmarks/bench_counts.py --record`` (and update the table in
+docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from faasmp.context import FaasContext
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _bench_counts() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_counts", BENCHMARKS / "bench_counts.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_counts"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.timeout(240)
+def test_no_operation_needs_more_round_trips_or_commands_than_recorded(ctx: FaasContext) -> None:
+    bench = _bench_counts()
+    recorded = bench.load_record()
+    assert set(recorded) == set(bench.FLOORS), (
+        "op_counts.json and bench_counts.FLOORS list different operations"
+    )
+    measured = bench.measure(ctx)
+    worse = [
+        f"{op}: {got.round_trips} round trips (recorded {recorded[op]['round_trips']}), "
+        f"{got.commands} commands (recorded {recorded[op]['commands']})"
+        for op, got in measured.items()
+        if got.round_trips > recorded[op]["round_trips"] or got.commands > recorded[op]["commands"]
+    ]
+    assert not worse, "operations now cost more than recorded:\n" + "\n".join(worse)
+
+
+def test_the_recorded_counts_are_never_below_the_floor() -> None:
+    """A recorded count under its floor means the floor (or the counting) is wrong."""
+    bench = _bench_counts()
+    for op, row in bench.load_record().items():
+        assert row["floor"] == bench.FLOORS[op][0], op
+        assert row["round_trips"] >= row["floor"], f"{op}: {row['round_trips']} < floor {row['floor']}"
