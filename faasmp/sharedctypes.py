@@ -278,6 +278,11 @@ class SynchronizedBase:
         if seg is not None:
             self._handle = seg.handle  # the data's keys, for whoever releases the object's parts
 
+    @property
+    def _mine(self) -> bool:
+        """Whether this thread holds the (faasmp) lock already: then access the buffer directly."""
+        return not self._syncs and dsm.holds(self._lock)
+
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
         """Acquire the lock (see the lock's ``acquire``); then see others' released writes."""
         got = bool(self._lock.acquire(block, timeout))
@@ -314,11 +319,16 @@ class Synchronized(SynchronizedBase):
 
     @property
     def value(self) -> Any:
+        if self._mine:
+            return self._obj.value
         with self:
             return self._obj.value
 
     @value.setter
     def value(self, value: Any) -> None:
+        if self._mine:
+            self._obj.value = value
+            return
         with self:
             self._obj.value = value
 
@@ -330,12 +340,17 @@ class Synchronized(SynchronizedBase):
     def __getattr__(self, name: str) -> Any:
         if not self._field(name):
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        if self._mine:
+            return getattr(self._obj, name)
         with self:
             return getattr(self._obj, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if not self._field(name):
             object.__setattr__(self, name, value)
+            return
+        if self._mine:
+            setattr(self._obj, name, value)
             return
         with self:
             setattr(self._obj, name, value)
@@ -348,10 +363,15 @@ class SynchronizedArray(SynchronizedBase):
         return len(self._obj)
 
     def __getitem__(self, i: Any) -> Any:
+        if self._mine:
+            return self._obj[i]
         with self:
             return self._obj[i]
 
     def __setitem__(self, i: Any, value: Any) -> None:
+        if self._mine:
+            self._obj[i] = value
+            return
         with self:
             self._obj[i] = value
 

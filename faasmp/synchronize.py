@@ -198,7 +198,7 @@ class SemLock(_Synchronizer):
         """
         got = self._acquire(block, timeout, 1)
         if got:
-            dsm.acquire()  # acquiring a lock is an acquire of shared memory
+            dsm.acquire(self)  # acquiring a lock is an acquire of shared memory
         return got
 
     def _acquire(self, block: bool, timeout: float | None, count: int) -> bool:
@@ -235,7 +235,7 @@ class SemLock(_Synchronizer):
 
     def release(self) -> None:
         """Release; over-releasing a Lock or BoundedSemaphore raises ValueError, as the stdlib."""
-        dsm.release()  # releasing a lock is a release of shared memory
+        dsm.release(self)  # releasing a lock is a release of shared memory
         self._release_checked()
 
     def _release_checked(self) -> int:

@@ -491,13 +491,50 @@ REGISTRY = Registry()
 os.register_at_fork(after_in_child=REGISTRY.after_fork)
 
 
-def release() -> None:
-    """Synchronisation hook: this process releases (see :meth:`Registry.release`)."""
+#: Per thread: how many times it holds each faasmp lock (by object id), see :func:`holds`.
+_HELD = threading.local()
+
+
+def _held() -> dict[str, int]:
+    held: dict[str, int] | None = getattr(_HELD, "locks", None)
+    if held is None:
+        held = _HELD.locks = {}
+    return held
+
+
+def release(lock: Any = None) -> None:
+    """Synchronisation hook: this process releases (see :meth:`Registry.release`).
+
+    *lock*: the faasmp lock being released by this thread (see :func:`holds`).
+    """
+    if lock is not None:
+        held = _held()
+        count = held.get(lock._oid, 0)
+        if count > 1:
+            held[lock._oid] = count - 1
+        else:
+            held.pop(lock._oid, None)
     if REGISTRY._segments or REGISTRY._dead:
         REGISTRY.release()
 
 
-def acquire() -> None:
-    """Synchronisation hook: this process acquires (see :meth:`Registry.acquire`)."""
+def acquire(lock: Any = None) -> None:
+    """Synchronisation hook: this process acquires (see :meth:`Registry.acquire`).
+
+    *lock*: the faasmp lock this thread just acquired (see :func:`holds`).
+    """
+    if lock is not None:
+        held = _held()
+        held[lock._oid] = held.get(lock._oid, 0) + 1
     if REGISTRY._segments:
         REGISTRY.acquire()
+
+
+def holds(lock: Any) -> bool:
+    """Whether this thread holds the faasmp *lock* (acquired and not yet released here).
+
+    A ``Value``/``Array`` wrapper whose lock the thread already holds reads
+    and writes its local buffer directly: the acquire already pulled, the
+    release will push, and no other party can hold the lock meanwhile.
+    """
+    return _held().get(lock._oid, 0) > 0
