@@ -23,6 +23,15 @@ _P = "WithProcesses"
 _M = "WithManager"
 
 NOT_APPLICABLE: dict[str, str] = {
+    # The heap's allocator: multiprocessing.heap.BufferWrapper is faasmp's (a shared-memory
+    # segment per buffer, so that CPython's Barrier tests can count across processes).
+    **{
+        f"{_P}TestHeap.{t}": (
+            "inspects the stdlib heap allocator's arenas (BufferWrapper._heap); faasmp's BufferWrapper "
+            "is a distributed shared-memory segment, not a block of a local mmap arena"
+        )
+        for t in ("test_heap", "test_free_from_gc")
+    },
     # A faasmp Connection is a pair of Redis lists: no file descriptor to return or to pass.
     f"{_P}TestConnection.test_connection": (
         "asserts Connection.fileno() is an int; faasmp connections have no fd"
