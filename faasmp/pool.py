@@ -28,6 +28,7 @@ from multiprocessing.pool import MaybeEncodingError, ThreadPool  # type: ignore[
 from typing import TYPE_CHECKING, Any
 
 from .patch import is_patched
+from .runtime import dsm
 from .runtime.call import CallKind, ExceptionInfo, RemoteCall, dumps, dumps_named, dumps_plain, loads
 from .stats import JobFinished, JobStarted, TaskFinished, TaskRecord
 
@@ -206,6 +207,7 @@ class Pool:
         self, job: int, func: Callable[..., Any], mode: str, chunks: Iterable[tuple[int, Any]]
     ) -> None:
         """Push the chunks of a job (in batches) to the pool's task list."""
+        dsm.release()  # submitting tasks is a release of shared memory
         session = self._session
         authkey = session.authkey
         pipe = session.state.pipeline()
@@ -655,6 +657,7 @@ class Pool:
             )
             self._session.stats.emit(TaskFinished(rec))
         if result is not None:
+            dsm.acquire()  # a task's result is an acquire of the shared memory it wrote
             result._set(index, (ok, value))
 
 

@@ -22,6 +22,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from .runtime import dsm
 from .runtime.call import CallKind, RemoteCall, dumps, dumps_named
 
 if TYPE_CHECKING:
@@ -191,6 +192,7 @@ class BaseProcess:
             "daemonic processes are not allowed to have children"
         )
         _cleanup()
+        dsm.release()  # starting a process is a release of shared memory
         ctx = self._get_ctx()
         session = ctx.session
         self._proc_id = f"p{os.getpid()}-{'-'.join(map(str, self._identity))}-{session.run_id}"
@@ -249,6 +251,7 @@ class BaseProcess:
         handle = self._handle
         res = handle.wait(timeout)
         if res is not None:
+            dsm.acquire()  # joining an ended process is an acquire of the memory it wrote
             _children.discard(self)
             if not handle.output_done:
                 handle.output_done = True
@@ -408,6 +411,7 @@ class BaseProcess:
 
             util.get_logger().setLevel(level)
         try:
+            dsm.acquire()  # the start of a child is an acquire of shared memory
             self.run()
             exitcode = 0
         except SystemExit as exc:
@@ -421,6 +425,7 @@ class BaseProcess:
             # As the stdlib's child: wait for non-daemon threads, then children.
             threading._shutdown()  # type: ignore[attr-defined]
             _exit_children()
+            _release_at_exit()
             for stream in (sys.stdout, sys.stderr):
                 try:
                     stream.flush()
@@ -628,6 +633,17 @@ def _client_log_level() -> int:
     import logging  # noqa: PLC0415
 
     return logging.getLogger().getEffectiveLevel()
+
+
+def _release_at_exit() -> None:
+    """Ship the child's last shared-memory writes (its end is a release); report a failure."""
+    try:
+        dsm.release()
+    except Exception:  # noqa: BLE001 - the exit code stays; the user sees why writes are missing
+        import traceback  # noqa: PLC0415
+
+        sys.stderr.write("faasmp: the process's last writes to shared memory could not be shared:\n")
+        traceback.print_exc()
 
 
 def _set_pool_worker_identity(desc: dict[str, Any], slot_id: str) -> None:

@@ -11,6 +11,7 @@ import cloudpickle
 import pytest
 
 import faasmp
+from faasmp import sharedctypes
 from faasmp.managers import (
     AutoProxy,
     BaseManager,
@@ -910,7 +911,8 @@ def test_shutdown_releases_direct_objects_but_not_ones_passed_in(ctx):
     q = m.Queue()
     arr = m.Array("d", 4)
     q.put(1)
-    keys = [o.key(s) for o in (lock, q, arr._obj) for s in o._key_suffixes]
+    data = sharedctypes.segment_of(arr).handle  # the Array's bytes, version and log
+    keys = [o.key(s) for o in (lock, q, data) for s in o._key_suffixes]
     assert _exists(ctx, *keys) > 0
     m.shutdown()
     assert _exists(ctx, *keys) == 0

@@ -73,7 +73,8 @@ reaches the Redis server.
 Layout: :mod:`.proxy` (``BaseProxy`` and proxy types), :mod:`.containers`
 (dict, list, Namespace, Value), :mod:`.served` (objects that cannot be
 pickled), :mod:`.objects` (creating shared objects), :mod:`.manager`
-(``BaseManager``), :mod:`.sync` (``SyncManager``), with :mod:`.refs`,
+(``BaseManager``), :mod:`.sync` (``SyncManager``), :mod:`.shared_memory`
+(``SharedMemoryManager``), with :mod:`.refs`,
 :mod:`.codec` and :mod:`.common`.  Every Redis command and Lua script they
 need is a named method of ``faasmp.backends.redis.manager_objects`` and
 ``faasmp.backends.redis.managers``.
@@ -87,6 +88,7 @@ from .manager import BaseManager
 from .objects import Direct
 from .proxy import AutoProxy, BaseProxy, MakeProxyType
 from .served import LOCAL_SERVERS as _LOCAL_SERVERS  # noqa: F401 - its old name, read by tests
+from .shared_memory import SharedMemoryManager
 from .sync import EventProxy, SyncManager
 
 __all__ = [
@@ -101,6 +103,7 @@ __all__ = [
     "ManagerShutdownError",
     "Namespace",
     "NamespaceProxy",
+    "SharedMemoryManager",
     "SyncManager",
     "Token",
     "Value",

@@ -23,21 +23,14 @@ _P = "WithProcesses"
 _M = "WithManager"
 
 NOT_APPLICABLE: dict[str, str] = {
-    # _DummyList, the suite's counter for Barrier tests, is a multiprocessing.heap.BufferWrapper:
-    # an anonymous mmap shared by fork, which cannot reach a worker on another machine.
+    # The heap's allocator: multiprocessing.heap.BufferWrapper is faasmp's (a shared-memory
+    # segment per buffer, so that CPython's Barrier tests can count across processes).
     **{
-        f"{_P}TestBarrier.{t}": "helper _DummyList is a heap.BufferWrapper (fork-shared mmap), unpicklable"
-        for t in (
-            "test_abort",
-            "test_abort_and_reset",
-            "test_action",
-            "test_barrier",
-            "test_barrier_10",
-            "test_default_timeout",
-            "test_reset",
-            "test_timeout",
-            "test_wait_return",
+        f"{_P}TestHeap.{t}": (
+            "inspects the stdlib heap allocator's arenas (BufferWrapper._heap); faasmp's BufferWrapper "
+            "is a distributed shared-memory segment, not a block of a local mmap arena"
         )
+        for t in ("test_heap", "test_free_from_gc")
     },
     # A faasmp Connection is a pair of Redis lists: no file descriptor to pass.
     f"{_P}TestConnection.test_fd_transfer": "passes an fd over the pipe (SCM_RIGHTS); no fd crosses machines",
@@ -46,16 +39,6 @@ NOT_APPLICABLE: dict[str, str] = {
     f"{_P}TestPicklingConnections.test_pickling": (
         "sends stdlib socket Connections (fds) between processes; faasmp refuses to pickle them "
         "(TypeError naming the fd) and the reader gets EOFError, where it used to hang"
-    ),
-    # POSIX shared memory lives on one machine.
-    f"{_P}TestSharedMemory.test_shared_memory_across_processes": (
-        "the worker's own resource tracker unlinks the machine-local shm block when the worker exits"
-    ),
-    f"{_P}TestSharedMemory.test_shared_memory_SharedMemoryManager_basics": (
-        "SharedMemoryManager: a stdlib socket server for machine-local shared memory"
-    ),
-    f"{_P}TestSharedMemory.test_shared_memory_SharedMemoryServer_ignores_sigint": (
-        "SharedMemoryManager: a stdlib socket server for machine-local shared memory"
     ),
     # Managers listening on a TCP address with the xmlrpclib serializer, restarted on the same port.
     f"{_P}TestManagerRestart.test_rapid_restart": (
