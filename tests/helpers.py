@@ -151,3 +151,15 @@ def die_first_time(marker: str) -> str:
             fh.write("died once")
         os.kill(os.getpid(), signal.SIGKILL)
     return "survived"
+
+
+def report_waited_thread(q: object, hold: float) -> None:
+    """Start a non-daemon thread that reports after *hold* s; the process must wait for it to exit."""
+    import threading
+
+    def late() -> None:
+        time.sleep(hold)
+        q.put(("thread", threading.current_thread().daemon))  # type: ignore[attr-defined]
+
+    q.put(("main", threading.current_thread().daemon))  # type: ignore[attr-defined]
+    threading.Thread(target=late).start()

@@ -247,6 +247,11 @@ class Host:
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child
                 code = 1
+                # A host grows from its control thread, a daemon: the forked
+                # slot's only thread keeps that flag, and every thread a
+                # Process starts would inherit it, so the child would exit
+                # without waiting for them.  A process' main thread is no daemon.
+                threading.current_thread()._daemonic = False  # type: ignore[attr-defined]
                 try:
                     code = Slot(self.spec, slot_id, record, self.offset).run()
                 except BaseException:  # noqa: BLE001 - last resort in a forked child
