@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from .backends.redis.processes import ProcessRecords
 from .runtime import protocol as msgs
 from .runtime.call import CallKind, RemoteCall, dumps, dumps_message, dumps_named
+from .runtime.output import end_of_output
 
 if TYPE_CHECKING:
     from .context import FaasContext
@@ -84,7 +85,7 @@ class _RemoteHandle:
         if state == b"running":
             host = info[b"host"].decode()
             if not self.session.host_alive(host):
-                eof = dumps(("eof", self.proc_id), self.session.authkey)
+                eof = end_of_output(self.proc_id, self.session.authkey)
                 self.records.exited(self.proc_id, -signal.SIGKILL, eof, lost="worker invocation died")
                 self.poll()  # the exit code recorded first (the host may have reported it meanwhile)
         elif state is None or state == b"queued":
@@ -110,7 +111,7 @@ class _RemoteHandle:
             int(sig),
             dumps_message(msgs.SignalProcess(int(sig)), authkey),
             self.blob,
-            dumps(("eof", self.proc_id), authkey),
+            end_of_output(self.proc_id, authkey),
         )
 
     def close(self) -> None:

@@ -50,6 +50,7 @@ from .call import (
     share_globals,
 )
 from .keys import Keys
+from .output import end_of_output
 from .pickling import loads as pickle_loads
 
 logger = logging.getLogger(__name__)
@@ -409,11 +410,6 @@ def write_record(record: mmap.mmap, value: msgs.SlotRecord | None) -> None:
     data = pickle.dumps(value)[: _SLOT_RECORD - 4]
     record[4 : 4 + len(data)] = data
     struct.pack_into("I", record, 0, len(data))
-
-
-def end_of_output(task_id: str, authkey: bytes) -> bytes:
-    """The signed marker that ends *task_id*'s output (see :mod:`faasmp.runtime.output`)."""
-    return dumps(("eof", task_id), authkey)
 
 
 def report_lost(
