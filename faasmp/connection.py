@@ -51,7 +51,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import multiprocessing
-import pickle
 import secrets
 import time
 import weakref
@@ -412,7 +411,7 @@ class Connection(SharedObject):
         """Receive one object sent with :meth:`send`; EOFError at end of file."""
         self._check_closed()
         self._check_readable()
-        return pickle.loads(self._signer.verify(self._recv_blob()))
+        return pickling.loads(self._signer.verify(self._recv_blob()))
 
     def _poll_now(self) -> int:
         if not self._bound:

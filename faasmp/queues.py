@@ -29,7 +29,6 @@ garbage collected (or the run ends), so keep it alive while processes use it.
 from __future__ import annotations
 
 import operator
-import pickle
 import time
 import types
 import weakref
@@ -221,7 +220,7 @@ class Queue(_ListQueue):
                 raise Empty
             if self._bounded:
                 self._redis.queue_space_freed(self._maxsize)
-        return pickle.loads(self._signer.verify(blob))
+        return pickling.loads(self._signer.verify(blob))
 
     def get_nowait(self) -> Any:
         """``get(False)``."""
@@ -332,7 +331,7 @@ class SimpleQueue(_ListQueue):
             blob = self._redis.queue_get(0 if timeout is None else _redis_timeout(timeout))
         if blob is None:
             raise Empty
-        return pickle.loads(self._signer.verify(blob))
+        return pickling.loads(self._signer.verify(blob))
 
     def empty(self) -> bool:
         """True if the queue is empty."""

@@ -121,8 +121,13 @@ BOX = """
     if __name__ == "__main__":
         with faasmp.Pool(1) as pool:
             box = pool.apply(Box)
+        queue = faasmp.Queue()
+        proc = faasmp.Process(target=queue.put, args=(Box(),))
+        proc.start()
+        queued = queue.get(timeout=60)
+        proc.join(60)
         G = 2
-        print(type(box) is Box, Box().get(), box.get(), Box.get.__globals__ is globals())
+        print(type(box) is Box, type(queued) is Box, Box().get(), box.get(), Box.get.__globals__ is globals())
 """
 
 
@@ -140,6 +145,6 @@ def test_an_instance_of_a_client_class_shipped_by_value_leaves_the_client_class_
         [sys.executable, *args], capture_output=True, text=True, timeout=100, cwd=tmp_path, env=env
     )
     assert out.returncode == 0, out.stderr
-    # Before: "True 1 1 False" -- the worker's copy of Box.get, with a stale copy
-    # of the script's globals, had replaced the client's method.
-    assert out.stdout.split() == ["True", "2", "2", "True"]
+    # Before: "True True 1 1 False" -- the worker's copy of Box.get, with a
+    # stale copy of the script's globals, had replaced the client's method.
+    assert out.stdout.split() == ["True", "True", "2", "2", "True"]
