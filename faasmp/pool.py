@@ -189,13 +189,13 @@ class Pool:
         for _ in range(n):
             self._lease_count += 1
             lease_id = f"{self._pool_id}.{self._lease_count}"
-            desc = {
-                "pool_id": self._pool_id,
-                "initializer": self._init_blob,
-                "maxtasksperchild": self._maxtasksperchild,
-                "worker_index": self._lease_count,
-                "worker_name": f"ForkPoolWorker-{self._lease_count}",
-            }
+            desc = msgs.PoolLease(
+                pool_id=self._pool_id,
+                initializer=self._init_blob,
+                maxtasksperchild=self._maxtasksperchild,
+                worker_index=self._lease_count,
+                worker_name=f"ForkPoolWorker-{self._lease_count}",
+            )
             call = RemoteCall(
                 CallKind.POOL_WORKER,
                 lease_id,

@@ -611,12 +611,12 @@ def _client_log_level() -> int:
     return logging.getLogger().getEffectiveLevel()
 
 
-def _set_pool_worker_identity(desc: dict[str, Any], slot_id: str) -> None:
+def _set_pool_worker_identity(index: int, name: str) -> None:
     """Make ``current_process()`` in a pool worker look like the stdlib's."""
     global _current_process
     proc = BaseProcess.__new__(BaseProcess)
-    proc._identity = (desc.get("worker_index", 0),)
-    proc._name = desc.get("worker_name", f"ForkPoolWorker-{slot_id}")
+    proc._identity = (index,)
+    proc._name = name
     proc._parent_pid = None  # type: ignore[assignment]
     proc._handle = None
     proc._closed = False

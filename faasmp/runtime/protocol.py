@@ -31,8 +31,10 @@ process control      :class:`SignalProcess`, :data:`CHILD_EXITED` the client, th
 run events           :class:`HostRegistered`                      hosts
 ===================  ===========================================  ====================
 
-The slot record (what a slot is doing, read by its host when the slot dies)
-holds :class:`RunningProcess` or :class:`ServingPool`.
+A Pool's worker lease (the payload of a ``POOL_WORKER`` RemoteCall on the
+work queue) is a :class:`PoolLease`.  The slot record (what a slot is doing,
+read by its host when the slot dies) holds :class:`RunningProcess` or
+:class:`ServingPool`.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ __all__ = [
     "HostRegistered",
     "InitFailed",
     "KillBusy",
+    "PoolLease",
     "PoolTask",
     "RunningProcess",
     "Sentinel",
@@ -65,6 +68,22 @@ __all__ = [
     "WorkerExited",
     "WorkerLost",
 ]
+
+
+# --- pool leases (Pool -> a slot, as the payload of a POOL_WORKER call) -------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PoolLease:
+    """What a slot needs to serve a Pool as one of its workers."""
+
+    pool_id: str
+    #: The signed pickle of ``(initializer, initargs)``, or None.
+    initializer: bytes | None
+    maxtasksperchild: int | None
+    #: The worker's ``current_process()._identity`` and name, as the stdlib's.
+    worker_index: int
+    worker_name: str
 
 
 # --- pool tasks (Pool -> pool workers) ----------------------------------------

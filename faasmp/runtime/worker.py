@@ -482,7 +482,7 @@ class Slot:
             if call.kind is CallKind.PROCESS:
                 write_record(self.record, msgs.RunningProcess(call.call_id))
             elif call.kind is CallKind.POOL_WORKER:
-                write_record(self.record, msgs.ServingPool(call.payload["pool_id"]))
+                write_record(self.record, msgs.ServingPool(call.payload.pool_id))
             _match_patch(call.patched, call.storage)
             self._prepare_main(call)
             if call.kind is CallKind.PROCESS:
@@ -624,8 +624,8 @@ class Slot:
         :class:`InitFailed` and :class:`WorkerExited` out.
         """
         k, spec = self.keys, self.spec
-        desc = call.payload
-        pool_id: str = desc["pool_id"]
+        desc: msgs.PoolLease = call.payload
+        pool_id = desc.pool_id
         res_key, task_key = k.pool_results(pool_id), k.pool_tasks(pool_id)
         authkey = spec.authkey
         old_out, old_err = sys.stdout, sys.stderr
@@ -639,17 +639,17 @@ class Slot:
             sys.stdout, sys.stderr = old_out, old_err
         self.state.rpush(res_key, dumps_message(msgs.WorkerExited(self.slot_id, reason), authkey))
 
-    def _pool_loop(self, desc: dict[str, Any], res_key: str, task_key: str, sink: Any) -> str:
+    def _pool_loop(self, desc: msgs.PoolLease, res_key: str, task_key: str, sink: Any) -> str:
         from .. import process as process_mod  # noqa: PLC0415
 
         k, spec, state, authkey = self.keys, self.spec, self.state, self.spec.authkey
-        pool_id = desc["pool_id"]
-        process_mod._set_pool_worker_identity(desc, self.slot_id)
+        pool_id = desc.pool_id
+        process_mod._set_pool_worker_identity(desc.worker_index, desc.worker_name)
         shared: dict[str, dict[str, Any]] = {}  # module globals of this worker's by-value functions
-        if desc.get("initializer") is not None:
+        if desc.initializer is not None:
             sink.begin(f"{pool_id}:init")
             try:
-                init, initargs = loads(desc["initializer"], authkey)
+                init, initargs = loads(desc.initializer, authkey)
                 share_globals(init, shared)(*initargs)
             except BaseException as exc:  # noqa: BLE001 - reported to the pool
                 sink.end()
@@ -658,7 +658,7 @@ class Slot:
                 return "initializer failed"
             sink.end()
         funcs: dict[bytes, Any] = {}
-        maxtasks = desc.get("maxtasksperchild")
+        maxtasks = desc.maxtasksperchild
         done = 0
         offset = self.offset - spec.clock_offset
         # The last result's commands, sent with the next BLPOP on this thread's
