@@ -118,6 +118,8 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "mc_efficiency": ("  Monte Carlo efficiency (stdlib time / time)", "", "higher"),
     "sort_shared_s": ("sort {sort_n:,} ints, {sort_procs} procs, shared Array in place", "s", "lower"),
     "sort_pipes_s": ("sort {sort_n:,} ints, {sort_procs} procs, copies via Pipes", "s", "lower"),
+    "sort_views_s": ("sort {sort_n:,} ints, {sort_procs} procs, numpy views of a RawArray", "s", "lower"),
+    "sync_1mib_ms": ("lock release+acquire, 1 MiB RawArray, 1% of it written", "ms", "lower"),
 }
 
 # benchmark (one child run) -> (metrics it reports, lithops worker_processes or None = from params)
@@ -141,6 +143,8 @@ BENCHES: dict[str, tuple[tuple[str, ...], int]] = {
     "monte_carlo": (("mc_s",), 2),
     "sort_shared": (("sort_shared_s",), 0),
     "sort_pipes": (("sort_pipes_s",), 0),
+    "sort_views": (("sort_views_s",), 0),
+    "sync_1mib": (("sync_1mib_ms",), 2),
 }
 SCALE_METRICS = {
     "overhead_s": ("warm Pool(n).map(sleep) overhead", "s", "lower"),
@@ -152,8 +156,8 @@ SCALE_METRICS = {
 # (~0.3 s of CPU each on this kind of machine): its limits are what it needs for the
 # fork-join rows, and short elsewhere, where it cannot finish anyway.
 LIMITS_FULL: dict[str, dict[str, float]] = {
-    "stdlib": {b: 60.0 for b in BENCHES} | {"sort_shared": 120.0, "sort_pipes": 120.0},
-    "faasmp": {b: 90.0 for b in BENCHES} | {"sort_shared": 180.0, "sort_pipes": 180.0},
+    "stdlib": {b: 60.0 for b in BENCHES} | {"sort_shared": 120.0, "sort_pipes": 120.0, "sort_views": 120.0},
+    "faasmp": {b: 90.0 for b in BENCHES} | {"sort_shared": 180.0, "sort_pipes": 180.0, "sort_views": 180.0},
     # (lithops' limits below are per benchmark; bare_call is the same in every column)
     "lithops": {
         "first_8": 45.0,
@@ -175,6 +179,8 @@ LIMITS_FULL: dict[str, dict[str, float]] = {
         "monte_carlo": 60.0,
         "sort_shared": 45.0,
         "sort_pipes": 60.0,
+        "sort_views": 30.0,
+        "sync_1mib": 30.0,
     },
 }
 SCALE_LIMIT_FULL = {"stdlib": 60.0, "faasmp": 90.0, "lithops": 60.0}
@@ -201,6 +207,13 @@ def sort_slice_shared(arr: Any, lo: int, hi: int) -> None:
     vals = np.array(arr[lo:hi], dtype=np.int64)
     vals.sort()
     arr[lo:hi] = vals.tolist()
+
+
+def sort_view(arr: Any, lo: int, hi: int) -> None:
+    """Sort arr[lo:hi] of a shared RawArray in place through a numpy view (no copy out)."""
+    import numpy as np
+
+    np.frombuffer(arr, dtype=np.int32)[lo:hi].sort()
 
 
 def sort_via_pipe(conn: Any) -> None:
@@ -440,6 +453,60 @@ def b_sort_shared(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
     out.sort(kind="stable")  # merges the sorted runs
     dt = time.perf_counter() - t0
     return {"sort_shared_s": {"value": dt, "n": n, "procs": procs, **_check_sorted(out, data)}}
+
+
+def b_sort_views(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    n, procs = p["sort_n"], p["sort_procs"]
+    data = _sort_data(n)
+    impl.warm(procs)
+    bounds = [(i * n // procs, (i + 1) * n // procs) for i in range(procs)]
+    phase("measure", kind="time", sub=0.0)
+    t0 = time.perf_counter()
+    arr = impl.mp.RawArray("i", n)
+    view = np.frombuffer(arr, dtype=np.int32)
+    view[:] = data
+    ps = [impl.Process(target=sort_view, args=(arr, lo, hi)) for lo, hi in bounds]
+    for pr in ps:
+        pr.start()
+    for pr in ps:
+        pr.join()
+    view.sort(kind="stable")  # merges the sorted runs, in place
+    dt = time.perf_counter() - t0
+    return {"sort_views_s": {"value": dt, "n": n, "procs": procs, **_check_sorted(view, data)}}
+
+
+def b_sync_1mib(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
+    """One release+acquire of a lock after writing 1% of a 1 MiB shared array (scattered elements).
+
+    On the stdlib the writes are already in shared memory: this is the lock's
+    cost.  On faasmp the release ships the changed bytes and the acquire asks
+    for other processes' changes.
+    """
+    import numpy as np
+
+    arr = impl.mp.RawArray("d", 131072)
+    lock = impl.mp.Lock()
+    view = np.frombuffer(arr)
+    rng = np.random.default_rng(3)
+    picks = [rng.choice(len(view), len(view) // 100, replace=False) for _ in range(16)]
+    lock.acquire()
+    times = []
+    phase("measure", kind="time", sub=0.0)
+    for i in range(p.get("sync_rounds", 200)):
+        view[picks[i % 16]] += 1.0
+        t0 = time.perf_counter()
+        lock.release()
+        lock.acquire()
+        times.append(time.perf_counter() - t0)
+    lock.release()
+    return {
+        "sync_1mib_ms": {
+            "value": statistics.median(times) * 1e3,
+            "p90": sorted(times)[len(times) * 9 // 10] * 1e3,
+        }
+    }
 
 
 def b_sort_pipes(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
@@ -797,6 +864,16 @@ def evaluate_targets(results: dict[str, dict[str, Any]], params: dict[str, Any])
             f"{f:.2f} s vs {s:.2f} s = {f / s:.2f}x",
             f <= 1.5 * s,
         )
+    f, s = val("sort_views_s", "faasmp"), val("sort_views_s", "stdlib")
+    if f is not None and s:
+        add(
+            "in-place shared-array sort via numpy views within 1.5x of stdlib",
+            f"{f:.2f} s vs {s:.2f} s = {f / s:.2f}x",
+            f <= 1.5 * s,
+        )
+    f = val("sync_1mib_ms", "faasmp")
+    if f is not None:
+        add("a sync point on a 1 MiB array, 1% written, <= 2 ms", f"{f:.2f} ms", f <= 2.0)
     return out
 
 

@@ -15,7 +15,7 @@ from multiprocessing import BufferTooShort, ProcessError, TimeoutError
 
 from . import stats
 from .config import Config
-from .context import FaasContext, _default_context
+from .context import FaasContext, default_context
 from .patch import is_patched, patch, patched, unpatch
 from .process import Process, active_children, current_process, parent_process
 from .runtime.call import AuthenticationError, PicklingFailed, RemoteError, RemoteTraceback
@@ -81,7 +81,7 @@ __all__ = [
     "warm_pool_status",
 ]
 
-_ctx = _default_context
+_ctx = default_context()
 Pool = _ctx.Pool
 Pipe = _ctx.Pipe
 Queue = _ctx.Queue

@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .backends.redis.pipes import RedisPipeEnd, create_pipe
 from .backends.state import CONNECTION_ERRORS, StateError
-from .runtime import pickling
+from .runtime import dsm, pickling
 from .runtime.call import Signer, dumps_named, dumps_plain, signer
 from .runtime.shared import SharedObject
 
@@ -332,6 +332,7 @@ class Connection(SharedObject):
 
     def _send_signed(self, mac: Any, body: Any) -> None:
         """Send one signed message: the signature and the body are written as they are."""
+        dsm.release()  # a send is a release of shared memory
         if not self._bound:
             self._bind()
         self._check_earlier_sends()
@@ -381,6 +382,7 @@ class Connection(SharedObject):
         if maxlength is not None and maxlength < 0:
             raise ValueError("negative maxlength")
         body = self._signer.verify(self._recv_blob())
+        dsm.acquire()  # a receive is an acquire of shared memory
         if maxlength is not None and body.nbytes > maxlength:
             self._bad_message_length()
         return body.tobytes()
@@ -401,6 +403,7 @@ class Connection(SharedObject):
             if offset > bytesize:
                 raise ValueError("offset too large")
             body = self._signer.verify(self._recv_blob())
+            dsm.acquire()
             size = body.nbytes
             if bytesize < offset + size:
                 raise multiprocessing.BufferTooShort(body.tobytes())
@@ -411,7 +414,9 @@ class Connection(SharedObject):
         """Receive one object sent with :meth:`send`; EOFError at end of file."""
         self._check_closed()
         self._check_readable()
-        return pickling.loads(self._signer.verify(self._recv_blob()))
+        body = self._signer.verify(self._recv_blob())
+        dsm.acquire()
+        return pickling.loads(body)
 
     def _poll_now(self) -> int:
         if not self._bound:

@@ -434,3 +434,13 @@ def attach_remote(spec: Any, state: Any) -> None:
 
 
 _default_context = FaasContext()
+
+
+def default_context() -> FaasContext:
+    """The default context: the one the top-level API (``faasmp.Pool``, ``faasmp.Manager``, ...) uses.
+
+    Objects made without a ``ctx=`` belong to it.  Inside a worker it is
+    bound to the run the worker serves (see :func:`attach_remote`).  Other
+    modules reach it only through this function.
+    """
+    return _default_context

@@ -663,9 +663,9 @@ def missing_message(lacking: list[Requirement], manifest: RuntimeManifest, what:
 
 
 def _active_config() -> Any:
-    from .context import _default_context  # noqa: PLC0415
+    from .context import default_context  # noqa: PLC0415
 
-    return _default_context.config
+    return default_context().config
 
 
 def check(requirements: list[Requirement], what: str = "", config: Any = None) -> None:

@@ -41,7 +41,7 @@ class ProcessPoolExecutor(Executor):
         *,
         max_tasks_per_child: int | None = None,
     ) -> None:
-        from .context import FaasContext, _default_context  # noqa: PLC0415
+        from .context import FaasContext, default_context  # noqa: PLC0415
 
         if max_workers is not None and max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
@@ -51,7 +51,7 @@ class ProcessPoolExecutor(Executor):
             not isinstance(max_tasks_per_child, int) or max_tasks_per_child <= 0
         ):
             raise ValueError("max_tasks_per_child must be >= 1")
-        ctx = _default_context if mp_context is None else mp_context
+        ctx = default_context() if mp_context is None else mp_context
         if not isinstance(ctx, FaasContext) and not hasattr(ctx, "_base"):
             raise TypeError(f"mp_context must be a faasmp context (faasmp.get_context()), got {ctx!r}")
         self._pool = ctx.Pool(max_workers, initializer, initargs, max_tasks_per_child)

@@ -42,9 +42,9 @@ class FaasmpBackend(PoolManagerMixin, AutoBatchingMixin, ParallelBackendBase):  
     def _ctx(self) -> Any:
         if self._context is not None:
             return self._context
-        from .context import _default_context  # noqa: PLC0415
+        from .context import default_context  # noqa: PLC0415
 
-        return _default_context
+        return default_context()
 
     def effective_n_jobs(self, n_jobs: int | None) -> int:
         if n_jobs == 0:

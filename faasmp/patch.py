@@ -51,6 +51,12 @@ _SUBMODULES = {
     "multiprocessing.managers": {
         "BaseManager": ("faasmp.managers", "BaseManager"),
         "SyncManager": ("faasmp.managers", "SyncManager"),
+        "SharedMemoryManager": ("faasmp.managers", "SharedMemoryManager"),
+    },
+    "multiprocessing.heap": {"BufferWrapper": ("faasmp.sharedctypes", "BufferWrapper")},
+    "multiprocessing.shared_memory": {
+        "SharedMemory": ("faasmp.shared_memory", "SharedMemory"),
+        "ShareableList": ("faasmp.shared_memory", "ShareableList"),
     },
     "multiprocessing.process": {
         "current_process": ("faasmp.process", "current_process"),

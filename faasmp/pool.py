@@ -28,6 +28,7 @@ from multiprocessing.pool import MaybeEncodingError, ThreadPool  # type: ignore[
 from typing import TYPE_CHECKING, Any
 
 from .patch import is_patched
+from .runtime import dsm
 from .runtime import protocol as msgs
 from .runtime.call import (
     CallKind,
@@ -120,9 +121,9 @@ class Pool:
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         if context is None:
-            from .context import _default_context  # noqa: PLC0415
+            from .context import default_context  # noqa: PLC0415
 
-            context = _default_context
+            context = default_context()
         self._ctx = context
         self._session: Session = context.session
         session = self._session
@@ -234,6 +235,7 @@ class Pool:
         self, job: int, func: Callable[..., Any], mode: msgs.TaskMode, chunks: Iterable[tuple[int, Any]]
     ) -> None:
         """Push the chunks of a job (in batches) to the pool's task list."""
+        dsm.release()  # submitting tasks is a release of shared memory
         session = self._session
         authkey = session.authkey
         pipe = session.state.pipeline()
@@ -683,6 +685,7 @@ class Pool:
             )
             self._session.stats.emit(TaskFinished(rec))
         if result is not None:
+            dsm.acquire()  # a task's result is an acquire of the shared memory it wrote
             result._set(index, (ok, value))
 
     def _decode(self, msg: msgs.TaskDone) -> tuple[bool, Any]:

@@ -23,6 +23,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from .backends.redis.processes import ProcessRecords
+from .runtime import dsm
 from .runtime import protocol as msgs
 from .runtime.call import CallKind, RemoteCall, dumps, dumps_message, dumps_named
 from .runtime.output import end_of_output
@@ -172,6 +173,7 @@ class BaseProcess:
             "daemonic processes are not allowed to have children"
         )
         _cleanup()
+        dsm.release()  # starting a process is a release of shared memory
         ctx = self._get_ctx()
         session = ctx.session
         self._proc_id = f"p{os.getpid()}-{'-'.join(map(str, self._identity))}-{session.run_id}"
@@ -206,9 +208,9 @@ class BaseProcess:
     def _get_ctx(self) -> FaasContext:
         if self._ctx is not None:
             return self._ctx
-        from .context import _default_context  # noqa: PLC0415
+        from .context import default_context  # noqa: PLC0415
 
-        return _default_context
+        return default_context()
 
     def terminate(self) -> None:
         """Send SIGTERM (a queued process is cancelled with exit code -SIGTERM)."""
@@ -230,6 +232,7 @@ class BaseProcess:
         handle = self._handle
         res = handle.wait(timeout)
         if res is not None:
+            dsm.acquire()  # joining an ended process is an acquire of the memory it wrote
             _children.discard(self)
             if not handle.output_done:
                 handle.output_done = True
@@ -389,6 +392,7 @@ class BaseProcess:
 
             util.get_logger().setLevel(level)
         try:
+            dsm.acquire()  # the start of a child is an acquire of shared memory
             self.run()
             exitcode = 0
         except SystemExit as exc:
@@ -402,6 +406,7 @@ class BaseProcess:
             # As the stdlib's child: wait for non-daemon threads, then children.
             threading._shutdown()  # type: ignore[attr-defined]
             _exit_children()
+            _release_at_exit()
             for stream in (sys.stdout, sys.stderr):
                 try:
                     stream.flush()
@@ -487,9 +492,9 @@ class _ParentProcess:
     ident = pid
 
     def is_alive(self) -> bool:
-        from .context import _default_context  # noqa: PLC0415
+        from .context import default_context  # noqa: PLC0415
 
-        session = _default_context.session
+        session = default_context().session
         kind, proc_id = self._ref
         if kind == "client":
             return bool(session.state.exists(session.keys.client))
@@ -609,6 +614,17 @@ def _client_log_level() -> int:
     import logging  # noqa: PLC0415
 
     return logging.getLogger().getEffectiveLevel()
+
+
+def _release_at_exit() -> None:
+    """Ship the child's last shared-memory writes (its end is a release); report a failure."""
+    try:
+        dsm.release()
+    except Exception:  # noqa: BLE001 - the exit code stays; the user sees why writes are missing
+        import traceback  # noqa: PLC0415
+
+        sys.stderr.write("faasmp: the process's last writes to shared memory could not be shared:\n")
+        traceback.print_exc()
 
 
 def _set_pool_worker_identity(index: int, name: str) -> None:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .backends.redis.queues import RedisQueue
 from .backends.state import StateError
 from .connection import Signer
-from .runtime import pickling
+from .runtime import dsm, pickling
 from .runtime.call import dumps_named, pickle_plain
 from .runtime.shared import SharedObject
 
@@ -179,6 +179,7 @@ class Queue(_ListQueue):
         unbounded queue without waiting for the reply; see ``_push_unbounded``).
         """
         self._check_open()
+        dsm.release()  # a put is a release of shared memory
         mac, body = self._dumps(obj)
         if not self._bounded:
             self._push_unbounded(mac, body, self._joinable)
@@ -220,6 +221,7 @@ class Queue(_ListQueue):
                 raise Empty
             if self._bounded:
                 self._redis.queue_space_freed(self._maxsize)
+        dsm.acquire()  # a get is an acquire of shared memory
         return pickling.loads(self._signer.verify(blob))
 
     def get_nowait(self) -> Any:
@@ -317,6 +319,7 @@ class SimpleQueue(_ListQueue):
     def put(self, obj: Any) -> None:
         """Put *obj* on the queue (sent to Redis before this returns; the reply is not awaited)."""
         self._check_open()
+        dsm.release()
         self._push_unbounded(*self._dumps(obj), False)
 
     def get(self, *, timeout: float | None = None) -> Any:
@@ -331,6 +334,7 @@ class SimpleQueue(_ListQueue):
             blob = self._redis.queue_get(0 if timeout is None else _redis_timeout(timeout))
         if blob is None:
             raise Empty
+        dsm.acquire()
         return pickling.loads(self._signer.verify(blob))
 
     def empty(self) -> bool:

@@ -1,55 +1,40 @@
-"""``faasmp.sharedctypes``: ``Value`` and ``Array`` whose memory is a Redis string.
+"""``faasmp.sharedctypes``: ctypes objects in distributed shared memory.
 
 Same names and signatures as :mod:`multiprocessing.sharedctypes`
 (``RawValue``, ``RawArray``, ``Value``, ``Array``, ``copy``, ``synchronized``),
 with array typecodes (``'i'``, ``'d'``, ``'c'``, ...) or ctypes types (simple
 types and ``ctypes.Structure``/``Union`` subclasses).
 
-Layout: each object is **one binary STRING holding the ctypes buffer**; an
-element or a contiguous slice is one ``GETRANGE``/``SETRANGE`` at its byte
-offset, converted with ctypes itself, so values, wrap-around and errors are
-exactly ctypes'.  Chosen by measurement against a LIST layout (one element
-per list item: LRANGE / RPUSH / LINDEX / LSET, a Lua LSET loop for slices)
-for a 1M-element ``c_int`` array: embedded Valkey over a unix socket on a
-busy 2-core machine (PING median 58 us), median of calls alternating
-between the layouts, in ms (5 runs; the spread between runs was up to 3x,
-the ranking never changed):
+``RawValue``/``RawArray`` return **real ctypes objects** (instances of a
+subclass of the requested ctypes type) over a local buffer of the process, so
+``np.frombuffer``, ``np.ctypeslib.as_array``, ``memoryview``, indexing and
+``isinstance(x, ctypes.Array)`` all work at local speed.  Pickling one (as a
+Process or Pool argument, through a Queue or Pipe) sends only its name: the
+receiving process attaches its own local copy of the same segment.
 
-===========================  =======  =======  ==========================
-operation                    STRING   LIST     stdlib (local shared mem)
-===========================  =======  =======  ==========================
-write the whole array          41      520      21
-read the whole array           83      337      63
-read a 1,000-element slice      0.15     0.31    0.02
-write a 1,000-element slice     0.55     7.1     0.04
-get one element                 0.13     0.11    0.0002
-set one element                 0.14     0.08    0.0001
-===========================  =======  =======  ==========================
+The copies are kept coherent by :mod:`faasmp.runtime.dsm` at synchronisation
+points (release consistency): a write made before a release (lock release,
+``Event.set``, ``Barrier.wait``, ``send``/``put``, the end of a process or
+task, ``Process.start``, task submission) is visible to every process after
+the matching acquire (lock acquire, ``Event.wait``, ``Barrier.wait``,
+``recv``/``get``, the start of a child or task, ``join``, a task's result).
+Only the bytes that changed travel.  ``Value``/``Array`` (``lock=True``)
+wrap the object with a faasmp ``RLock`` like the stdlib's ``Synchronized``
+wrappers, so every ``.value``/item access through the wrapper is a
+synchronisation point and sees the newest value.
 
-Bulk access is 2-13x faster as a string (Redis and redis-py move one bulk
-reply instead of a million; converting a million Python ints is most of what
-is left, and the stdlib pays it too).  Single elements are one round trip
-either way; the string layout's set is a Lua script (it refuses to resurrect
-a released key and refreshes the TTL), the LIST figure is a bare ``LSET``.
+Differences from the stdlib, all forced by the memory not being one piece of
+RAM:
 
-Differences from the stdlib, all forced by the memory being remote:
-
-* ``RawValue``/``RawArray`` return proxies, not ctypes objects: ``.value``,
-  indexing (negative indices, slices, slice assignment of the same length, else
-  ``ValueError`` like ctypes), ``len``, iteration, and ``.value``/``.raw`` of
-  ``c_char`` arrays (``.value`` of ``c_wchar`` arrays) each read or write Redis.
-  Iterating reads the whole array once (a snapshot).  Structure fields are
-  attributes of the proxy; reading an array element that is a Structure gives a
-  local copy (changing the copy does not write back: assign it back).
-* Writes refresh the key's TTL (``key_ttl``); the creating process deletes the
-  key when its object is garbage collected.  Reading or writing an object whose
-  key is gone raises :class:`RuntimeError`.
-* Synchronized wrappers (``lock=True``, a new faasmp :class:`~faasmp.synchronize.RLock`)
-  do each access "under the lock" in one round trip: a Lua script that
-  checks the lock is free or held by the caller and then reads/writes; only
-  when another process holds it does the access acquire and release the lock.
-  With a non-recursive ``Lock`` held by the caller the stdlib would deadlock;
-  here the access proceeds.
+* A write through a raw object (``RawArray``, ``get_obj()``, a numpy view)
+  reaches other processes at this process's next release, and they see it
+  after their next acquire.  A program that reads shared data without any
+  synchronisation (a data race) may see an old value for as long as it does
+  not synchronise; on the stdlib it would usually, though not by guarantee,
+  see the new one.
+* Writes refresh the data's TTL (``key_ttl``); the creating process deletes
+  the data when its object is garbage collected (other processes keep their
+  local copy, but their later writes are no longer shared).
 * Pointer types (``c_char_p``, ``c_void_p``, ``POINTER(...)``) are refused:
   an address means nothing in another process.
 """
@@ -59,14 +44,15 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .runtime.shared import SharedObject, _default_ctx
-from .synchronize import _IDENTITY, Lock, RLock, SemLock
+from .runtime import dsm
+from .runtime.shared import context_or_default
+from .synchronize import SemLock
 
 if TYPE_CHECKING:
-    from .backends.state import ScriptCall
     from .context import FaasContext
 
 __all__ = ["Array", "RawArray", "RawValue", "Value", "copy", "synchronized"]
@@ -89,33 +75,6 @@ typecode_to_type: dict[str, type] = {
 }
 
 _POINTER_TYPES = (ctypes.c_char_p, ctypes.c_wchar_p, ctypes.c_void_p)
-
-# Lua: writes refresh the TTL and never resurrect a deleted key.  With a lock
-# (ARGV[2] = caller's owner id), the write happens only if the lock is free or
-# the caller's.  KEYS: data[, lock meta (count 'v' and owner 'id')].  ARGV: ttl, me or '',
-# offset, bytes, offset, bytes, ...  -> 1 written, 0 lock held by another, -1 gone
-_WRITE = """
-if ARGV[2] ~= '' and tonumber(redis.call('HGET', KEYS[2], 'v') or '0') == 0
-    and redis.call('HGET', KEYS[2], 'id') ~= ARGV[2] then
-  return 0
-end
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-for i = 3, #ARGV, 2 do redis.call('SETRANGE', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return 1
-"""
-
-# KEYS: lock meta (count 'v' and owner 'id'), data.  ARGV: me, start, end -> bytes, or nil if
-# another process holds the lock.
-_GUARDED_READ = """
-if tonumber(redis.call('HGET', KEYS[1], 'v') or '0') == 0
-    and redis.call('HGET', KEYS[1], 'id') ~= ARGV[1] then
-  return false
-end
-return redis.call('GETRANGE', KEYS[2], ARGV[2], ARGV[3])
-"""
-
-_SCRIPTS = {"write": _WRITE, "read": _GUARDED_READ}
 
 # --- ctypes types ------------------------------------------------------------------
 
@@ -189,314 +148,162 @@ def _as_bytes(obj: Any) -> bytes:
 
 # --- raw shared objects -------------------------------------------------------------
 
+_SEGMENT = "_faasmp_segment"
 
-class _SharedCData(SharedObject):
-    """A ctypes buffer stored as one Redis string (base of the raw proxies)."""
 
-    _kind = "ctypes"
-    _type: Any  # the ctypes value type (RawValue) or element type (RawArray)
+def _simple_repr(self: Any) -> str:
+    return f"{type(self).__mro__[1].__name__}({self.value!r})"
 
-    def _create(self, ctx: FaasContext | None, data: bytes) -> None:
-        self._init_shared(ctx)
-        self._session.state.set(self.key(), data, px=self._ttl_ms)
 
-    def _getstate_extra(self) -> dict[str, Any]:
-        return {"_spec": _type_spec(self._type), **self._extra()}
+@functools.lru_cache(maxsize=512)
+def _shared_class(tp: type) -> type:
+    """The subclass of ctypes type *tp* whose instances live in a shared segment.
 
-    def _extra(self) -> dict[str, Any]:
-        return {}
+    It differs from *tp* only in pickling (the segment's name travels, not the
+    bytes) and, for simple types, in ``repr`` (which ctypes would make
+    ``<... object at 0x...>`` for a subclass).
+    """
+    attrs: dict[str, Any] = {
+        "__reduce__": _reduce,
+        "__module__": tp.__module__,
+        "__qualname__": tp.__qualname__,
+    }
+    if issubclass(tp, ctypes._SimpleCData):
+        attrs["__repr__"] = _simple_repr
+    return type(tp.__name__, (tp,), attrs)
 
-    def _setstate_extra(self, state: dict[str, Any]) -> None:
-        self._type = _build_type(state.pop("_spec"))
-        self.__dict__.update(state)
 
-    def _script(self, name: str) -> ScriptCall:
-        return self._cached_script(name, _SCRIPTS[name])
+def _instance(tp: type, seg: dsm.Segment) -> Any:
+    obj = _shared_class(tp).from_buffer(seg.mem)  # type: ignore[attr-defined]
+    obj.__dict__[_SEGMENT] = seg  # keeps the segment (and its sync) alive with the object
+    # Whoever collects the shared objects an object consists of (a Manager
+    # deleting its objects at shutdown) finds the segment's keys here.
+    obj.__dict__["_faasmp_handle"] = seg.handle
+    return obj
 
-    def _gone(self) -> RuntimeError:
-        return RuntimeError(
-            f"faasmp shared {type(self).__name__} {self._oid}: its data in Redis is gone — released by the "
-            "process that created it (garbage collected or the run shut down), or unused for longer "
-            "than key_ttl"
+
+def _reduce(self: Any) -> Any:
+    seg: dsm.Segment = self.__dict__[_SEGMENT]
+    return (_attach, (_type_spec(type(self).__mro__[1]), seg.handle))
+
+
+def _set_grain(seg: dsm.Segment | None, tp: Any) -> None:
+    """Ship an array of simple elements (int32, double, ...) in whole elements."""
+    if seg is not None and issubclass(tp, ctypes.Array) and issubclass(tp._type_, ctypes._SimpleCData):
+        seg.grain = ctypes.sizeof(tp._type_)
+
+
+def _attach(spec: Any, handle: dsm.SegmentHandle) -> Any:
+    """Rebuild a pickled shared ctypes object over this process's copy of its segment."""
+    seg = dsm.REGISTRY.attach(handle)
+    if seg is None:
+        raise RuntimeError(
+            f"faasmp shared memory {handle._oid}: its data in Redis is gone — released by the process "
+            "that created it (garbage collected or the run shut down), or unused for longer than key_ttl"
         )
-
-    # -- byte access; *lock* is a faasmp lock to honour (None = raw access) -----------
-    def _read(self, start: int, stop: int, lock: SemLock | None = None) -> bytes | None:
-        """Bytes [start, stop); None if *lock* is held by another process."""
-        if stop <= start:
-            return b""
-        if lock is None:
-            data = self._session.state.getrange(self.key(), start, stop - 1)
-        else:
-            meta = lock._k()[0]
-            data = self._script("read")(keys=[meta, self.key()], args=[_IDENTITY.current(), start, stop - 1])
-            if data is None:
-                return None
-        if len(data) != stop - start:
-            raise self._gone()
-        return bytes(data)
-
-    def _write(self, pieces: Sequence[tuple[int, bytes]], lock: SemLock | None = None) -> bool:
-        """Write (offset, bytes) pieces atomically; False if *lock* is held by another."""
-        args: list[Any] = [self._ttl_ms, ""]
-        keys = [self.key()]
-        if lock is not None:
-            keys.append(lock._k()[0])
-            args[1] = _IDENTITY.current()
-        for offset, data in pieces:
-            args += [offset, data]
-        result = self._script("write")(keys=keys, args=args)
-        if result == -1:
-            raise self._gone()
-        return bool(result == 1)
+    tp = _build_type(spec)
+    _set_grain(seg, tp)
+    return _instance(tp, seg)
 
 
-class SharedValue(_SharedCData):
-    """What :func:`RawValue` returns: a ctypes value kept in Redis.
+def _share(local: Any, ctx: FaasContext | None, *, zeros: bool = False) -> Any:
+    """A shared copy of the ctypes object *local* (a new segment); *zeros*: it is all zeros."""
+    handle = dsm.SegmentHandle()
+    handle._init_shared(ctx)
+    seg = dsm.REGISTRY.create(handle, ctypes.sizeof(local) if zeros else _as_bytes(local))
+    _set_grain(seg, type(local))
+    assert seg is not None  # a fresh random name cannot exist
+    return _instance(type(local), seg)
 
-    ``.value`` reads/writes a simple value; a Structure's fields are attributes.
+
+def segment_of(obj: Any) -> dsm.Segment | None:
+    """The segment a shared ctypes object (or a synchronized wrapper) lives in, if any."""
+    if isinstance(obj, SynchronizedBase):
+        obj = obj.get_obj()
+    return getattr(obj, "__dict__", {}).get(_SEGMENT)
+
+
+class BufferWrapper:
+    """A block of *size* shared bytes, as :class:`multiprocessing.heap.BufferWrapper`.
+
+    ``create_memoryview()`` returns a memoryview of this process's copy;
+    pickling sends only the block's name (the receiver attaches its own copy).
+    Code that keeps a counter in one under a lock (as CPython's own tests
+    do) works across faasmp processes: the lock synchronises the copies.
     """
 
-    _kind = "value"
+    def __init__(self, size: int, *, ctx: FaasContext | None = None) -> None:
+        if not 0 <= size < sys.maxsize:
+            raise OverflowError(f"Size {size:n} out of range")
+        handle = dsm.SegmentHandle()
+        handle._init_shared(ctx)
+        seg = dsm.REGISTRY.create(handle, size)
+        assert seg is not None  # a fresh random name cannot exist
+        self._seg = seg
 
-    def __init__(self, tp: Any, args: tuple[Any, ...], *, ctx: FaasContext | None = None) -> None:
-        local = tp(*args)  # the stdlib initialises the shared object the same way
-        object.__setattr__(self, "_type", tp)
-        self._create(ctx, _as_bytes(local))
+    def create_memoryview(self) -> memoryview:
+        """A memoryview of the block (this process's copy)."""
+        return memoryview(self._seg.mem)
 
-    @property
-    def _size(self) -> int:
-        return ctypes.sizeof(self._type)
-
-    def _get(self, lock: SemLock | None = None) -> Any:
-        data = self._read(0, self._size, lock)
-        return None if data is None else self._type.from_buffer_copy(data)
-
-    def _set(self, obj: Any, lock: SemLock | None = None) -> bool:
-        return self._write([(0, _as_bytes(obj))], lock)
-
-    def _coerce(self, value: Any) -> Any:
-        return value if isinstance(value, self._type) else self._type(value)
-
-    @property
-    def value(self) -> Any:
-        """The current value (one read)."""
-        return self._get().value
-
-    @value.setter
-    def value(self, value: Any) -> None:
-        self._set(self._coerce(value))
-
-    # Structure fields ------------------------------------------------------------
-    def _field_names(self) -> list[str]:
-        fields = getattr(self._type, "_fields_", None)
-        return [f[0] for f in fields] if fields else []
-
-    def _field_piece(self, name: str, value: Any, current: Any | None = None) -> tuple[int, bytes]:
-        """(offset, bytes) writing field *name*; bit fields need the current struct."""
-        desc = getattr(self._type, name)
-        obj = current if current is not None else self._type()
-        setattr(obj, name, value)
-        raw = _as_bytes(obj)
-        if current is not None:  # bit field: rewrite the whole struct
-            return (0, raw)
-        return (desc.offset, raw[desc.offset : desc.offset + desc.size])
-
-    def _is_bitfield(self, name: str) -> bool:
-        return any(f[0] == name and len(f) == 3 for f in self._type._fields_)  # type: ignore[attr-defined]
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name not in self._field_names():
-            raise AttributeError(
-                f"{type(self).__name__} of {self.__dict__.get('_type')!r} has no attribute {name!r}"
-            )
-        return getattr(self._get(), name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name.startswith("_") or name not in self._field_names():
-            object.__setattr__(self, name, value)
-            return
-        current = self._get() if self._is_bitfield(name) else None
-        self._write([self._field_piece(name, value, current)])
-
-    def __repr__(self) -> str:
-        try:
-            return repr(self._get())
-        except Exception:  # noqa: BLE001 - repr never fails
-            return f"<{type(self).__name__} {self._type.__name__} (unavailable)>"
+    def __reduce__(self) -> Any:
+        return (_attach_buffer, (self._seg.handle,))
 
 
-class SharedArray(_SharedCData):
-    """What :func:`RawArray` returns: a ctypes array kept in Redis (see module doc)."""
-
-    _kind = "array"
-
-    def __init__(self, tp: Any, size_or_initializer: Any, *, ctx: FaasContext | None = None) -> None:
-        if isinstance(size_or_initializer, int):
-            local = (tp * size_or_initializer)()  # ValueError for negative sizes, like ctypes
-        else:
-            init = list(size_or_initializer)
-            local = (tp * len(init))(*init)
-        self._type = tp
-        self._length = len(local)
-        self._create(ctx, _as_bytes(local))
-
-    def _extra(self) -> dict[str, Any]:
-        return {"_length": self._length}
-
-    @property
-    def _itemsize(self) -> int:
-        return ctypes.sizeof(self._type)
-
-    def __len__(self) -> int:
-        return self._length
-
-    def _index(self, i: Any) -> int:
-        try:
-            i = i.__index__()
-        except AttributeError:
-            raise TypeError(f"array indices must be integers or slices, not {type(i).__name__}") from None
-        if i < 0:
-            i += self._length
-        if not 0 <= i < self._length:
-            raise IndexError("invalid index")
-        return int(i)
-
-    def _decode(self, data: bytes, n: int) -> Any:
-        """n elements from *data*: a list, or bytes/str for char arrays (as ctypes)."""
-        return (self._type * n).from_buffer_copy(data)[:]
-
-    def _encode(self, values: Any, n: int) -> bytes:
-        local = (self._type * n)()
-        local[:] = values
-        return _as_bytes(local)
-
-    def _get(self, i: Any, lock: SemLock | None = None) -> tuple[bool, Any]:
-        """(done, value) of ``self[i]``; not done if *lock* is held by another."""
-        size = self._itemsize
-        if isinstance(i, slice):
-            start, stop, step = i.indices(self._length)
-            idx = range(start, stop, step)
-            if not idx:
-                return True, self._decode(b"", 0)
-            lo, hi = min(idx[0], idx[-1]), max(idx[0], idx[-1]) + 1
-            data = self._read(lo * size, hi * size, lock)
-            if data is None:
-                return False, None
-            values = self._decode(data, hi - lo)
-            return True, values[idx[0] - lo :: step]
-        j = self._index(i)
-        data = self._read(j * size, (j + 1) * size, lock)
-        if data is None:
-            return False, None
-        return True, (self._type * 1).from_buffer_copy(data)[0]
-
-    def _pieces(self, i: Any, value: Any) -> list[tuple[int, bytes]]:
-        size = self._itemsize
-        if isinstance(i, slice):
-            start, stop, step = i.indices(self._length)
-            idx = range(start, stop, step)
-            try:
-                n = len(value)
-            except TypeError:
-                raise TypeError(
-                    f"can only assign a sequence to an array slice, not {type(value).__name__}"
-                ) from None
-            if n != len(idx):
-                raise ValueError("Can only assign sequence of same size")
-            data = self._encode(value, n)
-            if step == 1:
-                return [(start * size, data)] if n else []
-            return [(k * size, data[m * size : (m + 1) * size]) for m, k in enumerate(idx)]
-        j = self._index(i)
-        return [(j * size, self._encode([value], 1))]
-
-    def __getitem__(self, i: Any) -> Any:
-        return self._get(i)[1]
-
-    def __setitem__(self, i: Any, value: Any) -> None:
-        pieces = self._pieces(i, value)
-        if pieces:
-            self._write(pieces)
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self[:])
-
-    # char arrays -------------------------------------------------------------
-    def _char_array(self, attr: str) -> None:
-        if self._type not in (ctypes.c_char, ctypes.c_wchar) or (
-            attr == "raw" and self._type is not ctypes.c_char
-        ):
-            raise AttributeError(f"{type(self).__name__} of {self._type.__name__} has no attribute {attr!r}")
-
-    def _whole(self, lock: SemLock | None = None) -> Any:
-        data = self._read(0, self._length * self._itemsize, lock)
-        return None if data is None else (self._type * self._length).from_buffer_copy(data)
-
-    def _text_pieces(self, attr: str, value: Any) -> list[tuple[int, bytes]]:
-        self._char_array(attr)
-        local = (self._type * self._length)()
-        setattr(local, attr, value)  # ctypes' checks ("byte string too long", types)
-        n = len(value) + (1 if attr == "value" and len(value) < self._length else 0)
-        return [(0, _as_bytes(local)[: n * self._itemsize])] if n else []
-
-    @property
-    def value(self) -> Any:
-        """A ``c_char``/``c_wchar`` array's contents up to the first NUL."""
-        self._char_array("value")
-        return self._whole().value
-
-    @value.setter
-    def value(self, value: Any) -> None:
-        pieces = self._text_pieces("value", value)
-        if pieces:
-            self._write(pieces)
-
-    @property
-    def raw(self) -> bytes:
-        """A ``c_char`` array's bytes."""
-        self._char_array("raw")
-        return bytes(self._whole().raw)
-
-    @raw.setter
-    def raw(self, value: bytes) -> None:
-        pieces = self._text_pieces("raw", value)
-        if pieces:
-            self._write(pieces)
-
-    def __repr__(self) -> str:
-        return f"<faasmp.sharedctypes.{self._type.__name__}_Array_{self._length} {self._oid}>"
+def _attach_buffer(handle: dsm.SegmentHandle) -> BufferWrapper:
+    seg = dsm.REGISTRY.attach(handle)
+    if seg is None:
+        raise RuntimeError(f"faasmp shared memory {handle._oid}: its data in Redis is gone")
+    wrapper = BufferWrapper.__new__(BufferWrapper)
+    wrapper._seg = seg
+    return wrapper
 
 
 # --- synchronized wrappers ------------------------------------------------------------
 
 
 class SynchronizedBase:
-    """A shared object plus the lock that guards it (as the stdlib's wrapper)."""
+    """A shared ctypes object plus the lock that guards it (as the stdlib's wrapper).
+
+    Acquiring the wrapper (or its lock) is an acquire of the shared memory and
+    releasing it a release; with a lock that is not a faasmp lock (a
+    ``threading`` lock, a Manager's lock) the wrapper itself synchronises.
+    """
 
     def __init__(self, obj: Any, lock: Any = None, ctx: FaasContext | None = None) -> None:
         self._obj = obj
-        self._lock = lock if lock else (ctx or _default_ctx()).RLock()
+        self._lock = lock if lock else context_or_default(ctx).RLock()
+        # faasmp locks synchronise the shared memory themselves.
+        self._syncs = not isinstance(self._lock, SemLock)
+        seg = segment_of(obj)
+        if seg is not None:
+            self._handle = seg.handle  # the data's keys, for whoever releases the object's parts
 
     @property
-    def _guard(self) -> SemLock | None:
-        """The lock when the one-round-trip guarded access applies (a faasmp lock)."""
-        return self._lock if isinstance(self._lock, (Lock, RLock)) else None
+    def _mine(self) -> bool:
+        """Whether this thread holds the (faasmp) lock already: then access the buffer directly."""
+        return not self._syncs and dsm.holds(self._lock)
 
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
-        return bool(self._lock.acquire(block, timeout))
+        """Acquire the lock (see the lock's ``acquire``); then see others' released writes."""
+        got = bool(self._lock.acquire(block, timeout))
+        if got and self._syncs:
+            dsm.acquire()
+        return got
 
     def release(self) -> None:
+        """Release the lock after shipping this process's writes."""
+        if self._syncs:
+            dsm.release()
         self._lock.release()
 
-    def __enter__(self) -> Any:
-        return self._lock.__enter__()
+    def __enter__(self) -> bool:
+        return self.acquire()
 
-    def __exit__(self, *exc: object) -> Any:
-        return self._lock.__exit__(*exc)
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
     def get_obj(self) -> Any:
-        """The raw shared object."""
+        """The raw shared ctypes object (supports the buffer protocol)."""
         return self._obj
 
     def get_lock(self) -> Any:
@@ -508,80 +315,65 @@ class SynchronizedBase:
 
 
 class Synchronized(SynchronizedBase):
-    """A synchronized :class:`SharedValue` (``.value`` and Structure fields under the lock)."""
-
-    _obj: SharedValue
-
-    def _get(self) -> Any:
-        guard = self._guard
-        if guard is not None:
-            got = self._obj._get(guard)
-            if got is not None:
-                return got
-        with self._lock:
-            return self._obj._get()
-
-    def _write(self, pieces: list[tuple[int, bytes]]) -> None:
-        guard = self._guard
-        if guard is not None and self._obj._write(pieces, guard):
-            return
-        with self._lock:
-            self._obj._write(pieces)
+    """A synchronized shared value: ``.value`` and Structure fields under the lock."""
 
     @property
     def value(self) -> Any:
-        return self._get().value
+        if self._mine:
+            return self._obj.value
+        with self:
+            return self._obj.value
 
     @value.setter
     def value(self, value: Any) -> None:
-        self._write([(0, _as_bytes(self._obj._coerce(value)))])
+        if self._mine:
+            self._obj.value = value
+            return
+        with self:
+            self._obj.value = value
+
+    def _field(self, name: str) -> bool:
+        obj = self.__dict__.get("_obj")
+        fields = getattr(type(obj), "_fields_", None) or ()
+        return not name.startswith("_") and any(f[0] == name for f in fields)
 
     def __getattr__(self, name: str) -> Any:
-        obj = self.__dict__.get("_obj")
-        if name.startswith("_") or obj is None or name not in obj._field_names():
+        if not self._field(name):
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        return getattr(self._get(), name)
+        if self._mine:
+            return getattr(self._obj, name)
+        with self:
+            return getattr(self._obj, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        obj = self.__dict__.get("_obj")
-        if name.startswith("_") or obj is None or name not in obj._field_names():
+        if not self._field(name):
             object.__setattr__(self, name, value)
             return
-        if obj._is_bitfield(name):
-            with self._lock:
-                obj._write([obj._field_piece(name, value, obj._get())])
+        if self._mine:
+            setattr(self._obj, name, value)
             return
-        self._write([obj._field_piece(name, value)])
+        with self:
+            setattr(self._obj, name, value)
 
 
 class SynchronizedArray(SynchronizedBase):
-    """A synchronized :class:`SharedArray`: every access happens under the lock."""
-
-    _obj: SharedArray
+    """A synchronized shared array: every access happens under the lock."""
 
     def __len__(self) -> int:
         return len(self._obj)
 
     def __getitem__(self, i: Any) -> Any:
-        guard = self._guard
-        if guard is not None:
-            done, value = self._obj._get(i, guard)
-            if done:
-                return value
-        with self._lock:
-            return self._obj._get(i)[1]
-
-    def _write(self, pieces: list[tuple[int, bytes]]) -> None:
-        if not pieces:
-            return
-        guard = self._guard
-        if guard is not None and self._obj._write(pieces, guard):
-            return
-        with self._lock:
-            self._obj._write(pieces)
+        if self._mine:
+            return self._obj[i]
+        with self:
+            return self._obj[i]
 
     def __setitem__(self, i: Any, value: Any) -> None:
-        self._write(self._obj._pieces(i, value))
+        if self._mine:
+            self._obj[i] = value
+            return
+        with self:
+            self._obj[i] = value
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self[:])
@@ -590,60 +382,67 @@ class SynchronizedArray(SynchronizedBase):
 class SynchronizedString(SynchronizedArray):
     """A synchronized ``c_char`` array: adds ``.value`` and ``.raw``."""
 
-    def _whole(self) -> Any:
-        guard = self._guard
-        if guard is not None:
-            whole = self._obj._whole(guard)
-            if whole is not None:
-                return whole
-        with self._lock:
-            return self._obj._whole()
-
     @property
     def value(self) -> Any:
-        return self._whole().value
+        with self:
+            return self._obj.value
 
     @value.setter
     def value(self, value: Any) -> None:
-        self._write(self._obj._text_pieces("value", value))
+        with self:
+            self._obj.value = value
 
     @property
     def raw(self) -> bytes:
-        return bytes(self._whole().raw)
+        with self:
+            return bytes(self._obj.raw)
 
     @raw.setter
     def raw(self, value: bytes) -> None:
-        self._write(self._obj._text_pieces("raw", value))
+        with self:
+            self._obj.raw = value
 
 
 # --- the stdlib's functions -------------------------------------------------------------
 
 
-def RawValue(typecode_or_type: Any, *args: Any, ctx: FaasContext | None = None) -> SharedValue:
-    """A shared ctypes value without a lock (``args`` initialise it, as the ctypes type)."""
-    return SharedValue(_resolve_type(typecode_or_type), args, ctx=ctx)
+def RawValue(typecode_or_type: Any, *args: Any, ctx: FaasContext | None = None) -> Any:
+    """A shared ctypes value without a lock (``args`` initialise it, as the ctypes type).
+
+    The result is a ctypes object of the requested type (a subclass of it).
+    """
+    tp = _resolve_type(typecode_or_type)
+    return _share(tp(*args), ctx)
 
 
-def RawArray(
-    typecode_or_type: Any, size_or_initializer: Any, *, ctx: FaasContext | None = None
-) -> SharedArray:
-    """A shared ctypes array without a lock: a length (zero-filled) or initial values."""
-    return SharedArray(_resolve_type(typecode_or_type), size_or_initializer, ctx=ctx)
+def RawArray(typecode_or_type: Any, size_or_initializer: Any, *, ctx: FaasContext | None = None) -> Any:
+    """A shared ctypes array without a lock: a length (zero-filled) or initial values.
+
+    The result is a ctypes array (a subclass of ``type * length``), usable
+    with ``np.frombuffer`` and ``memoryview``.
+    """
+    tp: Any = _resolve_type(typecode_or_type)
+    if isinstance(size_or_initializer, int):
+        local = (tp * size_or_initializer)()  # ValueError for negative sizes, like ctypes
+        return _share(local, ctx, zeros=True)
+    init = list(size_or_initializer)
+    return _share((tp * len(init))(*init), ctx)
 
 
 def _pick_lock(lock: Any, ctx: FaasContext | None) -> Any:
     if lock is True or lock is None:
-        return (ctx or _default_ctx()).RLock()
+        return context_or_default(ctx).RLock()
     if not hasattr(lock, "acquire"):
         raise AttributeError(f"{lock!r} has no method 'acquire'")
     return lock
 
 
 def Value(typecode_or_type: Any, *args: Any, lock: Any = True, ctx: FaasContext | None = None) -> Any:
-    """A synchronized shared value (``lock=False``: the raw :class:`SharedValue`).
+    """A synchronized shared value (``lock=False``: the raw ctypes object).
 
-    ``lock=True`` (or None) creates a faasmp RLock; a faasmp Lock/RLock is used
-    as given; anything else without ``acquire`` raises AttributeError, as the stdlib.
+    ``lock=True`` (or None) creates a faasmp RLock; any object with
+    ``acquire``/``release`` is used as given; anything else raises
+    AttributeError, as the stdlib.
     """
     obj = RawValue(typecode_or_type, *args, ctx=ctx)
     if lock is False:
@@ -654,55 +453,43 @@ def Value(typecode_or_type: Any, *args: Any, lock: Any = True, ctx: FaasContext 
 def Array(
     typecode_or_type: Any, size_or_initializer: Any, *, lock: Any = True, ctx: FaasContext | None = None
 ) -> Any:
-    """A synchronized shared array (``lock=False``: the raw :class:`SharedArray`); see :func:`Value`."""
+    """A synchronized shared array (``lock=False``: the raw ctypes array); see :func:`Value`."""
     obj = RawArray(typecode_or_type, size_or_initializer, ctx=ctx)
     if lock is False:
         return obj
     return synchronized(obj, _pick_lock(lock, ctx), ctx=ctx)
 
 
-def copy(obj: Any, *, ctx: FaasContext | None = None) -> SharedValue | SharedArray:
+def copy(obj: Any, *, ctx: FaasContext | None = None) -> Any:
     """A new raw shared object with a copy of *obj*'s contents, as the stdlib's ``copy``.
 
-    *obj* is a faasmp raw or synchronized shared object (the copy is raw and
-    in the same context) or any ctypes object (a value, ``Structure``,
-    ``Union`` — copied to a :class:`SharedValue` of its type — or an array —
-    copied to a :class:`SharedArray`; in *ctx*, default the default context).
+    *obj* is any ctypes object (a faasmp shared one or a local one) or a
+    synchronized wrapper; the copy is raw, in *ctx* (default: *obj*'s
+    context, else the default context).
     """
+    seg = segment_of(obj)
     if isinstance(obj, SynchronizedBase):
         obj = obj.get_obj()
-    if isinstance(obj, ctypes.Array):
-        array = SharedArray.__new__(SharedArray)
-        array._type = _resolve_type(type(obj)._type_)
-        array._length = len(obj)
-        array._create(ctx, _as_bytes(obj))
-        return array
-    if isinstance(obj, ctypes._SimpleCData | ctypes.Structure | ctypes.Union):
-        value = SharedValue.__new__(SharedValue)
-        object.__setattr__(value, "_type", _resolve_type(type(obj)))
-        value._create(ctx, _as_bytes(obj))
-        return value
-    if not isinstance(obj, _SharedCData):
+    if not isinstance(obj, ctypes._SimpleCData | ctypes.Structure | ctypes.Union | ctypes.Array):
         raise TypeError(
             f"copy() expects a ctypes object or a faasmp shared value/array, got {type(obj).__name__}"
         )
-    new: Any = type(obj).__new__(type(obj))
-    for name in ("_type", "_length"):
-        if name in obj.__dict__:
-            object.__setattr__(new, name, obj.__dict__[name])
-    size = ctypes.sizeof(obj._type) * obj.__dict__.get("_length", 1)
-    new._create(obj._ctx, obj._read(0, size) or b"")
-    return new
+    tp: type = type(obj).__mro__[1] if seg is not None else type(obj)
+    local = tp.from_buffer_copy(_as_bytes(obj))  # type: ignore[attr-defined]
+    if ctx is None and seg is not None:
+        ctx = seg.handle._ctx
+    return _share(local, ctx)
 
 
 def synchronized(obj: Any, lock: Any = None, ctx: FaasContext | None = None) -> SynchronizedBase:
-    """Wrap a raw shared object with *lock* (a new RLock if None), as the stdlib."""
+    """Wrap a ctypes object with *lock* (a new RLock if None), as the stdlib."""
     if isinstance(obj, SynchronizedBase):
         raise AssertionError("object already synchronized")
-    ctx = ctx or getattr(obj, "_ctx", None)
-    if isinstance(obj, SharedArray):
-        cls: type[SynchronizedBase] = SynchronizedString if obj._type is ctypes.c_char else SynchronizedArray
+    seg = segment_of(obj)
+    ctx = ctx or (seg.handle._ctx if seg is not None else None)
+    if isinstance(obj, ctypes.Array):
+        cls: type[SynchronizedBase] = SynchronizedString if obj._type_ is ctypes.c_char else SynchronizedArray
         return cls(obj, lock, ctx)
-    if isinstance(obj, SharedValue):
+    if isinstance(obj, ctypes._SimpleCData | ctypes.Structure | ctypes.Union):
         return Synchronized(obj, lock, ctx)
-    raise TypeError(f"synchronized() expects a faasmp RawValue or RawArray, got {type(obj).__name__}")
+    raise TypeError(f"synchronized() expects a ctypes object, got {type(obj).__name__}")

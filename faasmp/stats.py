@@ -226,9 +226,9 @@ def format_summary(records: Iterable[TaskRecord]) -> str:
 
 
 def _collector() -> StatsCollector:
-    from .context import _default_context  # noqa: PLC0415
+    from .context import default_context  # noqa: PLC0415
 
-    return _default_context.stats
+    return default_context().stats
 
 
 def subscribe(listener: Listener) -> Listener:

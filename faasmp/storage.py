@@ -165,9 +165,9 @@ class _Router:
     def spec(self) -> StoreSpec:
         if self.routes is not None:
             return self.routes.spec
-        from .context import _default_context  # noqa: PLC0415
+        from .context import default_context  # noqa: PLC0415
 
-        return spec_for(_default_context.config)
+        return spec_for(default_context().config)
 
     def store(self, spec: StoreSpec) -> ObjectStore:
         with self.lock:

@@ -74,6 +74,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .backends.redis.events import RedisBarrier, RedisCondition, RedisEvent
 from .backends.redis.semaphores import RedisSemaphore
+from .runtime import dsm
 from .runtime.shared import SharedObject
 
 if TYPE_CHECKING:
@@ -195,7 +196,10 @@ class SemLock(_Synchronizer):
         Returns ``True`` when acquired, ``False`` when non-blocking and taken, or
         when *timeout* passed.
         """
-        return self._acquire(block, timeout, 1)
+        got = self._acquire(block, timeout, 1)
+        if got:
+            dsm.acquire(self)  # acquiring a lock is an acquire of shared memory
+        return got
 
     def _acquire(self, block: bool, timeout: float | None, count: int) -> bool:
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
@@ -231,6 +235,7 @@ class SemLock(_Synchronizer):
 
     def release(self) -> None:
         """Release; over-releasing a Lock or BoundedSemaphore raises ValueError, as the stdlib."""
+        dsm.release(self)  # releasing a lock is a release of shared memory
         self._release_checked()
 
     def _release_checked(self) -> int:
@@ -439,6 +444,7 @@ class Condition(_Synchronizer):
         cond = self._redis
         lock = self._lock._redis
         wid = secrets.token_hex(8)
+        dsm.release()  # wait releases the lock
         count = cond.cond_wait(lock.meta, lock.wake, _IDENTITY.current(), wid)
         if count == -1:
             raise self._gone()
@@ -452,6 +458,7 @@ class Condition(_Synchronizer):
             if not notified:
                 notified = cond.cond_cancel(wid)
             self._lock._acquire(True, None, int(count))
+            dsm.acquire()
         return notified
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
@@ -479,6 +486,7 @@ class Condition(_Synchronizer):
         self._notify(-1)
 
     def _notify(self, n: int) -> int:
+        dsm.release()  # a notify is a release of shared memory
         woken = self._redis.cond_notify(self._lock._redis.meta, _IDENTITY.current(), n)
         if woken == -1:
             raise self._gone()
@@ -517,10 +525,14 @@ class Event(_Synchronizer):
 
     def is_set(self) -> bool:
         """Whether the flag is set."""
-        return self._op("get")
+        is_set = self._op("get")
+        if is_set:
+            dsm.acquire()  # seeing the flag set is an acquire of shared memory
+        return is_set
 
     def set(self) -> None:
         """Set the flag, waking every waiter."""
+        dsm.release()  # set is a release of shared memory
         self._op("set")
 
     def clear(self) -> None:
@@ -530,10 +542,14 @@ class Event(_Synchronizer):
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the flag is set or *timeout* passes; return whether it was set."""
         if self._op("get"):
+            dsm.acquire()  # a wait that sees the flag set is an acquire of shared memory
             return True
         if timeout is not None and timeout <= 0:
             return False
-        return self._redis.event_wait(_block_seconds(timeout))
+        woken = self._redis.event_wait(_block_seconds(timeout))
+        if woken:
+            dsm.acquire()
+        return bool(woken)
 
     def __repr__(self) -> str:
         try:
@@ -590,6 +606,12 @@ class Barrier(_Synchronizer):
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait for all parties; return this caller's arrival index (0 .. parties-1)."""
+        dsm.release()  # a barrier is a release, then an acquire, of shared memory
+        index = self._wait(timeout)
+        dsm.acquire()
+        return index
+
+    def _wait(self, timeout: float | None) -> int:
         if timeout is None:
             timeout = self._timeout
         wid = secrets.token_hex(8)

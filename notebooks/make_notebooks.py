@@ -221,11 +221,47 @@ worker its own function.
 }
 
 
+#: What each reproduction verifies about its result in small mode (``Result.check_report()``);
+#: the notebooks' checked cell must print exactly this (a failed check raises in ``run`` already).
+REPRO_CHECKS = {
+    "overheads": """every call returned its argument (3 cold, 10 warm): ok
+no phase is negative: ok
+a warm call is faster than a cold one (mean): ok
+""",
+    "sleep_map": """all 16 functions returned: ok
+16 task records, each ran its 2 s sleep: ok
+the map took at least the sleep: ok
+""",
+    "pipes": """faasmp: all 1000 1-byte messages came back as sent: ok
+stdlib: all 1000 1-byte messages came back as sent: ok
+faasmp: all 40 1 MiB messages received once, in order: ok
+stdlib: all 40 1 MiB messages received once, in order: ok
+""",
+    "montecarlo_pi": """pi within 6 standard errors (9.9e-04) on every worker count: ok
+the same estimate on 1 and on N workers (same seeded tasks): ok
+faasmp and the stdlib Pool count the same points: ok
+""",
+    "evolution": """serial: the objective improved over 4 generations: ok
+stdlib: the objective improved over 4 generations: ok
+faasmp: the objective improved over 4 generations: ok
+faasmp follows the serial run: ok
+faasmp follows the stdlib run: ok
+""",
+}
+
+
 def repro_notebook(name: str, title: str, intro: str, why: str) -> list[nbformat.NotebookNode]:
+    checked = []
+    if name in REPRO_CHECKS:
+        checked = [
+            md("What this run verified about its result (the test suite compares this output):"),
+            code("print(result.check_report())", expect=REPRO_CHECKS[name]),
+        ]
     return [
         md(f"# {title}\n{intro}\n{REPRO_HEAD.format(name=name)}"),
         code(REPRO_SETUP),
         code(f'result = repro.run("{name}", full=FULL)\nresult.table'),
+        *checked,
         code("result.show()"),
         md(why),
         md("The note computed from this run:"),
@@ -426,7 +462,8 @@ without edits, in three ways: `faasmp.patched()` in a notebook, `%%faas` in a ce
 along: joblib and scikit-learn, `ProcessPoolExecutor`.
 """),
     md("## Code you did not write, patched in place"),
-    code("""
+    code(
+        """
 import concurrent.futures
 import multiprocessing
 
@@ -445,7 +482,9 @@ with faasmp.patched():  # inside: multiprocessing and ProcessPoolExecutor run on
     print(existing_pipeline([-3, -2, 1]))
     print(with_executor([1, 2, 3]))
 print("still patched outside the block?", faasmp.is_patched())
-""", expect="[3, 2, 1]\n['1', '2', '3']\nstill patched outside the block? False\n"),
+""",
+        expect="[3, 2, 1]\n['1', '2', '3']\nstill patched outside the block? False\n",
+    ),
     md("""
 `patched()` swaps the attributes of the `multiprocessing` and `concurrent.futures`
 modules, so code that looks them up when it runs (`multiprocessing.Pool(...)`, as

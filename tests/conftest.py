@@ -117,8 +117,8 @@ def ctx(request: pytest.FixtureRequest) -> Iterator[FaasContext]:
 @pytest.fixture(scope="session")
 def default_ctx() -> Iterator[FaasContext]:
     """The default context (top-level faasmp API), shut down at the end."""
-    from faasmp.context import _default_context  # noqa: PLC0415
+    from faasmp.context import default_context  # noqa: PLC0415
 
-    _default_context.configure(**TEST_SETTINGS)
-    yield _default_context
+    default_context().configure(**TEST_SETTINGS)
+    yield default_context()
     faasmp.shutdown()

@@ -43,6 +43,25 @@ def sleep_forever() -> None:
         time.sleep(0.05)
 
 
+def _mark_start(marks: str) -> None:
+    """Leave one new file in *marks* per call: the caller counts how often a target started."""
+    import tempfile  # noqa: PLC0415
+
+    tempfile.NamedTemporaryFile(dir=marks, prefix="start-", delete=False).close()
+
+
+def record_start_then_sleep(marks: str) -> None:
+    """Record this start, then sleep forever (a re-run would record a second start)."""
+    _mark_start(marks)
+    sleep_forever()
+
+
+def record_start_then_die(marks: str) -> None:
+    """Record this start, then SIGKILL the worker running it (injected fault)."""
+    _mark_start(marks)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def sleep_then(seconds: float, value: object = None) -> object:
     time.sleep(seconds)
     return value

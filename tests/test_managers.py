@@ -11,6 +11,7 @@ import cloudpickle
 import pytest
 
 import faasmp
+from faasmp import sharedctypes
 from faasmp.managers import (
     AutoProxy,
     BaseManager,
@@ -910,7 +911,8 @@ def test_shutdown_releases_direct_objects_but_not_ones_passed_in(ctx):
     q = m.Queue()
     arr = m.Array("d", 4)
     q.put(1)
-    keys = [o.key(s) for o in (lock, q, arr._obj) for s in o._key_suffixes]
+    data = sharedctypes.segment_of(arr).handle  # the Array's bytes, version and log
+    keys = [o.key(s) for o in (lock, q, data) for s in o._key_suffixes]
     assert _exists(ctx, *keys) > 0
     m.shutdown()
     assert _exists(ctx, *keys) == 0
@@ -942,3 +944,22 @@ def test_remote_processes_use_manager_lock_and_queue(manager, ctx):
     q.put(21)
     _run_all(ctx, hm.queue_roundtrip, [(q, out)])
     assert out.get(timeout=10) == 42
+
+
+def test_the_manager_package_sends_no_redis_command_itself():
+    """Issue 16: every Redis command and Lua script of the managers lives in faasmp/backends/redis/.
+
+    The package calls the named methods of those classes (dict_get,
+    list_append, ...) only, so each structure's round-trip budget has one home.
+    """
+    import pathlib
+
+    package = pathlib.Path(faasmp.managers.__file__).parent
+    raw = re.compile(r"redis\.call|\.script\(|\.execute\(|\.pipeline\(|\.blpop\(|\.state\.|\bEVALSHA\b")
+    found = [
+        f"{path.name}:{n}: {line.strip()}"
+        for path in sorted(package.glob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if raw.search(line)
+    ]
+    assert found == [], "Redis commands outside faasmp/backends/redis:\n" + "\n".join(found)

@@ -10,9 +10,11 @@ import time
 
 import pytest
 
+from faasmp.context import FaasContext
 from faasmp.queues import SEM_VALUE_MAX, JoinableQueue, Queue, SimpleQueue
 from faasmp.runtime.call import AuthenticationError, PicklingFailed
 from tests import helpers_ipc
+from tests.conftest import TEST_SETTINGS
 
 # --- Queue, locally ----------------------------------------------------------------
 
@@ -286,11 +288,28 @@ def test_queue_used_by_pool_workers(ctx):
     assert sorted(q.get(timeout=10) for _ in range(10)) == [(p, i) for p in range(2) for i in range(5)]
 
 
-def test_get_blocks_longer_than_the_client_socket_timeout(ctx):
-    # redis-py 8 gives sockets a 5 s timeout by default, which used to cut
-    # every blocking wait at 5 s with a TimeoutError.
-    if ctx.config.redis_url is not None:
-        pytest.skip("same code path as the embedded server; runs once to save 6 s")
-    q = ctx.Queue()
-    helpers_ipc.later(5.5, q.put, "after 5.5 s")
-    assert q.get() == "after 5.5 s"
+def test_get_blocks_longer_than_the_client_socket_timeout(external_server):
+    """Blocking waits outlast the client's read timeout (which detects a frozen server).
+
+    Every read is bounded (``socket_timeout``, 10 s by default; 1 s here via
+    the URL), so a wait longer than that is split into shorter blocking pops
+    whose replies are each given their wait plus the read timeout.  redis-py 8's
+    own default (a 5 s socket timeout) once cut every longer wait with a
+    TimeoutError.  One server is enough: the code path does not depend on it.
+    """
+    ctx = FaasContext(redis_url=f"{external_server.url}?socket_timeout=1", **TEST_SETTINGS)
+    try:
+        q = ctx.Queue()
+        helpers_ipc.later(2.5, q.put, "after 2.5 s")
+        assert q.get() == "after 2.5 s"  # forever: split into 1 s waits
+        t0 = time.monotonic()
+        with pytest.raises(queue.Empty):
+            q.get(timeout=2.2)  # a finite wait longer than the read timeout
+        assert time.monotonic() - t0 >= 2.2
+        helpers_ipc.later(1.5, q.put, "after 1.5 s")
+        assert q.get(timeout=30) == "after 1.5 s"
+        big = bytes(range(256)) * 4096  # 1 MiB: read from the socket into one buffer, not by the parser
+        helpers_ipc.later(1.5, q.put, big)
+        assert q.get() == big
+    finally:
+        ctx.shutdown()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import pytest
@@ -11,9 +12,14 @@ from faasmp.runtime.call import AuthenticationError, ExceptionInfo, RemoteTraceb
 KEY = b"k" * 32
 
 
-class Boom:
+class Exploit:
+    """Unpickling this runs a shell command (the classic pickle attack)."""
+
+    def __init__(self, path: object) -> None:
+        self.path = path
+
     def __reduce__(self):
-        raise AssertionError("a refused payload must never be unpickled")
+        return (os.system, (f"touch {self.path}",))
 
 
 def test_roundtrip_and_tamper_refused():
@@ -29,23 +35,21 @@ def test_roundtrip_and_tamper_refused():
         loads(b"short", KEY)
 
 
-def test_malicious_pickle_is_not_unpickled():
-    evil = b"\x00" * 32 + pickle.dumps(Boom.__reduce__)  # wrong MAC, pickle body
-    with pytest.raises(AuthenticationError):
-        loads(evil, KEY)
+def test_malicious_pickle_is_not_unpickled(tmp_path):
+    # Control: the body really runs a command when unpickled.
+    control = tmp_path / "control"
+    pickle.loads(pickle.dumps(Exploit(control)))
+    assert control.exists()
+    marker = tmp_path / "pwned"
+    body = pickle.dumps(Exploit(marker))
+    for evil in (b"\x00" * 32 + body, os.urandom(32) + body, body):  # zero, foreign, no MAC
+        with pytest.raises(AuthenticationError):
+            loads(evil, KEY)
+    assert not marker.exists(), "loads() unpickled a payload it refused"
 
 
 def test_malicious_pickle_in_the_work_queue_is_refused(ctx, tmp_path):
     """A foreign payload written into a run's keyspace is refused by the workers."""
-    import os
-
-    class Exploit:
-        def __init__(self, path):
-            self.path = path
-
-        def __reduce__(self):
-            return (os.system, (f"touch {self.path}",))
-
     # The payload really runs a command when unpickled (control), so refusing
     # it is what keeps the marker from appearing.
     control = tmp_path / "control"

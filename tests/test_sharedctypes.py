@@ -10,6 +10,7 @@ import cloudpickle
 import pytest
 
 from faasmp import sharedctypes
+from faasmp.runtime import dsm
 from faasmp.synchronize import Lock, RLock
 from tests import helpers_sync
 
@@ -91,7 +92,7 @@ def test_value_behaves_like_ctypes(ctx):
 
 def test_lock_argument(ctx):
     raw = ctx.Value("i", 1, lock=False)
-    assert isinstance(raw, sharedctypes.SharedValue)
+    assert isinstance(raw, ctypes.c_int)  # a real ctypes object, as the stdlib's
     assert not hasattr(raw, "get_lock")
     lock = ctx.Lock()
     v = ctx.Value("i", 1, lock=lock)
@@ -239,9 +240,9 @@ def test_copy_of_any_ctypes_object(ctx):
     assert (bar.x, bar.y) == (2, 5)
     assert sharedctypes.copy(ctypes.c_double(2.5), ctx=ctx).value == 2.5
     arr = sharedctypes.copy((ctypes.c_int * 3)(1, 2, 3), ctx=ctx)
-    assert isinstance(arr, sharedctypes.SharedArray) and arr[:] == [1, 2, 3]
+    assert isinstance(arr, ctypes.Array) and arr[:] == [1, 2, 3]
     synced = sharedctypes.copy(ctx.Value("i", 7))  # a synchronized object: a raw copy
-    assert isinstance(synced, sharedctypes.SharedValue) and synced.value == 7
+    assert isinstance(synced, ctypes.c_int) and synced.value == 7
     out = ctx.RawValue("d", 0)
     p = ctx.Process(target=helpers_sync.read_struct, args=([bar], out))
     p.start()
@@ -256,12 +257,13 @@ def test_pickled_copies_share_data_and_released_data_errors(ctx):
     copy = pickle.loads(cloudpickle.dumps(a))
     copy[1] = Point(7, 8)
     assert a[1].y == 8.0
-    raw = a.get_obj()
-    raw._release()
+    assert sharedctypes.segment_of(copy) is sharedctypes.segment_of(a)  # one local copy per process
+    blob = cloudpickle.dumps(a)
+    seg = sharedctypes.segment_of(a)
+    seg.handle._release()  # the owner deletes the data (as when its object is garbage collected)
+    dsm.REGISTRY.forget(seg.key)  # ... and this process stops syncing it, like a process that never had it
     with pytest.raises(RuntimeError, match="gone"):
-        copy[0]
-    with pytest.raises(RuntimeError, match="gone"):
-        copy[0] = Point(1, 1)
+        pickle.loads(blob)
 
 
 # --- remote ---------------------------------------------------------------------------------------
@@ -297,7 +299,7 @@ def test_data_key_has_a_ttl_and_is_deleted_with_its_owner(ctx):
     v = ctx.Value("i", 1)
     arr = ctx.RawArray("d", 3)
     arr[0] = 1.0
-    keys = [v.get_obj().key(), v.get_lock().key("m"), arr.key()]
+    keys = [sharedctypes.segment_of(v).key, v.get_lock().key("m"), sharedctypes.segment_of(arr).key]
     redis_client = ctx.session.state._r  # the test inspects Redis directly
     assert all(0 < redis_client.pttl(k) <= ctx.config.key_ttl * 1000 for k in keys)
     del v, arr

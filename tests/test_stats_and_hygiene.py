@@ -157,3 +157,20 @@ def test_docs_and_code_refer_only_to_files_the_repository_has():
             cited.append(str(path.relative_to(repo)))
     assert not (repo / missing_doc).exists()
     assert cited == [], f"files citing a document that is not in the repository: {cited}"
+
+
+def test_the_default_context_is_reached_through_its_public_accessor():
+    """Issue 16: no module imports ``_default_context`` (a private name) from faasmp.context."""
+    import faasmp
+    from faasmp.context import default_context
+
+    private = []
+    for package in (ROOT, ROOT.parent / "faasmp_magics"):
+        for path in package.rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and any(
+                    a.name in {"_default_context", "_default_ctx"} for a in node.names
+                ):
+                    private.append(f"{path.relative_to(ROOT.parent).as_posix()}:{node.lineno}")
+    assert private == [], f"modules importing the default context privately: {private}"
+    assert faasmp.Pool.__self__ is default_context()  # the top-level API is bound to it

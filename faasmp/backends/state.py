@@ -16,6 +16,7 @@ import os
 import socket
 import threading
 import time
+import urllib.parse
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
@@ -175,6 +176,21 @@ def _translate(exc: Exception) -> StateError:
 _DROPPED = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
+#: Seconds a call waits for a byte of Redis' reply before it gives up on the
+#: server (a frozen one: SIGSTOP, a partition that silently drops packets) and
+#: raises StateError.  Without it such a call waited for TCP keepalive, or
+#: forever on a unix socket.  A blocking command (BLPOP, BLMOVE) adds its own
+#: wait to it, and waits longer than this are split into waits of this length
+#: so that no read is ever unbounded.  Ample for a live server: the slowest
+#: replies here take well under a second (a Lua script over a large hash;
+#: Redis itself complains about scripts after 5 s), and a large value arrives
+#: in a stream of bytes, which resets the clock.
+READ_TIMEOUT = 10.0
+
+#: Blocking commands and the position of their own timeout argument.
+_BLOCKING = {"BLPOP": -1, "BRPOP": -1, "BLMOVE": -1, "BRPOPLPUSH": -1, "BLMPOP": 1}
+
+
 def _dropped(exc: BaseException, where: str) -> StateError:
     """The error every faasmp call raises when its Redis connection fails."""
     return StateError(
@@ -186,15 +202,26 @@ def _dropped(exc: BaseException, where: str) -> StateError:
 class RedisState:
     """:class:`StateBackend` over redis-py (works with Redis and Valkey)."""
 
-    def __init__(self, url: str, *, client_name: str = "faasmp") -> None:
+    def __init__(self, url: str, *, client_name: str = "faasmp", read_timeout: float = READ_TIMEOUT) -> None:
+        # A URL's ?socket_timeout= (redis-py's own option) sets the read timeout
+        # for every process of the run: workers open the same URL.
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
+        given: Any = query["socket_timeout"][-1] if "socket_timeout" in query else read_timeout
+        try:
+            read_timeout = float(given)
+        except ValueError:
+            read_timeout = -1.0
+        if not read_timeout > 0:
+            raise ValueError(f"Redis socket_timeout must be a positive number of seconds, got {given!r}")
         self.url = url
-        # socket_timeout=None: redis-py 8 defaults to 5 s, which cuts every
-        # blocking command (BLPOP/BLMOVE waits of a Queue.get, Lock.acquire,
-        # join...) longer than that with a TimeoutError.  Blocking calls pass
-        # their own timeouts to Redis; a dead peer is seen by keepalive/EOF.
+        self.read_timeout = read_timeout
+        # socket_timeout bounds every read (see READ_TIMEOUT).  Blocking
+        # commands (BLPOP/BLMOVE waits of a Queue.get, Lock.acquire, join...)
+        # go through the direct path, which gives each read its command's own
+        # wait plus this, and splits long waits.
         opts: dict[str, Any] = {
             "socket_connect_timeout": 5,
-            "socket_timeout": None,
+            "socket_timeout": read_timeout,
             "client_name": client_name,
             # Every new connection (also a reconnect after a restart) checks
             # that the server still holds the run's state; see watch_epoch.
@@ -318,12 +345,16 @@ class RedisState:
         return self._r.lpop(key, count) or []  # type: ignore[return-value]
 
     def blpop(self, keys: Sequence[Key], timeout: float) -> tuple[bytes, bytes] | None:
-        """Pop from the first non-empty list, waiting up to *timeout* (0 = forever)."""
-        return self._r.blpop(list(keys), timeout=timeout)  # type: ignore[return-value]
+        """Pop from the first non-empty list, waiting up to *timeout* (0 = forever).
+
+        On this thread's direct connection, whose reads carry the command's own
+        wait (the pooled client's reads are cut after ``read_timeout``).
+        """
+        return self.direct.blpop(keys, timeout)
 
     def blmove_rotate(self, key: Key, timeout: float) -> bytes | None:
         """Wait until *key* has an element and return its last one, leaving it there."""
-        return self._r.blmove(key, key, timeout, "RIGHT", "RIGHT")  # type: ignore[arg-type,return-value]
+        return self.direct.blmove_rotate(key, timeout)
 
     def pipeline(self, transaction: bool = False) -> StatePipeline:
         return _RedisPipeline(self._r.pipeline(transaction=transaction), self.direct.flush, self)
@@ -589,6 +620,16 @@ class _DirectRedis:
             return error
         return exc
 
+    def _read(self, conn: Any, args: Sequence[Any]) -> Any:
+        """Read the reply to *args*: a blocking command may take its own wait plus ``read_timeout``."""
+        position = _BLOCKING.get(str(args[0]).upper()) if args else None
+        if position is None:
+            return conn.read_response()  # bounded by the connection's socket_timeout
+        wait = float(args[position])
+        # wait 0 is "forever" to Redis: the typed methods never send it (they
+        # split long waits); a raw one keeps its meaning and is not bounded.
+        return conn.read_response(timeout=wait + self._owner.read_timeout if wait > 0 else None)
+
     def execute(self, *args: Any) -> Any:
         """Send one command and return its reply (Redis errors raise as with the client)."""
         if self._owner._lost is not None:
@@ -597,7 +638,7 @@ class _DirectRedis:
         try:
             conn.send_command(*args, check_health=False)
             self._drain(conn)
-            return conn.read_response()
+            return self._read(conn, args)
         except redis.exceptions.ResponseError:
             raise
         except BaseException as exc:
@@ -620,6 +661,29 @@ class _DirectRedis:
                 raise
             raise failed from exc
         self._local.pending = on_reply if on_reply is not None else _ignore_reply
+
+    def _waits(self, timeout: float) -> Iterator[float]:
+        """The server-side waits that make up *timeout* (0 = forever), none longer than ``read_timeout``.
+
+        A reply that has not come within its wait plus ``read_timeout`` means
+        the server froze; splitting keeps that bound for long and endless
+        waits.  Nothing is lost between two waits: a blocking pop that timed
+        out took nothing, and the next one sees what arrived meanwhile.
+        """
+        step = self._owner.read_timeout
+        if timeout and timeout <= step:
+            yield timeout
+            return
+        deadline = time.monotonic() + timeout if timeout else None
+        while True:
+            if deadline is None:
+                yield step
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            # Redis reads a wait under 1 ms as 0, which means forever.
+            yield min(step, max(left, 0.001))
 
     def send_many_deferred(self, on_reply: Callable[[Any], None], commands: Sequence[Sequence[Any]]) -> None:
         """Send raw commands in one write without waiting: a deferred :meth:`execute_many`.
@@ -645,7 +709,11 @@ class _DirectRedis:
 
     def blpop(self, keys: Sequence[Key], timeout: float) -> tuple[bytes, bytes] | None:
         """Pop from the first non-empty list, waiting up to *timeout* (0 = forever)."""
-        return self.execute("BLPOP", *keys, timeout)  # type: ignore[no-any-return]
+        for wait in self._waits(timeout):
+            reply = self.execute("BLPOP", *keys, wait)
+            if reply is not None:
+                return reply  # type: ignore[no-any-return]
+        return None
 
     def blpop_buffer(self, key: Key, timeout: float) -> bytes | bytearray | None:
         """Pop from *key*, waiting up to *timeout* (0 = forever); the element is read into one buffer.
@@ -656,24 +724,44 @@ class _DirectRedis:
         preallocated ``bytearray`` (``recv_into``).  Smaller ones, and any
         reply when the parser already holds bytes of it (they came with a
         deferred reply) or is not hiredis, are read by the parser as usual.
+        Long waits are split like :meth:`blpop`'s, each read bounded by its
+        wait plus ``read_timeout``.
         """
+        for wait in self._waits(timeout):
+            reply = self._blpop_buffer_once(key, wait)
+            if reply is not None:
+                return reply
+        return None
+
+    def _blpop_buffer_once(self, key: Key, timeout: float) -> bytes | bytearray | None:
         if self._owner._lost is not None:
             raise StateLostError(*self._owner._lost.args)
         conn = self._conn()
         try:
             conn.send_command("BLPOP", key, timeout, check_health=False)
             self._drain(conn)
-            reader = getattr(conn._parser, "_reader", None)
-            if reader is None or reader.has_data() or _small_reply_next(conn._sock):
-                reply = conn.read_response()
-                return None if reply is None else reply[1]  # type: ignore[no-any-return]
+            sock = conn._sock
+            # The raw reads below wait on the socket itself: give them the
+            # command's wait plus the read timeout, as _read does for the parser.
+            sock.settimeout(timeout + self._owner.read_timeout)
             try:
-                return _read_pop_reply(conn._sock)
-            except redis.exceptions.ResponseError:
-                raise
-            except BaseException:
-                conn.disconnect()  # stopped inside a reply: the stream is out of step
-                raise
+                reader = getattr(conn._parser, "_reader", None)
+                if reader is None or reader.has_data() or _small_reply_next(sock):
+                    reply = conn.read_response()
+                    return None if reply is None else reply[1]  # type: ignore[no-any-return]
+                try:
+                    return _read_pop_reply(sock)
+                except redis.exceptions.ResponseError:
+                    raise
+                except BaseException:
+                    conn.disconnect()  # stopped inside a reply: the stream is out of step
+                    raise
+            except TimeoutError as exc:  # socket.timeout from a raw read: the server froze
+                conn.disconnect()  # its reply may still come: the stream is out of step
+                raise redis.exceptions.TimeoutError(f"Timeout reading from {self._owner._where}") from exc
+            finally:
+                if conn._sock is sock:
+                    sock.settimeout(self._owner.read_timeout)
         except redis.exceptions.ResponseError:
             raise
         except BaseException as exc:
@@ -684,7 +772,11 @@ class _DirectRedis:
 
     def blmove_rotate(self, key: Key, timeout: float) -> bytes | None:
         """Wait until *key* has an element and return its last one, leaving it there."""
-        return self.execute("BLMOVE", key, key, "RIGHT", "RIGHT", timeout)  # type: ignore[no-any-return]
+        for wait in self._waits(timeout):
+            reply = self.execute("BLMOVE", key, key, "RIGHT", "RIGHT", wait)
+            if reply is not None:
+                return reply  # type: ignore[no-any-return]
+        return None
 
     def script(self, source: str) -> ScriptCall:
         """A Lua script called with EVALSHA (loaded on first NOSCRIPT)."""
@@ -740,9 +832,9 @@ class _DirectRedis:
             raise failed from exc
         replies: list[Any] = []
         error: Exception | None = None
-        for _ in commands:
+        for command in commands:
             try:
-                replies.append(conn.read_response())
+                replies.append(self._read(conn, command))
             except redis.exceptions.ResponseError as exc:
                 error = error or exc
                 replies.append(exc)

@@ -45,6 +45,12 @@ class Result:
     data: dict[str, Any] = dataclasses.field(default_factory=dict)
     notes: str = ""
     elapsed_s: float = 0.0
+    #: What was verified about the result (all true: :func:`verify` raised otherwise).
+    checks: dict[str, bool] = dataclasses.field(default_factory=dict)
+
+    def check_report(self) -> str:
+        """One line per check, ``name: ok`` (the notebooks compare it)."""
+        return "\n".join(f"{name}: {'ok' if ok else 'FAILED'}" for name, ok in self.checks.items())
 
     @property
     def table(self) -> Any:
@@ -90,6 +96,17 @@ class Result:
                     png = False
                     print(f"(PNG export skipped: {type(exc).__name__}: {str(exc)[:120]})")
         return written
+
+
+def verify(checks: dict[str, bool]) -> dict[str, bool]:
+    """Raise ``AssertionError`` naming each failed check; return *checks* when all hold.
+
+    A reproduction whose result is wrong must not report timings as if it worked.
+    """
+    failed = [name for name, ok in checks.items() if not ok]
+    if failed:
+        raise AssertionError(f"reproduction result is wrong; failed checks: {failed}")
+    return checks
 
 
 def _fmt(v: float | str | None) -> str:

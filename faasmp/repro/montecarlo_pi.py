@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import time
 from typing import Any
 
-from .core import Result, Row, context
+from .core import Result, Row, context, verify
 
 TITLE = "Monte Carlo pi scaling"
 
@@ -47,12 +48,26 @@ def run(full: bool = False) -> Result:
     ctx = context()
     ours: dict[int, float] = {}
     local: dict[int, float] = {}
-    pis = []
+    pis, local_pis = [], []
     for w in worker_counts:
         ours[w], pi = timed_pi(ctx.Pool, w, points, tasks)
         pis.append(pi)
         if w <= multiprocessing.cpu_count() * 2:
-            local[w], _ = timed_pi(multiprocessing.get_context("fork").Pool, w, points, tasks)
+            local[w], local_pi = timed_pi(multiprocessing.get_context("fork").Pool, w, points, tasks)
+            local_pis.append(local_pi)
+    # The estimate of N points has a standard error of 4 * sqrt(p (1 - p) / N), p = pi / 4
+    # (1.6e-4 for 1e8 points): 6 of them is a bound a correct run never misses.
+    n = (points // tasks) * tasks
+    bound = 6 * 4 * math.sqrt(math.pi / 4 * (1 - math.pi / 4) / n)
+    checks = verify(
+        {
+            f"pi within 6 standard errors ({bound:.1e}) on every worker count": all(
+                abs(p - math.pi) < bound for p in pis
+            ),
+            "the same estimate on 1 and on N workers (same seeded tasks)": len(set(pis)) == 1,
+            "faasmp and the stdlib Pool count the same points": all(p == pis[0] for p in local_pis),
+        }
+    )
     wmax = max(worker_counts)
     ratio = local[wmax] / ours[wmax] if wmax in local else None
     rows = [
@@ -98,4 +113,5 @@ hardware the functions get, which only a cloud backend (full mode) can show.
         {"faasmp": ours, "stdlib": local},
         notes,
         time.perf_counter() - t_start,
+        checks,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .core import Result, Row, bar, context, mean
+from .core import Result, Row, bar, context, mean, verify
 
 TITLE = "Per-phase overheads of one invocation (Table 4.1)"
 
@@ -23,11 +23,14 @@ def _one_call() -> dict[str, float]:
     """One ``Pool(1).map(noop, [0])`` on the default context; its phases and wall time."""
     ctx = context()
     t0 = time.perf_counter()
+    token = time.perf_counter_ns()
     with ctx.Pool(1) as pool:
-        pool.map(noop, [0])
+        got = pool.map(noop, [token])
     total = time.perf_counter() - t0
-    rec = ctx.stats.last()[0]
-    ph = rec.phases
+    recs = ctx.stats.last()
+    if len(recs) != 1:
+        raise AssertionError(f"one Pool(1).map(noop, [x]) call left {len(recs)} task records, not 1")
+    ph = recs[0].phases
     # The paper's "invoke" covers sending the call and the function starting: our upload + invoke.
     return {
         "serialize": ph["serialize"],
@@ -35,6 +38,7 @@ def _one_call() -> dict[str, float]:
         "setup": ph["setup"],
         "join": ph["join"],
         "total": total,
+        "returned": float(got == [token] and recs[0].ok),  # 1.0: the call gave back its argument
     }
 
 
@@ -50,6 +54,16 @@ def run(full: bool = False) -> Result:
     for _ in range(n_warm):
         warm.append(_one_call())
     phases = list(PAPER_COLD)
+    checks = verify(
+        {
+            f"every call returned its argument ({n_cold} cold, {n_warm} warm)": all(
+                s["returned"] == 1.0 for s in cold + warm
+            ),
+            "no phase is negative": all(s[p] >= 0 for s in cold + warm for p in phases),
+            "a warm call is faster than a cold one (mean)": mean([w["total"] for w in warm])
+            < mean([c["total"] for c in cold]),
+        }
+    )
     ours_cold = {p: mean([c[p] for c in cold]) for p in phases}
     ours_warm = {p: mean([w[p] for w in warm]) for p in phases}
     rows = []
@@ -89,4 +103,5 @@ across the network.
         {"cold": cold, "warm": warm},
         notes,
         time.perf_counter() - t_start,
+        checks,
     )

@@ -8,7 +8,7 @@ import statistics
 import time
 from typing import Any
 
-from .core import Result, Row, bar, context
+from .core import Result, Row, bar, context, verify
 
 TITLE = "Pipe latency and throughput (Table 4.2)"
 
@@ -23,29 +23,45 @@ def echo(conn: Any) -> None:
 
 
 def sink(conn: Any) -> None:
-    """Swallow messages; answer ``b"sync"`` with ``b"ok"``; end on ``b"stop"``."""
+    """Swallow numbered messages; answer ``b"sync"`` with how many came and whether in order.
+
+    Each message starts with its sequence number (8 bytes, big-endian); the
+    answer is ``b"<count> <1 if every number was the next one else 0>"``.
+    End on ``b"stop"``.
+    """
+    count, in_order = 0, True
     while True:
         msg = conn.recv_bytes()
         if msg == b"stop":
             return
         if msg == b"sync":
-            conn.send_bytes(b"ok")
+            conn.send_bytes(b"%d %d" % (count, in_order))
+            continue
+        in_order = in_order and int.from_bytes(msg[:8], "big") == count
+        count += 1
 
 
 def measure(mod: Any, n_rtt: int, n_mb: int) -> dict[str, float]:
-    """Mean/p50 1-byte RTT (ms) and MB/s of 1 MiB messages between here and a *mod* Process."""
+    """Mean/p50 1-byte RTT (ms) and MB/s of 1 MiB messages between here and a *mod* Process.
+
+    Also counts what arrived: ``echoed`` (1-byte messages that came back as
+    sent, each before the next was sent), ``delivered`` and ``in_order`` (the
+    numbered 1 MiB messages the far end received, and whether in sequence).
+    """
     a, b = mod.Pipe()
     p = mod.Process(target=echo, args=(b,))
     p.start()
-    for _ in range(min(100, n_rtt)):  # warm up
-        a.send_bytes(b"x")
+    for i in range(min(100, n_rtt)):  # warm up
+        a.send_bytes(bytes([i & 0xFF]))
         a.recv_bytes()
-    rtts = []
-    for _ in range(n_rtt):
+    rtts, echoed = [], 0
+    for i in range(n_rtt):
+        msg = bytes([i & 0xFF])
         t0 = time.perf_counter()
-        a.send_bytes(b"x")
-        a.recv_bytes()
+        a.send_bytes(msg)
+        back = a.recv_bytes()
         rtts.append(time.perf_counter() - t0)
+        echoed += back == msg
     a.send_bytes(b"stop")
     p.join(60)
     a, b = mod.Pipe()
@@ -53,12 +69,13 @@ def measure(mod: Any, n_rtt: int, n_mb: int) -> dict[str, float]:
     p.start()
     a.send_bytes(b"sync")
     a.recv_bytes()
-    mb = os.urandom(1 << 20)
+    mb = bytearray(os.urandom(1 << 20))
     t0 = time.perf_counter()
-    for _ in range(n_mb):
+    for i in range(n_mb):
+        mb[:8] = i.to_bytes(8, "big")  # its sequence number (sent before the next change)
         a.send_bytes(mb)
     a.send_bytes(b"sync")
-    a.recv_bytes()
+    delivered, in_order = map(int, a.recv_bytes().split())
     mbps = n_mb * 1.048576 / (time.perf_counter() - t0)
     a.send_bytes(b"stop")
     p.join(60)
@@ -66,6 +83,9 @@ def measure(mod: Any, n_rtt: int, n_mb: int) -> dict[str, float]:
         "rtt_mean_ms": statistics.fmean(rtts) * 1e3,
         "rtt_p50_ms": statistics.median(rtts) * 1e3,
         "mb_per_s": mbps,
+        "echoed": echoed,
+        "delivered": delivered,
+        "in_order": in_order,
     }
 
 
@@ -76,6 +96,17 @@ def run(full: bool = False) -> Result:
     ctx = context()
     ours = measure(ctx, n_rtt, n_mb)
     local = measure(multiprocessing.get_context("fork"), n_rtt, n_mb)
+    checks = verify(
+        {
+            f"{label}: all {n_rtt} 1-byte messages came back as sent": m["echoed"] == n_rtt
+            for label, m in (("faasmp", ours), ("stdlib", local))
+        }
+        | {
+            f"{label}: all {n_mb} 1 MiB messages received once, in order": m["delivered"] == n_mb
+            and m["in_order"] == 1
+            for label, m in (("faasmp", ours), ("stdlib", local))
+        }
+    )
     rows = [
         Row("1-byte RTT, mean", 1.0, ours["rtt_mean_ms"], "ms", "paper: Lambda + Redis"),
         Row("1-byte RTT, p50", None, ours["rtt_p50_ms"], "ms"),
@@ -120,4 +151,5 @@ grows by the network round trip to Redis (typically 0.2-1 ms).
         {"faasmp": ours, "stdlib": local},
         notes,
         time.perf_counter() - t_start,
+        checks,
     )

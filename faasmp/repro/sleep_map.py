@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .core import Result, Row, context
+from .core import Result, Row, context, verify
 
 TITLE = "A map of sleep functions: start/end histogram (Fig 4.2)"
 
@@ -25,9 +25,17 @@ def run(full: bool = False) -> Result:
     t_start = time.perf_counter()
     with ctx.Pool(n) as pool:
         t_map = time.perf_counter()
-        pool.map(nap, [secs] * n, chunksize=1)
+        woke = pool.map(nap, [secs] * n, chunksize=1)
         t_done = time.perf_counter()
     recs = ctx.stats.last()
+    checks = verify(
+        {
+            f"all {n} functions returned": len(woke) == n and all(isinstance(t, float) for t in woke),
+            f"{n} task records, each ran its {secs:g} s sleep": len(recs) == n
+            and all(r.run_end - r.run_start >= secs * 0.999 for r in recs),
+            "the map took at least the sleep": t_done - t_map >= secs,
+        }
+    )
     t0 = min(r.submitted for r in recs)
     starts = sorted(r.run_start - t0 for r in recs)
     ends = sorted(r.run_end - t0 for r in recs)
@@ -73,4 +81,5 @@ shows the provider's ramp-up, which is what Fig 4.2 measures.
         {"starts": starts, "ends": ends},
         notes,
         time.perf_counter() - t_start,
+        checks,
     )

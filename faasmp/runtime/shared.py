@@ -24,10 +24,13 @@ if TYPE_CHECKING:
     from .session import Session
 
 
-def _default_ctx() -> FaasContext:
-    from ..context import _default_context  # noqa: PLC0415
+def context_or_default(ctx: FaasContext | None) -> FaasContext:
+    """*ctx*, or the default context when it is None (imported late: the context imports this module)."""
+    if ctx is not None:
+        return ctx
+    from ..context import default_context  # noqa: PLC0415
 
-    return _default_context
+    return default_context()
 
 
 def _delete(session: Session, token: int, keys: list[str]) -> None:
@@ -51,7 +54,7 @@ class SharedObject:
 
     def _init_shared(self, ctx: FaasContext | None) -> None:
         """Call from ``__init__`` of subclasses (the owner's side)."""
-        self._ctx = ctx if ctx is not None else _default_ctx()
+        self._ctx = context_or_default(ctx)
         self._oid = secrets.token_hex(6)
         self._owner = True
         session = self._ctx.session

@@ -36,7 +36,7 @@ from typing import Any
 
 from ..backends.redis.processes import ProcessRecords
 from ..backends.state import CONNECTION_ERRORS, StateBackend, open_state
-from . import main_module
+from . import dsm, main_module
 from . import protocol as msgs
 from .call import (
     AuthenticationError,
@@ -715,10 +715,15 @@ class Slot:
             sink.begin(task_id)
             t_setup = time.time()
             cpu0 = time.process_time()
-            if spec.task_timeout > 0:
-                ok, value = _run_limited(fn, task.mode, chunk, spec.task_timeout, task_id)
-            else:
-                ok, value = _run_chunk(fn, task.mode, chunk)
+            try:
+                dsm.acquire()  # the start of a task is an acquire of shared memory, its end a release
+                if spec.task_timeout > 0:
+                    ok, value = _run_limited(fn, task.mode, chunk, spec.task_timeout, task_id)
+                else:
+                    ok, value = _run_chunk(fn, task.mode, chunk)
+                dsm.release()
+            except Exception as exc:  # noqa: BLE001 - shared memory unreachable: the task fails
+                ok, value = False, ExceptionInfo.capture(exc)
             t_run = time.time()
             cpu = time.process_time() - cpu0
             had_output = sink.end()

@@ -21,9 +21,15 @@ each test's start and outcome on a pipe, and the parent enforces a time limit
 per test: a test that overruns it is reported as ``timeout``, its child (and
 every process that child started) is killed by PID, and the class goes on in a
 new child from the next test.  A child that dies mid-test gives ``crash``.
-Tests that fail, error, time out or crash are re-run once in a fresh child
-(except those in faasmp's expected-failure list, whatever the implementation);
-a test that passes then is counted as a pass and flagged ``flaky``.
+The runner counts what the suite counts: a class fixture that fails
+(``setUpModule``/``setUpClass``/``tearDownClass`` raising, or the child
+crashing or hanging after its tests, e.g. at interpreter exit) fails every test
+of that class that ran in the child -- their own outcome is kept as
+``own_outcome`` -- because the suite's ``tearDownClass`` is where it shuts the
+manager down and checks for leftover processes and threads.  Tests that fail,
+error, time out or crash are re-run once in a fresh child (except those in
+faasmp's expected-failure list, whatever the implementation); a test that
+passes then is counted as ``flaky``, not as a pass.
 
 The summary gives pass counts per implementation and flavour and the share of
 the tests passing on the stdlib that also pass on each implementation.  The
@@ -67,7 +73,8 @@ FLAVOURS = ("processes", "manager")
 CLASS_PREFIX = {"processes": "WithProcesses", "manager": "WithManager"}
 #: Outcomes that count as a failure of the implementation.
 FAILING = ("fail", "error", "timeout", "crash")
-OUTCOMES = ("pass", "fail", "error", "timeout", "crash", "skip")
+#: ``flaky``: failed, then passed on its one re-run -- reported, never counted as a pass.
+OUTCOMES = ("pass", "flaky", "fail", "error", "timeout", "crash", "skip")
 
 #: faasmp settings for the children: short heartbeats so dead workers are seen
 #: quickly, workers that stay warm for a whole test class.
@@ -446,7 +453,36 @@ def run_class(
                 detail = "class fixture: " + fixture["detail"]
                 results[t] = {"outcome": outcome, "duration": 0.0, "detail": detail}
             break
-    return results, fixtures
+    return apply_class_fixtures(results, fixtures), fixtures
+
+
+def apply_class_fixtures(
+    results: dict[str, dict[str, Any]], fixtures: list[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Fail the passing tests of a class whose fixture failed, as the suite counts it.
+
+    unittest reports a failing ``setUpClass``/``tearDownClass`` once, as an
+    error of the class; the tests that "passed" before it did so without the
+    class' own checks (manager shutdown, leftover processes and threads).  A
+    child that crashed or hung after its tests (``where == "exit"``) fails
+    them the same way.  A skip stays a skip: it claimed nothing.
+    """
+    failure = next((f for f in fixtures if f["outcome"] in FAILING), None)
+    if failure is None:
+        return results
+    where = failure.get("where") or "?"
+    detail = f"class fixture failed ({where}: {failure['outcome']}):\n{failure.get('detail') or ''}"
+    return {
+        tid: dict(r, outcome="error", own_outcome="pass", detail=detail) if r["outcome"] == "pass" else r
+        for tid, r in results.items()
+    }
+
+
+def merge_rerun(first: dict[str, Any], again: dict[str, Any]) -> dict[str, Any]:
+    """A failed test's result after its re-run: ``flaky`` if it passed then, else the first failure."""
+    if again["outcome"] == "pass":
+        return dict(again, outcome="flaky", first=first)
+    return dict(first, rerun=again["outcome"])
 
 
 def run_flavour(
@@ -491,11 +527,7 @@ def run_flavour(
             for fut in concurrent.futures.as_completed(futures):
                 cls_name, res, _ = fut.result()
                 for tid, r in res.items():
-                    first = tests[tid]
-                    if r["outcome"] == "pass":
-                        tests[tid] = dict(r, flaky=True, first=first)
-                    else:
-                        tests[tid] = dict(first, rerun=r["outcome"])
+                    tests[tid] = merge_rerun(tests[tid], r)
                 report(cls_name, res, " (re-run of failures)")
     return {
         "impl": impl,
@@ -583,7 +615,7 @@ def summarize(runs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             if run is None:
                 continue
             c = run["counts"]
-            flaky = sum(1 for r in run["tests"].values() if r.get("flaky"))
+            flaky = c.get("flaky", 0)
             cmp_all = compare(runs, impl, flavour)
             cmp_app = compare(runs, impl, flavour, exclude=tables.NOT_APPLICABLE)
 
@@ -599,7 +631,7 @@ def summarize(runs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             )
             entry: dict[str, Any] = {
                 "counts": c,
-                "flaky": sorted(t for t, r in run["tests"].items() if r.get("flaky")),
+                "flaky": sorted(t for t, r in run["tests"].items() if r["outcome"] == "flaky"),
                 "vs_stdlib": cmp_all,
                 "vs_stdlib_applicable": cmp_app,
             }
@@ -609,10 +641,14 @@ def summarize(runs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                 passing = [t for t, r in run["tests"].items() if r["outcome"] == "pass"]
                 entry["unexpected_failures"] = sorted(t for t in failing if t not in expected)
                 entry["unexpected_passes"] = sorted(t for t in passing if t in expected)
+                entry["fixture_failures"] = sorted(
+                    t for t, r in run["tests"].items() if r.get("own_outcome") is not None
+                )
             summary[f"{impl}/{flavour}"] = entry
     lines.append(
         "('of stdlib passes': tests passing on the stdlib that pass here too; 'applicable only': the same"
-        " without faasmp's NOT_APPLICABLE list)"
+        " without faasmp's NOT_APPLICABLE list, deliberate differences still counted; 'flaky': failed,"
+        " then passed on the re-run, not counted as passes)"
     )
     return "\n".join(lines), summary
 
@@ -703,6 +739,10 @@ def main(argv: Iterable[str] | None = None) -> int:
             print(f"\n{key}: failures not in expected_failures.py:")
             for tid in entry["unexpected_failures"]:
                 print(f"  {tid}: {data['runs'][key]['tests'][tid]['outcome']}")
+        if entry.get("flaky"):
+            print(f"\n{key}: flaky (failed, then passed on the re-run; not counted as passes):")
+            for tid in entry["flaky"]:
+                print(f"  {tid}: first {data['runs'][key]['tests'][tid]['first']['outcome']}")
         if entry.get("unexpected_passes"):
             print(f"\n{key}: listed as expected failures but passed:")
             for tid in entry["unexpected_passes"]:

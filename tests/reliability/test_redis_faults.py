@@ -10,7 +10,9 @@ of the context starts a new run on the (restarted) server.
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
 import socket
 import subprocess
 import tempfile
@@ -29,6 +31,8 @@ from tests import helpers
 from tests.conftest import TEST_SETTINGS
 
 BOUND = 30.0  # seconds: loose bound for "fails fast, never hangs"
+#: Redis' connect timeout in faasmp (backends/state.py) and the margin a loaded machine may add.
+CONNECT_TIMEOUT, MARGIN = 5.0, 5.0
 
 
 def _free_port() -> int:
@@ -124,6 +128,22 @@ def _start_all(calls: dict[str, Callable[[], Any]]) -> tuple[dict[str, Any], lis
     return outcome, threads
 
 
+def _timed(calls: dict[str, Callable[[], Any]]) -> tuple[dict[str, Callable[[], Any]], dict[str, float]]:
+    """*calls* wrapped to note when each returned or raised (``time.monotonic()``)."""
+    finished: dict[str, float] = {}
+
+    def timed(name: str, call: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            try:
+                return call()
+            finally:
+                finished[name] = time.monotonic()
+
+        return run
+
+    return {name: timed(name, call) for name, call in calls.items()}, finished
+
+
 def _join_all(threads: list[threading.Thread], outcome: dict[str, Any], names: list[str]) -> None:
     deadline = time.monotonic() + BOUND
     for t in threads:
@@ -139,10 +159,63 @@ def test_unreachable_redis_at_start_is_a_clear_error_within_seconds():
     t0 = time.monotonic()
     with pytest.raises(StateError, match=r"cannot reach Redis at redis://:\*\*\*@127\.0\.0\.1") as info:
         ctx.Queue()
-    assert time.monotonic() - t0 < BOUND
+    took = time.monotonic() - t0
+    print(f"refused port: StateError after {took:.2f} s")
+    assert took < MARGIN  # a refused connection is reported at once (measured 0.0 s)
     assert "FAASMP_REDIS_URL" in str(info.value)
     assert password not in str(info.value) and password not in repr(info.value.__cause__)
     ctx.shutdown()
+
+
+class SilentListener:
+    """Loopback addresses that never answer (no outside address is ever contacted).
+
+    ``full``: a listening socket whose accept queue is full, so the kernel drops
+    new SYNs and ``connect()`` never completes (the connect-timeout path).
+    ``mute``: a listening socket that completes the handshake but never sends a
+    byte (the read-timeout path of the connection's handshake).
+    """
+
+    def __init__(self) -> None:
+        self.full_sock = socket.socket()
+        self.full_sock.bind(("127.0.0.1", 0))
+        self.full_sock.listen(0)  # accept queue of one, never accepted
+        self.full = self.full_sock.getsockname()[1]
+        self.fillers = [socket.create_connection(("127.0.0.1", self.full), timeout=2)]
+        self.mute_sock = socket.socket()
+        self.mute_sock.bind(("127.0.0.1", 0))
+        self.mute_sock.listen(8)
+        self.mute = self.mute_sock.getsockname()[1]
+
+    def close(self) -> None:
+        for s in (*self.fillers, self.full_sock, self.mute_sock):
+            s.close()
+
+
+@pytest.fixture
+def silent() -> Iterator[SilentListener]:
+    listener = SilentListener()
+    yield listener
+    listener.close()
+
+
+def test_address_that_never_answers_is_a_clear_error_after_the_connect_timeout(silent):
+    # Guards the guard: a plain connect to this address times out (SYN dropped, not refused).
+    with pytest.raises(TimeoutError), socket.create_connection(("127.0.0.1", silent.full), timeout=1):
+        pass
+    # The mute address is read-bounded: 2 s (``?socket_timeout=``) instead of 10 s, to save time.
+    for port, what, timeout in ((silent.full, "connect", CONNECT_TIMEOUT), (silent.mute, "handshake", 2.0)):
+        query = "" if what == "connect" else f"?socket_timeout={timeout}"
+        ctx = FaasContext(redis_url=f"redis://127.0.0.1:{port}/0{query}", **TEST_SETTINGS)
+        t0 = time.monotonic()
+        with pytest.raises(StateError, match=r"cannot reach Redis at redis://127\.0\.0\.1") as info:
+            ctx.Queue()
+        took = time.monotonic() - t0
+        print(f"never-answering address ({what}): StateError after {took:.1f} s")
+        assert "Timeout" in str(info.value) and "FAASMP_REDIS_URL" in str(info.value)
+        # One attempt, bounded by its own timeout.
+        assert took < timeout + MARGIN, f"{what}: took {took:.1f} s"
+        ctx.shutdown()
 
 
 def test_wrong_password_at_start_is_a_clear_error(server):
@@ -188,13 +261,22 @@ def test_server_gone_for_good_fails_every_call_without_hanging(server, run):
     used = run.Queue()
     used.put(0)
     assert used.get(timeout=10) == 0  # this thread's connection is open when the server dies
-    outcome, threads = _start_all(calls)
+    timed, finished = _timed(calls)
+    outcome, threads = _start_all(timed)
     time.sleep(1.0)
     server.kill()
+    killed = time.monotonic()
     _join_all(threads, outcome, list(calls))
     for name, (how, what) in outcome.items():
         assert how == "raised" and isinstance(what, StateError), f"{name}: {how} {what!r}"
         assert "lost the connection to Redis" in str(what)
+    latency = {name: round(t - killed, 2) for name, t in finished.items()}
+    print(f"dead server detected after (s): {latency}")
+    # A dropped connection fails a call at once; the pool fails its results once the backend
+    # has been failing for 3 heartbeats (at least 6 s): docs/reliability.md.
+    pool_grace = max(3 * TEST_SETTINGS["heartbeat_interval"], 6.0)
+    slow = {n: t for n, t in latency.items() if t >= MARGIN + (pool_grace if n == "Pool.map" else 0)}
+    assert not slow, f"detected later than {MARGIN:.0f} s (+{pool_grace:.0f} s for Pool.map): {latency}"
     t0 = time.monotonic()
     # A put on an unbounded queue does not wait for Redis' reply: written to
     # the dropped connection it may return, but then the next put says so.
@@ -264,3 +346,47 @@ def _after_reconnect(call: Callable[[], Any]) -> Any:
         assert not isinstance(exc, StateLostError), exc
         assert "lost the connection" in str(exc)
         return call()
+
+
+#: A frozen server is given this read timeout (``?socket_timeout=`` in the URL).
+FROZEN_READ_TIMEOUT = 1.0
+
+
+def test_frozen_server_fails_every_call_within_its_read_timeout(server):
+    """SIGSTOP the server while five kinds of call block on it (injected fault).
+
+    A frozen server keeps its sockets open and answers nothing: only a read
+    timeout tells it from a slow one.  Every call fails with ``StateError``
+    within one split wait plus the read timeout (2 x 1 s here; 2 x 10 s by
+    default); Pool results fail when the pool's handler sees the backend fail.
+    """
+    ctx = FaasContext(redis_url=f"{server.url}?socket_timeout={FROZEN_READ_TIMEOUT}", **TEST_SETTINGS)
+    assert server.proc is not None
+    try:
+        calls = _in_flight(ctx)
+        timed, finished = _timed(calls)
+        outcome, threads = _start_all(timed)
+        time.sleep(1.5)  # every call is blocked inside Redis
+        assert not outcome, f"returned before the fault: {outcome}"
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        _join_all(threads, outcome, list(calls))
+        latency = {name: round(t - t0, 2) for name, t in finished.items()}
+        print(f"frozen server detected after (s): {latency}")
+        for name, (how, what) in outcome.items():
+            assert how == "raised" and isinstance(what, StateError), f"{name}: {how} {what!r}"
+            assert "lost the connection to Redis" in str(what), f"{name}: {what}"
+        # A call: its split wait + the read timeout.  Pool results: the pool fails them once the
+        # backend has failed for 3 heartbeats, at least 6 s (survives a blip; docs/reliability.md).
+        bound = 2 * FROZEN_READ_TIMEOUT + MARGIN
+        pool_grace = max(3 * TEST_SETTINGS["heartbeat_interval"], 6.0)
+        slow = {n: t for n, t in latency.items() if t >= bound + (pool_grace if n == "Pool.map" else 0)}
+        assert not slow, f"detected later than {bound:.0f} s (+{pool_grace:.0f} s for Pool.map): {latency}"
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+        ctx.shutdown()
+
+
+def test_socket_timeout_in_the_url_is_validated():
+    with pytest.raises(StateError, match=r"socket_timeout must be a positive number of seconds, got 'x'"):
+        FaasContext(redis_url="redis://127.0.0.1:1/0?socket_timeout=x", **TEST_SETTINGS).Queue()

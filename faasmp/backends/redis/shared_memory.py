@@ -1,0 +1,404 @@
+"""Shared memory segments in Redis: bytes, a version and a log of changed ranges.
+
+A segment is what a faasmp ``RawArray``/``RawValue``/``SharedMemory`` keeps
+in Redis for the distributed shared memory (``faasmp.runtime.dsm``).  Every
+process holds its own local copy; this class is the meeting point.
+
+Key layout, for a segment whose base key is ``K``:
+
+* ``K``      STRING, the segment's bytes (its length is the segment's size);
+* ``K:v``    STRING, an integer version, 0 at creation, +1 per push;
+* ``K:log``  LIST, one entry per version (the newest :data:`LOG_LENGTH`):
+  ``"<version> <writer> <start>:<length>,<start>:<length>,..."``, the ranges
+  that version changed (a superset is allowed: pullers keep their own
+  unreleased bytes, see ``dsm``);
+* ``K:t1`` ``K:t2`` ``K:t3``  scratch strings of a push (deleted by it).
+
+Round trips: :meth:`create` 1, :meth:`snapshot` 1, :meth:`push` 1,
+:meth:`pull` 1 for any number of segments (+1 when more than
+:data:`INLINE_PULL` bytes changed: those ranges are fetched with plain
+``GETRANGE`` commands so they do not pass through Lua, which costs about
+2 ms per MB).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..state import ScriptCall, StateBackend
+
+#: Versions whose ranges the log keeps; a puller further behind gets the whole segment.
+LOG_LENGTH = 64
+#: Changed bytes a pull returns through Lua; above this they are fetched with GETRANGE.
+INLINE_PULL = 256 * 1024
+#: Text of changed ranges a pull merges in Lua; above this the puller merges them.
+INLINE_RANGES = 16 * 1024
+#: Pushes shipping more bytes than this write them with raw SETRANGE/BITOP
+#: commands (no Lua copies), then log the version with the push script.
+RAW_PUSH = 64 * 1024
+SUFFIXES = ("", "v", "log")
+
+# KEYS[1] data, KEYS[2] version, KEYS[3] log, KEYS[4..6] scratch.
+# ARGV[1] ttl ms, ARGV[2] writer id, ARGV[3] log length, ARGV[4] logged ranges
+# "start:len,...", ARGV[5] exact ranges "start:len,..." with their bytes
+# concatenated in ARGV[6], ARGV[7] masked ranges "start:len,..." with
+# (new AND mask) in ARGV[8] and the mask (0xff where changed) in ARGV[9].
+# An exact range is written with SETRANGE; a masked range keeps the bytes of
+# Redis where the mask is 0 (other writers' bytes in the same region):
+# data = (data AND NOT mask) OR (new AND mask), done by BITOP on scratch keys.
+# -> the new version, or -1 if the segment is gone (released by its owner).
+_PUSH = """
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('DEL', KEYS[1])  -- written back to life by a raw push: the segment was released
+  return -1
+end
+local pos = 1
+for off, len in string.gmatch(ARGV[5], '(%d+):(%d+)') do
+  len = tonumber(len)
+  redis.call('SETRANGE', KEYS[1], off, string.sub(ARGV[6], pos, pos + len - 1))
+  pos = pos + len
+end
+pos = 1
+for off, len in string.gmatch(ARGV[7], '(%d+):(%d+)') do
+  off = tonumber(off)
+  len = tonumber(len)
+  redis.call('SET', KEYS[4], string.sub(ARGV[8], pos, pos + len - 1))
+  redis.call('SET', KEYS[5], string.sub(ARGV[9], pos, pos + len - 1))
+  redis.call('SET', KEYS[6], redis.call('GETRANGE', KEYS[1], off, off + len - 1))
+  redis.call('BITOP', 'NOT', KEYS[5], KEYS[5])
+  redis.call('BITOP', 'AND', KEYS[6], KEYS[6], KEYS[5])
+  redis.call('BITOP', 'OR', KEYS[6], KEYS[6], KEYS[4])
+  redis.call('SETRANGE', KEYS[1], off, redis.call('GET', KEYS[6]))
+  pos = pos + len
+end
+if ARGV[10] then
+  -- A raw push left (new AND mask) in KEYS[4] and the mask in KEYS[5] for the
+  -- span of ARGV[11] bytes at ARGV[10]: merge them with BITOP over that span.
+  local off, len = tonumber(ARGV[10]), tonumber(ARGV[11])
+  redis.call('SETRANGE', KEYS[5], len - 1, redis.call('GETRANGE', KEYS[5], len - 1, len - 1) .. '')
+  redis.call('SET', KEYS[6], redis.call('GETRANGE', KEYS[1], off, off + len - 1))
+  redis.call('BITOP', 'NOT', KEYS[5], KEYS[5])
+  redis.call('BITOP', 'AND', KEYS[6], KEYS[6], KEYS[5])
+  redis.call('BITOP', 'OR', KEYS[6], KEYS[6], KEYS[4])
+  redis.call('SETRANGE', KEYS[1], off, redis.call('GET', KEYS[6]))
+end
+if ARGV[7] ~= '' or ARGV[10] then redis.call('DEL', KEYS[4], KEYS[5], KEYS[6]) end
+local v = redis.call('INCR', KEYS[2])
+redis.call('RPUSH', KEYS[3], v .. ' ' .. ARGV[2] .. ' ' .. ARGV[4])
+redis.call('LTRIM', KEYS[3], -tonumber(ARGV[3]), -1)
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
+return v
+"""
+
+# For each segment i: KEYS[3i-2] data, KEYS[3i-1] version, KEYS[3i] log;
+# ARGV[1] puller's writer id, ARGV[2] inline byte budget, ARGV[3] range-text
+# budget, ARGV[3 + i] the puller's version of segment i.
+# -> per segment {version} (nothing new), {-1} (gone), {version, 'all'} (too
+# far behind: fetch the whole segment), {version, ranges} (fetch these
+# ranges), {version, 'specs', ranges, ranges, ...} (unmerged: many ranges) or
+# {version, ranges, bytes} (the ranges' current bytes, concatenated).
+# Ranges are "start:len,..." sorted and merged; versions written by the puller
+# itself are skipped (its buffer already holds them).
+_PULL = """
+local out = {}
+local budget = tonumber(ARGV[2])
+for i = 1, #KEYS / 3 do
+  local data, vkey, log = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local mine = tonumber(ARGV[3 + i])
+  local v = tonumber(redis.call('GET', vkey) or '-1')
+  if v < 0 then
+    out[i] = {-1}
+  elseif v <= mine then
+    out[i] = {v}
+  else
+    local first = redis.call('LINDEX', log, 0)
+    local first_v = first and tonumber(string.match(first, '^(%d+)')) or (v + 1)
+    if first_v > mine + 1 then
+      out[i] = {v, 'all'}
+    else
+      local specs, text = {}, 0
+      for _, e in ipairs(redis.call('LRANGE', log, mine + 1 - first_v, -1)) do
+        local writer, spec = string.match(e, '^%d+ (%S+) ?(.*)$')
+        if writer ~= ARGV[1] and spec ~= '' then
+          specs[#specs + 1] = spec
+          text = text + #spec
+        end
+      end
+      local ranges = {}
+      if text > tonumber(ARGV[3]) then
+        -- Many ranges: parsing and sorting them here would block the server;
+        -- the puller merges them and fetches their bytes itself.
+        out[i] = {v, 'specs', unpack(specs)}
+        specs = {}
+      end
+      for _, spec in ipairs(specs) do
+        for off, len in string.gmatch(spec, '(%d+):(%d+)') do
+          ranges[#ranges + 1] = {tonumber(off), tonumber(off) + tonumber(len)}
+        end
+      end
+      if #specs > 1 then table.sort(ranges, function(a, b) return a[1] < b[1] end) end
+      local merged, total = {}, 0
+      for _, r in ipairs(ranges) do
+        local last = merged[#merged]
+        if last and r[1] <= last[2] then
+          if r[2] > last[2] then last[2] = r[2] end
+        else
+          merged[#merged + 1] = {r[1], r[2]}
+        end
+      end
+      local spec = {}
+      for k, r in ipairs(merged) do
+        spec[k] = r[1] .. ':' .. (r[2] - r[1])
+        total = total + r[2] - r[1]
+      end
+      if out[i] then
+        -- already answered: 'specs'
+      elseif #merged == 0 then
+        out[i] = {v}
+      elseif total > budget then
+        out[i] = {v, table.concat(spec, ',')}
+      else
+        local parts = {}
+        for k, r in ipairs(merged) do parts[k] = redis.call('GETRANGE', data, r[1], r[2] - 1) end
+        out[i] = {v, table.concat(spec, ','), table.concat(parts)}
+      end
+    end
+  end
+end
+return out
+"""
+
+
+@dataclass(frozen=True)
+class Pulled:
+    """What changed in one segment since the puller's version."""
+
+    #: The segment's version the puller now has (-1: the segment is gone).
+    version: int
+    #: The changed ranges as ``b"start:length,..."`` (``b""``: none), or None for the whole segment.
+    spec: bytes | None
+    #: Their current bytes, concatenated (the whole segment if ``spec`` is None).
+    data: bytes
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """``spec`` as ``(start, length)`` pairs."""
+        return _parse(self.spec) if self.spec else []
+
+
+@dataclass(frozen=True)
+class Diff:
+    """A process's changes to one segment since its last synchronisation."""
+
+    #: ``(start, length)`` runs written as they are, their bytes concatenated in ``exact_data``.
+    exact: list[tuple[int, int]]
+    exact_data: bytes
+    #: ``(start, length)`` regions merged byte by byte: ``masked_new`` holds
+    #: (new AND mask), ``masked_mask`` 0xff where this process changed a byte.
+    masked: list[tuple[int, int]]
+    masked_new: bytes
+    masked_mask: bytes
+    #: ``(start, length)`` ranges pullers should fetch (may be a superset).
+    logged: list[tuple[int, int]]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this diff sends."""
+        return len(self.exact_data) + len(self.masked_new) + len(self.masked_mask)
+
+
+def _spec(ranges: Sequence[tuple[int, int]]) -> str:
+    return ",".join(f"{start}:{length}" for start, length in ranges)
+
+
+def _parse(spec: bytes | str) -> list[tuple[int, int]]:
+    if isinstance(spec, str):
+        spec = spec.encode()
+    out = []
+    for item in spec.split(b","):
+        start, _, length = item.partition(b":")
+        out.append((int(start), int(length)))
+    return out
+
+
+def _merge_specs(specs: Sequence[bytes]) -> bytes:
+    """Several range lists merged into one sorted list of disjoint ranges."""
+    merged: list[list[int]] = []
+    for start, length in sorted(r for spec in specs for r in _parse(spec)):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], start + length)
+        else:
+            merged.append([start, start + length])
+    return _spec([(start, end - start) for start, end in merged]).encode()
+
+
+class SharedMemoryStore:
+    """The Redis side of shared memory segments (see the module doc for keys and Lua)."""
+
+    def __init__(self, state: StateBackend) -> None:
+        self._state = state
+        # The direct path: its packer does not copy large arguments (redis-py's
+        # hiredis packer copies each at 2.5-7 ms per MB) and costs ~1 us per
+        # small command.
+        self._direct = state.direct
+        self._push: ScriptCall = self._direct.script(_PUSH)
+        self._pull: ScriptCall = self._direct.script(_PULL)
+
+    @staticmethod
+    def keys(key: str) -> list[str]:
+        """Every key of the segment *key* (what its owner deletes)."""
+        return [f"{key}:{s}" if s else key for s in SUFFIXES]
+
+    def create(self, key: str, data: bytes | int, ttl_ms: int, *, exclusive: bool = False) -> bool:
+        """Store a new segment (version 0) holding *data* (an int: that many zero bytes).
+
+        False if *exclusive* and it already exists.
+        """
+        if isinstance(data, int) and data == 0:
+            data = b""
+        if isinstance(data, int):
+            if exclusive and not self._state.set(key, b"", px=ttl_ms, nx=True):
+                return False
+            # SETRANGE zero-fills: the zeros do not travel.
+            self._direct.execute_many(
+                [
+                    ("SETRANGE", key, data - 1, b"\0"),
+                    ("PEXPIRE", key, ttl_ms),
+                    ("SET", f"{key}:v", 0, "PX", ttl_ms),
+                    ("DEL", f"{key}:log"),
+                ]
+            )
+            return True
+        nx = ("NX",) if exclusive else ()
+        created = self._direct.execute_many([("SET", key, data, "PX", ttl_ms, *nx)])[0]
+        if created is None:
+            return False
+        self._direct.execute_many([("SET", f"{key}:v", 0, "PX", ttl_ms), ("DEL", f"{key}:log")])
+        return True
+
+    def snapshot(self, key: str) -> tuple[int, bytes] | None:
+        """(version, bytes) of the segment, or None if it does not exist.
+
+        The version is read first, so the bytes are at least that new.
+        """
+        version, data = self._direct.execute_many([("GET", f"{key}:v"), ("GET", key)])
+        if version is None or data is None:
+            return None
+        return int(version), bytes(data)
+
+    def delete(self, key: str) -> bool:
+        """Delete the segment's keys; False if it did not exist."""
+        return bool(self._state.delete(*self.keys(key)))
+
+    def push(self, key: str, diff: Diff, *, writer: str, ttl_ms: int, size: int) -> int:
+        """Apply *diff* and log it; the new version (-1: segment gone).
+
+        One round trip, atomic; above :data:`RAW_PUSH` bytes, two: the bytes
+        are written with raw commands first (other processes may see them
+        before the version: they are newer than what those processes hold,
+        and a correctly synchronised program does not read them before it
+        acquires that version), then the version is logged.
+        """
+        span: list[Any] = []
+        if diff.nbytes > RAW_PUSH:
+            cmds, span = self._raw_writes(key, diff, writer)
+            self._direct.execute_many(cmds)
+            diff = Diff([], b"", [], b"", b"", diff.logged)
+        args: list[Any] = [
+            ttl_ms,
+            writer,
+            LOG_LENGTH,
+            _spec(diff.logged),
+            _spec(diff.exact),
+            diff.exact_data,
+            _spec(diff.masked),
+            diff.masked_new,
+            diff.masked_mask,
+            *span,
+        ]
+        keys = [*self.keys(key), *self._scratch(key, writer)]
+        return int(self._push(keys=keys, args=args))
+
+    @staticmethod
+    def _scratch(key: str, writer: str) -> list[str]:
+        """Scratch keys of one writer's push (two writers may push at once)."""
+        return [f"{key}:t1:{writer}", f"{key}:t2:{writer}", f"{key}:t3:{writer}"]
+
+    def _raw_writes(self, key: str, diff: Diff, writer: str) -> tuple[list[tuple[Any, ...]], list[int]]:
+        """Commands writing *diff* without passing its bytes through Lua, and the masked span.
+
+        Exact runs are SETRANGEs.  Masked regions are written, relative to
+        their span's start, into two scratch keys that the push script then
+        merges with BITOP over that span only.
+        """
+        cmds: list[tuple[Any, ...]] = []
+        data, pos = memoryview(diff.exact_data), 0
+        for start, length in diff.exact:
+            cmds.append(("SETRANGE", key, start, data[pos : pos + length]))
+            pos += length
+        if not diff.masked:
+            return cmds, []
+        new_key, mask_key, _ = self._scratch(key, writer)
+        base = diff.masked[0][0]
+        top = diff.masked[-1][0] + diff.masked[-1][1]
+        new, mask, pos = memoryview(diff.masked_new), memoryview(diff.masked_mask), 0
+        cmds.append(("DEL", new_key, mask_key))
+        for start, length in diff.masked:
+            cmds.append(("SETRANGE", mask_key, start - base, mask[pos : pos + length]))
+            cmds.append(("SETRANGE", new_key, start - base, new[pos : pos + length]))
+            pos += length
+        return cmds, [base, top - base]
+
+    def pull(self, segments: Sequence[tuple[str, int]], *, writer: str) -> list[Pulled]:
+        """What changed in each ``(key, version)`` since that version, in one round trip.
+
+        Large changes (and pullers too far behind the log) cost one more
+        round trip, made of plain GET/GETRANGE commands.
+        """
+        keys: list[str] = []
+        for key, _ in segments:
+            keys += self.keys(key)
+        args: list[Any] = [writer, INLINE_PULL, INLINE_RANGES, *(version for _, version in segments)]
+        replies = self._pull(keys=keys, args=args)
+        out: list[Pulled | None] = []
+        fetch: list[tuple[int, str, bytes | None]] = []
+        for i, ((key, _), reply) in enumerate(zip(segments, replies, strict=True)):
+            version = int(reply[0])
+            if len(reply) == 1:
+                out.append(Pulled(version, b"", b""))
+            elif len(reply) == 3 and reply[1] != b"specs":
+                out.append(Pulled(version, bytes(reply[1]), bytes(reply[2])))
+            else:
+                out.append(None)
+                if reply[1] == b"all":
+                    fetch.append((i, key, None))
+                elif reply[1] == b"specs":
+                    fetch.append((i, key, _merge_specs(reply[2:])))
+                else:
+                    fetch.append((i, key, bytes(reply[1])))
+        if fetch:
+            cmds: list[tuple[Any, ...]] = []
+            for _, key, spec in fetch:
+                if spec is None:
+                    cmds.append(("GET", key))
+                else:
+                    # One GETRANGE over the ranges' span: thousands of small
+                    # commands, and merging thousands of pieces, cost more
+                    # than the gaps' bytes.
+                    ranges = _parse(spec)
+                    cmds.append(("GETRANGE", key, ranges[0][0], sum(ranges[-1]) - 1))
+            fetched = iter(self._direct.execute_many(cmds))
+            for i, _, spec in fetch:
+                version = int(replies[i][0])
+                data = next(fetched)
+                if spec is None:
+                    out[i] = Pulled(version if data is not None else -1, None, bytes(data or b""))
+                else:
+                    # The whole span: its gaps hold Redis's current bytes,
+                    # at least as new as the puller's (who keeps its own
+                    # unreleased bytes anyway).
+                    start = _parse(spec)[0][0]
+                    out[i] = Pulled(version, f"{start}:{len(data)}".encode(), bytes(data))
+        return [p for p in out if p is not None]

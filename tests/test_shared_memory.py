@@ -1,0 +1,304 @@
+"""Shared memory that numpy can use: local buffers kept coherent at synchronisation points.
+
+Each test names the mechanism it depends on; with that mechanism switched
+off it fails (see docs/shared_memory.md for the guarantees).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import multiprocessing
+
+import numpy as np
+import pytest
+
+from faasmp import sharedctypes
+from faasmp.runtime import dsm
+from faasmp.shared_memory import ShareableList, SharedMemory
+from tests import helpers_shm
+
+
+def test_raw_objects_are_real_ctypes_objects_with_the_buffer_protocol(ctx):
+    arr = ctx.RawArray("d", 4)
+    assert isinstance(arr, ctypes.Array) and arr._type_ is ctypes.c_double and len(arr) == 4
+    view = np.frombuffer(arr)
+    view[:] = [1, 2, 3, 4]
+    assert arr[:] == [1.0, 2.0, 3.0, 4.0]  # the view and the ctypes object share memory
+    assert memoryview(arr).format == "<d" and memoryview(arr).nbytes == 32
+    assert np.ctypeslib.as_array(arr).tolist() == [1.0, 2.0, 3.0, 4.0]
+    locked = ctx.Array("i", [5, 6])
+    assert np.frombuffer(locked.get_obj(), dtype=np.int32).tolist() == [5, 6]
+    value = ctx.RawValue("d", 2.5)
+    assert isinstance(value, ctypes.c_double) and np.frombuffer(value).tolist() == [2.5]
+    assert repr(value) == "c_double(2.5)"
+
+
+def test_numpy_views_written_by_children_are_read_by_the_parent_after_join(ctx):
+    """Mechanism: the end of a process is a release, join an acquire."""
+    arr = ctx.RawArray("d", 1000)
+    view = np.frombuffer(arr)  # created before the children write
+    procs = [
+        ctx.Process(target=helpers_shm.fill_view, args=(arr, i * 250, (i + 1) * 250, i + 1.0))
+        for i in range(4)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(90)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    assert view.tolist() == [1.0] * 250 + [2.0] * 250 + [3.0] * 250 + [4.0] * 250
+
+
+def test_a_view_created_before_the_writes_sees_them_after_a_pipe_message(ctx):
+    """Mechanism: send is a release, recv an acquire (the child is still running)."""
+    arr = ctx.Array("d", 100)
+    view = np.frombuffer(arr.get_obj())
+    parent_end, child_end = ctx.Pipe()
+    p = ctx.Process(target=helpers_shm.fill_then_send, args=(arr, child_end, 10, 60))
+    p.start()
+    try:
+        assert parent_end.poll(90), "the child never reported"
+        assert parent_end.recv() == "written"
+        assert view[10:60].tolist() == list(range(10, 60))
+        assert view[:10].tolist() == [0.0] * 10 and view[60:].tolist() == [0.0] * 40
+    finally:
+        parent_end.send("exit")
+        p.join(60)
+    assert p.exitcode == 0
+
+
+def test_writes_before_a_barrier_are_seen_by_every_party_after_it(ctx):
+    """Mechanism: Barrier.wait is a release then an acquire."""
+    arr = ctx.RawArray("d", 3)
+    view = np.frombuffer(arr)
+    barrier = ctx.Barrier(3)
+    out = ctx.Queue()
+    procs = [ctx.Process(target=helpers_shm.fill_at_barrier, args=(arr, barrier, i, out)) for i in range(2)]
+    for p in procs:
+        p.start()
+    view[2] = 3.0
+    barrier.wait(90)
+    assert view.tolist() == [1.0, 2.0, 3.0]
+    sums = [out.get(timeout=60), out.get(timeout=60)]
+    barrier.wait(60)
+    for p in procs:
+        p.join(60)
+    assert sums == [6.0, 6.0]
+    assert [p.exitcode for p in procs] == [0, 0]
+
+
+def test_pool_tasks_write_into_a_raw_array_passed_through_the_initializer(ctx):
+    """Mechanism: a task's end is a release, its result an acquire."""
+    arr = ctx.RawArray("q", 20)
+    view = np.frombuffer(arr, dtype=np.int64)
+    with ctx.Pool(2, initializer=helpers_shm.keep_array, initargs=(arr,)) as pool:
+        assert sorted(pool.map(helpers_shm.square_into_array, range(20), chunksize=3)) == list(range(20))
+        assert view.tolist() == [i * i for i in range(20)]
+        # A second round through the same workers' copies (an acquire at task start).
+        view[:] = 0
+        pool.map(helpers_shm.square_into_array, range(0, 20, 2), chunksize=2)
+    assert view.tolist() == [i * i if i % 2 == 0 else 0 for i in range(20)]
+
+
+def test_shared_memory_attached_by_name_from_pool_tasks(ctx):
+    shm = SharedMemory(create=True, size=64 * 4, ctx=ctx)
+    try:
+        view = np.ndarray((64,), dtype=np.int32, buffer=shm.buf)
+        with ctx.Pool(2) as pool:
+            pool.starmap(helpers_shm.write_shm, [(shm.name, i) for i in range(64)], chunksize=8)
+        assert view.tolist() == list(range(1, 65))
+        del view
+    finally:
+        shm.close()
+        shm.unlink()
+
+
+def test_parallel_in_place_sort_of_5m_int32(ctx):
+    n, parts = 5_000_000, 2
+    data = np.random.default_rng(15).integers(-(2**31), 2**31 - 1, n, dtype=np.int32)
+    arr = ctx.RawArray("i", n)
+    view = np.frombuffer(arr, dtype=np.int32)
+    view[:] = data
+    bounds = [n * k // parts for k in range(parts + 1)]
+    procs = [
+        ctx.Process(target=helpers_shm.sort_part, args=(arr, lo, hi)) for lo, hi in itertools.pairwise(bounds)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0] * parts
+    for lo, hi in itertools.pairwise(bounds):
+        assert np.array_equal(view[lo:hi], np.sort(data[lo:hi]))
+
+
+def test_disjoint_writes_to_one_page_by_two_processes_both_survive(ctx):
+    """Mechanism: a release ships only the bytes that changed (multiple writers per page)."""
+    arr = ctx.RawArray("B", 4096)
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=helpers_shm.write_every_other_byte, args=(arr, k, barrier)) for k in (0, 1)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(90)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert bytes(arr) == bytes([100, 101]) * 2048
+
+
+def test_an_acquire_keeps_the_bytes_this_process_has_not_released_yet(ctx):
+    """Mechanism: pulled ranges do not overwrite the puller's own unreleased writes."""
+    arr = ctx.RawArray("B", 4096)
+    event = ctx.Event()
+    evens = ctx.Process(target=helpers_shm.write_evens_then_wait, args=(arr, event))
+    evens.start()
+    odds = ctx.Process(target=helpers_shm.write_odds_then_set, args=(arr, event))
+    odds.start()
+    for p in (evens, odds):
+        p.join(90)
+    assert [evens.exitcode, odds.exitcode] == [0, 0]
+    assert bytes(arr) == bytes([100, 101]) * 2048
+
+
+def test_diff_ships_exact_runs_or_a_mask_and_merge_keeps_local_writes():
+    """The diff and merge functions on their own (numpy path and the pure-Python path)."""
+    twin = bytearray(200_000)
+    mem = bytearray(twin)
+    mem[5] = 1
+    mem[70_000:70_010] = b"x" * 10
+    rng = np.random.default_rng(0)
+    dense = rng.integers(0, 256, 60_000, dtype=np.uint8).tobytes()
+    mem[100_000:160_000] = dense
+    for make in (dsm.make_diff, dsm._diff_python):
+        old = bytearray(twin)
+        diff = make(mem, old)
+        assert diff is not None and old == mem  # the twin now matches what is shipped
+        assert (5, 1) in diff.exact and (70_000, 10) in diff.exact
+        shipped = sum(length for _, length in diff.exact) + sum(length for _, length in diff.masked)
+        assert shipped < 70_000  # never the whole object
+        assert make(mem, old) is None
+    # Apply the diff to another copy that has its own unreleased write in the region.
+    other_twin = bytearray(twin)
+    other = bytearray(twin)
+    other[100_001] = 7  # written locally, not released
+    diff = dsm.make_diff(mem, bytearray(twin))
+    assert diff is not None
+    pulled = b"".join(bytes(mem[s : s + n]) for s, n in diff.logged)
+    dsm.merge(other, other_twin, diff.logged, pulled)
+    expected = bytearray(mem)
+    expected[100_001] = 7
+    assert other == expected and other_twin == mem
+
+
+def test_diff_and_merge_without_numpy_give_the_same_bytes(monkeypatch):
+    """The pure-Python path (numpy is optional): same result, exact runs only."""
+    rng = np.random.default_rng(5)
+    twin = bytearray(rng.integers(0, 256, 20_000, dtype=np.uint8).tobytes())
+    mem = bytearray(twin)
+    for i in rng.choice(20_000, 300, replace=False):
+        mem[i] = (mem[i] + 1) % 256
+    with_numpy = dsm.make_diff(mem, bytearray(twin))
+    monkeypatch.setattr(dsm, "_numpy", lambda: None)
+    old = bytearray(twin)
+    diff = dsm.make_diff(mem, old)
+    assert diff is not None and with_numpy is not None and old == mem
+    assert not diff.masked and sum(n for _, n in diff.exact) == 300
+    other, other_twin = bytearray(twin), bytearray(twin)
+    other[7] ^= 0xFF  # an unreleased local write
+    pulled = b"".join(bytes(mem[s : s + n]) for s, n in diff.logged)
+    dsm.merge(other, other_twin, diff.logged, pulled)
+    expected = bytearray(mem)
+    expected[7] = other[7]
+    assert other == expected and other_twin == mem
+
+
+def test_shared_memory_semantics_follow_the_stdlib(ctx):
+    with pytest.raises(ValueError, match="positive"):
+        SharedMemory(create=True, size=0, ctx=ctx)
+    with pytest.raises(ValueError, match="can only be None"):
+        SharedMemory(ctx=ctx)
+    with pytest.raises(FileNotFoundError):
+        SharedMemory("faasmp_no_such_block", ctx=ctx)
+    shm = SharedMemory("/faasmp_test_block", create=True, size=10, ctx=ctx)
+    try:
+        assert shm.name == "faasmp_test_block" and shm.size == 10 and len(shm.buf) == 10
+        with pytest.raises(FileExistsError):
+            SharedMemory("faasmp_test_block", create=True, size=10, ctx=ctx)
+        other = SharedMemory("faasmp_test_block", ctx=ctx)
+        shm.buf[:3] = b"abc"
+        assert bytes(other.buf[:3]) == b"abc"  # one local copy per process
+        view = np.ndarray((10,), dtype=np.uint8, buffer=other.buf)
+        other.close()
+        assert other.buf is None
+        assert bytes(view[:3]) == b"abc"  # views made before close() keep the local copy alive
+    finally:
+        shm.close()
+        shm.unlink()
+    with pytest.raises(FileNotFoundError):
+        shm.unlink()
+    with pytest.raises(FileNotFoundError):
+        SharedMemory("faasmp_test_block", ctx=ctx)
+
+
+def test_shareable_list_and_manager_in_the_default_context(default_ctx):
+    from faasmp.managers import SharedMemoryManager  # noqa: PLC0415
+
+    with SharedMemoryManager() as smm:
+        sl = smm.ShareableList([1, 2.5, "text", b"raw", None, True])
+        assert list(sl) == [1, 2.5, "text", b"raw", None, True]
+        again = ShareableList(name=sl.shm.name)
+        again[0] = 42
+        assert sl[0] == 42 and sl.count(42) == 1 and sl.index("text") == 2
+        block = smm.SharedMemory(16)
+        name = block.name
+        assert SharedMemory(name).size == 16
+    with pytest.raises(FileNotFoundError):  # unlinked at shutdown
+        SharedMemory(name)
+
+
+def test_patch_routes_multiprocessing_shared_memory():
+    import multiprocessing.managers  # noqa: PLC0415
+    import multiprocessing.shared_memory  # noqa: PLC0415
+
+    import faasmp  # noqa: PLC0415
+    from faasmp import managers, shared_memory  # noqa: PLC0415
+
+    with faasmp.patched():
+        assert multiprocessing.shared_memory.SharedMemory is shared_memory.SharedMemory
+        assert multiprocessing.shared_memory.ShareableList is shared_memory.ShareableList
+        assert multiprocessing.managers.SharedMemoryManager is managers.SharedMemoryManager
+    assert multiprocessing.shared_memory.SharedMemory is not shared_memory.SharedMemory
+    assert isinstance(multiprocessing.shared_memory.SharedMemory, type)
+
+
+def test_segment_of_finds_the_segment_of_raw_and_synchronized_objects(ctx):
+    arr = ctx.Array("i", 3)
+    seg = sharedctypes.segment_of(arr)
+    assert seg is not None and seg is sharedctypes.segment_of(arr.get_obj())
+    assert sharedctypes.segment_of(ctypes.c_int(1)) is None
+    assert multiprocessing.get_start_method(allow_none=True) in (None, "fork", "spawn", "forkserver")
+
+
+def test_a_counter_in_a_buffer_wrapper_under_a_lock_counts_every_increment(ctx):
+    """As CPython's Barrier tests count arrivals. Mechanism: lock acquire/release synchronise."""
+    wrapper = sharedctypes.BufferWrapper(4, ctx=ctx)
+    lock = ctx.Lock()
+    procs = [ctx.Process(target=helpers_shm.count_in_buffer, args=(wrapper, lock, 20)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(90)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    assert wrapper.create_memoryview().cast("i")[0] == 60
+    with pytest.raises(OverflowError, match="out of range"):
+        sharedctypes.BufferWrapper(-1, ctx=ctx)
+
+
+def test_writes_through_an_object_dropped_before_the_release_still_travel(ctx):
+    """Mechanism: a segment garbage collected with unreleased writes is shipped at the next release."""
+    arr = ctx.RawArray("d", 8)
+    p = ctx.Process(target=helpers_shm.write_then_drop, args=([arr],))
+    p.start()
+    p.join(90)
+    assert p.exitcode == 0
+    assert np.frombuffer(arr).tolist() == [7.0] * 8
