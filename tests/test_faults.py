@@ -114,11 +114,12 @@ import os, signal, tempfile
 marks = os.environ.get("FAASMP_TEST_DIE_BEFORE_START")
 if marks:
     import faasmp.runtime.worker as worker
+    from faasmp.runtime.protocol import ServingPool
     real = worker.write_record
 
     def write_record(record, value):
         real(record, value)
-        if value is not None and value[0] == "pool" and value[2] is None:
+        if isinstance(value, ServingPool) and value.job is None:
             tempfile.NamedTemporaryFile(dir=marks, prefix="died-", delete=False).close()
             os.kill(os.getpid(), signal.SIGKILL)
 
