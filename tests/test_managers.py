@@ -963,3 +963,21 @@ def test_the_manager_package_sends_no_redis_command_itself():
         if raw.search(line)
     ]
     assert found == [], "Redis commands outside faasmp/backends/redis:\n" + "\n".join(found)
+
+
+def test_signalling_the_managers_server_never_signals_the_client(ctx):
+    # CPython's suite does os.kill(smm._process.pid, SIGINT) on the stdlib's
+    # server process; faasmp's managers have none, and a pid of the client
+    # there sent the SIGINT to the client itself (KeyboardInterrupt).
+    import os
+    import signal
+
+    from faasmp.managers import SharedMemoryManager
+
+    for m in (ctx.Manager(), SharedMemoryManager(ctx=ctx)):
+        if m._process is None:
+            m.start()
+        assert m._process.pid is None
+        with pytest.raises(TypeError):
+            os.kill(m._process.pid, signal.SIGINT)
+        m.shutdown()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import hmac
-import os
 import secrets
 import weakref
 from collections.abc import Callable, Iterable
@@ -30,11 +29,15 @@ class _ServerHandle:
     faasmp managers have no server process (objects live in Redis, or are
     served by a thread of the owner process, see :class:`LocalServer`);
     ``exitcode`` is ``None`` while the manager runs and ``0`` once it shut down.
+    ``pid`` is ``None``, as for a process that never started: code that
+    signals the stdlib's server (``os.kill(manager._process.pid, SIGINT)``)
+    then fails with a ``TypeError`` instead of signalling the client itself,
+    which is what a pid of this process would have done.
     """
 
     def __init__(self, manager: BaseManager) -> None:
         self._state = manager._state
-        self.pid = os.getpid()
+        self.pid: int | None = None
         self.name = f"{type(manager).__name__}-{manager._mid}"
 
     @property
