@@ -51,7 +51,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import multiprocessing
-import pickle
 import secrets
 import time
 import weakref
@@ -417,7 +416,7 @@ class Connection(SharedObject):
         self._check_readable()
         body = self._signer.verify(self._recv_blob())
         dsm.acquire()
-        return pickle.loads(body)
+        return pickling.loads(body)
 
     def _poll_now(self) -> int:
         if not self._bound:

@@ -29,7 +29,19 @@ from typing import TYPE_CHECKING, Any
 
 from .patch import is_patched
 from .runtime import dsm
-from .runtime.call import CallKind, ExceptionInfo, RemoteCall, dumps, dumps_named, dumps_plain, loads
+from .runtime import protocol as msgs
+from .runtime.call import (
+    CallKind,
+    ExceptionInfo,
+    RemoteCall,
+    dumps,
+    dumps_message,
+    dumps_named,
+    loads,
+    pickle_named,
+    pickle_plain,
+)
+from .runtime.pickling import loads as loads_body
 from .stats import JobFinished, JobStarted, TaskFinished, TaskRecord
 
 if TYPE_CHECKING:
@@ -45,6 +57,7 @@ __all__ = [
     "MaybeEncodingError",
     "Pool",
     "PoolTerminated",
+    "ResultUnpicklingError",
     "ThreadPool",
     "WorkerLostError",
 ]
@@ -64,6 +77,21 @@ class WorkerLostError(ProcessError):
 
 class PoolTerminated(ProcessError):
     """The pool was terminated before this result was computed."""
+
+
+class ResultUnpicklingError(MaybeEncodingError):
+    """A task's result (or exception) arrived but could not be unpickled in this process.
+
+    A :class:`multiprocessing.pool.MaybeEncodingError`, as for a result the
+    worker could not send; the unpickling error is ``exc`` and ``__cause__``.
+    """
+
+    def __init__(self, exc: BaseException, what: str) -> None:
+        super().__init__(exc, what)
+        self.what = what
+
+    def __str__(self) -> str:
+        return f"{self.what} could not be unpickled in this process: {self.exc}"
 
 
 class Pool:
@@ -162,13 +190,13 @@ class Pool:
         for _ in range(n):
             self._lease_count += 1
             lease_id = f"{self._pool_id}.{self._lease_count}"
-            desc = {
-                "pool_id": self._pool_id,
-                "initializer": self._init_blob,
-                "maxtasksperchild": self._maxtasksperchild,
-                "worker_index": self._lease_count,
-                "worker_name": f"ForkPoolWorker-{self._lease_count}",
-            }
+            desc = msgs.PoolLease(
+                pool_id=self._pool_id,
+                initializer=self._init_blob,
+                maxtasksperchild=self._maxtasksperchild,
+                worker_index=self._lease_count,
+                worker_name=f"ForkPoolWorker-{self._lease_count}",
+            )
             call = RemoteCall(
                 CallKind.POOL_WORKER,
                 lease_id,
@@ -204,7 +232,7 @@ class Pool:
         return key
 
     def _submit(
-        self, job: int, func: Callable[..., Any], mode: str, chunks: Iterable[tuple[int, Any]]
+        self, job: int, func: Callable[..., Any], mode: msgs.TaskMode, chunks: Iterable[tuple[int, Any]]
     ) -> None:
         """Push the chunks of a job (in batches) to the pool's task list."""
         dsm.release()  # submitting tasks is a release of shared memory
@@ -217,10 +245,8 @@ class Pool:
         for index, chunk in chunks:
             t0 = time.perf_counter()
             submitted = time.time()
-            task = (job, index, fn_key, mode, chunk)
-            batch.append(
-                dumps_plain(task, authkey) or dumps_named(task, authkey, f"the arguments of task {index}")
-            )
+            body = pickle_plain(chunk) or pickle_named(chunk, f"the arguments of task {index}")
+            batch.append(dumps_message(msgs.PoolTask(job, index, fn_key, mode, body), authkey))
             metas.append((index, submitted, time.perf_counter() - t0))
             if len(batch) >= _SUBMIT_BATCH:
                 self._push(pipe, job, batch, metas)
@@ -268,20 +294,20 @@ class Pool:
         self._check_running()
         result = ApplyResult(self, callback, error_callback)
         self._start_job(result, 1)
-        self._submit(result._job, func, "apply", [(0, (tuple(args), dict(kwds or {})))])
+        self._submit(result._job, func, msgs.TaskMode.APPLY, [(0, (tuple(args), dict(kwds or {})))])
         return result
 
     def map(
         self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int | None = None
     ) -> list[Any]:
         """``list(map(func, iterable))`` computed by the workers, in order."""
-        return self._map_async(func, iterable, "map", chunksize).get()
+        return self._map_async(func, iterable, msgs.TaskMode.MAP, chunksize).get()
 
     def starmap(
         self, func: Callable[..., Any], iterable: Iterable[Iterable[Any]], chunksize: int | None = None
     ) -> list[Any]:
         """Like :meth:`map`, calling ``func(*args)`` for each item."""
-        return self._map_async(func, iterable, "starmap", chunksize).get()
+        return self._map_async(func, iterable, msgs.TaskMode.STARMAP, chunksize).get()
 
     def map_async(
         self,
@@ -291,7 +317,7 @@ class Pool:
         callback: Callable[[Any], Any] | None = None,
         error_callback: Callable[[BaseException], Any] | None = None,
     ) -> MapResult:
-        return self._map_async(func, iterable, "map", chunksize, callback, error_callback)
+        return self._map_async(func, iterable, msgs.TaskMode.MAP, chunksize, callback, error_callback)
 
     def starmap_async(
         self,
@@ -301,13 +327,13 @@ class Pool:
         callback: Callable[[Any], Any] | None = None,
         error_callback: Callable[[BaseException], Any] | None = None,
     ) -> MapResult:
-        return self._map_async(func, iterable, "starmap", chunksize, callback, error_callback)
+        return self._map_async(func, iterable, msgs.TaskMode.STARMAP, chunksize, callback, error_callback)
 
     def _map_async(
         self,
         func: Callable[..., Any],
         iterable: Iterable[Any],
-        mode: str,
+        mode: msgs.TaskMode,
         chunksize: int | None,
         callback: Callable[[Any], Any] | None = None,
         error_callback: Callable[[BaseException], Any] | None = None,
@@ -380,7 +406,7 @@ class Pool:
                 batch = list(itertools.islice(chunks, max(1, min(room, _SUBMIT_BATCH)) if batched else 1))
                 if not batch:
                     break
-                self._submit(result._job, func, "map", batch)
+                self._submit(result._job, func, msgs.TaskMode.MAP, batch)
                 count = batch[-1][0] + 1
         except Exception as exc:  # noqa: BLE001 - the iterable's error goes to the caller
             result._set(count, (False, ExceptionInfo.capture(exc)))
@@ -454,13 +480,13 @@ class Pool:
         if kill_busy:
             pipe.delete(self._tasks_key)  # tasks not started yet never run
         if workers or starting:
-            pipe.lpush(self._tasks_key, *[dumps(None, authkey)] * (len(workers) + starting))
+            pipe.lpush(self._tasks_key, *[dumps_message(msgs.SENTINEL, authkey)] * (len(workers) + starting))
         if kill_busy:
             for slot, host in workers.items():
-                pipe.rpush(k.host_ctl(host), f"killbusy {slot} {self._pool_id}".encode())
-        # Last, the wake-up message (None): the handler, which may be blocked
+                pipe.rpush(k.host_ctl(host), dumps_message(msgs.KillBusy(slot, self._pool_id), authkey))
+        # Last, the wake-up message: the handler, which may be blocked
         # waiting for a result, learns that every sentinel is out.
-        pipe.rpush(self._results_key, dumps(None, authkey))
+        pipe.rpush(self._results_key, dumps_message(msgs.DISMISSED, authkey))
         pipe.execute()
 
     def _join_handler(self, timeout: float | None) -> None:
@@ -531,76 +557,80 @@ class Pool:
                 pass
 
     # -- results (called by the handler thread) ------------------------------
-    def _on_message(self, msg: tuple[Any, ...]) -> bool:
-        """Handle one message from the workers; False when the handler may stop."""
-        if msg is None:  # the wake-up message of _dismiss_workers: every sentinel is out
-            self._dismissed = True
-            return True
-        kind = msg[0]
-        if kind == "done":
-            _, job, index, ok, value, timing = msg
-            self._on_done(job, index, ok, value, timing)
-        elif kind == "started":
-            _, slot, host, _pid, lease_id = msg
-            with self._lock:
-                self._workers[slot] = host
-                self._leases.pop(lease_id, None)
-            if self._killing:
-                # Its start crossed terminate(): a sentinel is queued for it, but
-                # it may have taken a task first; end that task as terminate() does.
-                ctl = self._session.keys.host_ctl(host)
-                self._session.state.rpush(ctl, f"killbusy {slot} {self._pool_id}".encode())
-        elif kind == "exit":
-            with self._lock:
-                self._workers.pop(msg[1], None)
-            if self._state != TERMINATE and msg[2] == "maxtasksperchild":
-                self._lease(1)
-        elif kind == "lost":
-            _, slot, job, index, cause = msg
-            with self._lock:
-                was_started = self._workers.pop(slot, None) is not None
-                if self._leases and not was_started:
-                    # The lease this slot had taken (the host does not know which:
-                    # any one, only the count matters once the slot is gone).
-                    self._leases.pop(next(iter(self._leases)))
-            if self._state == TERMINATE:
-                return True
-            # Workers dying before they ever start (a broken runtime) would be
-            # re-leased forever; three in a row break the pool instead.
-            self._lost_unstarted = 0 if was_started else self._lost_unstarted + 1
-            if self._lost_unstarted >= 3:
-                broken = WorkerLostError(
-                    f"faasmp workers for this pool died {self._lost_unstarted} times before "
-                    f"starting (last: {cause}); see the worker log of your compute backend"
-                )
-                self._broken = broken
-                self._fail_all(broken)
-                return True
-            if job is not None and self._retry((job, index), slot, cause):
-                self._lease(1)
-                return True
-            err = WorkerLostError(
-                f"the faasmp worker {slot} running task {index} of this map/apply {cause}; "
-                "the task did not finish (it may have run out of memory or been killed)"
-                + (
-                    f"; it was tried {self._tries.get((job, index), 0) + 1} times"
-                    if self._retries_allowed
-                    else ""
-                )
+    def _on_message(self, msg: Any) -> None:
+        """Handle one message from the pool's workers (or their hosts)."""
+        match msg:
+            case msgs.TaskDone():
+                self._on_done(msg)
+            case msgs.WorkerStarted(slot=slot, host=host, lease_id=lease_id):
+                with self._lock:
+                    self._workers[slot] = host
+                    self._leases.pop(lease_id, None)
+                if self._killing:
+                    # Its start crossed terminate(): a sentinel is queued for it, but
+                    # it may have taken a task first; end that task as terminate() does.
+                    ctl = self._session.keys.host_ctl(host)
+                    kill = msgs.KillBusy(slot, self._pool_id)
+                    self._session.state.rpush(ctl, dumps_message(kill, self._session.authkey))
+            case msgs.WorkerExited(slot=slot, reason=reason):
+                with self._lock:
+                    self._workers.pop(slot, None)
+                if self._state != TERMINATE and reason == "maxtasksperchild":
+                    self._lease(1)
+            case msgs.WorkerLost():
+                self._on_lost(msg)
+            case msgs.InitFailed(slot=slot, error=info):
+                exc = info.rebuild()
+                init_error = ProcessError(f"the Pool initializer failed in worker {slot}: {exc!r}")
+                init_error.__cause__ = exc
+                self._broken = init_error
+                self._fail_all(init_error)
+            case msgs.Dismissed():  # pushed by _dismiss_workers: every sentinel is out
+                self._dismissed = True
+            case _:
+                logger.warning("faasmp pool %s: ignored an unexpected message %r", self._pool_id, msg)
+
+    def _on_lost(self, msg: msgs.WorkerLost) -> None:
+        slot, job, index, cause = msg.slot, msg.job, msg.index, msg.cause
+        with self._lock:
+            was_started = self._workers.pop(slot, None) is not None
+            if self._leases and not was_started:
+                # The lease this slot had taken (the host does not know which:
+                # any one, only the count matters once the slot is gone).
+                self._leases.pop(next(iter(self._leases)))
+        if self._state == TERMINATE:
+            return
+        # Workers dying before they ever start (a broken runtime) would be
+        # re-leased forever; three in a row break the pool instead.
+        self._lost_unstarted = 0 if was_started else self._lost_unstarted + 1
+        if self._lost_unstarted >= 3:
+            broken = WorkerLostError(
+                f"faasmp workers for this pool died {self._lost_unstarted} times before "
+                f"starting (last: {cause}); see the worker log of your compute backend"
             )
-            with self._lock:
-                result = self._cache.get(job)
-            if result is not None:
-                result._fail(err)
+            self._broken = broken
+            self._fail_all(broken)
+            return
+        if job is None or index is None:
             self._lease(1)
-        elif kind == "init_failed":
-            _, slot, info = msg
-            exc = info.rebuild()
-            init_error = ProcessError(f"the Pool initializer failed in worker {slot}: {exc!r}")
-            init_error.__cause__ = exc
-            self._broken = init_error
-            self._fail_all(init_error)
-        return True
+            return
+        if self._retry((job, index), slot, cause):
+            self._lease(1)
+            return
+        err = WorkerLostError(
+            f"the faasmp worker {slot} running task {index} of this map/apply {cause}; "
+            "the task did not finish (it may have run out of memory or been killed)"
+            + (
+                f"; it was tried {self._tries.get((job, index), 0) + 1} times"
+                if self._retries_allowed
+                else ""
+            )
+        )
+        with self._lock:
+            result = self._cache.get(job)
+        if result is not None:
+            result._fail(err)
+        self._lease(1)
 
     def _retry(self, key: tuple[int, int], slot: str, cause: str) -> bool:
         """Queue a lost task again if it has retries left (at-least-once)."""
@@ -622,36 +652,34 @@ class Pool:
         self._session.state.lpush(self._tasks_key, blob)
         return True
 
-    def _on_done(self, job: int, index: int, ok: bool, value: Any, timing: tuple[Any, ...] | None) -> None:
+    def _on_done(self, msg: msgs.TaskDone) -> None:
         received = time.time()
+        job, index, timing = msg.job, msg.index, msg.timing
+        ok, value = self._decode(msg)
         with self._lock:
             meta = self._meta.pop((job, index), None)
             self._blobs.pop((job, index), None)
             self._tries.pop((job, index), None)
             result = self._cache.get(job)
-        if timing is None:  # the task never ran (its function could not be loaded)
-            meta = None
-        else:
-            t_deq, t_setup, t_run, rss, cpu, slot, had_output = timing
-            if had_output:
-                self._session.wait_output(f"{self._pool_id}:{job}:{index}")
-        if meta is not None and timing is not None:
+        if timing is not None and timing.had_output:
+            self._session.wait_output(f"{self._pool_id}:{job}:{index}")
+        if meta is not None and timing is not None:  # no timing: the task never ran
             submitted, ser, uploaded = meta
             rec = TaskRecord(
                 job_id=f"{self._pool_id}:{job}",
                 task_id=f"{job}:{index}",
                 kind="pool",
-                worker=slot,
-                host=slot.split(".")[0],
+                worker=timing.slot,
+                host=timing.slot.split(".")[0],
                 submitted=submitted,
                 uploaded=uploaded,
-                started=t_deq,
-                run_start=t_setup,
-                run_end=t_run,
+                started=timing.dequeued,
+                run_start=timing.run_start,
+                run_end=timing.run_end,
                 received=received,
                 serialize_s=ser,
-                peak_rss=rss,
-                cpu_s=cpu,
+                peak_rss=timing.peak_rss,
+                cpu_s=timing.cpu_s,
                 ok=ok,
                 n_items=len(value) if ok and isinstance(value, list) else 1,
             )
@@ -659,6 +687,23 @@ class Pool:
         if result is not None:
             dsm.acquire()  # a task's result is an acquire of the shared memory it wrote
             result._set(index, (ok, value))
+
+    def _decode(self, msg: msgs.TaskDone) -> tuple[bool, Any]:
+        """The task's (ok, value); a value this side cannot unpickle fails the task.
+
+        As the stdlib's ``get()`` raises when the result cannot be unpickled
+        (a class the client cannot import, a ``__setstate__`` that raises):
+        the error names the task and the cause, and the pool goes on.
+        """
+        try:
+            return msg.ok, loads_body(msg.value)
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure fails this one task
+            what = "result" if msg.ok else "exception"
+            err = ResultUnpicklingError(
+                exc, f"the {what} of task {msg.index} of job {msg.job} of pool {self._pool_id}"
+            )
+            err.__cause__ = exc
+            return False, err
 
 
 def _handle_results(pool_ref: weakref.ref[Pool], session: Session, results_key: str) -> None:
@@ -701,8 +746,8 @@ def _handle_results(pool_ref: weakref.ref[Pool], session: Session, results_key: 
             for blob in blobs:
                 try:
                     msg = loads(blob, session.authkey)
-                except Exception:  # noqa: BLE001
-                    logger.warning("faasmp pool: dropped an unauthenticated result message")
+                except Exception:  # noqa: BLE001 - a forged or foreign message is no result
+                    logger.warning("faasmp pool: dropped an unauthenticated result message", exc_info=True)
                     continue
                 pool._on_message(msg)
                 # Do not keep the last results alive while blocking for the next
@@ -758,7 +803,7 @@ def _health_check(pool: Pool) -> None:
     alive = {host: session.host_alive(host) for host in set(workers.values())}
     dead = [slot for slot, host in workers.items() if not alive[host]]
     for slot in dead:
-        pool._on_message(("lost", slot, None, None, "was lost with its function invocation"))
+        pool._on_message(msgs.WorkerLost(slot, None, None, "was lost with its function invocation"))
     if dead:
         pool._fail_all(
             WorkerLostError(

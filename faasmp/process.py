@@ -22,32 +22,17 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from .backends.redis.processes import ProcessRecords
 from .runtime import dsm
-from .runtime.call import CallKind, RemoteCall, dumps, dumps_named
+from .runtime import protocol as msgs
+from .runtime.call import CallKind, RemoteCall, dumps, dumps_message, dumps_named
+from .runtime.output import end_of_output
 
 if TYPE_CHECKING:
     from .context import FaasContext
     from .runtime.session import Session
 
 _counter = itertools.count(1)
-
-# Lua: deliver a signal to a running process, or cancel one still queued.
-SIGNAL_PROCESS = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'running' then
-  redis.call('RPUSH', KEYS[2], ARGV[1])
-  return 1
-end
-if state == 'exited' then return 0 end
-if redis.call('LREM', KEYS[3], 1, ARGV[3]) == 1 then
-  redis.call('HSET', KEYS[1], 'state', 'exited', 'exitcode', -tonumber(ARGV[2]))
-  redis.call('RPUSH', KEYS[4], tostring(-tonumber(ARGV[2])))
-  redis.call('PUBLISH', KEYS[4], 'exit')
-  return 2
-end
-redis.call('HSET', KEYS[1], 'pending_signal', ARGV[2])
-return 3
-"""
 
 
 class _RemoteHandle:
@@ -61,6 +46,7 @@ class _RemoteHandle:
         self.hash_key = k.proc(proc_id)
         self.exit_key = k.proc_exit(proc_id)
         self.ctl_key = k.proc_ctl(proc_id)
+        self.records = ProcessRecords(session.state, k, int(session.config.key_ttl * 1000))
         self.returncode: int | None = None
         self._pid: int | None = None
         #: join() has waited for the process' output to be replayed.
@@ -100,14 +86,9 @@ class _RemoteHandle:
         if state == b"running":
             host = info[b"host"].decode()
             if not self.session.host_alive(host):
-                code = -signal.SIGKILL
-                pipe = self.session.state.pipeline()
-                pipe.hset(
-                    self.hash_key, {"state": "exited", "exitcode": code, "lost": "worker invocation died"}
-                )
-                pipe.rpush(self.exit_key, str(code).encode())
-                pipe.execute()
-                self.returncode = code
+                eof = end_of_output(self.proc_id, self.session.authkey)
+                self.records.exited(self.proc_id, -signal.SIGKILL, eof, lost="worker invocation died")
+                self.poll()  # the exit code recorded first (the host may have reported it meanwhile)
         elif state is None or state == b"queued":
             self.session.check_start_error()
 
@@ -125,14 +106,14 @@ class _RemoteHandle:
         return self._pid
 
     def send_signal(self, sig: signal.Signals) -> None:
-        k = self.session.keys
-        script = self.session.state.script(SIGNAL_PROCESS)
-        outcome = script(
-            keys=[self.hash_key, self.ctl_key, k.work, self.exit_key],
-            args=[sig.name, int(sig), self.blob],
+        authkey = self.session.authkey
+        self.records.signal(
+            self.proc_id,
+            int(sig),
+            dumps_message(msgs.SignalProcess(int(sig)), authkey),
+            self.blob,
+            end_of_output(self.proc_id, authkey),
         )
-        if outcome == 2:  # cancelled while queued: it never ran, no output will follow
-            self.output_done = True
 
     def close(self) -> None:
         self.session.state.delete(self.hash_key, self.exit_key, self.ctl_key)
@@ -646,12 +627,12 @@ def _release_at_exit() -> None:
         traceback.print_exc()
 
 
-def _set_pool_worker_identity(desc: dict[str, Any], slot_id: str) -> None:
+def _set_pool_worker_identity(index: int, name: str) -> None:
     """Make ``current_process()`` in a pool worker look like the stdlib's."""
     global _current_process
     proc = BaseProcess.__new__(BaseProcess)
-    proc._identity = (desc.get("worker_index", 0),)
-    proc._name = desc.get("worker_name", f"ForkPoolWorker-{slot_id}")
+    proc._identity = (index,)
+    proc._name = name
     proc._parent_pid = None  # type: ignore[assignment]
     proc._handle = None
     proc._closed = False

@@ -29,7 +29,6 @@ garbage collected (or the run ends), so keep it alive while processes use it.
 from __future__ import annotations
 
 import operator
-import pickle
 import time
 import types
 import weakref
@@ -223,7 +222,7 @@ class Queue(_ListQueue):
             if self._bounded:
                 self._redis.queue_space_freed(self._maxsize)
         dsm.acquire()  # a get is an acquire of shared memory
-        return pickle.loads(self._signer.verify(blob))
+        return pickling.loads(self._signer.verify(blob))
 
     def get_nowait(self) -> Any:
         """``get(False)``."""
@@ -336,7 +335,7 @@ class SimpleQueue(_ListQueue):
         if blob is None:
             raise Empty
         dsm.acquire()
-        return pickle.loads(self._signer.verify(blob))
+        return pickling.loads(self._signer.verify(blob))
 
     def empty(self) -> bool:
         """True if the queue is empty."""

@@ -114,11 +114,12 @@ import os, signal, tempfile
 marks = os.environ.get("FAASMP_TEST_DIE_BEFORE_START")
 if marks:
     import faasmp.runtime.worker as worker
+    from faasmp.runtime.protocol import ServingPool
     real = worker.write_record
 
     def write_record(record, value):
         real(record, value)
-        if value is not None and value[0] == "pool" and value[2] is None:
+        if isinstance(value, ServingPool) and value.job is None:
             tempfile.NamedTemporaryFile(dir=marks, prefix="died-", delete=False).close()
             os.kill(os.getpid(), signal.SIGKILL)
 
@@ -255,3 +256,35 @@ def _running(pid: int) -> bool:
             return fh.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_process_whose_host_died_exits_once_and_ends_its_output():
+    """SIGKILL the host of a running Process (injected fault): the client records the exit.
+
+    It records it as every other exit is recorded (one transition,
+    backends/redis/processes.py): the exit code, a publish on the exit
+    channel and the end-of-output marker that ``join`` waits for.  Before,
+    the client's own path wrote no marker, and ``join`` waited 2 s for output
+    that would never come.
+    """
+    ctx = FaasContext(**TEST_SETTINGS)
+    try:
+        session = ctx.session
+        k = session.keys
+        proc = ctx.Process(target=helpers.sleep_forever)
+        proc.start()
+        assert proc.pid
+        proc_id = proc._proc_id
+        host = session.state.hget(k.proc(proc_id), "host").decode()
+        os.kill(int(session.state.hget(k.k("host", host), "pid")), signal.SIGKILL)
+        assert proc._handle.wait(60) == -signal.SIGKILL
+        with session._eof_lock:
+            ended = session._eof_lock.wait_for(lambda: proc_id in session._eof, timeout=30)
+        assert ended, "no end-of-output marker for a process whose host died"
+        record = session.state.hgetall(k.proc(proc_id))
+        assert record[b"state"] == b"exited" and record[b"lost"] == b"worker invocation died"
+        assert session.state.lrange(k.proc_exit(proc_id), 0, -1) == [str(-signal.SIGKILL).encode()]
+        proc.join(30)
+        assert proc.exitcode == -signal.SIGKILL
+    finally:
+        ctx.shutdown()

@@ -21,6 +21,16 @@ from typing import Any, TextIO
 Push = Callable[[tuple[Any, ...]], None]
 
 
+def end_of_output(task_id: str, authkey: bytes) -> bytes:
+    """The signed ``("eof", task_id)`` marker, for whoever ends a task's output besides its sink.
+
+    (A Process' exit, recorded by its slot, its host or the client.)
+    """
+    from .call import dumps  # noqa: PLC0415 - call imports the pickler; output stays light
+
+    return dumps(("eof", task_id), authkey)
+
+
 class TaskOutput:
     """Where the current task's output goes; shared by the streams and log handler."""
 

@@ -27,7 +27,8 @@ from ..config import Config, redact_url
 from ..deps import runtime_name
 from ..stats import HostStarted, LatencySample, StatsCollector
 from . import output
-from .call import CallKind, RemoteCall, dumps, loads
+from . import protocol as msgs
+from .call import CallKind, RemoteCall, dumps, dumps_message, loads
 from .keys import Keys
 from .worker import HostSpec, clock_offset, host_main, liveness_ttl_ms
 
@@ -269,7 +270,8 @@ class Session:
                     room = per_inv - sum(1 for s in slot_ids if s.startswith(host + "."))
                     take = min(room, n)
                     if take > 0 and self._spawn(
-                        keys=[k.host_alive(host), k.host_ctl(host)], args=[f"spawn {take}"]
+                        keys=[k.host_alive(host), k.host_ctl(host)],
+                        args=[dumps_message(msgs.SpawnSlots(take), self.authkey)],
                     ):
                         n -= take
                     if n <= 0:
@@ -416,11 +418,12 @@ class Session:
         if key.decode() == self.keys.grow:
             self.ensure_capacity()
             return
-        msg = loads(value, self.authkey)
-        if msg[0] == "host":
-            _, host_id, invoked, started = msg
-            self._starting.pop(host_id, None)
-            self.stats.emit(HostStarted(host_id, invoked, started))
+        match loads(value, self.authkey):
+            case msgs.HostRegistered(host_id=host_id, invoked=invoked, started=started):
+                self._starting.pop(host_id, None)
+                self.stats.emit(HostStarted(host_id, invoked, started))
+            case other:
+                logger.warning("faasmp: ignored run event %r", other)
 
     def _beat(self) -> None:
         k = self.keys
@@ -529,7 +532,7 @@ class Session:
         with contextlib.suppress(*CONNECTION_ERRORS, StateError):
             self.state.delete(k.client)
             for host in self.state.smembers(k.hosts):
-                self.state.rpush(k.host_ctl(host.decode()), b"stop")
+                self.state.rpush(k.host_ctl(host.decode()), dumps_message(msgs.STOP_HOST, self.authkey))
             deadline = time.monotonic() + timeout
             while self.state.scard(k.hosts) and time.monotonic() < deadline:
                 time.sleep(0.02)

@@ -34,19 +34,24 @@ import time
 import traceback
 from typing import Any
 
+from ..backends.redis.processes import ProcessRecords
 from ..backends.state import CONNECTION_ERRORS, StateBackend, open_state
 from . import dsm, main_module
+from . import protocol as msgs
 from .call import (
     AuthenticationError,
     CallKind,
     ExceptionInfo,
     RemoteCall,
     dumps,
-    dumps_plain,
+    dumps_message,
     loads,
+    pickle_value,
     share_globals,
 )
 from .keys import Keys
+from .output import end_of_output
+from .pickling import loads as pickle_loads
 
 logger = logging.getLogger(__name__)
 
@@ -221,8 +226,8 @@ class Host:
         pipe.pexpire(k.k("host", spec.host_id), int(spec.key_ttl * 1000))
         pipe.rpush(
             k.events,
-            dumps(
-                ("host", spec.host_id, spec.invoked_at, started + self.offset - spec.clock_offset),
+            dumps_message(
+                msgs.HostRegistered(spec.host_id, spec.invoked_at, started + self.offset - spec.clock_offset),
                 spec.authkey,
             ),
         )
@@ -315,13 +320,13 @@ class Host:
             cause = f"exited with code {os.WEXITSTATUS(status)}"
         current = read_record(record)
         k = self.keys
-        pipe = self.state.pipeline()
-        pipe.srem(k.slots, slot_id)
-        pipe.srem(k.idle, slot_id)
-        if current is not None:
-            report_lost(pipe, k, self.spec.authkey, current, slot_id, cause)
         with contextlib.suppress(*CONNECTION_ERRORS):
+            pipe = self.state.pipeline()
+            pipe.srem(k.slots, slot_id)
+            pipe.srem(k.idle, slot_id)
             pipe.execute()
+            if current is not None:
+                report_lost(self.state, k, self.spec, current, slot_id, cause)
 
     def _heartbeat(self) -> None:
         k, spec = self.keys, self.spec
@@ -361,40 +366,48 @@ class Host:
                 return
             if item is None:
                 continue
-            cmd, _, arg = item[1].decode().partition(" ")
+            try:
+                msg = loads(item[1], spec.authkey)
+            except Exception:  # noqa: BLE001 - a forged command is refused, the host goes on
+                logger.warning("faasmp host %s: refused a control message", spec.host_id, exc_info=True)
+                continue
             with self.lock:
-                if cmd == "spawn":
-                    self.spawn(int(arg))
-                elif cmd == "stop":
-                    self._client_gone()  # self.lock is an RLock
-                    return
-                elif cmd == "killbusy":
-                    # End a slot only while it runs a task of that pool (not while
-                    # it delivers a result and waits for the next task: that one
-                    # takes its sentinel and stays warm).
-                    slot_arg, _, pool_arg = arg.partition(" ")
-                    for pid, (slot_id, rec) in self.slots.items():
-                        current = read_record(rec) if slot_id == slot_arg else None
-                        if (
-                            current
-                            and current[0] == "pool"
-                            and current[1] == pool_arg
-                            and current[2] is not None
-                            and not (len(current) > 4 and current[4])
-                        ):
-                            with contextlib.suppress(ProcessLookupError):
-                                os.kill(pid, signal.SIGKILL)
+                match msg:
+                    case msgs.SpawnSlots(n=n):
+                        self.spawn(n)
+                    case msgs.StopHost():
+                        self._client_gone()  # self.lock is an RLock
+                        return
+                    case msgs.KillBusy(slot=slot, pool_id=pool_id):
+                        self._kill_busy(slot, pool_id)
+                    case _:
+                        logger.warning("faasmp host %s: ignored control message %r", spec.host_id, msg)
+
+    def _kill_busy(self, slot: str, pool_id: str) -> None:
+        """End *slot* only while it runs a task of *pool_id* (call with self.lock held).
+
+        Not while it delivers a result and waits for the next task: that one
+        takes its sentinel and stays warm.
+        """
+        for pid, (slot_id, rec) in self.slots.items():
+            if slot_id != slot:
+                continue
+            current = read_record(rec)
+            if isinstance(current, msgs.ServingPool) and current.pool_id == pool_id and current.busy:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
 
-def read_record(record: mmap.mmap) -> tuple[Any, ...] | None:
+def read_record(record: mmap.mmap) -> msgs.SlotRecord | None:
+    """What the slot writing *record* is doing now (None: nothing the host must report)."""
     (size,) = struct.unpack_from("I", record, 0)
     if not size:
         return None
-    value: tuple[Any, ...] | None = pickle.loads(record[4 : 4 + size])
+    value: msgs.SlotRecord = pickle.loads(record[4 : 4 + size])
     return value
 
 
-def write_record(record: mmap.mmap, value: tuple[Any, ...] | None) -> None:
+def write_record(record: mmap.mmap, value: msgs.SlotRecord | None) -> None:
     """What the slot is doing now, readable by its host if the slot dies."""
     if value is None:
         struct.pack_into("I", record, 0, 0)
@@ -405,23 +418,16 @@ def write_record(record: mmap.mmap, value: tuple[Any, ...] | None) -> None:
 
 
 def report_lost(
-    pipe: Any, k: Keys, authkey: bytes, current: tuple[Any, ...], slot_id: str, cause: str
+    state: StateBackend, k: Keys, spec: HostSpec, current: msgs.SlotRecord, slot_id: str, cause: str
 ) -> None:
-    """Queue (on *pipe*) the messages that fail the work *current* describes."""
-    kind = current[0]
-    if kind == "process":
-        proc_id = current[1]
-        code = -signal.SIGKILL
-        pipe.hset(k.proc(proc_id), {"state": "exited", "exitcode": code, "lost": cause})
-        pipe.rpush(k.out, dumps(("eof", proc_id), authkey))
-        pipe.rpush(k.proc_exit(proc_id), str(code).encode())
-        pipe.publish(k.proc_exit(proc_id), b"exit")
-    elif kind == "pool":
-        pool_id, job, index = current[1:4]
-        pipe.rpush(
-            k.pool_results(pool_id),
-            dumps(("lost", slot_id, job, index, cause), authkey),
-        )
+    """Fail the work *current* describes: its slot died of *cause*."""
+    match current:
+        case msgs.RunningProcess(proc_id=proc_id):
+            records = ProcessRecords(state, k, int(spec.key_ttl * 1000))
+            records.exited(proc_id, -signal.SIGKILL, end_of_output(proc_id, spec.authkey), lost=cause)
+        case msgs.ServingPool(pool_id=pool_id, job=job, index=index):
+            lost = msgs.WorkerLost(slot_id, job, index, cause)
+            state.rpush(k.pool_results(pool_id), dumps_message(lost, spec.authkey))
 
 
 class Slot:
@@ -479,9 +485,9 @@ class Slot:
             dequeued = time.time()
             # From here a crash of this slot is reported for the call it took.
             if call.kind is CallKind.PROCESS:
-                write_record(self.record, ("process", call.call_id))
+                write_record(self.record, msgs.RunningProcess(call.call_id))
             elif call.kind is CallKind.POOL_WORKER:
-                write_record(self.record, ("pool", call.payload["pool_id"], None, None))
+                write_record(self.record, msgs.ServingPool(call.payload.pool_id))
             _match_patch(call.patched, call.storage)
             self._prepare_main(call)
             if call.kind is CallKind.PROCESS:
@@ -516,7 +522,7 @@ class Slot:
     def run_process(self, call: RemoteCall, dequeued: float) -> None:
         k, spec = self.keys, self.spec
         proc_id = call.call_id
-        write_record(self.record, ("process", proc_id))
+        write_record(self.record, msgs.RunningProcess(proc_id))
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the forked child
             code = 1
@@ -538,7 +544,7 @@ class Slot:
             _, st = os.waitpid(pid, 0)
             status.append(st)
             with contextlib.suppress(*CONNECTION_ERRORS):
-                self.state.rpush(ctl, b"__exited__")
+                self.state.rpush(ctl, dumps_message(msgs.CHILD_EXITED, spec.authkey))
 
         threading.Thread(target=reap, name="faasmp-reaper", daemon=True).start()
         while not status:
@@ -552,24 +558,29 @@ class Slot:
                 if not status and not self.state.exists(k.client):
                     os.kill(pid, signal.SIGKILL)
                 continue
-            cmd = item[1]
-            if cmd in (b"SIGTERM", b"SIGKILL") and not status:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.Signals[cmd.decode()])
+            try:
+                msg = loads(item[1], spec.authkey)
+            except Exception:  # noqa: BLE001 - a forged command is refused
+                logger.warning(
+                    "faasmp slot %s: refused a process control message", self.slot_id, exc_info=True
+                )
+                continue
+            match msg:
+                case msgs.SignalProcess(signum=signum) if not status:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signum)
+                case msgs.SignalProcess() | msgs.ChildExited():
+                    pass  # exited: the loop ends on its status
+                case _:
+                    logger.warning("faasmp slot %s: ignored process control message %r", self.slot_id, msg)
         st = status[0]
         code = -os.WTERMSIG(st) if os.WIFSIGNALED(st) else os.WEXITSTATUS(st)
         ended = time.time() + self.offset - spec.clock_offset
-        pipe = self.state.pipeline()
-        # The output a child pushed is already in the list; mark its end here,
-        # also for a child that was killed or called os._exit (join waits for it).
-        pipe.rpush(k.out, dumps(("eof", proc_id), spec.authkey))
-        pipe.hset(k.proc(proc_id), {"state": "exited", "exitcode": code, "ended": ended})
-        pipe.rpush(k.proc_exit(proc_id), str(code).encode())
-        pipe.pexpire(k.proc_exit(proc_id), int(spec.key_ttl * 1000))
-        pipe.publish(k.proc_exit(proc_id), b"exit")
-        pipe.delete(ctl)
-        pipe.incrby(k.tasks_run, 1)
-        pipe.execute()
+        # The output a child pushed is already in the list; its end is marked
+        # with the exit, also for a child that was killed or called os._exit
+        # (join waits for it).
+        records = ProcessRecords(self.state, k, int(spec.key_ttl * 1000))
+        records.exited(proc_id, code, end_of_output(proc_id, spec.authkey), ended=ended, count_task=True)
 
     def _process_child(self, call: RemoteCall) -> int:  # pragma: no cover - forked child
         from ..backends.server import _pdeathsig_preexec  # noqa: PLC0415
@@ -613,55 +624,53 @@ class Slot:
     def run_pool_worker(self, call: RemoteCall, dequeued: float) -> None:
         """Serve one Pool: initializer once, then tasks until the sentinel.
 
-        Task messages (from faasmp.pool): ``(job, index, fn_key, mode, chunk)``
-        where mode is ``"apply"`` (chunk = (args, kwds)), ``"map"`` or
-        ``"starmap"``; ``None`` is the sentinel.  Results:
-        ``("done", job, index, ok, value, timing)``.
+        Messages (:mod:`faasmp.runtime.protocol`): :class:`PoolTask` and
+        :data:`SENTINEL` in, :class:`WorkerStarted`, :class:`TaskDone`,
+        :class:`InitFailed` and :class:`WorkerExited` out.
         """
         k, spec = self.keys, self.spec
-        desc = call.payload
-        pool_id: str = desc["pool_id"]
+        desc: msgs.PoolLease = call.payload
+        pool_id = desc.pool_id
         res_key, task_key = k.pool_results(pool_id), k.pool_tasks(pool_id)
         authkey = spec.authkey
         old_out, old_err = sys.stdout, sys.stderr
         sink = self._install_output(call)
-        write_record(self.record, ("pool", pool_id, None, None))
-        self.state.rpush(
-            res_key, dumps(("started", self.slot_id, spec.host_id, os.getpid(), call.call_id), authkey)
-        )
+        write_record(self.record, msgs.ServingPool(pool_id))
+        started = msgs.WorkerStarted(self.slot_id, spec.host_id, os.getpid(), call.call_id)
+        self.state.rpush(res_key, dumps_message(started, authkey))
         try:
             reason = self._pool_loop(desc, res_key, task_key, sink)
         finally:
             sys.stdout, sys.stderr = old_out, old_err
-        self.state.rpush(res_key, dumps(("exit", self.slot_id, reason), authkey))
+        self.state.rpush(res_key, dumps_message(msgs.WorkerExited(self.slot_id, reason), authkey))
 
-    def _pool_loop(self, desc: dict[str, Any], res_key: str, task_key: str, sink: Any) -> str:
+    def _pool_loop(self, desc: msgs.PoolLease, res_key: str, task_key: str, sink: Any) -> str:
         from .. import process as process_mod  # noqa: PLC0415
 
         k, spec, state, authkey = self.keys, self.spec, self.state, self.spec.authkey
-        pool_id = desc["pool_id"]
-        process_mod._set_pool_worker_identity(desc, self.slot_id)
+        pool_id = desc.pool_id
+        process_mod._set_pool_worker_identity(desc.worker_index, desc.worker_name)
         shared: dict[str, dict[str, Any]] = {}  # module globals of this worker's by-value functions
-        if desc.get("initializer") is not None:
+        if desc.initializer is not None:
             sink.begin(f"{pool_id}:init")
             try:
-                init, initargs = loads(desc["initializer"], authkey)
+                init, initargs = loads(desc.initializer, authkey)
                 share_globals(init, shared)(*initargs)
             except BaseException as exc:  # noqa: BLE001 - reported to the pool
                 sink.end()
-                state.rpush(
-                    res_key, dumps(("init_failed", self.slot_id, ExceptionInfo.capture(exc)), authkey)
-                )
+                failed = msgs.InitFailed(self.slot_id, ExceptionInfo.capture(exc))
+                state.rpush(res_key, dumps_message(failed, authkey))
                 return "initializer failed"
             sink.end()
         funcs: dict[bytes, Any] = {}
-        maxtasks = desc.get("maxtasksperchild")
+        maxtasks = desc.maxtasksperchild
         done = 0
         offset = self.offset - spec.clock_offset
         # The last result's commands, sent with the next BLPOP on this thread's
         # own connection (state.direct: no pool, retry or hook layers).
         pending: list[tuple[Any, ...]] | None = None
-        delivering: tuple[Any, ...] = ()  # the slot record while the last result goes out
+        serving = msgs.ServingPool(pool_id)
+        delivering = serving  # the slot record while the last result goes out
         execute_many = state.direct.execute_many
         while maxtasks is None or done < maxtasks:
             try:
@@ -673,7 +682,7 @@ class Slot:
                     pending.append(("BLPOP", task_key, spec.heartbeat * 3))
                     item = execute_many(pending)[-1]
                     pending = None
-                    write_record(self.record, ("pool", pool_id, None, None))
+                    write_record(self.record, serving)
                 else:
                     item = state.blpop([task_key], timeout=spec.heartbeat * 3)
             except CONNECTION_ERRORS:
@@ -684,27 +693,29 @@ class Slot:
                 continue
             t_deq = time.time()
             try:
-                msg = loads(item[1], authkey)
+                task = loads(item[1], authkey)
             except AuthenticationError:
                 logger.warning("faasmp slot %s: refused an unauthenticated pool task", self.slot_id)
                 continue
-            if msg is None:
-                return "sentinel"
-            job, index, fn_key, mode, chunk = msg
-            write_record(self.record, ("pool", pool_id, job, index))
-            fn = funcs.get(fn_key)
-            if fn is None:
-                try:
-                    fn = share_globals(loads(state.hget(k.pool_funcs(pool_id), fn_key), authkey), shared)
-                except Exception as exc:  # noqa: BLE001 - the task fails with the real cause
-                    err = RuntimeError(
-                        f"the worker could not load the task's function: {exc!r}. {_IMPORT_HINT}"
-                    )
-                    err.__cause__ = exc
-                    info = ExceptionInfo.capture(err)
-                    state.rpush(res_key, dumps(("done", job, index, False, info, None), authkey))
+            match task:
+                case msgs.Sentinel():
+                    return "sentinel"
+                case msgs.PoolTask():
+                    pass
+                case _:
+                    logger.warning("faasmp slot %s: ignored pool message %r", self.slot_id, task)
                     continue
-                funcs[fn_key] = fn
+            job, index = task.job, task.index
+            write_record(self.record, msgs.ServingPool(pool_id, job, index))
+            try:
+                fn = funcs.get(task.fn_key)
+                if fn is None:
+                    fn = funcs[task.fn_key] = self._load_function(pool_id, task.fn_key, shared)
+                chunk = _load_chunk(task)
+            except Exception as exc:  # noqa: BLE001 - the task fails with the real cause
+                unloaded = msgs.TaskDone(job, index, False, pickle_value(ExceptionInfo.capture(exc)), None)
+                state.rpush(res_key, dumps_message(unloaded, authkey))
+                continue
             task_id = f"{pool_id}:{job}:{index}"
             sink.begin(task_id)
             t_setup = time.time()
@@ -712,37 +723,50 @@ class Slot:
             try:
                 dsm.acquire()  # the start of a task is an acquire of shared memory, its end a release
                 if spec.task_timeout > 0:
-                    ok, value = _run_limited(fn, mode, chunk, spec.task_timeout, task_id)
+                    ok, value = _run_limited(fn, task.mode, chunk, spec.task_timeout, task_id)
                 else:
-                    ok, value = _run_chunk(fn, mode, chunk)
+                    ok, value = _run_chunk(fn, task.mode, chunk)
                 dsm.release()
             except Exception as exc:  # noqa: BLE001 - shared memory unreachable: the task fails
                 ok, value = False, ExceptionInfo.capture(exc)
             t_run = time.time()
             cpu = time.process_time() - cpu0
             had_output = sink.end()
-            timing = (
-                t_deq + offset,
-                t_setup + offset,
-                t_run + offset,
-                _peak_rss(),
-                cpu,
-                self.slot_id,
-                had_output,
+            timing = msgs.TaskTiming(
+                t_deq + offset, t_setup + offset, t_run + offset, _peak_rss(), cpu, self.slot_id, had_output
             )
             try:
-                done_msg = ("done", job, index, ok, value, timing)
-                blob = dumps_plain(done_msg, authkey) or dumps(done_msg, authkey)
+                body = pickle_value(value)
             except Exception as exc:  # noqa: BLE001 - an unsendable result is an error
-                unsendable = _encoding_error(exc, value)
-                blob = dumps(("done", job, index, False, ExceptionInfo.capture(unsendable), timing), authkey)
+                ok, body = False, pickle_value(ExceptionInfo.capture(_encoding_error(exc, value)))
+            blob = dumps_message(msgs.TaskDone(job, index, ok, body, timing), authkey)
             pending = [("RPUSH", res_key, blob), ("INCRBY", k.tasks_run, 1)]
-            delivering = ("pool", pool_id, job, index, True)
+            delivering = msgs.ServingPool(pool_id, job, index, delivering=True)
             done += 1
         if pending is not None:
             execute_many(pending)
-            write_record(self.record, ("pool", pool_id, None, None))
+            write_record(self.record, serving)
         return "maxtasksperchild"
+
+    def _load_function(self, pool_id: str, fn_key: bytes, shared: dict[str, dict[str, Any]]) -> Any:
+        """The task function stored under *fn_key* (its module globals shared per pool worker)."""
+        blob = self.state.hget(self.keys.pool_funcs(pool_id), fn_key)
+        try:
+            return share_globals(loads(blob, self.spec.authkey), shared)
+        except Exception as exc:
+            err = RuntimeError(f"the worker could not load the task's function: {exc!r}. {_IMPORT_HINT}")
+            raise err from exc
+
+
+def _load_chunk(task: msgs.PoolTask) -> Any:
+    """The task's arguments; failing to unpickle them fails the task with an error naming it."""
+    try:
+        return pickle_loads(task.chunk)
+    except Exception as exc:
+        raise pickle.UnpicklingError(
+            f"the worker could not unpickle the arguments of task {task.index} of job {task.job}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _match_patch(patched: bool, storage_routes: Any = None) -> None:
@@ -760,14 +784,16 @@ def _match_patch(patched: bool, storage_routes: Any = None) -> None:
         match_routes(storage_routes)
 
 
-def _run_chunk(fn: Any, mode: str, chunk: Any) -> tuple[bool, Any]:
+def _run_chunk(fn: Any, mode: msgs.TaskMode, chunk: Any) -> tuple[bool, Any]:
     try:
-        if mode == "apply":
-            args, kwds = chunk
-            return True, fn(*args, **kwds)
-        if mode == "map":
-            return True, [fn(x) for x in chunk]
-        return True, [fn(*x) for x in chunk]
+        match mode:
+            case msgs.TaskMode.APPLY:
+                args, kwds = chunk
+                return True, fn(*args, **kwds)
+            case msgs.TaskMode.MAP:
+                return True, [fn(x) for x in chunk]
+            case msgs.TaskMode.STARMAP:
+                return True, [fn(*x) for x in chunk]
     except BaseException as exc:  # noqa: BLE001 - every task failure goes home
         return False, ExceptionInfo.capture(exc)
 
@@ -776,7 +802,7 @@ class _Overtime(BaseException):
     """Raised into a task by the task_timeout alarm (``except Exception`` in the task does not eat it)."""
 
 
-def _run_limited(fn: Any, mode: str, chunk: Any, limit: float, task_id: str) -> tuple[bool, Any]:
+def _run_limited(fn: Any, mode: msgs.TaskMode, chunk: Any, limit: float, task_id: str) -> tuple[bool, Any]:
     """:func:`_run_chunk` interrupted after *limit* seconds (config ``task_timeout``).
 
     A SIGALRM timer raises into the task's Python code (C code that does not

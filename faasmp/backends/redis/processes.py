@@ -1,0 +1,143 @@
+"""Process records in Redis: the one owner of a Process' "exited" transition.
+
+Key layout (``faasmp.runtime.keys`` names them, per process id):
+
+* ``proc`` -- a hash: ``state`` (``queued``, ``running``, ``exited``),
+  ``exitcode``, ``slot``/``host``/``pid``/``started`` once running,
+  ``pending_signal`` (a signal sent before it ran), and ``ended`` or ``lost``
+  (why it exited without its slot's report) once exited.
+* ``exit`` -- a list holding the exit code once exited (``join`` blocks on
+  it); the same key is the pub/sub channel that ``connection.wait`` listens
+  on for the exit.
+* ``ctl`` -- the process' control list, read by the slot that runs it.
+
+A process exits in four ways: its slot reports its exit status, its host
+reports the slot lost, the client finds the host dead, or ``terminate()`` /
+``kill()`` cancels it while still queued.  All four go through
+:func:`exit_lua` (the cancel inside :data:`SIGNAL_PROCESS`, the others through
+:meth:`ProcessRecords.exited`), so every exit writes the same fields, wakes the
+same waiters (exit list, channel) and ends the process' output with the same
+marker; and only the first exit counts (a dead host's report and the client's
+own finding may race).
+
+Round-trip budget: an exit 1 (one script), a signal 1 (one script).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..state import StateBackend
+
+
+def exit_lua(code: str, note_field: str, note: str, eof: str) -> str:
+    """Lua making the process of ``KEYS[1]`` (hash) / ``KEYS[2]`` (exit list) exited.
+
+    KEYS[3] is the run's output list (the end-of-output marker *eof* goes
+    there, so a ``join`` waiting for the process' output returns); KEYS[4]
+    the process' control list (deleted).  *code*, *note_field*, *note* and
+    *eof* are Lua expressions; ``ARGV[1]`` must be the exit list's TTL in ms
+    (the hash has its TTL since ``start()``).  Does nothing once the process
+    exited: the first exit recorded is the one waiters see.
+    """
+    return f"""
+if redis.call('HGET', KEYS[1], 'state') ~= 'exited' then
+  local code = tostring({code})
+  redis.call('HSET', KEYS[1], 'state', 'exited', 'exitcode', code, {note_field}, {note})
+  redis.call('RPUSH', KEYS[2], code)
+  redis.call('PEXPIRE', KEYS[2], ARGV[1])
+  redis.call('PUBLISH', KEYS[2], 'exit')
+  redis.call('RPUSH', KEYS[3], {eof})
+  redis.call('DEL', KEYS[4])
+  exited = 1
+end
+"""
+
+
+# KEYS: hash, exit, out, ctl, tasks_run.  ARGV: ttl, code, note field, note, eof, count (0/1)
+# -> 1 if this call made the process exited, 0 if it had exited already
+PROCESS_EXIT = (
+    "local exited = 0\n"
+    + exit_lua("ARGV[2]", "ARGV[3]", "ARGV[4]", "ARGV[5]")
+    + """
+if exited == 1 and ARGV[6] == '1' then redis.call('INCRBY', KEYS[5], 1) end
+return exited
+"""
+)
+
+# Deliver a signal to a running process, or cancel one still queued.
+# KEYS: hash, exit, out, ctl, work queue.  ARGV: ttl, signal message, signum, the queued call, eof
+# -> 1 signalled, 0 already exited, 2 cancelled while queued, 3 signal kept for its start
+SIGNAL_PROCESS = (
+    """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'running' then
+  redis.call('RPUSH', KEYS[4], ARGV[2])
+  return 1
+end
+if state == 'exited' then return 0 end
+if redis.call('LREM', KEYS[5], 1, ARGV[4]) == 1 then
+  local exited = 0
+"""
+    + exit_lua("-tonumber(ARGV[3])", "'lost'", "'cancelled before it started'", "ARGV[5]")
+    + """
+  return 2
+end
+redis.call('HSET', KEYS[1], 'pending_signal', ARGV[3])
+return 3
+"""
+)
+
+
+class ProcessRecords:
+    """The records of a run's processes (the keys come from the run's ``Keys``)."""
+
+    def __init__(self, state: StateBackend, keys: Any, ttl_ms: int) -> None:
+        self._state = state
+        self._keys = keys
+        self._ttl_ms = ttl_ms
+
+    def _keys_of(self, proc_id: str) -> list[str]:
+        k = self._keys
+        return [k.proc(proc_id), k.proc_exit(proc_id), k.out, k.proc_ctl(proc_id)]
+
+    def exited(
+        self,
+        proc_id: str,
+        code: int,
+        eof: bytes,
+        *,
+        ended: float | None = None,
+        lost: str | None = None,
+        count_task: bool = False,
+    ) -> bool:
+        """Record that *proc_id* exited with *code* (the one place that does); True if it was first.
+
+        *eof* is the signed end-of-output marker of the process; *ended* the
+        exit time (client clock) when its slot saw it, or *lost* the reason
+        when it died without its slot.  *count_task* adds one to the run's
+        count of tasks run.
+        """
+        note_field, note = ("lost", lost) if lost is not None else ("ended", repr(ended or 0.0))
+        script = self._state.script(PROCESS_EXIT)
+        done = script(
+            keys=[*self._keys_of(proc_id), self._keys.tasks_run],
+            args=[self._ttl_ms, code, note_field, note, eof, int(count_task)],
+        )
+        return bool(done)
+
+    def signal(self, proc_id: str, signum: int, message: bytes, queued_call: bytes, eof: bytes) -> int:
+        """Send *message* (a signed ``SignalProcess``) to the running *proc_id*, or cancel it if queued.
+
+        Returns 1 signalled, 0 already exited, 2 cancelled while queued (it
+        exited with ``-signum``), 3 still being started (the slot delivers
+        the signal when it starts it).
+        """
+        script = self._state.script(SIGNAL_PROCESS)
+        return int(
+            script(
+                keys=[*self._keys_of(proc_id), self._keys.work],
+                args=[self._ttl_ms, message, signum, queued_call, eof],
+            )
+        )
