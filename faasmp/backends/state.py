@@ -604,6 +604,21 @@ class _DirectRedis:
                     raise _dropped(exc, self._owner._where) from exc
                 raise
 
+    def _send_commands(self, commands: Sequence[Sequence[Any]]) -> Any:
+        """Write *commands* in one packed write on this thread's connection (replies unread)."""
+        if self._owner._lost is not None:
+            raise StateLostError(*self._owner._lost.args)
+        conn = self._conn()
+        try:
+            conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            self._drain(conn)
+        except BaseException as exc:
+            failed = self._failed(exc)
+            if failed is exc:
+                raise
+            raise failed from exc
+        return conn
+
     def _failed(self, exc: BaseException) -> BaseException:
         """The error to raise for *exc* (the connection was dropped with it).
 
@@ -693,17 +708,7 @@ class _DirectRedis:
         large items thus overlaps Redis' work on one item with preparing the
         next; the thread's next command collects the replies.
         """
-        if self._owner._lost is not None:
-            raise StateLostError(*self._owner._lost.args)
-        conn = self._conn()
-        try:
-            conn.send_packed_command(conn.pack_commands(commands), check_health=False)
-            self._drain(conn)
-        except BaseException as exc:
-            failed = self._failed(exc)
-            if failed is exc:
-                raise
-            raise failed from exc
+        self._send_commands(commands)
         self._local.pending = on_reply
         self._local.pending_n = len(commands)
 
@@ -819,17 +824,7 @@ class _DirectRedis:
         costs ~2 ms per MB), so this is the path for big payloads.  If a reply
         is an error, all replies are still read, then the first error raises.
         """
-        if self._owner._lost is not None:
-            raise StateLostError(*self._owner._lost.args)
-        conn = self._conn()
-        try:
-            conn.send_packed_command(conn.pack_commands(commands), check_health=False)
-            self._drain(conn)
-        except BaseException as exc:
-            failed = self._failed(exc)
-            if failed is exc:
-                raise
-            raise failed from exc
+        conn = self._send_commands(commands)
         replies: list[Any] = []
         error: Exception | None = None
         for command in commands:
