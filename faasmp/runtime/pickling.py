@@ -178,7 +178,9 @@ class _Unpickler(pickle.Unpickler):
     def _skeleton(self, make: Any) -> Any:
         def make_skeleton(*args: Any) -> Any:
             # The tracker id is the second to last argument of both makers.
-            tracker = cloudpickle.cloudpickle._DYNAMIC_CLASS_TRACKER_BY_ID  # type: ignore[attr-defined]
+            # A cloudpickle without this private table falls back to its own
+            # behaviour (the class is rewritten) instead of failing every load.
+            tracker = getattr(cloudpickle.cloudpickle, "_DYNAMIC_CLASS_TRACKER_BY_ID", {})
             known = args[-2] is not None and args[-2] in tracker
             cls = make(*args)
             if known:
