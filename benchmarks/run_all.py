@@ -434,6 +434,15 @@ def _check_sorted(out: Any, data: Any) -> dict[str, Any]:
     return {"sorted": True}
 
 
+def _sort_slices(impl: Impl, target: Any, arr: Any, bounds: list[tuple[int, int]]) -> None:
+    """One process per slice of *arr* running *target(arr, lo, hi)*; all started, then all joined."""
+    ps = [impl.Process(target=target, args=(arr, lo, hi)) for lo, hi in bounds]
+    for pr in ps:
+        pr.start()
+    for pr in ps:
+        pr.join()
+
+
 def b_sort_shared(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
@@ -444,11 +453,7 @@ def b_sort_shared(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
     phase("measure", kind="time", sub=0.0)
     t0 = time.perf_counter()
     arr = impl.mp.Array("i", data.tolist(), lock=False)
-    ps = [impl.Process(target=sort_slice_shared, args=(arr, lo, hi)) for lo, hi in bounds]
-    for pr in ps:
-        pr.start()
-    for pr in ps:
-        pr.join()
+    _sort_slices(impl, sort_slice_shared, arr, bounds)
     out = np.array(arr[:], dtype=np.int32)
     out.sort(kind="stable")  # merges the sorted runs
     dt = time.perf_counter() - t0
@@ -467,11 +472,7 @@ def b_sort_views(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
     arr = impl.mp.RawArray("i", n)
     view = np.frombuffer(arr, dtype=np.int32)
     view[:] = data
-    ps = [impl.Process(target=sort_view, args=(arr, lo, hi)) for lo, hi in bounds]
-    for pr in ps:
-        pr.start()
-    for pr in ps:
-        pr.join()
+    _sort_slices(impl, sort_view, arr, bounds)
     view.sort(kind="stable")  # merges the sorted runs, in place
     dt = time.perf_counter() - t0
     return {"sort_views_s": {"value": dt, "n": n, "procs": procs, **_check_sorted(view, data)}}
