@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .backends.redis.pipes import RedisPipeEnd, create_pipe
 from .backends.state import CONNECTION_ERRORS, StateError
-from .runtime import dsm, pickling
+from .runtime import dsm, metrics, pickling
 from .runtime.call import Signer, dumps_named, dumps_plain, signer
 from .runtime.shared import SharedObject
 
@@ -189,6 +189,8 @@ class Connection(SharedObject):
         self._broken = False
         self._lost: BaseException | None = None
         self._on_send_reply = _send_reply_handler(weakref.ref(self))
+        self._m_send = metrics.counter("pipe", f"{self._oid}/{e}", "send")
+        self._m_recv = metrics.counter("pipe", f"{self._oid}/{e}", "recv")
         # The other end reads from our write list only if it is readable.
         close, keys, args = self._redis.closer(lists, self._holder, wake_peer=self._duplex or e == 1)
         self._releaser = weakref.finalize(self, _release_handle, session, close, keys, args)
@@ -343,6 +345,7 @@ class Connection(SharedObject):
         if refresh:
             self._holders_fresh_until = now + self._holder_refresh
         self._redis.pipe_send(mac, body, self._on_send_reply, refresh_holders=refresh)
+        self._m_send.add(len(mac) + len(body))
         self._check_earlier_sends()
 
     def _check_earlier_sends(self) -> None:
@@ -356,6 +359,12 @@ class Connection(SharedObject):
     # -- receiving ----------------------------------------------------------------
     def _recv_blob(self) -> bytes | bytearray:
         """Block until a message arrives (returned) or the other end is closed (EOFError)."""
+        t0 = time.perf_counter()
+        blob = self._take_blob()
+        self._m_recv.since(t0, len(blob))
+        return blob
+
+    def _take_blob(self) -> bytes | bytearray:
         if not self._bound:
             self._bind()
         redis, cap = self._redis, self._cap

@@ -22,6 +22,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from . import stats
 from .backends.redis.processes import ProcessRecords
 from .runtime import dsm
 from .runtime import protocol as msgs
@@ -118,6 +119,28 @@ class _RemoteHandle:
     def close(self) -> None:
         self.session.state.delete(self.hash_key, self.exit_key, self.ctl_key)
 
+    # -- statistics (faasmp.stats: a process is a job of one task) -------------
+    def started_stats(self, name: str, submitted: float, serialize_s: float) -> None:
+        """Emit the start of the process (call right after it was queued)."""
+        self._stats_start = (name, submitted, serialize_s, self.session.now())
+        self.session.stats.emit(stats.JobStarted(self.proc_id, "process", 1, submitted))
+        self.session.stats.emit(stats.ProcessStarted(self.proc_id, name, submitted))
+
+    def ended_stats(self) -> None:
+        """Emit the record of the ended process, once (one round trip to read its timing)."""
+        start = self.__dict__.pop("_stats_start", None)
+        if start is None:
+            return
+        name, submitted, serialize_s, uploaded = start
+        received = self.session.now()
+        try:
+            info = self.records.info(self.proc_id)
+        except Exception:  # noqa: BLE001 - statistics must never fail a join
+            info = {}
+        rec = stats.process_record(self.proc_id, name, submitted, serialize_s, uploaded, info, received)
+        self.session.stats.emit(stats.TaskFinished(rec))
+        self.session.stats.emit(stats.JobFinished(self.proc_id, received, rec.ok))
+
 
 class BaseProcess:
     """A process object, like :class:`multiprocessing.Process`.
@@ -181,14 +204,16 @@ class BaseProcess:
         # worker that cannot unpickle it (a module it cannot import) still
         # knows which process failed and reports it instead of dying.
         self._mp_log_level = _mp_log_level()
+        submitted, t_ser = session.now(), time.perf_counter()
         payload = dumps_named(
             self, session.authkey, f"Process {self._name!r} (its target, args or attributes)", session.config
         )
+        serialize_s = time.perf_counter() - t_ser
         call = RemoteCall(
             kind=CallKind.PROCESS,
             call_id=self._proc_id,
             payload=payload,
-            submitted=session.now(),
+            submitted=submitted,
             log_level=_client_log_level(),
             patched=_patched(),
         )
@@ -199,6 +224,7 @@ class BaseProcess:
         pipe.pexpire(handle.hash_key, int(session.config.key_ttl * 1000))
         pipe.execute()
         session.push_work(blob)
+        handle.started_stats(self._name, submitted, serialize_s)
         # Like the stdlib: the parent's object no longer holds the target.
         del self._target, self._args, self._kwargs
         self._handle = handle
@@ -232,6 +258,7 @@ class BaseProcess:
         handle = self._handle
         res = handle.wait(timeout)
         if res is not None:
+            handle.ended_stats()
             dsm.acquire()  # joining an ended process is an acquire of the memory it wrote
             _children.discard(self)
             if not handle.output_done:
@@ -248,6 +275,7 @@ class BaseProcess:
             return False
         if self._handle.poll() is None:
             return True
+        self._handle.ended_stats()
         _children.discard(self)
         return False
 

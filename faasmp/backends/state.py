@@ -24,6 +24,8 @@ from typing import Any, Protocol
 import redis
 import redis.exceptions
 
+from ..runtime import metrics
+
 logger = logging.getLogger(__name__)
 
 Key = str | bytes
@@ -242,12 +244,17 @@ class RedisState:
         # a thread's commands run in program order whichever path they take.
         direct_flush, pooled_execute = self.direct.flush, self._r.execute_command
         where = self._where
+        # One command in metrics.SAMPLE_EVERY is timed: Redis latency as the
+        # program's real operations see it (faasmp.stats.redis_latency).
+        sampler = self.sampler = metrics.REGISTRY.sampler()
 
         def execute_command(*args: Any, **options: Any) -> Any:
             if self._lost is not None:
                 raise StateLostError(*self._lost.args)
             direct_flush()
             try:
+                if sampler.due():
+                    return sampler.timed(args[0] if args else "?", pooled_execute, args, options)
                 return pooled_execute(*args, **options)
             except _DROPPED as exc:
                 raise _dropped(exc, where) from exc
@@ -651,6 +658,8 @@ class _DirectRedis:
             raise StateLostError(*self._owner._lost.args)
         conn = self._conn()
         try:
+            if self._owner.sampler.due():
+                return self._owner.sampler.timed(args[0], self._send_read, (conn, *args), {})
             conn.send_command(*args, check_health=False)
             self._drain(conn)
             return self._read(conn, args)
@@ -661,6 +670,11 @@ class _DirectRedis:
             if failed is exc:
                 raise
             raise failed from exc
+
+    def _send_read(self, conn: Any, *args: Any) -> Any:
+        conn.send_command(*args, check_health=False)
+        self._drain(conn)
+        return self._read(conn, args)
 
     def send_deferred(self, on_reply: Callable[[Any], None], *args: Any) -> None:
         """Send one command; *on_reply* gets its reply (or error) later (see the class doc)."""

@@ -3,8 +3,8 @@
 The client side of a run owns the embedded server (if any), the Lithops
 executor, the warm pool of worker slots, the output listener that replays
 remote prints and logs, and a monitor thread (heartbeat, capacity, host
-deaths, Redis latency samples).  Inside a worker, a *remote* session shares
-the run's Redis state and asks the client for capacity instead of invoking
+deaths, the client's IPC/sync counters and Redis latency samples).  Inside a
+worker, a *remote* session shares the run's Redis state and asks the client for capacity instead of invoking
 functions itself.
 """
 
@@ -25,8 +25,8 @@ from ..backends.server import EmbeddedServer
 from ..backends.state import CONNECTION_ERRORS, StateBackend, StateError, StateLostError, open_state
 from ..config import Config, redact_url
 from ..deps import runtime_name
-from ..stats import HostStarted, LatencySample, StatsCollector
-from . import output
+from ..stats import HostStarted, StatsCollector
+from . import metrics, output
 from . import protocol as msgs
 from .call import CallKind, RemoteCall, dumps, dumps_message, loads
 from .keys import Keys
@@ -422,12 +422,13 @@ class Session:
             case msgs.HostRegistered(host_id=host_id, invoked=invoked, started=started):
                 self._starting.pop(host_id, None)
                 self.stats.emit(HostStarted(host_id, invoked, started))
+            case msgs.MetricsReport() as report:
+                self.stats.emit(report)
             case other:
                 logger.warning("faasmp: ignored run event %r", other)
 
     def _beat(self) -> None:
         k = self.keys
-        t0 = time.perf_counter()
         pipe = self.state.pipeline()
         pipe.pexpire(k.client, self._ttl_ms)
         pipe.llen(k.work)
@@ -454,7 +455,9 @@ class Session:
         if not replies[2]:
             self.state.mark_lost("the run's epoch key is gone: the server restarted or was flushed")
             self.state.ping()  # raises the StateLostError
-        self.stats.emit(LatencySample(self.now(), time.perf_counter() - t0))
+        if metrics.REGISTRY.changed():  # the client's own counters, with each beat
+            metrics.REGISTRY.mark_shipped()
+            self.stats.emit(metrics.REGISTRY.report(self.now()))
         for host_id, (inv, slots) in list(self._starting.items()):
             if inv.finished():
                 self._starting.pop(host_id, None)

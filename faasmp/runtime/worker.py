@@ -36,7 +36,7 @@ from typing import Any
 
 from ..backends.redis.processes import ProcessRecords
 from ..backends.state import CONNECTION_ERRORS, StateBackend, open_state
-from . import dsm, main_module
+from . import dsm, main_module, metrics
 from . import protocol as msgs
 from .call import (
     AuthenticationError,
@@ -454,6 +454,7 @@ class Slot:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         attach_remote(spec, self.state)
+        metrics.ship_to_client(self.state, k.events, spec.authkey, **self._metrics_args(self.slot_id))
         self.state.script(SLOT_REGISTER)(
             keys=[k.slots, k.idle, k.starting, k.ready], args=[self.slot_id, int(spec.key_ttl * 1000)]
         )
@@ -497,6 +498,15 @@ class Slot:
             write_record(self.record, None)
             self.state.sadd(k.idle, self.slot_id)
             idle_since = time.monotonic()
+
+    def _metrics_args(self, source: str) -> dict[str, Any]:
+        spec = self.spec
+        return {
+            "source": source,
+            "host": spec.host_id,
+            "interval": spec.heartbeat,
+            "offset": self.offset - spec.clock_offset,
+        }
 
     def _prepare_main(self, call: RemoteCall) -> None:
         """Install the client's main module as ``__mp_main__`` (once per slot and main module).
@@ -593,6 +603,9 @@ class Slot:
         self.state = open_state(self.spec.url, client_name=f"faasmp-proc-{call.call_id}")
         self.state.watch_epoch(self.keys.k("epoch"))
         attach_remote(self.spec, self.state)
+        ship_last = metrics.ship_to_client(
+            self.state, self.keys.events, self.spec.authkey, **self._metrics_args(call.call_id)
+        )
         sink = self._install_output(call)
         sink.begin(call.call_id)
         from .. import process as process_mod  # noqa: PLC0415
@@ -606,9 +619,28 @@ class Slot:
             sys.stderr.write(_load_hint(exc, self.spec))
             sink.end()
             return 1
+        metrics.REGISTRY.process = proc.name
+        run_start, cpu0 = time.time(), time.process_time()
         code = proc._bootstrap_remote()
         sink.end()  # flush; the slot sends the end-of-output marker after the exit
+        self._report_ran(call.call_id, run_start, cpu0, sink.bytes_out)
+        ship_last()
         return int(code)
+
+    def _report_ran(self, proc_id: str, run_start: float, cpu0: float, out_bytes: int) -> None:
+        """Record the process' run phase and output volume for the client's stats (never fails it)."""
+        offset = self.offset - self.spec.clock_offset
+        timing = {
+            "run_start": run_start + offset,
+            "run_end": time.time() + offset,
+            "cpu_s": time.process_time() - cpu0,
+            "peak_rss": _peak_rss(),
+            "out_bytes": out_bytes,
+        }
+        try:
+            ProcessRecords(self.state, self.keys, int(self.spec.key_ttl * 1000)).ran(proc_id, timing)
+        except Exception:  # noqa: BLE001 - statistics must not change the exit of a process
+            logger.debug("faasmp: could not record the timing of %s", proc_id, exc_info=True)
 
     def _install_output(self, call: RemoteCall) -> Any:
         from .output import install  # noqa: PLC0415

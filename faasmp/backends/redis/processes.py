@@ -5,7 +5,9 @@ Key layout (``faasmp.runtime.keys`` names them, per process id):
 * ``proc`` -- a hash: ``state`` (``queued``, ``running``, ``exited``),
   ``exitcode``, ``slot``/``host``/``pid``/``started`` once running,
   ``pending_signal`` (a signal sent before it ran), and ``ended`` or ``lost``
-  (why it exited without its slot's report) once exited.
+  (why it exited without its slot's report) once exited; ``run_start``,
+  ``run_end``, ``cpu_s``, ``peak_rss``, ``out_bytes`` written by the process
+  as it ends (for :mod:`faasmp.stats`).
 * ``exit`` -- a list holding the exit code once exited (``join`` blocks on
   it); the same key is the pub/sub channel that ``connection.wait`` listens
   on for the exit.
@@ -20,7 +22,8 @@ same waiters (exit list, channel) and ends the process' output with the same
 marker; and only the first exit counts (a dead host's report and the client's
 own finding may race).
 
-Round-trip budget: an exit 1 (one script), a signal 1 (one script).
+Round-trip budget: an exit 1 (one script), a signal 1 (one script); the
+process' own timing 1 (``ran``, one HSET) and its reading by the client 1.
 """
 
 from __future__ import annotations
@@ -126,6 +129,19 @@ class ProcessRecords:
             args=[self._ttl_ms, code, note_field, note, eof, int(count_task)],
         )
         return bool(done)
+
+    def ran(self, proc_id: str, timing: dict[str, float | int]) -> None:
+        """Record how *proc_id* ran (``run_start``, ``run_end``, ``cpu_s``, ...) in its hash: one HSET.
+
+        Written by the process itself before it exits, so the client finds it
+        when it sees the exit (:meth:`info`).
+        """
+        self._state.hset(self._keys.proc(proc_id), {k: repr(v) for k, v in timing.items()})
+
+    def info(self, proc_id: str) -> dict[str, str]:
+        """The fields of *proc_id*'s hash, decoded (empty once it was deleted)."""
+        raw = self._state.hgetall(self._keys.proc(proc_id))
+        return {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
 
     def signal(self, proc_id: str, signum: int, message: bytes, queued_call: bytes, eof: bytes) -> int:
         """Send *message* (a signed ``SignalProcess``) to the running *proc_id*, or cancel it if queued.
