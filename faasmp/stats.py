@@ -192,6 +192,32 @@ class MetricsReport:
     latency: tuple[LatencyStat, ...]
 
 
+def subtract(report: MetricsReport, base: MetricsReport) -> MetricsReport:
+    """What *report* counted since *base* (an earlier report of the same process)."""
+    before = {(b.kind, b.name, b.op): b for b in base.ipc}
+    ipc = []
+    for s in report.ipc:
+        b = before.get((s.kind, s.name, s.op))
+        if b is not None:
+            s = dataclasses.replace(
+                s, count=s.count - b.count, nbytes=s.nbytes - b.nbytes, wait_s=s.wait_s - b.wait_s
+            )
+        if s.count > 0:
+            ipc.append(s)
+    lat_before = {b.command: b for b in base.latency}
+    lat = []
+    for ls in report.latency:
+        lb = lat_before.get(ls.command)
+        if lb is not None:
+            buckets = tuple(x - y for x, y in zip(ls.buckets, lb.buckets, strict=False))
+            ls = dataclasses.replace(
+                ls, count=ls.count - lb.count, total_s=ls.total_s - lb.total_s, buckets=buckets
+            )
+        if ls.count > 0:
+            lat.append(ls)
+    return dataclasses.replace(report, ipc=tuple(ipc), latency=tuple(lat))
+
+
 def process_record(
     proc_id: str,
     name: str,

@@ -427,6 +427,15 @@ class Session:
             case other:
                 logger.warning("faasmp: ignored run event %r", other)
 
+    def collect_stats(self) -> None:
+        """Emit this process' counters, and the run events (worker reports) already queued."""
+        metrics.REGISTRY.mark_shipped()
+        self.stats.emit(metrics.REGISTRY.report(self.now()))
+        events = self.keys.events
+        while items := self.state.lpop_many(events, 100):
+            for value in items:
+                self._on_event((events.encode(), value))
+
     def _beat(self) -> None:
         k = self.keys
         pipe = self.state.pipeline()
