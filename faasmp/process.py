@@ -117,7 +117,15 @@ class _RemoteHandle:
         )
 
     def close(self) -> None:
-        self.session.state.delete(self.hash_key, self.exit_key, self.ctl_key)
+        then = self.session.take_stat_read(self.hash_key)
+        if then is None:
+            self.session.state.delete(self.hash_key, self.exit_key, self.ctl_key)
+            return
+        # The record is still to be read for the stats: in the same round trip.
+        pipe = self.session.state.pipeline()
+        pipe.hgetall(self.hash_key)
+        pipe.delete(self.hash_key, self.exit_key, self.ctl_key)
+        then(pipe.execute()[0] or {})
 
     # -- statistics (faasmp.stats: a process is a job of one task) -------------
     def started_stats(self, name: str, submitted: float, serialize_s: float) -> None:
@@ -127,19 +135,25 @@ class _RemoteHandle:
         self.session.stats.emit(stats.ProcessStarted(self.proc_id, name, submitted))
 
     def ended_stats(self) -> None:
-        """Emit the record of the ended process, once (one round trip to read its timing)."""
+        """Emit the record of the ended process, once.
+
+        Its timing (written by the process as it ended) is read with the
+        session's next heartbeat, not here: ``join`` costs no extra round trip.
+        """
         start = self.__dict__.pop("_stats_start", None)
-        if start is None:
+        if start is None or self.session.remote_mode:
             return
         name, submitted, serialize_s, uploaded = start
         received = self.session.now()
-        try:
-            info = self.records.info(self.proc_id)
-        except Exception:  # noqa: BLE001 - statistics must never fail a join
-            info = {}
-        rec = stats.process_record(self.proc_id, name, submitted, serialize_s, uploaded, info, received)
-        self.session.stats.emit(stats.TaskFinished(rec))
-        self.session.stats.emit(stats.JobFinished(self.proc_id, received, rec.ok))
+        session, proc_id = self.session, self.proc_id
+
+        def emit(raw: dict[bytes, bytes]) -> None:
+            info = {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
+            rec = stats.process_record(proc_id, name, submitted, serialize_s, uploaded, info, received)
+            session.stats.emit(stats.TaskFinished(rec))
+            session.stats.emit(stats.JobFinished(proc_id, received, rec.ok))
+
+        session.read_for_stats(self.hash_key, emit)
 
 
 class BaseProcess:

@@ -42,7 +42,7 @@ pytestmark = [
     ),
 ]
 
-PANEL_TITLES = ("Invocation timeline", "start / end", "phases", "Redis round trip", "memory", "CPU")
+PANEL_TITLES = ("Invocation timeline", "start / end", "phases", "Redis latency", "memory", "CPU")
 LAB_SETTINGS = {
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {
         "autoStartDefaultKernel": True,

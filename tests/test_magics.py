@@ -153,7 +153,7 @@ def test_static_figure_has_every_panel() -> None:
     fig = dash.static_figure(model.snapshot())
     assert [t.name for t in fig.data] == [name for name, _, _ in dash.TRACES]
     titles = [a.text for a in fig.layout.annotations]
-    for title in ("Invocation timeline", "start / end", "phases", "Redis round trip", "memory", "CPU"):
+    for title in ("Invocation timeline", "start / end", "phases", "Redis latency", "memory", "CPU"):
         assert any(title in t for t in titles), title
     assert list(fig.data[1].x[:2]) == pytest.approx([0.012, 0.512])  # the running segment of task 0
     bundle = dash.figure_bundle(fig)

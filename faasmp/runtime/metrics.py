@@ -20,7 +20,7 @@ round trip of ~100 us that is well under 1 %.
 
 from __future__ import annotations
 
-import contextlib
+import json
 import logging
 import os
 import threading
@@ -226,11 +226,13 @@ class Registry:
         self._shipper = threading.Thread(target=loop, args=(self._stop,), name="faasmp-metrics", daemon=True)
         self._shipper.start()
 
-    def final_ship(self, push: Callable[[MetricsReport], None], clock: Callable[[], float]) -> None:
-        """Stop the shipping thread and ship what is left (at the end of a process)."""
+    def final_report(self, clock: Callable[[], float]) -> MetricsReport | None:
+        """Stop the shipping thread; the last report to ship, if anything changed (a process' end)."""
         self._stop.set()
-        with contextlib.suppress(Exception):
-            self.ship(push, clock)
+        if not self.changed():
+            return None
+        self.mark_shipped()
+        return self.report(clock())
 
 
 #: The registry of this process.
@@ -247,28 +249,82 @@ def _after_fork() -> None:
 os.register_at_fork(after_in_child=_after_fork)
 
 
+class Shipper:
+    """Ships a remote process' counters to the client's run events (see :func:`ship_to_client`)."""
+
+    def __init__(self, state: Any, events_key: str, authkey: bytes, offset: float) -> None:
+        self._state, self._events, self._authkey, self._offset = state, events_key, authkey, offset
+
+    def clock(self) -> float:
+        """Now, on the client's clock."""
+        return time.time() + self._offset
+
+    def push(self, report: MetricsReport, ops: Any = None) -> None:
+        """RPUSH *report* to the run events (on *ops*, e.g. a pipeline, if given)."""
+        from .call import dumps_message  # noqa: PLC0415
+
+        (ops if ops is not None else self._state).rpush(self._events, dumps_message(report, self._authkey))
+
+    def ship_last(self) -> None:
+        """Ship the process' last report, if anything changed since the previous one (never raises).
+
+        A process that counted nothing (no IPC, too few commands to sample)
+        sends nothing: it may never have opened a connection.
+        """
+        report = REGISTRY.final_report(self.clock)
+        if report is not None:
+            try:
+                self.push(report)
+            except Exception:  # noqa: BLE001 - statistics must not change the exit of a process
+                logger.debug("faasmp: could not ship the last metrics", exc_info=True)
+
+
 def ship_to_client(
     state: Any, events_key: str, authkey: bytes, *, source: str, host: str, interval: float, offset: float
-) -> Callable[[], None]:
+) -> Shipper:
     """In a remote process: ship this process' counters to the client's run events.
 
-    Resets the counters to *source* (a process id or a slot id), ships a
+    Resets the counters to *source* (a process id or a slot id) and ships a
     report every *interval* seconds (the heartbeat interval) when something
-    changed, and returns the function to call when the process ends (it
-    ships the last report).  *offset* turns local time into the client's clock.
+    changed; at its end a process queues its last report with
+    :meth:`Shipper.push_last`.  *offset* turns local time into the client's clock.
     """
-    from .call import dumps_message  # noqa: PLC0415
-
     REGISTRY.reset(source, source, host)
+    shipper = Shipper(state, events_key, authkey, offset)
+    REGISTRY.start_shipping(shipper.push, shipper.clock, interval)
+    return shipper
 
-    def push(report: MetricsReport) -> None:
-        state.rpush(events_key, dumps_message(report, authkey))
 
-    def clock() -> float:
-        return time.time() + offset
+def write_timing(fd: int, timing: dict[str, float | int]) -> None:
+    """In a Process' child: hand how it ran to its slot through the pipe *fd* (then closed)."""
+    try:
+        os.write(fd, json.dumps(timing).encode())
+    except OSError:
+        pass  # the slot is gone: nobody will record it
+    finally:
+        os.close(fd)
 
-    REGISTRY.start_shipping(push, clock, interval)
-    return lambda: REGISTRY.final_ship(push, clock)
+
+def read_timing(fd: int) -> dict[str, float | int]:
+    """In the slot, once its child exited: what :func:`write_timing` sent (empty if it was killed).
+
+    Never blocks: the child wrote before it exited, and a grandchild it
+    forked may still hold the write end open.
+    """
+    chunks = []
+    try:
+        os.set_blocking(fd, False)
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except BlockingIOError:
+        pass  # all there is
+    finally:
+        os.close(fd)
+    try:
+        timing = json.loads(b"".join(chunks) or b"{}")
+    except ValueError:
+        return {}
+    return {k: v for k, v in timing.items() if isinstance(k, str) and isinstance(v, int | float)}
 
 
 def counter(kind: str, name: str, op: str) -> Counter:

@@ -92,6 +92,8 @@ class Session:
         self._compute_error: BaseException | None = None
         self._compute_ready = threading.Event()
         self.output_sink: Callable[[tuple[Any, ...]], None] = output.replay
+        #: Hashes to read for faasmp.stats with the next beat (see read_for_stats).
+        self._stat_reads: list[tuple[str, Callable[[dict[bytes, bytes]], None]]] = []
 
         if config.redis_url is None and not config.is_local:
             raise ValueError(
@@ -162,6 +164,7 @@ class Session:
         self.live_keys = {}
         self._eof = set()
         self._start_error = None
+        self._stat_reads = []
         return self
 
     def __repr__(self) -> str:
@@ -427,8 +430,41 @@ class Session:
             case other:
                 logger.warning("faasmp: ignored run event %r", other)
 
+    def read_for_stats(self, key: str, then: Callable[[dict[bytes, bytes]], None]) -> None:
+        """Read hash *key* with the next beat's pipeline and pass it to *then* (no round trip of its own).
+
+        For statistics only: a Process' timing is read off its ``join``.
+        """
+        self._stat_reads.append((key, then))
+
+    def take_stat_read(self, key: str) -> Callable[[dict[bytes, bytes]], None] | None:
+        """Withdraw the pending read of *key* (its owner reads it itself); its callback, if any."""
+        for i, (k, then) in enumerate(self._stat_reads):
+            if k == key:
+                del self._stat_reads[i]
+                return then
+        return None
+
+    def _queue_stat_reads(self, pipe: Any) -> list[Callable[[dict[bytes, bytes]], None]]:
+        reads, self._stat_reads = self._stat_reads, []
+        for key, _ in reads:
+            pipe.hgetall(key)
+        return [then for _, then in reads]
+
+    @staticmethod
+    def _deliver_stat_reads(thens: list[Callable[[dict[bytes, bytes]], None]], replies: list[Any]) -> None:
+        for then, reply in zip(thens, replies, strict=True):
+            try:
+                then(reply or {})
+            except Exception:  # noqa: BLE001 - statistics must not stop the monitor
+                logger.exception("faasmp: a statistics callback failed")
+
     def collect_stats(self) -> None:
-        """Emit this process' counters, and the run events (worker reports) already queued."""
+        """Emit this process' counters, the pending process records and the worker reports already queued."""
+        pipe = self.state.pipeline()
+        thens = self._queue_stat_reads(pipe)
+        if thens:
+            self._deliver_stat_reads(thens, pipe.execute())
         metrics.REGISTRY.mark_shipped()
         self.stats.emit(metrics.REGISTRY.report(self.now()))
         events = self.keys.events
@@ -459,7 +495,10 @@ class Session:
         )
         for key in run_keys:
             pipe.pexpire(key, ttl)
+        thens = self._queue_stat_reads(pipe)
         replies = pipe.execute()
+        if thens:
+            self._deliver_stat_reads(thens, replies[-len(thens) :])
         queued = replies[1]
         if not replies[2]:
             self.state.mark_lost("the run's epoch key is gone: the server restarted or was flushed")

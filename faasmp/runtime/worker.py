@@ -533,13 +533,18 @@ class Slot:
         k, spec = self.keys, self.spec
         proc_id = call.call_id
         write_record(self.record, msgs.RunningProcess(proc_id))
+        # The child tells how it ran (for faasmp.stats) through this pipe; the
+        # slot records it with the exit: no connection or command of its own.
+        timing_r, timing_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the forked child
             code = 1
+            os.close(timing_r)
             try:
-                code = self._process_child(call)
+                code = self._process_child(call, timing_w)
             finally:
                 os._exit(code)
+        os.close(timing_w)
         sig = self.state.script(PROCESS_START)(
             keys=[k.proc(proc_id)],
             args=[self.slot_id, self.spec.host_id, pid, dequeued + self.offset - spec.clock_offset],
@@ -590,9 +595,12 @@ class Slot:
         # with the exit, also for a child that was killed or called os._exit
         # (join waits for it).
         records = ProcessRecords(self.state, k, int(spec.key_ttl * 1000))
-        records.exited(proc_id, code, end_of_output(proc_id, spec.authkey), ended=ended, count_task=True)
+        timing = metrics.read_timing(timing_r)
+        records.exited(
+            proc_id, code, end_of_output(proc_id, spec.authkey), ended=ended, count_task=True, timing=timing
+        )
 
-    def _process_child(self, call: RemoteCall) -> int:  # pragma: no cover - forked child
+    def _process_child(self, call: RemoteCall, timing_fd: int) -> int:  # pragma: no cover - forked child
         from ..backends.server import _pdeathsig_preexec  # noqa: PLC0415
         from ..context import attach_remote  # noqa: PLC0415
 
@@ -603,7 +611,7 @@ class Slot:
         self.state = open_state(self.spec.url, client_name=f"faasmp-proc-{call.call_id}")
         self.state.watch_epoch(self.keys.k("epoch"))
         attach_remote(self.spec, self.state)
-        ship_last = metrics.ship_to_client(
+        shipper = metrics.ship_to_client(
             self.state, self.keys.events, self.spec.authkey, **self._metrics_args(call.call_id)
         )
         sink = self._install_output(call)
@@ -623,24 +631,17 @@ class Slot:
         run_start, cpu0 = time.time(), time.process_time()
         code = proc._bootstrap_remote()
         sink.end()  # flush; the slot sends the end-of-output marker after the exit
-        self._report_ran(call.call_id, run_start, cpu0, sink.bytes_out)
-        ship_last()
-        return int(code)
-
-    def _report_ran(self, proc_id: str, run_start: float, cpu0: float, out_bytes: int) -> None:
-        """Record the process' run phase and output volume for the client's stats (never fails it)."""
         offset = self.offset - self.spec.clock_offset
         timing = {
             "run_start": run_start + offset,
             "run_end": time.time() + offset,
             "cpu_s": time.process_time() - cpu0,
             "peak_rss": _peak_rss(),
-            "out_bytes": out_bytes,
+            "out_bytes": sink.bytes_out,
         }
-        try:
-            ProcessRecords(self.state, self.keys, int(self.spec.key_ttl * 1000)).ran(proc_id, timing)
-        except Exception:  # noqa: BLE001 - statistics must not change the exit of a process
-            logger.debug("faasmp: could not record the timing of %s", proc_id, exc_info=True)
+        metrics.write_timing(timing_fd, timing)
+        shipper.ship_last()
+        return int(code)
 
     def _install_output(self, call: RemoteCall) -> Any:
         from .output import install  # noqa: PLC0415

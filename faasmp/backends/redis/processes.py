@@ -6,8 +6,9 @@ Key layout (``faasmp.runtime.keys`` names them, per process id):
   ``exitcode``, ``slot``/``host``/``pid``/``started`` once running,
   ``pending_signal`` (a signal sent before it ran), and ``ended`` or ``lost``
   (why it exited without its slot's report) once exited; ``run_start``,
-  ``run_end``, ``cpu_s``, ``peak_rss``, ``out_bytes`` written by the process
-  as it ends (for :mod:`faasmp.stats`).
+  ``run_end``, ``cpu_s``, ``peak_rss``, ``out_bytes`` as the process' slot
+  records its exit (the process hands them over through a local pipe; for
+  :mod:`faasmp.stats`).
 * ``exit`` -- a list holding the exit code once exited (``join`` blocks on
   it); the same key is the pub/sub channel that ``connection.wait`` listens
   on for the exit.
@@ -23,7 +24,8 @@ marker; and only the first exit counts (a dead host's report and the client's
 own finding may race).
 
 Round-trip budget: an exit 1 (one script), a signal 1 (one script); the
-process' own timing 1 (``ran``, one HSET) and its reading by the client 1.
+process' timing none of its own (it goes with the exit; the client reads it
+with a heartbeat's pipeline).
 """
 
 from __future__ import annotations
@@ -34,20 +36,21 @@ if TYPE_CHECKING:
     from ..state import StateBackend
 
 
-def exit_lua(code: str, note_field: str, note: str, eof: str) -> str:
+def exit_lua(code: str, note_field: str, note: str, eof: str, extra: str = "") -> str:
     """Lua making the process of ``KEYS[1]`` (hash) / ``KEYS[2]`` (exit list) exited.
 
     KEYS[3] is the run's output list (the end-of-output marker *eof* goes
     there, so a ``join`` waiting for the process' output returns); KEYS[4]
     the process' control list (deleted).  *code*, *note_field*, *note* and
     *eof* are Lua expressions; ``ARGV[1]`` must be the exit list's TTL in ms
-    (the hash has its TTL since ``start()``).  Does nothing once the process
+    (the hash has its TTL since ``start()``).  *extra* adds HSET field and
+    value arguments (Lua, e.g. ``, unpack(ARGV, 7)``).  Does nothing once the process
     exited: the first exit recorded is the one waiters see.
     """
     return f"""
 if redis.call('HGET', KEYS[1], 'state') ~= 'exited' then
   local code = tostring({code})
-  redis.call('HSET', KEYS[1], 'state', 'exited', 'exitcode', code, {note_field}, {note})
+  redis.call('HSET', KEYS[1], 'state', 'exited', 'exitcode', code, {note_field}, {note}{extra})
   redis.call('RPUSH', KEYS[2], code)
   redis.call('PEXPIRE', KEYS[2], ARGV[1])
   redis.call('PUBLISH', KEYS[2], 'exit')
@@ -58,11 +61,12 @@ end
 """
 
 
-# KEYS: hash, exit, out, ctl, tasks_run.  ARGV: ttl, code, note field, note, eof, count (0/1)
+# KEYS: hash, exit, out, ctl, tasks_run.  ARGV: ttl, code, note field, note, eof, count (0/1),
+# then field, value pairs of the process' timing (for faasmp.stats)
 # -> 1 if this call made the process exited, 0 if it had exited already
 PROCESS_EXIT = (
     "local exited = 0\n"
-    + exit_lua("ARGV[2]", "ARGV[3]", "ARGV[4]", "ARGV[5]")
+    + exit_lua("ARGV[2]", "ARGV[3]", "ARGV[4]", "ARGV[5]", ", unpack(ARGV, 7)")
     + """
 if exited == 1 and ARGV[6] == '1' then redis.call('INCRBY', KEYS[5], 1) end
 return exited
@@ -114,34 +118,32 @@ class ProcessRecords:
         ended: float | None = None,
         lost: str | None = None,
         count_task: bool = False,
+        timing: dict[str, float | int] | None = None,
     ) -> bool:
         """Record that *proc_id* exited with *code* (the one place that does); True if it was first.
 
         *eof* is the signed end-of-output marker of the process; *ended* the
         exit time (client clock) when its slot saw it, or *lost* the reason
         when it died without its slot.  *count_task* adds one to the run's
-        count of tasks run.
+        count of tasks run.  *timing* (how the process ran: ``run_start``,
+        ``run_end``, ``cpu_s``, ``peak_rss``, ``out_bytes``) goes into the same
+        HSET, for :mod:`faasmp.stats`.
         """
         note_field, note = ("lost", lost) if lost is not None else ("ended", repr(ended or 0.0))
         script = self._state.script(PROCESS_EXIT)
         done = script(
             keys=[*self._keys_of(proc_id), self._keys.tasks_run],
-            args=[self._ttl_ms, code, note_field, note, eof, int(count_task)],
+            args=[
+                self._ttl_ms,
+                code,
+                note_field,
+                note,
+                eof,
+                int(count_task),
+                *(x for k, v in (timing or {}).items() for x in (k, repr(v))),
+            ],
         )
         return bool(done)
-
-    def ran(self, proc_id: str, timing: dict[str, float | int]) -> None:
-        """Record how *proc_id* ran (``run_start``, ``run_end``, ``cpu_s``, ...) in its hash: one HSET.
-
-        Written by the process itself before it exits, so the client finds it
-        when it sees the exit (:meth:`info`).
-        """
-        self._state.hset(self._keys.proc(proc_id), {k: repr(v) for k, v in timing.items()})
-
-    def info(self, proc_id: str) -> dict[str, str]:
-        """The fields of *proc_id*'s hash, decoded (empty once it was deleted)."""
-        raw = self._state.hgetall(self._keys.proc(proc_id))
-        return {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
 
     def signal(self, proc_id: str, signum: int, message: bytes, queued_call: bytes, eof: bytes) -> int:
         """Send *message* (a signed ``SignalProcess``) to the running *proc_id*, or cancel it if queued.
