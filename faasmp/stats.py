@@ -434,7 +434,7 @@ def utilisation(records: Iterable[TaskRecord]) -> list[Utilisation]:
     says how much of the span it did anything, not how many cores it used).
     Idle time is where more work per worker, or fewer workers, would help.
     """
-    recs = [r for r in records if r.run_end > 0 and r.started > 0]
+    recs = [r for r in records if r.run_end >= r.started]
     if not recs:
         return []
     start = min(r.started for r in recs)
