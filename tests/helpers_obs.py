@@ -23,3 +23,9 @@ def learner(conn: Any, lock: Any, q: Any, ev: Any, shared: Any, n: int, code: in
 def echo_n(conn: Any, n: int) -> None:
     for _ in range(n):
         conn.send_bytes(conn.recv_bytes())
+
+
+def echo_then_wait(conn: Any, ev: Any, n: int) -> None:
+    for _ in range(n):
+        conn.send_bytes(conn.recv_bytes())
+    ev.wait(60)

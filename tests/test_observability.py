@@ -230,6 +230,29 @@ def test_process_pipe_program_reaches_stats(ctx: FaasContext) -> None:
     assert "learner" in stats.format_report(ctx.stats)
 
 
+def test_counters_and_records_arrive_with_the_heartbeat(ctx: FaasContext) -> None:
+    """No collect_stats(): a running process' counters come with its heartbeat, its record after join."""
+    n = 10
+    a, b = ctx.Pipe()
+    ev = ctx.Event()
+    p = ctx.Process(target=helpers_obs.echo_then_wait, args=(b, ev, n), name="echoer")
+    p.start()
+    for _ in range(n):
+        a.send_bytes(b"ping")
+        a.recv_bytes()
+    proc_id = p._proc_id
+
+    def remote_recvs() -> int:
+        return sum(s.count for s in ctx.stats.ipc() if s.source == proc_id and s.op == "recv")
+
+    _wait_for("the running process' counters", lambda: remote_recvs() >= n)
+    assert p.is_alive()  # shipped while it still runs: by its heartbeat, not its end
+    ev.set()
+    p.join(60)
+    rec = _wait_for("its record", lambda: [r for r in ctx.stats.records() if r.task_id == proc_id])[0]
+    assert rec.name == "echoer" and rec.exitcode == 0 and rec.ok and rec.phases["run"] > 0
+
+
 @pytest.mark.parametrize("flag", ["--stats"])
 def test_run_stats_prints_the_summary_at_exit(tmp_path: Any, flag: str) -> None:
     script = tmp_path / "mw.py"
