@@ -307,7 +307,7 @@ def timeline(snap: Snapshot) -> dict[str, tuple[list[Any], list[Any]]]:
 
     A Process is a task too: its bar runs from ``start()`` to its exit (a
     non-zero exit code draws it as failed), and ``labels`` puts its name and
-    exit code at the end of its bar.  Processes still running are drawn as
+    exit code above the start of its bar.  Processes still running are drawn as
     waiting until now.
     """
     recs = sorted(snap.records[-MAX_TASKS_DRAWN:], key=lambda r: r.started)
@@ -322,11 +322,11 @@ def timeline(snap: Snapshot) -> dict[str, tuple[list[Any], list[Any]]]:
     texts: list[str] = []
     for i, r in enumerate(recs):
         if r.kind == "process":
-            labels[0].append(r.run_end - t0)
+            labels[0].append(r.submitted - t0)
             labels[1].append(i)
             texts.append(f"{r.name} (exit {r.exitcode})")
     for i, p in enumerate(running):
-        labels[0].append(snap.now - t0)
+        labels[0].append(p.t - t0)
         labels[1].append(n + i)
         texts.append(f"{p.name} (running)")
     return {
@@ -391,7 +391,8 @@ def latency_by_command(snap: Snapshot) -> tuple[list[str], list[float], list[int
 def utilisation(snap: Snapshot) -> tuple[list[str], list[float], list[int]]:
     """Busy % of each worker over the span of the records: (worker, busy %, tasks)."""
     util = [u for u in stats.utilisation(snap.records) if u.worker][-64:]
-    return [u.worker for u in util], [u.busy_fraction * 100 for u in util], [u.tasks for u in util]
+    # "slot " keeps ids such as "518273.1" from being read as numbers by plotly.
+    return [f"slot {u.worker}" for u in util], [u.busy_fraction * 100 for u in util], [u.tasks for u in util]
 
 
 def ipc_bars(snap: Snapshot) -> tuple[list[str], list[int], list[str]]:
@@ -399,7 +400,8 @@ def ipc_bars(snap: Snapshot) -> tuple[list[str], list[int], list[str]]:
     rows = stats.ipc_table(s for r in snap.reports for s in r.ipc)
     rows.sort(key=lambda row: -row[3])
     rows = rows[:16]
-    labels = [f"{kind} {name[:6]} {op}" for kind, name, op, *_ in rows]
+    # The end of an object id (and a pipe's end number) keeps labels apart.
+    labels = [f"{kind} …{name[-8:]} {op}" for kind, name, op, *_ in rows]
     hover = [
         f"{kind} {name} {op}: {n} ops, {nbytes} bytes, blocked {wait * 1e3:.1f} ms"
         for kind, name, op, n, nbytes, wait in rows
@@ -640,7 +642,7 @@ def build_figure(widget: bool = False) -> Any:
         go.Scatter(
             name="names",
             mode="text",
-            textposition="middle right",
+            textposition="top right",
             textfont={"size": 10},
             showlegend=False,
             cliponaxis=False,
@@ -680,6 +682,8 @@ def build_figure(widget: bool = False) -> Any:
     fig.update_xaxes(title_text="task #", row=3, col=1)
     fig.update_xaxes(title_text="task #", row=3, col=2)
     fig.update_yaxes(range=[0, 100], row=4, col=1)
+    fig.update_xaxes(type="category", row=4, col=1)  # worker ids like "123456.1" are names, not numbers
+    fig.update_xaxes(type="category", row=2, col=2)
     fig.update_yaxes(autorange="reversed", tickfont={"size": 9}, row=4, col=2)
     for row, col in ((1, 2), (2, 1), (2, 2), (3, 1), (3, 2)):
         fig.update_yaxes(rangemode="tozero", row=row, col=col)
@@ -737,13 +741,24 @@ def _as_arrays(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _has_strings(data: dict[str, Any]) -> bool:
+    return any(isinstance(v, list) and any(isinstance(x, str) for x in v) for v in data.values())
+
+
 def update_figure(fig: Any, snap: Snapshot) -> None:
-    """Put *snap*'s data into *fig* (one message for a ``FigureWidget``)."""
+    """Put *snap*'s data into *fig* (one message for a ``FigureWidget``, plus one per labelled trace)."""
     updates = trace_updates(snap)
+    # Traces with strings (process names, commands, workers, objects) go on
+    # their own, as lists: batched beside other traces' typed arrays, their
+    # x or y sometimes reached plotly.js as null (labels lost, seen in Chromium).
+    labelled = [(t, d) for t, d in zip(fig.data, updates, strict=True) if _has_strings(d)]
     batch = fig.batch_update() if hasattr(fig, "batch_update") else contextlib.nullcontext()
     with batch:
         for trace, data in zip(fig.data, updates, strict=True):
-            trace.update(_as_arrays(data))
+            if not _has_strings(data):
+                trace.update(_as_arrays(data))
+    for trace, data in labelled:
+        trace.update(data)
 
 
 def static_figure(snap: Snapshot) -> Any:

@@ -143,9 +143,9 @@ def test_dashboard_draws_processes_running_and_ended_with_names_and_ipc() -> Non
     assert tl["texts"][0] == ["learner (exit 3)", "actor (running)"]
     assert tl["failed"][0][:2] == pytest.approx([0.3, 1.0])  # exit code 3: drawn as failed
     labels, counts, hover = dash.ipc_bars(snap)
-    assert labels == ["pipe abc/0 send"] and counts == [40] and "400 bytes" in hover[0]
+    assert labels == ["pipe …abc/0 send"] and counts == [40] and "400 bytes" in hover[0]
     assert dash.latency_by_command(snap)[0] == ["EVALSHA"]
-    assert dash.utilisation(snap)[0] == ["h.1"]
+    assert dash.utilisation(snap)[0] == ["slot h.1"]
     text = dash.text_report(snap, "cell")
     assert "process learner: exit 3" in text and "pipe abc/0" in text and "advisor: no Pool tasks" in text
     html = dash.summary_html(snap)

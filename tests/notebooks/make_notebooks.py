@@ -96,17 +96,20 @@ with Pool(2) as p:
     cell("after_error", 'print("restored after error:", not faasmp.is_patched(), multiprocessing.Pool is not faasmp.Pool)'),
     cell("procs", """
 %%faas --stats
+import time
 from multiprocessing import Pipe, Process
 
 def learner(conn, n):
     for _ in range(n):
         batch = conn.recv()
+        time.sleep(0.01)  # a training step
         conn.send(sum(batch) / len(batch))
     print("learner: trained on", n, "batches")
 
 def actor(conn, n):
     total = 0.0
     for step in range(n):
+        time.sleep(0.005)  # an environment step
         conn.send([step] * 64)
         total += conn.recv()
     print("actor: return", total)
@@ -190,17 +193,20 @@ print(f"pi ~ {sum(estimates) / len(estimates):.4f}")
 """),
     cell("procs", """
 %%faas --stats
+import time
 from multiprocessing import Pipe, Process
 
 def learner(conn, n):
     for _ in range(n):
         batch = conn.recv()
+        time.sleep(0.01)  # a training step
         conn.send(sum(batch) / len(batch))
     print("learner: trained on", n, "batches")
 
 def actor(conn, n):
     total = 0.0
     for step in range(n):
+        time.sleep(0.005)  # an environment step
         conn.send([step] * 64)
         total += conn.recv()
     print("actor: return", total)
