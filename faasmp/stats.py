@@ -479,6 +479,30 @@ def format_summary(records: Iterable[TaskRecord]) -> str:
     return "\n".join(lines)
 
 
+def busy_over_time(
+    records: Iterable[TaskRecord], bins: int = 30, host: str | None = None
+) -> tuple[list[float], list[float]]:
+    """Workers busy over time: (bin start times, mean number of busy workers in each bin).
+
+    Busy is as in :func:`utilisation`; with *host*, only that host's workers.
+    Against the number of workers it shows when the pool was idle.
+    """
+    recs = [r for r in records if r.run_end >= r.started and (host is None or r.host == host)]
+    if not recs or bins < 1:
+        return [], []
+    start = min(r.started for r in recs)
+    end = max(r.run_end for r in recs)
+    width = (end - start) / bins if end > start else 1.0
+    busy = [0.0] * bins
+    for r in recs:
+        a, b = r.started, r.run_end
+        first, last = int((a - start) / width), min(int((b - start) / width), bins - 1)
+        for i in range(max(first, 0), last + 1):
+            lo, hi = start + i * width, start + (i + 1) * width
+            busy[i] += max(min(b, hi) - max(a, lo), 0.0) / width
+    return [start + i * width for i in range(bins)], busy
+
+
 def ipc_table(stats: Iterable[IpcStat]) -> list[tuple[str, str, str, int, int, float]]:
     """IPC/sync counters summed over processes: (kind, name, op, count, bytes, wait seconds)."""
     sums: dict[tuple[str, str, str], list[float]] = {}

@@ -395,6 +395,12 @@ def utilisation(snap: Snapshot) -> tuple[list[str], list[float], list[int]]:
     return [f"slot {u.worker}" for u in util], [u.busy_fraction * 100 for u in util], [u.tasks for u in util]
 
 
+def busy_workers(snap: Snapshot) -> tuple[list[float], list[float]]:
+    """Mean busy workers over time (seconds since the dashboard started), for the start/end panel."""
+    times, busy = stats.busy_over_time(snap.records[-MAX_TASKS_DRAWN:])
+    return [t - snap.t0 for t in times], busy
+
+
 def ipc_bars(snap: Snapshot) -> tuple[list[str], list[int], list[str]]:
     """Operations per IPC/sync object and operation: (label, count, hover text), most used first."""
     rows = stats.ipc_table(s for r in snap.reports for s in r.ipc)
@@ -602,6 +608,7 @@ TRACES: tuple[tuple[str, int, int], ...] = (
     ("names", 1, 1),
     ("starts", 1, 2),
     ("ends", 1, 2),
+    ("busy workers", 1, 2),
     *((phase, 2, 1) for phase in PHASES),
     ("Redis latency", 2, 2),
     ("peak RSS", 3, 1),
@@ -625,7 +632,7 @@ def build_figure(widget: bool = False) -> Any:
         horizontal_spacing=0.08,
         subplot_titles=(
             "Invocation timeline (s)",
-            "Task start / end times",
+            "Task start / end times, busy workers",
             "Per-task phases (ms, stacked)",
             "Redis latency by command (µs, sampled)",
             "Peak memory per task (MB)",
@@ -652,6 +659,11 @@ def build_figure(widget: bool = False) -> Any:
     )
     fig.add_trace(go.Bar(name="starts", marker_color="#1f77b4", opacity=0.6), 1, 2)
     fig.add_trace(go.Bar(name="ends", marker_color="#2ca02c", opacity=0.6), 1, 2)
+    fig.add_trace(
+        go.Scatter(name="busy workers", mode="lines", line={"color": "#333333", "width": 2, "shape": "hv"}),
+        1,
+        2,
+    )
     for phase in PHASES:
         fig.add_trace(go.Bar(name=phase, marker_color=PHASE_COLORS[phase]), 2, 1)
     fig.add_trace(go.Bar(name="Redis latency", marker_color="#9467bd", showlegend=False), 2, 2)
@@ -701,6 +713,7 @@ def trace_updates(snap: Snapshot) -> list[dict[str, Any]]:
     res = resources(snap)
     util = utilisation(snap)
     ipc = ipc_bars(snap)
+    busy = busy_workers(snap)
     out: list[dict[str, Any]] = [
         {"x": tl["wait"][0], "y": tl["wait"][1]},
         {"x": tl["run"][0], "y": tl["run"][1]},
@@ -708,6 +721,7 @@ def trace_updates(snap: Snapshot) -> list[dict[str, Any]]:
         {"x": tl["labels"][0], "y": tl["labels"][1], "text": tl["texts"][0]},
         {"x": hist["start"][0], "y": hist["start"][1], "width": hist["start"][2]},
         {"x": hist["end"][0], "y": hist["end"][1], "width": hist["end"][2]},
+        {"x": busy[0], "y": busy[1]},
     ]
     base = [0.0] * len(bar_x)
     for phase in PHASES:

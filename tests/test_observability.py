@@ -76,6 +76,9 @@ def test_utilisation_merges_overlapping_busy_time_per_worker_and_host() -> None:
     assert util[("h", "h.1")].busy_fraction == pytest.approx(0.5)  # span 0..4
     assert util[("h", "h.2")].busy_fraction == pytest.approx(0.25)
     assert util[("h", "")].busy_s == pytest.approx(3.0) and util[("h", "")].tasks == 3
+    times, busy = stats.busy_over_time(recs, bins=4)
+    assert times == pytest.approx([0.0, 1.0, 2.0, 3.0])
+    assert busy == pytest.approx([1.5, 1.0, 0.0, 1.0])  # two overlapping tasks in 0..1, then idle in 2..3
 
 
 def test_a_report_replaces_the_older_one_of_its_process_and_tables_sum_processes() -> None:

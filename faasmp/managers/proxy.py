@@ -506,6 +506,9 @@ def MakeProxyType(name: str, exposed: tuple[str, ...], base: type[BaseProxy] = B
     return type(name, (base,), namespace)
 
 
+_ATTRIBUTE_HOOKS = frozenset({"__getattribute__", "__getattr__", "__setattr__", "__delattr__"})
+
+
 def _counted(op: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     """*fn* (a proxy method) counting its calls and their time as operation *op*."""
 
@@ -530,6 +533,10 @@ class NativeProxy(BaseProxy):
         super().__init_subclass__(**kwargs)
         for name in getattr(cls, "_exposed_", None) or ():
             fn = cls.__dict__.get(name)
+            # Attribute access itself (a Namespace's) is not wrapped: the
+            # wrapper's own attribute lookups would recurse into it.
+            if name in _ATTRIBUTE_HOOKS:
+                continue
             if callable(fn) and not getattr(fn, "_faasmp_counted", False):
                 setattr(cls, name, _counted(name, fn))
 
