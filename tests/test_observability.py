@@ -250,6 +250,14 @@ def test_counters_and_records_arrive_with_the_heartbeat(ctx: FaasContext) -> Non
 
     _wait_for("the running process' counters", lambda: remote_recvs() >= n)
     assert p.is_alive()  # shipped while it still runs: by its heartbeat, not its end
+
+    def client_sends() -> int:
+        # Each context's heartbeat brings the client's counters to its own collector.
+        return sum(
+            s.count for s in ctx.stats.ipc() if s.source == "MainProcess" and s.name.startswith(a._oid)
+        )
+
+    _wait_for("the client's counters", lambda: client_sends() >= n)
     ev.set()
     p.join(60)
     rec = _wait_for("its record", lambda: [r for r in ctx.stats.records() if r.task_id == proc_id])[0]

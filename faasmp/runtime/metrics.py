@@ -188,12 +188,13 @@ class Registry:
 
     def changed(self) -> bool:
         """Whether anything was counted since the last :meth:`mark_shipped`."""
-        return self._signature() != self._shipped
+        return self.signature() != self._shipped
 
     def mark_shipped(self) -> None:
-        self._shipped = self._signature()
+        self._shipped = self.signature()
 
-    def _signature(self) -> tuple[int, int]:
+    def signature(self) -> tuple[int, int]:
+        """Changes whenever something is counted (total operations, total latency samples)."""
         return (
             sum(c.count for c in list(self._counters.values())),
             sum(h.count for h in list(self._latency.values())),

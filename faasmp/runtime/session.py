@@ -94,6 +94,7 @@ class Session:
         self.output_sink: Callable[[tuple[Any, ...]], None] = output.replay
         #: Hashes to read for faasmp.stats with the next beat (see read_for_stats).
         self._stat_reads: list[tuple[str, Callable[[dict[bytes, bytes]], None]]] = []
+        self._metrics_sent: tuple[int, int] = (0, 0)
 
         if config.redis_url is None and not config.is_local:
             raise ValueError(
@@ -165,6 +166,7 @@ class Session:
         self._eof = set()
         self._start_error = None
         self._stat_reads = []
+        self._metrics_sent = (0, 0)
         return self
 
     def __repr__(self) -> str:
@@ -465,7 +467,7 @@ class Session:
         thens = self._queue_stat_reads(pipe)
         if thens:
             self._deliver_stat_reads(thens, pipe.execute())
-        metrics.REGISTRY.mark_shipped()
+        self._metrics_sent = metrics.REGISTRY.signature()
         self.stats.emit(metrics.REGISTRY.report(self.now()))
         events = self.keys.events
         while items := self.state.lpop_many(events, 100):
@@ -503,8 +505,11 @@ class Session:
         if not replies[2]:
             self.state.mark_lost("the run's epoch key is gone: the server restarted or was flushed")
             self.state.ping()  # raises the StateLostError
-        if metrics.REGISTRY.changed():  # the client's own counters, with each beat
-            metrics.REGISTRY.mark_shipped()
+        # The client's own counters, with each beat.  One registry per process,
+        # possibly several sessions (contexts): each remembers what it was sent.
+        signature = metrics.REGISTRY.signature()
+        if signature != self._metrics_sent:
+            self._metrics_sent = signature
             self.stats.emit(metrics.REGISTRY.report(self.now()))
         for host_id, (inv, slots) in list(self._starting.items()):
             if inv.finished():
