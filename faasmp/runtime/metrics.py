@@ -152,6 +152,7 @@ class Registry:
         return c
 
     def latency(self, command: str) -> Histogram:
+        """The latency histogram of Redis *command* (made on first use)."""
         h = self._latency.get(command)
         if h is None:
             with self._lock:
@@ -159,6 +160,7 @@ class Registry:
         return h
 
     def sampler(self) -> Sampler:
+        """A sampler for one state backend (its own 1-in-N count, this registry's histograms)."""
         return Sampler(self)
 
     def reset(self, source: str, process: str, host: str = "") -> None:
@@ -191,6 +193,7 @@ class Registry:
         return self.signature() != self._shipped
 
     def mark_shipped(self) -> None:
+        """Remember the current counts as shipped (see :meth:`changed`)."""
         self._shipped = self.signature()
 
     def signature(self) -> tuple[int, int]:
@@ -260,11 +263,11 @@ class Shipper:
         """Now, on the client's clock."""
         return time.time() + self._offset
 
-    def push(self, report: MetricsReport, ops: Any = None) -> None:
-        """RPUSH *report* to the run events (on *ops*, e.g. a pipeline, if given)."""
+    def push(self, report: MetricsReport) -> None:
+        """RPUSH *report* (signed) to the run's events, which the client's monitor reads."""
         from .call import dumps_message  # noqa: PLC0415
 
-        (ops if ops is not None else self._state).rpush(self._events, dumps_message(report, self._authkey))
+        self._state.rpush(self._events, dumps_message(report, self._authkey))
 
     def ship_last(self) -> None:
         """Ship the process' last report, if anything changed since the previous one (never raises).
