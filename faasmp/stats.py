@@ -25,8 +25,8 @@ those arrive as :class:`MetricsReport` events (:func:`ipc`,
 
 Subscribe with :func:`subscribe` to receive events while work runs
 (:class:`JobStarted`, :class:`TaskFinished`, :class:`JobFinished`,
-:class:`HostStarted`, :class:`ProcessStarted`, :class:`MetricsReport`,
-:class:`LatencySample`); :func:`last` returns the records of the last
+:class:`HostStarted`, :class:`ProcessStarted`, :class:`MetricsReport`);
+:func:`last` returns the records of the last
 finished job.  The module-level functions use the
 default context; a context's own collector is ``ctx.stats``.
 """
@@ -126,7 +126,13 @@ class HostStarted:
 
 @dataclasses.dataclass(frozen=True)
 class LatencySample:
-    """One Redis round trip measured by the client."""
+    """One Redis round trip measured by the client.
+
+    faasmp itself no longer emits it (it timed the client's heartbeat
+    pipeline, not the program's operations): Redis latency now comes as
+    :class:`LatencyStat` in each :class:`MetricsReport`.  Kept so that
+    listeners and dashboards fed with it keep working.
+    """
 
     t: float
     rtt: float
