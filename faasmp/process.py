@@ -145,11 +145,11 @@ class _RemoteHandle:
             return
         name, submitted, serialize_s, uploaded = start
         received = self.session.now()
-        session, proc_id = self.session, self.proc_id
+        session, proc_id, code = self.session, self.proc_id, self.returncode
 
         def emit(raw: dict[bytes, bytes]) -> None:
             info = {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
-            rec = stats.process_record(proc_id, name, submitted, serialize_s, uploaded, info, received)
+            rec = stats.process_record(proc_id, name, submitted, serialize_s, uploaded, info, received, code)
             session.stats.emit(stats.TaskFinished(rec))
             session.stats.emit(stats.JobFinished(proc_id, received, rec.ok))
 

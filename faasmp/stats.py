@@ -232,11 +232,13 @@ def process_record(
     uploaded: float,
     info: dict[str, str],
     received: float,
+    exitcode: int | None = None,
 ) -> TaskRecord:
     """The :class:`TaskRecord` of a Process from its client-side times and its Redis record *info*.
 
     A process that never ran (cancelled, or its worker died) has no run
-    times: its phases after ``invoke`` are zero.
+    times: its phases after ``invoke`` are zero.  *exitcode* (what the client
+    saw) stands in when *info* has none.
     """
 
     def num(field: str, default: float = 0.0) -> float:
@@ -249,9 +251,9 @@ def process_record(
     run_start = num("run_start", started)
     run_end = num("run_end", run_start)
     try:
-        exitcode: int | None = int(info["exitcode"])
+        exitcode = int(info["exitcode"])
     except (KeyError, ValueError):
-        exitcode = None
+        pass  # keep the client's
     return TaskRecord(
         job_id=proc_id,
         task_id=proc_id,

@@ -29,3 +29,7 @@ def echo_then_wait(conn: Any, ev: Any, n: int) -> None:
     for _ in range(n):
         conn.send_bytes(conn.recv_bytes())
     ev.wait(60)
+
+
+def say(text: str) -> None:
+    print(text)

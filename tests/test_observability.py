@@ -264,6 +264,18 @@ def test_counters_and_records_arrive_with_the_heartbeat(ctx: FaasContext) -> Non
     assert rec.name == "echoer" and rec.exitcode == 0 and rec.ok and rec.phases["run"] > 0
 
 
+def test_a_process_closed_right_after_join_keeps_its_timing(ctx: FaasContext) -> None:
+    """close() deletes the process' hash: its record is read in the same round trip first."""
+    p = ctx.Process(target=helpers_obs.say, args=("hi",), name="closer")
+    p.start()
+    p.join(60)
+    proc_id = p._proc_id
+    p.close()
+    rec = _wait_for("its record", lambda: [r for r in ctx.stats.records() if r.task_id == proc_id])[0]
+    assert rec.exitcode == 0 and rec.out_bytes == len("hi\n") and rec.worker
+    assert rec.run_end > rec.run_start
+
+
 @pytest.mark.parametrize("flag", ["--stats"])
 def test_run_stats_prints_the_summary_at_exit(tmp_path: Any, flag: str) -> None:
     script = tmp_path / "mw.py"
