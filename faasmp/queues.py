@@ -40,7 +40,7 @@ from .backends.redis.queues import RedisQueue
 from .backends.state import StateError
 from .connection import Signer
 from .runtime import dsm, metrics, pickling
-from .runtime.call import dumps_named, pickle_plain
+from .runtime.call import dumps_named, pickle_parts, pickle_plain
 from .runtime.shared import SharedObject
 
 if TYPE_CHECKING:
@@ -121,7 +121,14 @@ class _ListQueue(SharedObject):
             raise StateError(f"an earlier item put on {self!r} was not stored: {lost}")
 
     def _dumps(self, obj: Any) -> tuple[Any, Any]:
-        """(signature, pickle) of *obj*, not joined: a large item is written from both as they are."""
+        """(signature, pickle) of *obj*, not joined: a large item is written from both as they are.
+
+        The pickle of a large bytes/bytearray is a tuple of parts (see
+        :func:`~faasmp.runtime.call.pickle_parts`), the item itself among them.
+        """
+        parts = pickle_parts(obj)
+        if parts is not None:
+            return self._signer.mac_parts(parts), parts
         body: Any = pickle_plain(obj)  # the C pickler for plain data
         if body is None:
             try:
@@ -187,7 +194,8 @@ class Queue(_ListQueue):
         if not self._bounded:
             self._push_unbounded(mac, body, self._joinable)
             return
-        redis, blob, maxsize, joinable = self._redis, b"".join((mac, body)), self._maxsize, self._joinable
+        blob = b"".join((mac, *body)) if type(body) is tuple else b"".join((mac, body))
+        redis, maxsize, joinable = self._redis, self._maxsize, self._joinable
         if redis.queue_put(blob, maxsize, joinable=joinable):
             return
         if not block or (timeout is not None and timeout <= 0):

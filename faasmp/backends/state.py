@@ -398,6 +398,11 @@ class Parts(tuple):  # type: ignore[type-arg]
         return sum(p.nbytes if isinstance(p, memoryview) else len(p) for p in self)
 
 
+def signed_parts(mac: Any, body: Any) -> Parts:
+    """``Parts`` of ``mac || body``, where *body* is a bytes-like object or a tuple of them."""
+    return Parts((mac, *body)) if type(body) is tuple else Parts((mac, body))
+
+
 class _LeanPacker:
     """RESP encoding for the direct path: ~1 us per small command, large arguments not copied.
 
