@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .backends.redis.pipes import RedisPipeEnd, create_pipe
 from .backends.state import CONNECTION_ERRORS, StateError
 from .runtime import dsm, metrics, pickling
-from .runtime.call import Signer, dumps_named, dumps_plain, pickle_parts, signer
+from .runtime.call import Signer, dumps_named, dumps_plain, payload_size, pickle_parts, signer
 from .runtime.shared import SharedObject
 
 if TYPE_CHECKING:
@@ -349,7 +349,7 @@ class Connection(SharedObject):
         if refresh:
             self._holders_fresh_until = now + self._holder_refresh
         self._redis.pipe_send(mac, body, self._on_send_reply, refresh_holders=refresh)
-        self._m_send.add(len(mac) + len(body))
+        self._m_send.add(len(mac) + payload_size(body))
         self._check_earlier_sends()
 
     def _check_earlier_sends(self) -> None:

@@ -40,7 +40,7 @@ from .backends.redis.queues import RedisQueue
 from .backends.state import StateError
 from .connection import Signer
 from .runtime import dsm, metrics, pickling
-from .runtime.call import dumps_named, pickle_parts, pickle_plain
+from .runtime.call import dumps_named, payload_size, pickle_parts, pickle_plain
 from .runtime.shared import SharedObject
 
 if TYPE_CHECKING:
@@ -190,7 +190,7 @@ class Queue(_ListQueue):
         self._check_open()
         dsm.release()  # a put is a release of shared memory
         mac, body = self._dumps(obj)
-        self._m_put.add(len(mac) + len(body))
+        self._m_put.add(len(mac) + payload_size(body))
         if not self._bounded:
             self._push_unbounded(mac, body, self._joinable)
             return
@@ -334,7 +334,7 @@ class SimpleQueue(_ListQueue):
         self._check_open()
         dsm.release()
         mac, body = self._dumps(obj)
-        self._m_put.add(len(mac) + len(body))
+        self._m_put.add(len(mac) + payload_size(body))
         self._push_unbounded(mac, body, False)
 
     def get(self, *, timeout: float | None = None) -> Any:

@@ -248,6 +248,13 @@ def _nbytes(data: bytes | bytearray | memoryview) -> int:
     return data.nbytes if isinstance(data, memoryview) else len(data)
 
 
+def payload_size(body: Any) -> int:
+    """Bytes in a message body: a bytes-like object or a tuple of them (:func:`pickle_parts`)."""
+    if type(body) is tuple:
+        return sum(_nbytes(part) for part in body)
+    return _nbytes(body)
+
+
 @functools.lru_cache(maxsize=16)
 def signer(authkey: bytes) -> Signer:
     """The (cached) :class:`Signer` of *authkey*."""

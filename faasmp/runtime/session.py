@@ -106,13 +106,16 @@ class Session:
         # Lithops takes ~0.3 s to import and set up; do it while the server starts.
         threading.Thread(target=self._make_compute, name="faasmp-compute-init", daemon=True).start()
         if config.redis_url is None:
-            self.server = EmbeddedServer.start(config.redis_server)
+            # Spawned, not awaited: the client is made while the server starts.
+            self.server = EmbeddedServer.spawn(config.redis_server)
             url = self.server.url
         else:
             url = config.redis_url
         self.url = url
         try:
             self.state: StateBackend = open_state(url, client_name="faasmp-client")
+            if self.server is not None:
+                self.server.ready()
             self.state.ping()
         except Exception as exc:
             if self.server is not None:
