@@ -302,3 +302,50 @@ def test_writes_through_an_object_dropped_before_the_release_still_travel(ctx):
     p.join(90)
     assert p.exitcode == 0
     assert np.frombuffer(arr).tolist() == [7.0] * 8
+
+
+def _copies(ctx, size, count):
+    """*count* registries (as many processes' views) attached to one new segment of *size* bytes."""
+    arr = ctx.RawArray("B", size)
+    seg = sharedctypes.segment_of(arr)
+    regs = [dsm.Registry() for _ in range(count)]
+    segs = [r.attach(seg.handle) for r in regs]
+    return arr, regs, segs
+
+
+def test_a_pull_of_many_scattered_changes_by_two_writers_merges_both_and_keeps_local_bytes(ctx):
+    """Mechanism: a span fetched for many ranges is merged keeping the puller's unreleased bytes."""
+    arr, (a, b, c), (sa, sb, sc) = _copies(ctx, 1 << 20, 3)
+    rng = np.random.default_rng(7)
+    # Interleaved scattered 8-byte elements: a writes even picks, b odd ones
+    # (thousands of ranges: too many for the pull script to merge itself).
+    picks = np.sort(rng.choice(1 << 17, 4000, replace=False))
+    va, vb, vc = (np.frombuffer(s.mem, dtype=np.float64) for s in (sa, sb, sc))
+    va[picks[0::2]] = 1.0
+    vb[picks[1::2]] = 2.0
+    vc[picks[:50]] = 3.0  # c's own unreleased writes, overlapping both writers' ranges
+    a.release()
+    b.release()
+    c.acquire()
+    expected = np.zeros(1 << 17)
+    expected[picks[0::2]] = 1.0
+    expected[picks[1::2]] = 2.0
+    mine = expected.copy()
+    mine[picks[:50]] = 3.0
+    assert np.array_equal(vc, mine)
+    assert c.pulls == 1
+    a.acquire()
+    assert np.array_equal(va, expected)
+    assert bytes(arr) == bytes(1 << 20)  # the creator has not acquired yet
+
+
+def test_a_pull_of_few_changes_far_apart_fetches_the_ranges_not_their_span(ctx):
+    """Mechanism: a second-round-trip pull fetches the span only when the ranges are dense."""
+    size = 16 << 20
+    _, (a, b), (sa, sb) = _copies(ctx, size, 2)
+    places = np.arange(0, size, size // 300)[:300]
+    np.frombuffer(sa.mem, dtype=np.uint8)[places] = 9
+    a.release()
+    b.acquire()
+    assert sb.mem == sa.mem
+    assert b.bytes_pulled < 64 * 1024, b.bytes_pulled  # not the ~16 MB between the first and the last
