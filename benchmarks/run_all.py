@@ -52,6 +52,7 @@ FULL: dict[str, Any] = {
     "rtt_n": 2000,
     "mb_n": 200,  # ~0.2 s at 1 GB/s: 50 messages (~50 ms) were mostly noise
     "lock_n": 5000,
+    "value_n": 2000,
     "mgr_n": 2000,
     "mc_chunks": 8,
     "mc_points": 2_000_000,
@@ -69,6 +70,7 @@ QUICK: dict[str, Any] = {
     "rtt_n": 500,
     "mb_n": 50,
     "lock_n": 1000,
+    "value_n": 500,
     "mgr_n": 500,
     "mc_points": 200_000,
     "sort_n": 500_000,
@@ -85,6 +87,7 @@ CI: dict[str, Any] = {
     "rtt_n": 50,
     "mb_n": 2,
     "lock_n": 100,
+    "value_n": 50,
     "mgr_n": 50,
     "mc_points": 20_000,
     "sort_n": 20_000,
@@ -114,6 +117,7 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "pipe_mbps": ("Pipe throughput, 1 MiB messages", "MiB/s", "higher"),
     "queue_mbps": ("Queue throughput, 1 MiB messages", "MiB/s", "higher"),
     "lock_us": ("Lock acquire+release p50", "us", "lower"),
+    "value_lock_s": ("`Value += 1` under its lock, {value_n:,} times", "s", "lower"),
     "mgr_set_us": ("Manager dict set p50", "us", "lower"),
     "mgr_get_us": ("Manager dict get p50", "us", "lower"),
     "mc_s": ("Monte Carlo pi, Pool(2), {mc_chunks}x{mc_points:,} points", "s", "lower"),
@@ -143,6 +147,7 @@ BENCHES: dict[str, tuple[tuple[str, ...], int]] = {
     "pipe_tp": (("pipe_mbps",), 2),
     "queue_tp": (("queue_mbps",), 2),
     "lock": (("lock_us",), 2),
+    "value_lock": (("value_lock_s",), 2),
     "manager": (("mgr_set_us", "mgr_get_us"), 2),
     "monte_carlo": (("mc_s",), 2),
     "sort_shared": (("sort_shared_s",), 0),
@@ -181,6 +186,7 @@ LIMITS_FULL: dict[str, dict[str, float]] = {
         "pipe_tp": 45.0,
         "queue_tp": 45.0,
         "lock": 30.0,
+        "value_lock": 30.0,
         "manager": 45.0,
         "monte_carlo": 60.0,
         "sort_shared": 45.0,
@@ -429,6 +435,24 @@ def b_lock(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
 
     phase("measure", kind="per-op")
     return {"lock_us": {"value": _p50_us(cycle, p["lock_n"]), "n": p["lock_n"]}}
+
+
+def b_value_lock(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
+    """``with v.get_lock(): v.value += 1``, *value_n* times: a lock round trip plus the value's read and write."""
+    v = impl.mp.Value("i", 0)
+    for _ in range(10):  # warm-up: connections, scripts, the value's local copy
+        with v.get_lock():
+            v.value += 1
+    n = p["value_n"]
+    phase("measure", kind="per-op")
+    t0 = time.perf_counter()
+    for _ in range(n):
+        with v.get_lock():
+            v.value += 1
+    dt = time.perf_counter() - t0
+    if v.value != n + 10:
+        raise AssertionError(f"Value is {v.value} after {n + 10} locked increments")
+    return {"value_lock_s": {"value": dt, "n": n}}
 
 
 def b_manager(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
@@ -862,6 +886,7 @@ def evaluate_targets(results: dict[str, dict[str, Any]], params: dict[str, Any])
         ("queue_mbps", "stdlib", 0.6, ">="),
         ("pipe_rtt_p50", "lithops", 0.3, "<="),
         ("lock_us", "lithops", 0.3, "<="),
+        ("value_lock_s", "lithops", 0.3, "<="),
         ("mgr_set_us", "lithops", 0.5, "<="),
         ("mgr_get_us", "lithops", 0.5, "<="),
     ):

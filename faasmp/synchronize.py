@@ -205,21 +205,35 @@ class SemLock(_Synchronizer):
         when *timeout* passed.
         """
         t0 = time.perf_counter()
-        got = self._acquire(block, timeout, 1)
+        # Acquiring a lock is an acquire of shared memory: the pull rides
+        # behind the lock's script in the same round trip.
+        got = self._acquire(block, timeout, 1, pull=dsm.acquire)
         self._count("acquire", t0)
         if got:
-            dsm.acquire(self)  # acquiring a lock is an acquire of shared memory
+            dsm.acquire(self, pull=False)
         return got
 
-    def _acquire(self, block: bool, timeout: float | None, count: int) -> bool:
+    def _acquire(
+        self, block: bool, timeout: float | None, count: int, pull: Callable[[], object] | None = None
+    ) -> bool:
+        """Take *count* units (see :meth:`acquire`); *pull* runs once the units are held.
+
+        *pull* is sent right behind the first try, in its round trip (a pull
+        that turns out to precede a wait is harmless: a pull is always
+        allowed; it runs again after the wait).
+        """
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         sem = self._redis
         me = _IDENTITY.current()
         name = _owner_name() if self._track_owner else ""
         register = block and (timeout is None or timeout > 0)
-        got = sem.sem_try(
-            me, name, recursive=self._recursive, track_owner=self._track_owner, count=count, register=register
-        )
+        rec, own = self._recursive, self._track_owner
+        if pull is None:
+            got = sem.sem_try(me, name, recursive=rec, track_owner=own, count=count, register=register)
+        else:
+            got = sem.sem_try_then(
+                me, name, pull, recursive=rec, track_owner=own, count=count, register=register
+            )
         if got == 1:
             return True
         if got == -1:
@@ -241,12 +255,15 @@ class SemLock(_Synchronizer):
             return False
         if self._track_owner and not sem.sem_owned(me, name, count):
             raise self._gone()
+        if pull is not None:
+            pull()
         return True
 
     def release(self) -> None:
         """Release; over-releasing a Lock or BoundedSemaphore raises ValueError, as the stdlib."""
-        dsm.release(self)  # releasing a lock is a release of shared memory
-        self._release_checked()
+        # Releasing a lock is a release of shared memory: the pushes are sent
+        # first and the lock's script collects their replies (one round trip).
+        dsm.release(self, then=self._release_checked)
 
     def _release_checked(self) -> int:
         left = self._redis.sem_release(_IDENTITY.current(), recursive=self._recursive)

@@ -92,7 +92,7 @@ class DirectOps(Protocol):
     def blmove_rotate(self, key: Key, timeout: float) -> bytes | None: ...
     def blpop_buffer(self, key: Key, timeout: float) -> bytes | bytearray | None: ...
     def script(self, source: str) -> ScriptCall: ...
-    def deferred_script(self, source: str) -> DeferredScriptCall: ...
+    def deferred_script(self, source: str, *, hold: bool = False) -> DeferredScriptCall: ...
     def send_many_deferred(
         self, on_reply: Callable[[Any], None], commands: Sequence[Sequence[Any]]
     ) -> None: ...
@@ -597,8 +597,18 @@ class _DirectRedis:
             conn = pool.connection_class(**pool.connection_kwargs)
             conn._command_packer = _LeanPacker()
             local.conn, local.pid, local.pending, local.pending_n = conn, os.getpid(), None, 1
+            local.held = None
             self._conns.add(conn)
         return conn
+
+    def _write(self, conn: Any, packed: list[Any]) -> None:
+        """Write *packed* (RESP chunks), preceded by a held command (see :meth:`send_deferred`)."""
+        local = self._local
+        held = local.held
+        if held is not None:
+            local.held = None
+            packed = [*held, *packed]
+        conn.send_packed_command(packed, check_health=False)
 
     def _drain(self, conn: Any) -> None:
         """Read the outstanding deferred reply (or replies), if any, and hand it to its callback."""
@@ -628,6 +638,8 @@ class _DirectRedis:
         local = self._local
         if getattr(local, "pending", None) is not None and local.pid == os.getpid():
             try:
+                if local.held is not None:
+                    self._write(local.conn, [])
                 self._drain(local.conn)
             except BaseException as exc:
                 local.pending = None
@@ -641,7 +653,7 @@ class _DirectRedis:
             raise StateLostError(*self._owner._lost.args)
         conn = self._conn()
         try:
-            conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            self._write(conn, conn.pack_commands(commands))
             self._drain(conn)
         except BaseException as exc:
             failed = self._failed(exc)
@@ -658,6 +670,7 @@ class _DirectRedis:
         """
         local = self._local
         on_reply, local.pending, local.pending_n = getattr(local, "pending", None), None, 1
+        local.held = None
         if isinstance(exc, _DROPPED):
             error = _dropped(exc, self._owner._where)
             if on_reply is not None:
@@ -684,7 +697,7 @@ class _DirectRedis:
         try:
             if self._owner.sampler.due():
                 return self._owner.sampler.timed(args[0], self._send_read, (conn, *args), {})
-            conn.send_command(*args, check_health=False)
+            self._write(conn, conn.pack_command(*args))
             self._drain(conn)
             return self._read(conn, args)
         except redis.exceptions.ResponseError:
@@ -696,18 +709,28 @@ class _DirectRedis:
             raise failed from exc
 
     def _send_read(self, conn: Any, *args: Any) -> Any:
-        conn.send_command(*args, check_health=False)
+        self._write(conn, conn.pack_command(*args))
         self._drain(conn)
         return self._read(conn, args)
 
-    def send_deferred(self, on_reply: Callable[[Any], None], *args: Any) -> None:
-        """Send one command; *on_reply* gets its reply (or error) later (see the class doc)."""
+    def send_deferred(self, on_reply: Callable[[Any], None], *args: Any, hold: bool = False) -> None:
+        """Send one command; *on_reply* gets its reply (or error) later (see the class doc).
+
+        *hold*: do not even write it yet; it goes out in the same write as
+        this thread's next command (or :meth:`flush`), which must follow at
+        once.  Two commands of two structures (a lock's acquire and a pull of
+        shared memory) thus cost one write and one wait.
+        """
         if self._owner._lost is not None:
             raise StateLostError(*self._owner._lost.args)
         conn = self._conn()
         try:
-            conn.send_command(*args, check_health=False)
-            self._drain(conn)
+            if hold:
+                self.flush()  # the held command's reply is the only one outstanding
+                self._local.held = conn.pack_command(*args)
+            else:
+                self._write(conn, conn.pack_command(*args))
+                self._drain(conn)
         except BaseException as exc:
             failed = self._failed(exc)
             if failed is exc:
@@ -781,7 +804,7 @@ class _DirectRedis:
             raise StateLostError(*self._owner._lost.args)
         conn = self._conn()
         try:
-            conn.send_command("BLPOP", key, timeout, check_health=False)
+            self._write(conn, conn.pack_command("BLPOP", key, timeout))
             self._drain(conn)
             sock = conn._sock
             # The raw reads below wait on the socket itself: give them the
@@ -836,12 +859,13 @@ class _DirectRedis:
 
         return call
 
-    def deferred_script(self, source: str) -> DeferredScriptCall:
+    def deferred_script(self, source: str, *, hold: bool = False) -> DeferredScriptCall:
         """A Lua script whose reply goes to ``on_reply`` later (see :meth:`send_deferred`).
 
         The first call in a process waits (and loads the script if needed);
         a server that later loses its scripts (restart) reports
-        ``NoScriptError`` to ``on_reply``: that call did not run.
+        ``NoScriptError`` to ``on_reply``: that call did not run.  *hold*:
+        the call is written with the thread's next command (``send_deferred``).
         """
         sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
         sync = self.script(source)
@@ -849,7 +873,7 @@ class _DirectRedis:
 
         def call(keys: Sequence[Key], args: Sequence[Any], on_reply: Callable[[Any], None]) -> None:
             if sha in loaded:
-                send(on_reply, "EVALSHA", sha, len(keys), *keys, *args)
+                send(on_reply, "EVALSHA", sha, len(keys), *keys, *args, hold=hold)
             else:
                 on_reply(sync(keys, args))
 

@@ -38,12 +38,14 @@ import os
 import secrets
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..backends.redis.shared_memory import SUFFIXES, Diff, Pulled, SharedMemoryStore
 from .shared import SharedObject
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from ..context import FaasContext
@@ -227,17 +229,38 @@ class Registry:
         return [s for s in self._segments.values() if s.synced]
 
     # -- synchronisation --------------------------------------------------------
-    def release(self) -> None:
+    def release(self, then: Callable[[], T] | None = None) -> T | None:
         """Ship every local change made since the last synchronisation (a release).
 
         One round trip per segment that changed; nothing when nothing changed.
+        With *then* (a lock's own release, on this thread's connection) the
+        pushes are sent without waiting and *then* collects their replies:
+        pushing one segment and releasing the lock is one round trip, not two.
+        Returns what *then* returns.
         """
         if not self._segments and not self._dead:
-            return
+            return then() if then is not None else None
         with self._lock:
             self._flush_dead()
+            if then is None:
+                for seg in self.live():
+                    self._push(seg)
+                return None
+            failed: list[BaseException] = []
             for seg in self.live():
-                self._push(seg)
+                self._push(seg, failed)
+            try:
+                return then()
+            finally:
+                # A push lost with the connection or refused by Redis: as
+                # loud as a waited-for push would have been.
+                self._direct_flush()
+                if failed:
+                    raise failed[0]
+
+    def _direct_flush(self) -> None:
+        for store in self._stores.values():
+            store.flush()
 
     def _flush_dead(self) -> None:
         while self._dead:
@@ -245,15 +268,37 @@ class Registry:
             if seg.synced:
                 self._push(seg)
 
-    def _push(self, seg: Segment) -> None:
+    def _push(self, seg: Segment, failed: list[BaseException] | None = None) -> None:
+        """Push *seg*'s changes; with *failed*, without waiting (its errors go there)."""
         if seg.mem == seg.twin:  # memcmp: the common case costs microseconds per MB
             return
         diff = make_diff(seg.mem, seg.twin, seg.grain)
         if diff is None:
             return
-        version = seg.store.push(seg.key, diff, writer=self.writer, ttl_ms=seg.ttl_ms, size=len(seg.mem))
         self.pushes += 1
         self.bytes_pushed += diff.nbytes
+        if failed is None:
+            self._pushed(
+                seg, seg.store.push(seg.key, diff, writer=self.writer, ttl_ms=seg.ttl_ms, size=len(seg.mem))
+            )
+            return
+
+        def on_reply(reply: Any) -> None:
+            if isinstance(reply, BaseException):
+                failed.append(reply)
+            else:
+                self._pushed(seg, int(reply))
+
+        seg.store.push_deferred(
+            seg.key, diff, on_reply, writer=self.writer, ttl_ms=seg.ttl_ms, size=len(seg.mem)
+        )
+
+    def _pushed(self, seg: Segment, version: int) -> None:
+        with self._lock:  # a deferred reply may be read by a command outside release()
+            self._note_version(seg, version)
+
+    @staticmethod
+    def _note_version(seg: Segment, version: int) -> None:
         if version < 0:
             seg.gone = True
             logger.debug("shared memory %s is gone; local writes to it are not shared", seg.key)
@@ -502,10 +547,12 @@ def _held() -> dict[str, int]:
     return held
 
 
-def release(lock: Any = None) -> None:
+def release(lock: Any = None, then: Callable[[], T] | None = None) -> T | None:
     """Synchronisation hook: this process releases (see :meth:`Registry.release`).
 
     *lock*: the faasmp lock being released by this thread (see :func:`holds`).
+    *then*: the lock's own release, run after the pushes are sent and
+    collecting their replies (one round trip for both); its result is returned.
     """
     if lock is not None:
         held = _held()
@@ -515,18 +562,20 @@ def release(lock: Any = None) -> None:
         else:
             held.pop(lock._oid, None)
     if REGISTRY._segments or REGISTRY._dead:
-        REGISTRY.release()
+        return REGISTRY.release(then)
+    return then() if then is not None else None
 
 
-def acquire(lock: Any = None) -> None:
+def acquire(lock: Any = None, *, pull: bool = True) -> None:
     """Synchronisation hook: this process acquires (see :meth:`Registry.acquire`).
 
     *lock*: the faasmp lock this thread just acquired (see :func:`holds`).
+    *pull* False: the lock's acquire already pulled (in its own round trip).
     """
     if lock is not None:
         held = _held()
         held[lock._oid] = held.get(lock._oid, 0) + 1
-    if REGISTRY._segments:
+    if pull and REGISTRY._segments:
         REGISTRY.acquire()
 
 

@@ -16,7 +16,8 @@ Key layout (both keys of one object share its prefix):
 
 Round-trip budget (counted by benchmarks/bench_counts.py):
 
-* uncontended acquire: 1 (``sem_try``), 4 Redis commands;
+* uncontended acquire: 1 (``sem_try``), 4 Redis commands; with a pull of
+  shared memory sent behind it (``sem_try_then``) still 1;
 * release: 1 (``sem_release``), 6 commands for a lock;
 * contended acquire: 3 -- ``sem_try`` registers the waiter, ``sem_wait`` blocks
   in ``BLPOP``, and for locks ``sem_owned`` records the new owner (the
@@ -28,6 +29,8 @@ redis-py's pooled path costs ~3x a bare send/receive on loopback.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -144,6 +147,7 @@ class RedisSemaphore:
         self._ttl = ttl_ms
         direct = state.direct
         self._try: ScriptCall = direct.script(SEM_TRY)
+        self._try_later = direct.deferred_script(SEM_TRY, hold=True)
         self._owned: ScriptCall = direct.script(SEM_OWNED)
         self._cancel: ScriptCall = direct.script(SEM_CANCEL)
         self._return: ScriptCall = direct.script(SEM_RETURN)
@@ -162,6 +166,41 @@ class RedisSemaphore:
         """Take a unit if one is free (1); else 0, registered as a waiter if *register*; -1 gone."""
         args = [me, name, self._ttl, int(recursive), int(track_owner), count, int(register)]
         return int(self._try(keys=[self.meta, self.wake], args=args))
+
+    def sem_try_then(
+        self,
+        me: str,
+        name: str,
+        then: Callable[[], object],
+        *,
+        recursive: bool,
+        track_owner: bool,
+        count: int,
+        register: bool,
+    ) -> int:
+        """:meth:`sem_try`, then *then* (e.g. a pull of shared memory) in the same round trip.
+
+        SEM_TRY is sent without waiting and *then*'s command collects its
+        reply, so Redis runs *then* after the acquire: whatever it reads is at
+        least as new as the last release of this lock.  *then* runs whether
+        or not the unit was free; if it raises, a unit already taken is given
+        back before the error propagates.
+        """
+        got: list[Any] = []
+        args = [me, name, self._ttl, int(recursive), int(track_owner), count, int(register)]
+        self._try_later([self.meta, self.wake], args, got.append)
+        try:
+            then()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._state.direct.flush()
+                if got and got[0] == 1:
+                    self.sem_release(me, recursive=recursive)
+            raise
+        self._state.direct.flush()  # *then* sent nothing: read the reply now
+        if isinstance(got[0], BaseException):
+            raise got[0]
+        return int(got[0])
 
     def sem_wait(self, timeout: float) -> bool:
         """Block until a release hands a unit over (True) or *timeout* s pass (0 = forever)."""

@@ -23,7 +23,7 @@ Round trips: :meth:`create` 1, :meth:`snapshot` 1, :meth:`push` 1,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -267,7 +267,12 @@ class SharedMemoryStore:
         # small command.
         self._direct = state.direct
         self._push: ScriptCall = self._direct.script(_PUSH)
+        self._push_later = self._direct.deferred_script(_PUSH, hold=True)
         self._pull: ScriptCall = self._direct.script(_PULL)
+
+    def flush(self) -> None:
+        """Collect this thread's deferred push reply, if one is outstanding (see :meth:`push_deferred`)."""
+        self._direct.flush()
 
     @staticmethod
     def keys(key: str) -> list[str]:
@@ -324,6 +329,23 @@ class SharedMemoryStore:
         and a correctly synchronised program does not read them before it
         acquires that version), then the version is logged.
         """
+        keys, args = self._push_call(key, diff, writer=writer, ttl_ms=ttl_ms)
+        return int(self._push(keys=keys, args=args))
+
+    def push_deferred(
+        self, key: str, diff: Diff, on_reply: Callable[[Any], None], *, writer: str, ttl_ms: int, size: int
+    ) -> None:
+        """:meth:`push` without waiting: *on_reply* later gets the new version (or the error).
+
+        The reply is read with this thread's next command, so a lock release
+        sent right after it costs no extra round trip (a release of shared
+        memory followed by the lock's own release: one round trip, not two).
+        """
+        keys, args = self._push_call(key, diff, writer=writer, ttl_ms=ttl_ms)
+        self._push_later(keys, args, on_reply)
+
+    def _push_call(self, key: str, diff: Diff, *, writer: str, ttl_ms: int) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of the push script (big diffs' bytes are written first)."""
         span: list[Any] = []
         if diff.nbytes > RAW_PUSH:
             cmds, span = self._raw_writes(key, diff, writer)
@@ -341,8 +363,7 @@ class SharedMemoryStore:
             diff.masked_mask,
             *span,
         ]
-        keys = [*self.keys(key), *self._scratch(key, writer)]
-        return int(self._push(keys=keys, args=args))
+        return [*self.keys(key), *self._scratch(key, writer)], args
 
     @staticmethod
     def _scratch(key: str, writer: str) -> list[str]:
