@@ -630,3 +630,40 @@ def test_module_level_constructors_use_the_default_context(default_ctx):
         v.value += 1
     assert v.value == 42 and v.get_lock()._ctx is default_ctx
     assert faasmp.Semaphore(2).get_value() == 2
+
+
+# --- the shared-memory pull and push ride in the lock's own write (issue 16) ----------
+
+
+def test_a_locked_increment_writes_twice_and_sees_every_other_process_increment(ctx):
+    """Acquire carries the pull, release the push: two writes to Redis per increment."""
+    v = ctx.Value("i", 0)
+    lock = v.get_lock()
+    with lock:
+        v.value += 1  # warm: scripts loaded, the value's local copy attached
+    state = ctx.session.state
+    writes = []
+    for _ in range(5):  # the fewest of 5: a background heartbeat may write meanwhile
+        before = state.statistics().round_trips
+        with lock:
+            v.value += 1
+        state.direct.flush()
+        writes.append(state.statistics().round_trips - before)
+    assert min(writes) == 2, writes
+    assert run_processes(ctx, helpers_sync.increment, [(v, 50), (v, 50)]) == [0, 0]
+    with lock:
+        assert v.value == 106
+
+
+def test_a_lock_taken_with_a_pull_that_fails_is_given_back_fake_pull_fault(ctx):
+    """A pull that raises after the lock's script took the unit must not leave the lock held."""
+    lock = ctx.Lock()
+    sem = lock._redis
+
+    def failing_pull() -> None:
+        raise RuntimeError("injected pull fault")
+
+    with pytest.raises(RuntimeError, match="injected pull fault"):
+        sem.sem_try_then("me", "", failing_pull, recursive=False, track_owner=True, count=1, register=False)
+    assert lock.acquire(timeout=2), "the unit the failed acquire took was not given back"
+    lock.release()
