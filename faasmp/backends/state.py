@@ -607,7 +607,13 @@ class _DirectRedis:
         held = local.held
         if held is not None:
             local.held = None
-            packed = [*held, *packed]
+            # One chunk, one sendall: redis-py writes each chunk with its own
+            # syscall, and a second one wakes the server twice (a held lock
+            # script + a pull as two chunks cost as much as two round trips).
+            if sum(map(len, held)) <= _LeanPacker._BIG:
+                packed = [b"".join((*held, *packed[:1])), *packed[1:]]
+            else:
+                packed = [*held, *packed]
         conn.send_packed_command(packed, check_health=False)
 
     def _drain(self, conn: Any) -> None:
