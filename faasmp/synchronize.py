@@ -241,19 +241,29 @@ class SemLock(_Synchronizer):
         if not register:
             return False
         # Registered as a waiter: a release now hands its unit to us via the wake list.
+        owned = False
         try:
             left = None if deadline is None else deadline - time.monotonic()
-            woken = (left is None or left > 0) and sem.sem_wait(_block_seconds(left))
+            if left is not None and left <= 0:
+                woken = False
+            elif self._track_owner:
+                # A lock records its new owner in the same round trip as the wait.
+                status = sem.sem_wait_owned(me, name, count, _block_seconds(left))
+                if status == -1:
+                    raise self._gone()
+                woken = owned = status == 1
+            else:
+                woken = sem.sem_wait(_block_seconds(left))
             if not woken:
-                woken = sem.sem_cancel()
+                woken = sem.sem_cancel(me)
         except BaseException:
             # Interrupted (Ctrl-C): stop waiting; a unit handed over meanwhile goes back.
-            if sem.sem_cancel():
+            if sem.sem_cancel(me):
                 sem.sem_return()
             raise
         if not woken:
             return False
-        if self._track_owner and not sem.sem_owned(me, name, count):
+        if self._track_owner and not owned and not sem.sem_owned(me, name, count):
             raise self._gone()
         if pull is not None:
             pull()

@@ -667,3 +667,27 @@ def test_a_lock_taken_with_a_pull_that_fails_is_given_back_fake_pull_fault(ctx):
         sem.sem_try_then("me", "", failing_pull, recursive=False, track_owner=True, count=1, register=False)
     assert lock.acquire(timeout=2), "the unit the failed acquire took was not given back"
     lock.release()
+
+
+def test_an_rlock_handed_to_a_blocked_waiter_is_owned_by_it_after_one_wait(ctx):
+    """The waiter records itself as owner in its wait's round trip (BLMOVE + claim script)."""
+    lock = ctx.RLock()
+    held, go = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with lock:
+            held.set()
+            go.wait(10)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    assert held.wait(10)
+    timer = threading.Timer(0.3, go.set)
+    timer.start()
+    assert lock.acquire(timeout=20)  # blocks until the holder releases
+    assert repr(lock) == "<RLock(MainProcess, 1)>"
+    lock.release()  # raises "not owned" if the owner was not recorded
+    t.join(10)
+    timer.cancel()
+    assert lock.acquire(False)
+    lock.release()

@@ -97,6 +97,9 @@ class DirectOps(Protocol):
         self, on_reply: Callable[[Any], None], commands: Sequence[Sequence[Any]]
     ) -> None: ...
     def execute_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]: ...
+    def pop_then_script(
+        self, key: Key, dest: Key, timeout: float, source: str, keys: Sequence[Key], args: Sequence[Any]
+    ) -> Any: ...
     def flush(self) -> None: ...
 
 
@@ -884,6 +887,29 @@ class _DirectRedis:
                 on_reply(sync(keys, args))
 
         return call
+
+    def pop_then_script(
+        self, key: Key, dest: Key, timeout: float, source: str, keys: Sequence[Key], args: Sequence[Any]
+    ) -> Any:
+        """Block up to *timeout* s (0 = forever) moving an element of *key* to *dest*, then run a script.
+
+        Each wait is one write: ``BLMOVE key dest`` and the script, which Redis
+        runs right after the move (it finds the element in *dest*, or
+        nothing).  Returns the script's first reply other than 0, or 0 when
+        *timeout* passed.  A blocked waiter thus acts on what it was handed
+        in the same round trip (a lock's new owner records itself).
+        """
+        sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+        for wait in self._waits(timeout):
+            move = ("BLMOVE", key, dest, "LEFT", "RIGHT", wait)
+            try:
+                reply = self.execute_many([move, ("EVALSHA", sha, len(keys), *keys, *args)])[1]
+            except redis.exceptions.NoScriptError:
+                # The move ran; the script was not loaded yet: run it now (it loads).
+                reply = self.script(source)(keys, args)
+            if reply != 0:
+                return reply
+        return 0
 
     def execute_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send raw commands in one write and return their replies: one round trip.

@@ -19,9 +19,11 @@ Round-trip budget (counted by benchmarks/bench_counts.py):
 * uncontended acquire: 1 (``sem_try``), 4 Redis commands; with a pull of
   shared memory sent behind it (``sem_try_then``) still 1;
 * release: 1 (``sem_release``), 6 commands for a lock;
-* contended acquire: 3 -- ``sem_try`` registers the waiter, ``sem_wait`` blocks
-  in ``BLPOP``, and for locks ``sem_owned`` records the new owner (the
-  releaser cannot: it does not know which waiter Redis will hand the token to).
+* contended acquire: 2 -- ``sem_try`` registers the waiter, ``sem_wait`` blocks
+  in ``BLPOP``; for locks ``sem_wait_owned`` blocks in ``BLMOVE`` to a list
+  of the waiter's own and records the new owner in a script sent in the same
+  write (the releaser cannot: it does not know which waiter Redis will hand
+  the token to).
 
 Every script runs on the calling thread's own connection (``StateBackend.direct``):
 redis-py's pooled path costs ~3x a bare send/receive on loopback.
@@ -96,10 +98,22 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
-# A registered waiter stops waiting (timeout, interrupt).  KEYS: meta, wake
+# A blocked waiter's BLMOVE moved a token to its own list KEYS[2]: take it and
+# record the owner, in the same write as the move.  KEYS: meta, own list.
+# ARGV: me, name, ttl, count -> 1 owner recorded, 0 no token, -1 gone (the
+# PEXPIRE that renews the meta hash is also its existence check).
+SEM_CLAIM = """
+if not redis.call('LPOP', KEYS[2]) then return 0 end
+if redis.call('PEXPIRE', KEYS[1], ARGV[3]) == 0 then return -1 end
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'name', ARGV[2], 'count', ARGV[4])
+return 1
+"""
+
+# A registered waiter stops waiting (timeout, interrupt).  KEYS: meta, wake, own list
 # -> 1 a token was there (the caller holds a unit after all), 0 unregistered
 SEM_CANCEL = """
 if redis.call('LPOP', KEYS[2]) then return 1 end
+if redis.call('LPOP', KEYS[3]) then return 1 end
 if tonumber(redis.call('HGET', KEYS[1], 'w') or '0') > 0 then
   redis.call('HINCRBY', KEYS[1], 'w', -1)
 end
@@ -206,9 +220,30 @@ class RedisSemaphore:
         """Block until a release hands a unit over (True) or *timeout* s pass (0 = forever)."""
         return self._state.direct.blpop([self.wake], timeout) is not None
 
-    def sem_cancel(self) -> bool:
-        """Stop waiting; True if a unit was handed over meanwhile (the caller holds it)."""
-        return int(self._cancel(keys=[self.meta, self.wake])) == 1
+    def sem_wait_owned(self, me: str, name: str, count: int, timeout: float) -> int:
+        """:meth:`sem_wait` and :meth:`sem_owned` in one round trip per wait (for locks).
+
+        The token is moved to a list of this waiter's own and taken from
+        there, with the owner recorded, by a script sent in the same write:
+        1 acquired and recorded, 0 *timeout* passed, -1 the lock is gone.
+        """
+        mine = self._mine(me)
+        args = [me, name, self._ttl, count]
+        return int(
+            self._state.direct.pop_then_script(self.wake, mine, timeout, SEM_CLAIM, [self.meta, mine], args)
+        )
+
+    def sem_cancel(self, me: str) -> bool:
+        """Stop waiting; True if a unit was handed over meanwhile (the caller holds it).
+
+        Also looks in the list of *me*'s own (:meth:`sem_wait_owned`), where an
+        interrupted wait may have left the token it was moving.
+        """
+        return int(self._cancel(keys=[self.meta, self.wake, self._mine(me)])) == 1
+
+    def _mine(self, me: str) -> str:
+        """The list a blocked waiter *me* moves its token to (same key prefix: same slot)."""
+        return f"{self.wake}:{me}"
 
     def sem_return(self) -> None:
         """Give back a unit this caller got but does not want (an interrupted waiter)."""
