@@ -662,12 +662,15 @@ class Barrier(_Synchronizer):
         if timeout is None:
             timeout = self._timeout
         wid = secrets.token_hex(8)
-        reply = self._redis.barrier_arrive(wid)
+        # Without an action the last arrival releases the others in its own script.
+        reply = self._redis.barrier_arrive(wid, wake=self._action is None)
         index = int(reply[0])
         if index == -2:
             raise self._gone()
         if index == -1:
             raise threading.BrokenBarrierError
+        if int(reply[1]) == 2:
+            return index
         if int(reply[1]) == 1:
             waiters = [w.decode() if isinstance(w, bytes) else str(w) for w in reply[2:]]
             self._release_generation(waiters)

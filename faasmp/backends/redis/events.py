@@ -89,8 +89,10 @@ if redis.call('LLEN', KEYS[2]) > 0 then return 1 end
 return 0
 """
 
-# KEYS: meta, queue.  ARGV: wid, ttl
-# -> {-2} gone, {-1} broken, {index, 0} wait, {index, 1, wids of the generation...} last
+# KEYS: meta, queue.  ARGV: wid, ttl, wake prefix ('' = the caller wakes the others)
+# -> {-2} gone, {-1} broken, {index, 0} wait, {index, 1, wids of the generation...} last,
+# {index, 2} last, and the others were released with 'ok' (a barrier without an action:
+# one script where arrive + wake were two)
 BARRIER_ARRIVE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-2} end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -104,6 +106,14 @@ end
 local out = redis.call('LRANGE', KEYS[2], 0, -1)
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[1], 'count', 0)
+if ARGV[3] ~= '' then
+  for _, w in ipairs(out) do
+    local k = ARGV[3] .. w
+    redis.call('RPUSH', k, 'ok')
+    redis.call('PEXPIRE', k, ARGV[2])
+  end
+  return {idx, 2}
+end
 table.insert(out, 1, 1)
 table.insert(out, 1, idx)
 return out
@@ -217,9 +227,14 @@ class RedisBarrier:
         pipe.pexpire(self.meta, self._ttl)
         pipe.execute()
 
-    def barrier_arrive(self, wid: str) -> list[Any]:
-        """{-2} gone, {-1} broken, {index, 0} wait, {index, 1, waiter ids...} last to arrive."""
-        return list(self._arrive(keys=[self.meta, self.queue], args=[wid, self._ttl]))
+    def barrier_arrive(self, wid: str, *, wake: bool = False) -> list[Any]:
+        """{-2} gone, {-1} broken, {index, 0} wait, {index, 1, waiter ids...} last to arrive.
+
+        *wake*: the last to arrive releases the others in the same script
+        (``{index, 2}``): for a barrier without an action, one round trip.
+        """
+        args = [wid, self._ttl, self.prefix if wake else ""]
+        return list(self._arrive(keys=[self.meta, self.queue], args=args))
 
     def barrier_wake(self, waiters: list[str]) -> None:
         """Release *waiters* with the outcome ``ok``."""
