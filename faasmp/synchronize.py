@@ -207,10 +207,11 @@ class SemLock(_Synchronizer):
         t0 = time.perf_counter()
         # Acquiring a lock is an acquire of shared memory: the pull rides
         # behind the lock's script in the same round trip.
-        got = self._acquire(block, timeout, 1, pull=dsm.acquire)
+        pull = dsm.acquire if dsm.active() else None
+        got = self._acquire(block, timeout, 1, pull=pull)
         self._count("acquire", t0)
         if got:
-            dsm.acquire(self, pull=False)
+            dsm.acquire(self, pull=pull is None)
         return got
 
     def _acquire(
