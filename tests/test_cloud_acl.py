@@ -108,3 +108,16 @@ def test_user_without_the_key_pattern_fails_naming_the_acl(external_server: Exte
         ctx.shutdown()
     message = str(info.value)
     assert "fmp:*" in message and "ACL" in message, message
+
+
+def test_doctor_names_the_command_the_redis_user_lacks(external_server: ExternalServer) -> None:
+    from tests.test_doctor import by_name, doctor
+
+    password = secrets.token_hex(16)
+    rules = [r for r in acl_rules(password) if r != "+blpop"]
+    url = _user_url(external_server, "faasmp-no-blpop", rules, password)
+    code, d = doctor(FAASMP_REDIS_URL=url)
+    report = d.report()
+    assert code == 1, report
+    assert by_name(d)["redis (commands)"] is False, report
+    assert "'blpop'" in report and "ACL SETUSER <user>" in report, report
