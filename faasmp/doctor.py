@@ -136,13 +136,24 @@ class Doctor:
         self.checks.append(Check(name, None, f"skipped: {why}"))
 
     def run(self) -> int:
-        names = ["redis (client)", "compute", "redis (worker)", "versions", "runtime manifest"]
+        names = [
+            "redis (client)",
+            "redis (commands)",
+            "compute",
+            "redis (worker)",
+            "versions",
+            "runtime manifest",
+        ]
         if not self.add(_run("config", self.timeout, self.check_config)):
             for n in names:
                 self.skip(n, "the configuration is invalid")
             return 1
         try:
             redis_ok = self.add(_run("redis (client)", self.timeout, self.check_redis_client))
+            if redis_ok:
+                self.add(_run("redis (commands)", self.timeout, self.check_redis_commands))
+            else:
+                self.skip("redis (commands)", "needs Redis from the client")
             compute_ok = self.add(_run("compute", self.timeout, self.check_compute))
             if redis_ok and compute_ok:
                 self.add(_run("redis (worker)", self.timeout, self.check_redis_worker))
@@ -190,6 +201,44 @@ class Doctor:
             ) from exc
         rtts = sorted(session.state.ping() for _ in range(20))
         return f"{session.url.split('://', 1)[0]}:// ping p50 {rtts[10] * 1e3:.2f} ms (20 pings)"
+
+    def check_redis_commands(self) -> str:
+        """Use a Queue, Pipe, Lock, Event and Value: every structure's commands and scripts.
+
+        A managed Redis often gives faasmp a user with an ACL of its own; a
+        missing command or key pattern shows here, named, rather than in the
+        middle of the user's job.  Runs on the client only (the worker uses
+        the same user and URL).
+        """
+        from faasmp.backends.state import StatePermissionError  # noqa: PLC0415
+
+        ctx = self.ctx
+        try:
+            q = ctx.Queue()
+            q.put("doctor")
+            if q.get(timeout=self.timeout) != "doctor":
+                raise CheckFailed("a Queue returned another item than the one put", "report this as a bug")
+            a, b = ctx.Pipe()
+            a.send(1)
+            if not b.poll(self.timeout) or b.recv() != 1:
+                raise CheckFailed("a Pipe lost a message", "report this as a bug")
+            with ctx.Lock():
+                pass
+            ev = ctx.Event()
+            ev.set()
+            v = ctx.Value("i", 0)
+            with v.get_lock():
+                v.value += 1
+            if not ev.wait(self.timeout) or v.value != 1:
+                raise CheckFailed("an Event or Value lost its update", "report this as a bug")
+        except StatePermissionError as exc:
+            from faasmp.backends.server import acl_line  # noqa: PLC0415
+
+            raise CheckFailed(
+                str(exc).split(".  ", 1)[0],
+                f"give the Redis user faasmp's ACL (docs/cloud.md): {acl_line('<user>')}",
+            ) from exc
+        return "Queue, Pipe, Lock, Event and Value work with this Redis user"
 
     def _compute(self) -> Any:
         from faasmp.runtime.session import Session  # noqa: PLC0415

@@ -299,3 +299,59 @@ def _stop_all() -> None:
     for server in list(_live_servers):
         with contextlib.suppress(Exception):
             server.stop()
+
+
+#: Every Redis command faasmp sends, directly or from its Lua scripts (ACL
+#: rules apply to a script's calls too).  Measured with ``INFO commandstats``
+#: over the core test modules (Process, Pool, Pipe, Queue, sync,
+#: sharedctypes, managers, storage, shared memory) plus the commands
+#: :class:`faasmp.backends.state.RedisState` binds; docs/cloud.md prints the
+#: ACL line built from it, and tests/test_cloud_acl.py checks the two agree.
+ACL_COMMANDS: tuple[str, ...] = (
+    # connection
+    "hello", "ping", "time", "client|setname", "client|setinfo",
+    # transactions and scripts
+    "multi", "exec", "eval", "evalsha", "script|load",
+    # keys
+    "del", "exists", "expire", "pexpire", "pttl", "scan",
+    # strings
+    "get", "set", "getrange", "setrange", "incr", "incrby", "decr", "bitop",
+    # lists
+    "lpush", "rpush", "lpop", "rpop", "blpop", "blmove", "lrange", "lindex",
+    "linsert", "llen", "lrem", "lset", "ltrim",
+    # hashes
+    "hget", "hset", "hsetnx", "hdel", "hexists", "hgetall", "hkeys", "hlen",
+    "hmget", "hincrby",
+    # sets and sorted sets
+    "sadd", "srem", "scard", "sismember", "smembers", "zadd", "zrem", "zrange", "zrevrange",
+    # pub/sub: change notifications of pipes, queues and connection.wait
+    "publish", "subscribe", "unsubscribe",
+)  # fmt: skip
+
+#: Key pattern of every key and pub/sub channel of a faasmp run
+#: (faasmp.runtime.keys.PREFIX).
+ACL_KEY_PATTERN = "fmp:*"
+
+
+def acl_rules(password: str | None = None) -> list[str]:
+    """ACL SETUSER rules for a user allowed exactly what faasmp needs.
+
+    No command beyond :data:`ACL_COMMANDS` (no admin, no CONFIG, no FLUSHALL,
+    no KEYS) and no key or channel outside :data:`ACL_KEY_PATTERN`.  With
+    *password* None the rules carry a ``><password>`` placeholder, for docs.
+    """
+    secret = ">" + (password if password is not None else "<password>")
+    return [
+        "reset",
+        "on",
+        secret,
+        f"~{ACL_KEY_PATTERN}",
+        f"&{ACL_KEY_PATTERN}",
+        "-@all",
+        *("+" + c for c in ACL_COMMANDS),
+    ]
+
+
+def acl_line(user: str = "faasmp") -> str:
+    """The ``ACL SETUSER`` line of docs/cloud.md for a user named *user*."""
+    return " ".join(["ACL SETUSER", user, *acl_rules()])

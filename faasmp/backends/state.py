@@ -43,6 +43,25 @@ class StateLostError(StateError):
     """
 
 
+class StatePermissionError(StateError, redis.exceptions.NoPermissionError):
+    """The Redis user may not run a command faasmp needs, or touch a key of the run.
+
+    A :class:`redis.exceptions.NoPermissionError` (a ResponseError) too, so
+    code that handles Redis' own error still does; the message names the
+    command Redis refused and the ACL faasmp needs.
+    """
+
+
+def _permission_error(exc: redis.exceptions.ResponseError) -> StatePermissionError:
+    from .server import ACL_KEY_PATTERN  # noqa: PLC0415 - server imports nothing of ours
+
+    return StatePermissionError(
+        f"Redis refused a command of faasmp: {exc}.  The Redis user of FAASMP_REDIS_URL needs the "
+        f"commands of faasmp.backends.server.ACL_COMMANDS on keys and channels {ACL_KEY_PATTERN!r}: "
+        f"create it with faasmp.backends.server.acl_line() (the ACL line of docs/cloud.md)"
+    )
+
+
 class ScriptCall(Protocol):
     def __call__(self, keys: Sequence[Key] = ..., args: Sequence[Any] = ...) -> Any: ...
 
@@ -186,6 +205,19 @@ def _counting_connection_class(url: str, counter: _WriteCounter) -> type:
         def send_packed_command(self, command: Any, check_health: bool = True) -> None:
             counter.writes += 1
             super().send_packed_command(command, check_health)
+
+        def read_response(self, *args: Any, **kwargs: Any) -> Any:
+            # Every reply (direct, pooled, pipelined, a script's) comes through
+            # here: an ACL refusal becomes an error that says what to fix.  A
+            # refusal inside a Lua script arrives as a plain ResponseError.
+            try:
+                return super().read_response(*args, **kwargs)
+            except redis.exceptions.ResponseError as exc:
+                text = str(exc)
+                if isinstance(exc, redis.exceptions.NoPermissionError) or "no permissions" in text.lower():
+                    if not isinstance(exc, StatePermissionError):
+                        raise _permission_error(exc) from exc
+                raise
 
     CountingConnection.__name__ = CountingConnection.__qualname__ = f"Counting{base.__name__}"
     return CountingConnection
