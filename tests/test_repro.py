@@ -92,3 +92,36 @@ def test_cli_runs_an_experiment_and_writes_table_and_plot(tmp_path):
     assert 0 < float(rtt["ours"]) < 1000  # ms; a real measurement, not asserted for speed
     assert "Pipe latency and throughput" in (results / "pipes.md").read_text()
     assert "| 1-byte RTT, mean | 1 |" in out.stdout
+
+
+# --- gridsearch: SGDClassifier over a text pipeline on a generated corpus ---------------------
+
+
+def test_gridsearch_corpus_is_reproducible_balanced_and_offline():
+    from faasmp.repro import gridsearch
+
+    docs, labels = gridsearch.corpus(400)
+    assert (docs, labels) == gridsearch.corpus(400), "the same seed gives the same corpus"
+    assert docs != gridsearch.corpus(400, seed=20)[0]
+    assert {labels.count(t) for t in gridsearch.TOPICS} == {100}
+    assert all(10 <= len(d.split()) <= 30 for d in docs)
+
+
+def test_gridsearch_check_rejects_a_faked_differing_faasmp_score():
+    """The checks compare every candidate's mean CV score with the serial run's (fault: one faked score)."""
+    import copy
+
+    from faasmp.repro import gridsearch
+
+    _, serial = gridsearch.search(None, 1, False)
+    assert gridsearch.check(serial, serial, serial)  # identical searches pass
+    faked = copy.copy(serial)
+    faked.cv_results_ = dict(serial.cv_results_)
+    faked.cv_results_["mean_test_score"] = serial.cv_results_["mean_test_score"].copy()
+    faked.cv_results_["mean_test_score"][0] += 0.01  # one fit came back different
+    with pytest.raises(AssertionError, match="faasmp: every mean CV score equals the serial run's"):
+        gridsearch.check(serial, serial, faked)
+    lost = copy.copy(serial)
+    lost.cv_results_ = {**serial.cv_results_, "mean_test_score": serial.cv_results_["mean_test_score"][:-1]}
+    with pytest.raises(AssertionError, match="candidates scored"):
+        gridsearch.check(serial, serial, lost)
