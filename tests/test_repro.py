@@ -125,3 +125,31 @@ def test_gridsearch_check_rejects_a_faked_differing_faasmp_score():
     lost.cv_results_ = {**serial.cv_results_, "mean_test_score": serial.cv_results_["mean_test_score"][:-1]}
     with pytest.raises(AssertionError, match="candidates scored"):
         gridsearch.check(serial, serial, lost)
+
+
+# --- full mode: --dry-run --------------------------------------------------------------------
+
+
+def test_cli_full_dry_run_prints_every_plan_and_a_cost_and_runs_nothing(tmp_path):
+    out = _cli("all", "--full", "--dry-run", tmp_path=tmp_path, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "nothing is started" in out.stdout
+    for name in repro.EXPERIMENTS:
+        assert f"== {name} ==" in out.stdout
+    assert out.stdout.count("invocations, ~") == len(repro.EXPERIMENTS)
+    assert out.stdout.count(": ~$") == len(repro.EXPERIMENTS), "every experiment is priced"
+    assert "total: ~" in out.stdout and "$" in out.stdout.splitlines()[-1]
+    assert not (tmp_path / "repro-results").exists(), "a dry run writes no results"
+    no_full = _cli("gridsearch", "--dry-run", tmp_path=tmp_path, timeout=60)
+    assert no_full.returncode == 2 and "add --full" in no_full.stderr
+
+
+def test_full_plans_cover_every_experiment_and_follow_the_modules():
+    from sklearn.model_selection import ParameterGrid
+
+    from faasmp.repro import gridsearch, plan
+
+    assert set(plan.PLANS) == set(repro.EXPERIMENTS)
+    assert all(p.invocations > 0 and p.busy_s > 0 and p.assumption for p in plan.PLANS.values())
+    n_candidates = len(ParameterGrid(gridsearch.grid(True)))
+    assert f"{n_candidates} candidates x 5 folds" in plan.PLANS["gridsearch"].what

@@ -65,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", default="repro-results", help="directory for tables and plots (default: %(default)s)"
     )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would run and an estimate of its cost, run nothing",
+    )
     parser.add_argument("--no-png", action="store_true", help="skip PNG export (needs kaleido and a browser)")
 
 
@@ -87,6 +92,14 @@ def main(args: Any) -> int:
     if any(n not in EXPERIMENTS for n in names):
         print(f"faasmp repro: unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}", file=sys.stderr)
         return 2
+    if getattr(args, "dry_run", False):
+        from .plan import dry_run
+
+        if not args.full:
+            print("faasmp repro: --dry-run estimates full mode; add --full", file=sys.stderr)
+            return 2
+        print(dry_run(names))
+        return 0
     status = 0
     try:
         for n in names:
