@@ -179,7 +179,8 @@ machine, which needs a cloud backend (full mode).
         "Application: pandarallel sentiment scoring",
         """
 The paper scored sentiment with pandarallel on Lambda and found it **7% slower than on
-a VM**.  Ours: a lexicon scorer on generated reviews (nothing is downloaded), serial,
+a VM**.  Ours: VADER (`vaderSentiment`, whose lexicon ships inside its wheel, so nothing
+is downloaded) on generated reviews, serial,
 a stdlib Pool and a faasmp Pool running pandarallel's split-apply-combine, then
 pandarallel's own `parallel_apply` with its Pool and Manager from faasmp (under
 `faasmp.patched()`).  pandarallel does not import with pandas 3.x (it uses pandas
@@ -187,8 +188,8 @@ internals that were removed); then that last step is skipped and the table says 
 """,
         """
 **Why ours differ.** The data travel through a Redis on the same machine instead of to
-functions over the network, and the dataset is small, so the ratio shows faasmp's
-serialisation cost against the stdlib's pipes on the same cores.
+functions over the network, and the dataset is small (a few seconds of VADER), so the
+ratio shows faasmp's serialisation cost against the stdlib's pipes on the same cores.
 """,
     ),
     "gridsearch": (

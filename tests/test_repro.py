@@ -153,3 +153,14 @@ def test_full_plans_cover_every_experiment_and_follow_the_modules():
     assert all(p.invocations > 0 and p.busy_s > 0 and p.assumption for p in plan.PLANS.values())
     n_candidates = len(ParameterGrid(gridsearch.grid(True)))
     assert f"{n_candidates} candidates x 5 folds" in plan.PLANS["gridsearch"].what
+
+
+def test_sentiment_scores_with_vader_from_its_wheel():
+    from faasmp.repro import sentiment
+
+    assert sentiment.score("The delivery was great and I love it") > 0.5
+    assert sentiment.score("awful, broken and slow, I hate it") < -0.5
+    assert sentiment.score("I do not love it") < 0 < sentiment.score("I love it"), "VADER handles negation"
+    df = sentiment.make_reviews(200)
+    signs = df["text"].apply(sentiment.score).gt(0).astype(int) * 2 - 1
+    assert (signs == df["mood"]).mean() > 0.9
