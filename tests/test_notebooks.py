@@ -162,7 +162,7 @@ def test_binder_postbuild_server_check_runs(tmp_path):
 #: What a Binder session imports: faasmp with its magics, and the notebooks' libraries.
 BINDER_IMPORTS = (
     "faasmp, faasmp_magics, jupyterlab, ipywidgets, anywidget, plotly, pandas, numpy, sklearn, joblib, "
-    "pandarallel, vaderSentiment"
+    "pandarallel, vaderSentiment, gymnasium"
 )
 
 

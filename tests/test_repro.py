@@ -164,3 +164,16 @@ def test_sentiment_scores_with_vader_from_its_wheel():
     df = sentiment.make_reviews(200)
     signs = df["text"].apply(sentiment.score).gt(0).astype(int) * 2 - 1
     assert (signs == df["mood"]).mean() > 0.9
+
+
+def test_evolution_scores_policies_on_gymnasium_cartpole():
+    import numpy as np
+
+    from faasmp.repro import evolution
+
+    assert evolution.fitness(np.zeros(evolution.DIM), 500) == 10.0, "always pushing left falls at once"
+    upright = np.array([0.0, 0.0, 1.0, 1.0])  # push towards the side the pole falls to
+    assert evolution.fitness(upright, 200) == 200.0, "a balancing policy lasts the whole episode"
+    assert evolution.fitness(upright, 200) == evolution.fitness(upright, 200), "one seeded episode"
+    curve = evolution.es_loop(evolution._Serial(), {}, 2, 8, 200)
+    assert curve[-1] > 10.0
