@@ -161,6 +161,9 @@ def test_sentiment_scores_with_vader_from_its_wheel():
     assert sentiment.score("The delivery was great and I love it") > 0.5
     assert sentiment.score("awful, broken and slow, I hate it") < -0.5
     assert sentiment.score("I do not love it") < 0 < sentiment.score("I love it"), "VADER handles negation"
+    # VADER's own lexicon and rules, beyond the words the generated reviews use:
+    assert sentiment.score("a wonderful, delightful gift") > 0.5 and sentiment.score("terrible :(") < -0.3
+    assert sentiment.score("GREAT!!!") > sentiment.score("great") > 0, "caps and exclamation marks intensify"
     df = sentiment.make_reviews(200)
     signs = df["text"].apply(sentiment.score).gt(0).astype(int) * 2 - 1
     assert (signs == df["mood"]).mean() > 0.9
