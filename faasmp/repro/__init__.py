@@ -34,7 +34,10 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
     "evolution": ("evolution", "evolution strategies with a Pool and a Manager dict"),
     "sentiment": ("sentiment", "pandarallel-style sentiment scoring of a generated dataset"),
     "gridsearch": ("gridsearch", "scikit-learn GridSearchCV through the joblib 'faasmp' backend"),
-    "rl_pipes": ("rl_pipes", "master/worker RL-style loop over Pipes"),
+    "rl_pipes": (
+        "rl_pipes",
+        "PPO-style rollouts in gymnasium's AsyncVectorEnv (Processes, Pipes, shared Array)",
+    ),
 }
 
 __all__ = ["EXPERIMENTS", "Result", "Row", "add_arguments", "main", "run"]

@@ -81,7 +81,7 @@ PLANS: dict[str, Plan] = {
         "1 s per fit",
     ),
     "rl_pipes": Plan(
-        "64 rollout workers x 200 iterations x 2000 steps, parameters and rollouts over Pipes",
+        "AsyncVectorEnv of 64 CartPole processes x 200 iterations x 2000 steps over Pipes",
         64,
         64 * 200 * 2000 * 20e-6,
         "20 us per environment step",
