@@ -161,7 +161,8 @@ def test_binder_postbuild_server_check_runs(tmp_path):
 
 #: What a Binder session imports: faasmp with its magics, and the notebooks' libraries.
 BINDER_IMPORTS = (
-    "faasmp, faasmp_magics, jupyterlab, ipywidgets, anywidget, plotly, pandas, numpy, sklearn, joblib"
+    "faasmp, faasmp_magics, jupyterlab, ipywidgets, anywidget, plotly, pandas, numpy, sklearn, joblib, "
+    "pandarallel, vaderSentiment, gymnasium"
 )
 
 

@@ -34,7 +34,10 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
     "evolution": ("evolution", "evolution strategies with a Pool and a Manager dict"),
     "sentiment": ("sentiment", "pandarallel-style sentiment scoring of a generated dataset"),
     "gridsearch": ("gridsearch", "scikit-learn GridSearchCV through the joblib 'faasmp' backend"),
-    "rl_pipes": ("rl_pipes", "master/worker RL-style loop over Pipes"),
+    "rl_pipes": (
+        "rl_pipes",
+        "PPO-style rollouts in gymnasium's AsyncVectorEnv (Processes, Pipes, shared Array)",
+    ),
 }
 
 __all__ = ["EXPERIMENTS", "Result", "Row", "add_arguments", "main", "run"]
@@ -65,6 +68,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", default="repro-results", help="directory for tables and plots (default: %(default)s)"
     )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would run and an estimate of its cost, run nothing",
+    )
     parser.add_argument("--no-png", action="store_true", help="skip PNG export (needs kaleido and a browser)")
 
 
@@ -87,6 +95,14 @@ def main(args: Any) -> int:
     if any(n not in EXPERIMENTS for n in names):
         print(f"faasmp repro: unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}", file=sys.stderr)
         return 2
+    if getattr(args, "dry_run", False):
+        from .plan import dry_run
+
+        if not args.full:
+            print("faasmp repro: --dry-run estimates full mode; add --full", file=sys.stderr)
+            return 2
+        print(dry_run(names))
+        return 0
     status = 0
     try:
         for n in names:

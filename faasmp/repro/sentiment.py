@@ -1,4 +1,8 @@
-"""Application: pandarallel-style sentiment scoring of a generated review dataset.
+"""Application: VADER sentiment scoring of a generated review dataset through pandarallel.
+
+The scorer is vaderSentiment's ``SentimentIntensityAnalyzer`` (its lexicon ships inside
+the wheel, so nothing is downloaded at run time); each review's score is VADER's
+``compound`` polarity in [-1, 1].
 
 pandarallel splits a DataFrame into one chunk per worker, applies the function to
 each chunk in a multiprocessing pool and concatenates the results.  When
@@ -17,12 +21,14 @@ from typing import Any
 
 from .core import Result, Row, bar, context
 
-TITLE = "Sentiment scoring with pandarallel (lexicon scorer, generated reviews)"
+TITLE = "Sentiment scoring with pandarallel (VADER, generated reviews)"
 
 POSITIVE = {"good": 1.0, "great": 2.0, "excellent": 3.0, "love": 2.5, "nice": 1.0, "fast": 1.0, "happy": 2.0}
 NEGATIVE = {"bad": -1.0, "awful": -3.0, "slow": -1.0, "hate": -2.5, "broken": -2.0, "poor": -1.5, "sad": -2.0}
 NEUTRAL = "the a product service delivery it was and very quite really item price box order day".split()
-LEXICON = {**POSITIVE, **NEGATIVE}
+
+#: One analyzer per process, built on first use (it reads its lexicon from the wheel, ~10 ms).
+_ANALYZER: Any = None
 
 
 def make_reviews(n: int, seed: int = 0) -> Any:
@@ -42,15 +48,13 @@ def make_reviews(n: int, seed: int = 0) -> Any:
 
 
 def score(text: str) -> float:
-    """Lexicon score: sum of word valences (with negation) normalised by length, in [-1, 1]."""
-    words = text.split()
-    total = 0.0
-    for i, w in enumerate(words):
-        v = LEXICON.get(w, 0.0)
-        if v and i and words[i - 1] in ("not", "never"):
-            v = -v
-        total += v
-    return math.tanh(total / math.sqrt(len(words) or 1))
+    """VADER's compound polarity of *text*, in [-1, 1] (positive above 0)."""
+    global _ANALYZER
+    if _ANALYZER is None:
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+        _ANALYZER = SentimentIntensityAnalyzer()
+    return float(_ANALYZER.polarity_scores(text)["compound"])
 
 
 def score_chunk(chunk: Any) -> Any:
@@ -106,7 +110,7 @@ def pandarallel_apply(series: Any, workers: int, *, on_faasmp: bool) -> Any:
 
 def run(full: bool = False) -> Result:
     """Score reviews serially, with a stdlib Pool and with faasmp (pandarallel if it imports)."""
-    n, workers = (2_000_000, 64) if full else (16_000, 2)
+    n, workers = (2_000_000, 64) if full else (8_000, 2)
     t_start = time.perf_counter()
     df = make_reviews(n)
     ctx = context()
@@ -158,14 +162,14 @@ def run(full: bool = False) -> Result:
             why_not or "per call",
         ),
         Row("serial time", None, times["serial"], "s"),
-        Row("lexicon accuracy vs generated mood", None, accuracy, ""),
+        Row("VADER accuracy vs generated mood", None, accuracy, "", "sign of the compound score"),
     ]
     fig = bar(list(times), {"seconds": list(times.values())}, TITLE, "seconds")
     notes = f"""
 Ours ran {how}.  The paper found pandarallel on Lambda 7% slower than on a VM: the
 dataset travels to the functions and the results back, which a VM's shared memory
-avoids, over a job large enough to hide the start-up.  Here {n:,} short reviews take
-well under a second of CPU, so our ratio ({ratio:.2f}) is dominated by moving the chunks
+avoids, over a job large enough to hide the start-up.  Here VADER scores {n:,} short
+reviews in {times["serial"]:.1f} s of CPU, so our ratio ({ratio:.2f}) is dominated by moving the chunks
 through a Redis on the same machine instead of an OS pipe, on the same 2 cores.
 pandarallel itself adds a Pool and a Manager per call, which on faasmp means leasing
 warm workers and starting a manager.  Full mode's 2M reviews on a cloud backend is the
