@@ -27,6 +27,7 @@ from multiprocessing import ProcessError, TimeoutError
 from multiprocessing.pool import MaybeEncodingError, ThreadPool  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING, Any
 
+from .backends.redis.pool import PoolResultsQueue
 from .patch import is_patched
 from .runtime import dsm
 from .runtime import protocol as msgs
@@ -67,7 +68,6 @@ logger = logging.getLogger(__name__)
 RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
 _job_counter = itertools.count()
 _SUBMIT_BATCH = 512
-_DRAIN = 256  # results the handler takes per round trip
 _IMAP_AHEAD = 1024  # chunks imap submits beyond what the caller has taken
 
 
@@ -711,8 +711,7 @@ def _handle_results(pool_ref: weakref.ref[Pool], session: Session, results_key: 
     hb = session.config.heartbeat_interval
     last_check = time.monotonic()
     down_since = 0.0
-    # This thread's own connection (no pool, retry or hook layers per command).
-    direct = session.state.direct
+    results = PoolResultsQueue(session.state, results_key)
     drain_first = False
     while True:
         pool = pool_ref()
@@ -723,13 +722,9 @@ def _handle_results(pool_ref: weakref.ref[Pool], session: Session, results_key: 
             return
         del pool
         try:
-            # While results flow, take up to _DRAIN at once without blocking;
+            # While results flow, take a batch at once without blocking;
             # when none are there, block for the next one.
-            blobs = (direct.execute("LPOP", results_key, _DRAIN) if drain_first else None) or []
-            if not blobs:
-                item = direct.blpop([results_key], timeout=hb)
-                if item is not None:
-                    blobs = [item[1]]
+            blobs = results.take(hb, drain_first=drain_first)
             drain_first = bool(blobs)
         except Exception as exc:  # noqa: BLE001 - the backend went away
             if session.closed:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..backends.compute import ComputeBackend, Invocation, open_compute
+from ..backends.redis.hosts import WarmPool
 from ..backends.server import EmbeddedServer
 from ..backends.state import CONNECTION_ERRORS, StateBackend, StateError, StateLostError, open_state
 from ..config import Config, redact_url
@@ -37,34 +38,6 @@ logger = logging.getLogger(__name__)
 
 class WorkerStartError(RuntimeError):
     """No worker could be started for queued work (the compute backend failed)."""
-
-
-# Reserve capacity for queued work atomically, so concurrent submitters do not
-# both start slots for the same items.
-ENSURE_CAPACITY = """
-local queued = redis.call('LLEN', KEYS[1]) + tonumber(ARGV[1])
-local idle = redis.call('SCARD', KEYS[2])
-local total = redis.call('SCARD', KEYS[3])
-local starting = tonumber(redis.call('GET', KEYS[4]) or '0')
-local need = queued - idle - starting
-local room = tonumber(ARGV[2]) - total - starting
-if need > room then need = room end
-if need > 0 then
-  redis.call('INCRBY', KEYS[4], need)
-  redis.call('PEXPIRE', KEYS[4], ARGV[3])
-  return need
-end
-return 0
-"""
-
-# Ask a live host to fork more slots; refused once it has decided to leave.
-HOST_SPAWN = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('RPUSH', KEYS[2], ARGV[1])
-  return 1
-end
-return 0
-"""
 
 
 class Session:
@@ -126,8 +99,7 @@ class Session:
         # monitor on each beat, so a restarted server fails the run loudly.
         self.state.set(self.keys.k("epoch"), b"1", px=int(config.key_ttl * 1000))
         self.state.watch_epoch(self.keys.k("epoch"))
-        self._ensure = self.state.script(ENSURE_CAPACITY)
-        self._spawn = self.state.script(HOST_SPAWN)
+        self.warm_pool = WarmPool(self.state, self.keys, int(config.key_ttl * 1000))
         for target, name in ((self._output_loop, "output"), (self._monitor_loop, "monitor")):
             threading.Thread(target=target, name=f"faasmp-{name}", daemon=True).start()
         # Runs before the interpreter joins non-daemon threads (Lithops' job
@@ -202,13 +174,7 @@ class Session:
         if self.remote_mode:
             self.state.rpush(self.keys.grow, b"1")
             return
-        k = self.keys
-        need = int(
-            self._ensure(
-                keys=[k.work, k.idle, k.slots, k.starting],
-                args=[0, self.config.max_workers, int(self.config.key_ttl * 1000)],
-            )
-        )
+        need = self.warm_pool.reserve_capacity(self.config.max_workers)
         if need > 0:
             self.grow(need)
 
@@ -269,9 +235,8 @@ class Session:
                 for host in hosts:
                     room = per_inv - sum(1 for s in slot_ids if s.startswith(host + "."))
                     take = min(room, n)
-                    if take > 0 and self._spawn(
-                        keys=[k.host_alive(host), k.host_ctl(host)],
-                        args=[dumps_message(msgs.SpawnSlots(take), self.authkey)],
+                    if take > 0 and self.warm_pool.ask_host_to_spawn(
+                        host, dumps_message(msgs.SpawnSlots(take), self.authkey)
                     ):
                         n -= take
                     if n <= 0:

@@ -20,7 +20,7 @@ same waiters (exit list, channel) and ends the process' output with the same
 marker; and only the first exit counts (a dead host's report and the client's
 own finding may race).
 
-Round-trip budget: an exit 1 (one script), a signal 1 (one script).
+Round-trip budget: a start 1, an exit 1, a signal 1 (one script each).
 """
 
 from __future__ import annotations
@@ -89,6 +89,16 @@ return 3
 """
 )
 
+# A slot started the process: record where it runs, and take a signal sent while queued.
+# KEYS: hash.  ARGV: slot, host, pid, started -> the pending signal number, or 0
+PROCESS_START = """
+local sig = redis.call('HGET', KEYS[1], 'pending_signal')
+redis.call('HSET', KEYS[1], 'state', 'running', 'slot', ARGV[1], 'host', ARGV[2],
+           'pid', ARGV[3], 'started', ARGV[4])
+if sig then return tonumber(sig) end
+return 0
+"""
+
 
 class ProcessRecords:
     """The records of a run's processes (the keys come from the run's ``Keys``)."""
@@ -101,6 +111,15 @@ class ProcessRecords:
     def _keys_of(self, proc_id: str) -> list[str]:
         k = self._keys
         return [k.proc(proc_id), k.proc_exit(proc_id), k.out, k.proc_ctl(proc_id)]
+
+    def started(self, proc_id: str, slot_id: str, host_id: str, pid: int, started: float) -> int:
+        """Record that *proc_id* runs as *pid* in *slot_id* since *started* (client clock).
+
+        Returns the signal sent to it while it was queued (the slot delivers
+        it now), or 0.
+        """
+        script = self._state.script(PROCESS_START)
+        return int(script(keys=[self._keys.proc(proc_id)], args=[slot_id, host_id, pid, started]) or 0)
 
     def exited(
         self,

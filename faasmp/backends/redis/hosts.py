@@ -1,0 +1,181 @@
+"""The warm pool in Redis: hosts, their slots, and the capacity the client reserves.
+
+Key layout (``faasmp.runtime.keys`` names them, per run):
+
+* ``work`` -- the run's work queue (RemoteCalls); slots ``BLPOP`` it.
+* ``slots`` / ``idle`` -- sets of slot ids: every registered slot, and those
+  waiting for work.
+* ``starting`` -- a counter of slots reserved (asked of a host or an
+  invocation) but not registered yet; a registering slot takes one off.
+* ``ready`` -- a short list of the latest registered slot ids (``wait_ready``
+  blocks on it).
+* ``hosts`` -- the set of live host ids; per host ``host_alive(id)`` (the
+  heartbeat key, a TTL of a few beats), ``host:<id>`` (a hash: ``max_slots``,
+  ``pid``, ``hostname``) and ``host_ctl(id)`` (its control list).
+* ``client`` -- the client's heartbeat key; a host whose client is gone ends.
+
+Capacity is reserved atomically (:data:`ENSURE_CAPACITY`), so two submitters
+do not both start slots for the same queued work; a slot leaves only when no
+work is queued (:data:`SLOT_IDLE_EXIT`) and a host only when nobody asked it
+to grow meanwhile (:data:`HOST_EXIT`), so queued work always has a slot.
+
+Round-trip budget: a capacity check 1 (one script); a slot's registration 1,
+its idle exit 1; a host's registration 1 (one pipeline), its beat 1, its exit
+1 and a lost slot 1.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..state import StateBackend
+
+# Reserve capacity for queued work atomically, so concurrent submitters do not
+# both start slots for the same items.
+# KEYS: work, idle, slots, starting.  ARGV: extra queued, max slots, ttl -> slots to start
+ENSURE_CAPACITY = """
+local queued = redis.call('LLEN', KEYS[1]) + tonumber(ARGV[1])
+local idle = redis.call('SCARD', KEYS[2])
+local total = redis.call('SCARD', KEYS[3])
+local starting = tonumber(redis.call('GET', KEYS[4]) or '0')
+local need = queued - idle - starting
+local room = tonumber(ARGV[2]) - total - starting
+if need > room then need = room end
+if need > 0 then
+  redis.call('INCRBY', KEYS[4], need)
+  redis.call('PEXPIRE', KEYS[4], ARGV[3])
+  return need
+end
+return 0
+"""
+
+# Ask a live host to fork more slots; refused once it has decided to leave.
+# KEYS: host_alive, host_ctl.  ARGV: the signed SpawnSlots message -> 1 asked, 0 host gone
+HOST_SPAWN = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+# KEYS: slots, idle, starting, ready.  ARGV: slot id, ttl
+SLOT_REGISTER = """
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[1])
+local s = tonumber(redis.call('GET', KEYS[3]) or '0')
+if s > 0 then redis.call('DECR', KEYS[3]) end
+redis.call('RPUSH', KEYS[4], ARGV[1])
+redis.call('LTRIM', KEYS[4], -256, -1)
+for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+return 1
+"""
+
+# A slot leaves only when no work is queued, so queued work always has a slot.
+# KEYS: work, idle, slots.  ARGV: slot id
+SLOT_IDLE_EXIT = """
+if redis.call('LLEN', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[2], ARGV[1])
+  redis.call('SREM', KEYS[3], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+# A host leaves only when nobody asked it to grow in the meantime.
+# KEYS: host_ctl, host_alive, hosts.  ARGV: host id
+HOST_EXIT = """
+if redis.call('LLEN', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[2])
+  redis.call('SREM', KEYS[3], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+class WarmPool:
+    """The warm pool's records of one run (the keys come from the run's ``Keys``).
+
+    *key_ttl_ms* is the TTL of the run's keys (a killed client's keys expire).
+    """
+
+    def __init__(self, state: StateBackend, keys: Any, key_ttl_ms: int) -> None:
+        self._state = state
+        self._keys = keys
+        self._ttl_ms = key_ttl_ms
+
+    # -- the client -----------------------------------------------------------
+    def reserve_capacity(self, max_slots: int) -> int:
+        """Reserve slots for queued work no idle or starting slot will take; returns how many to start."""
+        k = self._keys
+        script = self._state.script(ENSURE_CAPACITY)
+        return int(script(keys=[k.work, k.idle, k.slots, k.starting], args=[0, max_slots, self._ttl_ms]))
+
+    def ask_host_to_spawn(self, host_id: str, message: bytes) -> bool:
+        """Push *message* (a signed ``SpawnSlots``) to a live host; False if the host is leaving."""
+        k = self._keys
+        script = self._state.script(HOST_SPAWN)
+        return bool(script(keys=[k.host_alive(host_id), k.host_ctl(host_id)], args=[message]))
+
+    # -- a host ---------------------------------------------------------------
+    def register_host(self, host_id: str, alive_ttl_ms: int, info: dict[str, Any], event: bytes) -> None:
+        """Record the live host *host_id* (heartbeat key, *info* hash); push *event* to the run's events."""
+        k, ttl = self._keys, self._ttl_ms
+        pipe = self._state.pipeline()
+        pipe.sadd(k.hosts, host_id)
+        pipe.pexpire(k.hosts, ttl)
+        pipe.set(k.host_alive(host_id), b"1", px=alive_ttl_ms)
+        pipe.hset(k.k("host", host_id), info)
+        pipe.pexpire(k.k("host", host_id), ttl)
+        pipe.rpush(k.events, event)
+        pipe.execute()
+
+    def host_beat(self, host_id: str, alive_ttl_ms: int) -> bool:
+        """Renew the host's heartbeat and record; True while the run's client is alive."""
+        k = self._keys
+        pipe = self._state.pipeline()
+        pipe.pexpire(k.host_alive(host_id), alive_ttl_ms)
+        pipe.pexpire(k.k("host", host_id), self._ttl_ms)
+        pipe.exists(k.client)
+        return bool(pipe.execute()[-1])
+
+    def host_try_exit(self, host_id: str) -> bool:
+        """Leave the pool unless someone asked the host to grow; True if it left."""
+        k = self._keys
+        script = self._state.script(HOST_EXIT)
+        return bool(script(keys=[k.host_ctl(host_id), k.host_alive(host_id), k.hosts], args=[host_id]))
+
+    def host_leave(self, host_id: str) -> None:
+        """Leave the pool at once (the client is gone or asked the host to stop)."""
+        k = self._keys
+        pipe = self._state.pipeline()
+        pipe.srem(k.hosts, host_id)
+        pipe.delete(k.host_alive(host_id), k.host_ctl(host_id))
+        pipe.execute()
+
+    def give_back(self, n: int) -> None:
+        """Take *n* slots off the reserved count (a host refused to fork them)."""
+        self._state.incrby(self._keys.starting, -n)
+
+    def slot_lost(self, slot_id: str) -> None:
+        """Forget the dead slot *slot_id*."""
+        k = self._keys
+        pipe = self._state.pipeline()
+        pipe.srem(k.slots, slot_id)
+        pipe.srem(k.idle, slot_id)
+        pipe.execute()
+
+    # -- a slot ---------------------------------------------------------------
+    def register_slot(self, slot_id: str) -> None:
+        """Record the new idle slot *slot_id* (takes one off the reserved count, wakes ``wait_ready``)."""
+        k = self._keys
+        script = self._state.script(SLOT_REGISTER)
+        script(keys=[k.slots, k.idle, k.starting, k.ready], args=[slot_id, self._ttl_ms])
+
+    def slot_try_exit(self, slot_id: str) -> bool:
+        """Leave the pool if no work is queued; True if the slot left."""
+        k = self._keys
+        script = self._state.script(SLOT_IDLE_EXIT)
+        return bool(script(keys=[k.work, k.idle, k.slots], args=[slot_id]))
