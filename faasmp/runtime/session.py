@@ -184,14 +184,10 @@ class Session:
             raise ValueError(f"warm pool size must be >= 1, got {n}")
         if n > self.config.max_workers:
             raise ValueError(f"warm pool size {n} exceeds max_workers={self.config.max_workers}")
-        k = self.keys
-        pipe = self.state.pipeline()
-        pipe.scard(k.slots)
-        pipe.get(k.starting)
-        total, starting = pipe.execute()
-        missing = n - int(total) - int(starting or 0)
+        counts = self.warm_pool.counts("slots", "starting")
+        missing = n - counts["slots"] - counts["starting"]
         if missing > 0:
-            self.state.incrby(k.starting, missing)
+            self.warm_pool.reserve(missing)
             self.grow(missing)
 
     def shrink(self, n: int) -> int:
@@ -203,11 +199,8 @@ class Session:
         if n < 0:
             raise ValueError(f"warm pool size must be >= 0, got {n}")
         k = self.keys
-        pipe = self.state.pipeline()
-        pipe.scard(k.slots)
-        pipe.scard(k.idle)
-        total, idle = (int(v) for v in pipe.execute())
-        extra = min(total - n, idle)
+        counts = self.warm_pool.counts("slots", "idle")
+        extra = min(counts["slots"] - n, counts["idle"])
         if extra > 0:
             stop = dumps(RemoteCall(CallKind.STOP, "stop"), self.authkey)
             self.state.lpush(k.work, *[stop] * extra)
@@ -296,24 +289,16 @@ class Session:
 
     def status(self) -> dict[str, Any]:
         """Counts of the warm pool: hosts, slots, idle slots, queued calls, tasks run."""
-        k = self.keys
-        pipe = self.state.pipeline()
-        pipe.scard(k.hosts)
-        pipe.scard(k.slots)
-        pipe.scard(k.idle)
-        pipe.llen(k.work)
-        pipe.get(k.tasks_run)
-        pipe.get(k.starting)
-        hosts, slots, idle, queued, tasks, starting = pipe.execute()
+        c = self.warm_pool.counts()
         return {
             "backend": self.config.backend,
             "redis": "embedded" if self.server else redact_url(self.url),
-            "hosts": int(hosts),
-            "workers": int(slots),
-            "idle": int(idle),
-            "starting": int(starting or 0),
-            "queued": int(queued),
-            "tasks_run": int(tasks or 0),
+            "hosts": c["hosts"],
+            "workers": c["slots"],
+            "idle": c["idle"],
+            "starting": c["starting"],
+            "queued": c["queued"],
+            "tasks_run": c["tasks_run"],
         }
 
     # -- output -------------------------------------------------------------
@@ -393,10 +378,6 @@ class Session:
     def _beat(self) -> None:
         k = self.keys
         t0 = time.perf_counter()
-        pipe = self.state.pipeline()
-        pipe.pexpire(k.client, self._ttl_ms)
-        pipe.llen(k.work)
-        pipe.pexpire(k.k("epoch"), int(self.config.key_ttl * 1000))
         # Run-wide keys expire unless the client keeps renewing them: the
         # safety net when the client is killed and cannot delete them.
         ttl = int(self.config.key_ttl * 1000)
@@ -412,11 +393,8 @@ class Session:
             k.tasks_run,
             k.ready,
         )
-        for key in run_keys:
-            pipe.pexpire(key, ttl)
-        replies = pipe.execute()
-        queued = replies[1]
-        if not replies[2]:
+        queued, epoch = self.warm_pool.client_beat(self._ttl_ms, run_keys)
+        if not epoch:
             self.state.mark_lost("the run's epoch key is gone: the server restarted or was flushed")
             self.state.ping()  # raises the StateLostError
         self.stats.emit(LatencySample(self.now(), time.perf_counter() - t0))
@@ -440,11 +418,7 @@ class Session:
         """Renew the TTL of every key of a live owned object (in batches)."""
         self._last_renewal = time.monotonic()
         keys = [key for group in list(self.live_keys.values()) for key in group]
-        for i in range(0, len(keys), 1000):
-            pipe = self.state.pipeline()
-            for key in keys[i : i + 1000]:
-                pipe.pexpire(key, ttl_ms)
-            pipe.execute()
+        self.warm_pool.renew(keys, ttl_ms)
 
     def _forget_dead_hosts(self) -> None:
         """Drop hosts whose heartbeat expired (and their slots) from the pool's books.
@@ -453,23 +427,9 @@ class Session:
         which check the same heartbeat; this keeps capacity planning honest so
         queued work gets new workers instead of waiting for dead ones.
         """
-        k = self.keys
-        hosts = [h.decode() for h in self.state.smembers(k.hosts)]
-        if not hosts:
-            return
-        pipe = self.state.pipeline()
-        for host in hosts:
-            pipe.exists(k.host_alive(host))
-        dead = [h for h, alive in zip(hosts, pipe.execute(), strict=True) if not alive]
+        dead = self.warm_pool.forget_dead_hosts()
         if not dead:
             return
-        slots = [s for s in self.state.smembers(k.slots) if s.decode().split(".")[0] in dead]
-        pipe = self.state.pipeline()
-        pipe.srem(k.hosts, *dead)
-        if slots:
-            pipe.srem(k.slots, *slots)
-            pipe.srem(k.idle, *slots)
-        pipe.execute()
         logger.warning("faasmp: worker invocation(s) %s stopped answering; their workers are gone", dead)
 
     # -- shutdown -----------------------------------------------------------

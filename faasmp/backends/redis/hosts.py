@@ -95,6 +95,10 @@ return 0
 """
 
 
+#: The counts :meth:`WarmPool.counts` reads.
+COUNTS = ("hosts", "slots", "idle", "queued", "tasks_run", "starting")
+
+
 class WarmPool:
     """The warm pool's records of one run (the keys come from the run's ``Keys``).
 
@@ -179,3 +183,69 @@ class WarmPool:
         k = self._keys
         script = self._state.script(SLOT_IDLE_EXIT)
         return bool(script(keys=[k.work, k.idle, k.slots], args=[slot_id]))
+
+    # -- the client's books ---------------------------------------------------
+    def counts(self, *names: str) -> dict[str, int]:
+        """The pool's counts *names* (all of :data:`COUNTS` if none) in one round trip."""
+        k = self._keys
+        pipe = self._state.pipeline()
+        for name in names or COUNTS:
+            match name:
+                case "hosts" | "slots" | "idle":
+                    pipe.scard(getattr(k, name))
+                case "queued":
+                    pipe.llen(k.work)
+                case "tasks_run" | "starting":
+                    pipe.get(getattr(k, name))
+                case _:
+                    raise ValueError(f"unknown warm pool count {name!r}; the counts are {', '.join(COUNTS)}")
+        return {name: int(v or 0) for name, v in zip(names or COUNTS, pipe.execute(), strict=True)}
+
+    def reserve(self, n: int) -> None:
+        """Add *n* slots to the reserved (starting) count; a negative *n* gives them back."""
+        self._state.incrby(self._keys.starting, n)
+
+    def client_beat(self, client_ttl_ms: int, run_keys: tuple[str, ...]) -> tuple[int, bool]:
+        """Renew the client's heartbeat, the run's epoch and *run_keys*: one round trip.
+
+        Returns the number of queued calls and whether the epoch key still
+        existed (False: the server restarted or was flushed).
+        """
+        k, ttl = self._keys, self._ttl_ms
+        pipe = self._state.pipeline()
+        pipe.pexpire(k.client, client_ttl_ms)
+        pipe.llen(k.work)
+        pipe.pexpire(k.k("epoch"), ttl)
+        for key in run_keys:
+            pipe.pexpire(key, ttl)
+        replies = pipe.execute()
+        return int(replies[1]), bool(replies[2])
+
+    def renew(self, keys: list[str], ttl_ms: int) -> None:
+        """Renew the TTL of *keys* (batches of 1000 per round trip)."""
+        for i in range(0, len(keys), 1000):
+            pipe = self._state.pipeline()
+            for key in keys[i : i + 1000]:
+                pipe.pexpire(key, ttl_ms)
+            pipe.execute()
+
+    def forget_dead_hosts(self) -> list[str]:
+        """Drop hosts whose heartbeat expired, and their slots; returns their ids."""
+        k = self._keys
+        hosts = [h.decode() for h in self._state.smembers(k.hosts)]
+        if not hosts:
+            return []
+        pipe = self._state.pipeline()
+        for host in hosts:
+            pipe.exists(k.host_alive(host))
+        dead = [h for h, alive in zip(hosts, pipe.execute(), strict=True) if not alive]
+        if not dead:
+            return []
+        slots = [s for s in self._state.smembers(k.slots) if s.decode().split(".")[0] in dead]
+        pipe = self._state.pipeline()
+        pipe.srem(k.hosts, *dead)
+        if slots:
+            pipe.srem(k.slots, *slots)
+            pipe.srem(k.idle, *slots)
+        pipe.execute()
+        return dead

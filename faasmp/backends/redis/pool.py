@@ -76,3 +76,66 @@ class PoolWorkerQueue:
     def deliver(self, blob: bytes) -> None:
         """Push the result *blob* and count the task (the worker's last one)."""
         self._direct.execute_many(self._delivery(blob))
+
+
+class PoolQueues:
+    """The client's end of one pool: uploads tasks, withdraws leases, dismisses workers.
+
+    Round-trip budget: a batch of tasks (with its function, the first time)
+    1; withdrawing the pool's queued leases 1; dismissing its workers 1; a
+    health renewal 1.
+    """
+
+    def __init__(self, state: StateBackend, keys: Any, pool_id: str) -> None:
+        self._state = state
+        self._keys = keys
+        self._pool_id = pool_id
+        self.tasks_key = keys.pool_tasks(pool_id)
+        self.results_key = keys.pool_results(pool_id)
+        self.funcs_key = keys.pool_funcs(pool_id)
+        self.alive_key = keys.pool_alive(pool_id)
+
+    def upload(self, tasks: list[bytes], function: tuple[bytes, bytes] | None = None) -> None:
+        """Append *tasks* to the task list; store *function* (``(key, blob)``) first if given."""
+        pipe = self._state.pipeline()
+        if function is not None:
+            pipe.hset(self.funcs_key, {function[0]: function[1]})  # type: ignore[dict-item]
+        if tasks:
+            pipe.rpush(self.tasks_key, *tasks)
+        pipe.execute()
+
+    def withdraw_leases(self, leases: list[bytes]) -> list[bool]:
+        """Take *leases* (queued POOL_WORKER calls) off the run's work queue; True for each still queued."""
+        if not leases:
+            return []
+        pipe = self._state.pipeline()
+        for blob in leases:
+            pipe.lrem(self._keys.work, 1, blob)  # type: ignore[attr-defined]
+        return [bool(n) for n in pipe.execute()]
+
+    def dismiss(
+        self, sentinels: list[bytes], kills: list[tuple[str, bytes]], wake: bytes, *, drop_tasks: bool
+    ) -> None:
+        """Send the workers their *sentinels* (ahead of queued tasks) and *kills* to their hosts.
+
+        *drop_tasks* deletes the tasks not started yet first (``terminate()``);
+        *wake* goes last to the results list, so the result handler learns that
+        every sentinel is out.  One round trip.
+        """
+        pipe = self._state.pipeline()
+        if drop_tasks:
+            pipe.delete(self.tasks_key)
+        if sentinels:
+            pipe.lpush(self.tasks_key, *sentinels)
+        for host, blob in kills:
+            pipe.rpush(self._keys.host_ctl(host), blob)
+        pipe.rpush(self.results_key, wake)
+        pipe.execute()
+
+    def renew(self, alive_ttl_ms: int, key_ttl_ms: int) -> None:
+        """Renew the pool's liveness key and the TTL of its lists (the safety net for a killed client)."""
+        pipe = self._state.pipeline()
+        pipe.pexpire(self.alive_key, alive_ttl_ms)
+        for key in (self.tasks_key, self.results_key, self.funcs_key):
+            pipe.pexpire(key, key_ttl_ms)
+        pipe.execute()

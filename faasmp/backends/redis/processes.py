@@ -112,6 +112,21 @@ class ProcessRecords:
         k = self._keys
         return [k.proc(proc_id), k.proc_exit(proc_id), k.out, k.proc_ctl(proc_id)]
 
+    def queued(self, proc_id: str, name: str) -> None:
+        """Record the new *proc_id* (named *name*) as queued, with the run's key TTL."""
+        key = self._keys.proc(proc_id)
+        pipe = self._state.pipeline()
+        pipe.hset(key, {"state": "queued", "name": name})
+        pipe.pexpire(key, self._ttl_ms)
+        pipe.execute()
+
+    def exit_codes(self, proc_ids: list[str]) -> list[int | None]:
+        """The exit codes of *proc_ids* (None for one still running), in one round trip."""
+        pipe = self._state.pipeline()
+        for proc_id in proc_ids:
+            pipe.lindex(self._keys.proc_exit(proc_id), 0)
+        return [None if raw is None else int(raw) for raw in pipe.execute()]
+
     def started(self, proc_id: str, slot_id: str, host_id: str, pid: int, started: float) -> int:
         """Record that *proc_id* runs as *pid* in *slot_id* since *started* (client clock).
 
