@@ -194,8 +194,8 @@ class BaseProcess:
         )
         blob = dumps(call, session.authkey)
         handle = _RemoteHandle(session, self._proc_id, blob)
-        handle.records.queued(self._proc_id, self._name)
-        session.push_work(blob)
+        # The record and the queued call go out with the capacity check: one round trip.
+        session.push_work(blob, record=(handle.hash_key, self._name))
         # Like the stdlib: the parent's object no longer holds the target.
         del self._target, self._args, self._kwargs
         self._handle = handle

@@ -288,3 +288,41 @@ def test_a_process_whose_host_died_exits_once_and_ends_its_output():
         assert proc.exitcode == -signal.SIGKILL
     finally:
         ctx.shutdown()
+
+
+def test_pool_and_process_creation_overlap_a_slow_backend_setup_injected(monkeypatch):
+    """Issue 16: a cold Pool()/Process.start() does not wait for the compute backend's setup.
+
+    Injected fault: the backend's setup is held until the test releases it.
+    Pool() and Process.start() return while it is held (the invocation goes
+    out from a background thread once the backend is ready), and the work
+    then runs normally.
+    """
+    import threading
+
+    from faasmp.runtime import session as session_mod
+
+    release = threading.Event()
+    real_open = session_mod.open_compute
+
+    def held_open(config):
+        assert release.wait(20), "the test never released the backend setup"
+        return real_open(config)
+
+    monkeypatch.setattr(session_mod, "open_compute", held_open)
+    ctx = FaasContext(**TEST_SETTINGS)
+    try:
+        pool = ctx.Pool(2)
+        proc = ctx.Process(target=helpers.square, args=(3,))
+        proc.start()
+        session = ctx.session
+        assert not session._compute_ready.is_set(), "Pool()/start() waited for the backend setup"
+        release.set()
+        assert pool.map(helpers.square, range(4)) == [0, 1, 4, 9]
+        proc.join(60)
+        assert proc.exitcode == 0
+        pool.close()
+        pool.join()
+    finally:
+        release.set()
+        ctx.shutdown()

@@ -1,15 +1,20 @@
 """A run: one state backend, one compute backend and the warm pool they host.
 
-The client side of a run owns the embedded server (if any), the Lithops
-executor, the warm pool of worker slots, the output listener that replays
-remote prints and logs, and a monitor thread (heartbeat, capacity, host
-deaths, Redis latency samples).  Inside a worker, a *remote* session shares
-the run's Redis state and asks the client for capacity instead of invoking
-functions itself.
+Two roles, two types, one interface (:class:`Session`, what the API modules
+use):
+
+* :class:`ClientSession` -- the client side of a run: the embedded server (if
+  any), the Lithops executor, the warm pool of worker slots (its Redis records
+  are ``backends.redis.hosts.WarmPool``), the output listener that replays
+  remote prints and logs, and a monitor thread (heartbeat, key TTLs,
+  capacity, host deaths, Redis latency samples).
+* :class:`WorkerSession` -- inside a worker slot: shares the run's Redis
+  state and asks the client for capacity instead of invoking functions.
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 import os
@@ -40,14 +45,120 @@ class WorkerStartError(RuntimeError):
     """No worker could be started for queued work (the compute backend failed)."""
 
 
-class Session:
-    """One run of faasmp (client side unless built with :meth:`remote`)."""
+class Session(abc.ABC):
+    """What every part of a run uses, in the client and inside a worker.
+
+    A run's client holds a :class:`ClientSession` (the server, the executor,
+    the warm pool, the output listener and the monitor); code running inside a
+    worker slot holds a :class:`WorkerSession`, which shares the run's Redis
+    state and asks the client for capacity instead of invoking functions.
+    The API modules (Process, Pool, the shared objects) take either.
+    """
+
+    #: True inside a worker (a :class:`WorkerSession`).
+    remote_mode: bool = False
+    config: Config
+    authkey: bytes
+    stats: StatsCollector
+    run_id: str
+    keys: Keys
+    url: str
+    state: StateBackend
+    #: The client's (redis clock - local clock), in seconds.
+    offset: float
+    #: Keys of shared objects this process owns, renewed by the client's monitor.
+    live_keys: dict[int, list[str]]
+    _closed: threading.Event
+    _start_error: str | None
+
+    def __repr__(self) -> str:
+        mode = "remote" if self.remote_mode else self.config.backend
+        return f"<{type(self).__name__} run={self.run_id} {mode} redis={redact_url(self.url)}>"
+
+    @classmethod
+    def remote(cls, spec: HostSpec, state: StateBackend, stats: StatsCollector) -> WorkerSession:
+        """The session of code running inside a worker slot."""
+        return WorkerSession(spec, state, stats)
+
+    # -- clocks -------------------------------------------------------------
+    def now(self) -> float:
+        """Wall-clock time on the client's clock (what stats records use)."""
+        return time.time()
+
+    # -- capacity -------------------------------------------------------------
+    @abc.abstractmethod
+    def push_work(self, *blobs: bytes, front: bool = False, record: tuple[str, str] | None = None) -> None:
+        """Queue RemoteCalls for the warm pool and make sure slots will take them.
+
+        *record* (``(hash key, name)``) is a queued Process' record, written
+        in the same round trip.
+        """
+
+    def check_start_error(self) -> None:
+        """Raise WorkerStartError if the backend failed to start a worker."""
+        if self._start_error is not None:
+            raise WorkerStartError(
+                f"a faasmp worker invocation failed on backend {self.config.backend!r}: {self._start_error}"
+            )
+
+    def host_alive(self, host_id: str) -> bool:
+        return bool(self.state.exists(self.keys.host_alive(host_id)))
+
+    @abc.abstractmethod
+    def wait_output(self, task_id: str, timeout: float = 5.0) -> None:
+        """Wait until the output of *task_id* has been replayed (only the client replays it)."""
+
+    @abc.abstractmethod
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """End the run (only its client does)."""
+
+    @property
+    def closed(self) -> bool:
+        """True once the run ended (a worker's session never is: its run ends with its client)."""
+        return self._closed.is_set()
+
+
+class WorkerSession(Session):
+    """The session of code running inside a worker slot: the run's state, no server or executor."""
+
+    remote_mode = True
+
+    def __init__(self, spec: HostSpec, state: StateBackend, stats: StatsCollector) -> None:
+        self.config = Config(
+            idle_timeout=spec.idle_timeout, heartbeat_interval=spec.heartbeat, key_ttl=spec.key_ttl
+        )
+        self.authkey = spec.authkey
+        self.stats = stats
+        self.run_id = spec.run_id
+        self.keys = Keys(spec.run_id)
+        self.url = spec.url
+        self.state = state
+        self.offset = spec.clock_offset
+        self._closed = threading.Event()
+        self.live_keys = {}
+        self._start_error = None
+        self.warm_pool = WarmPool(state, self.keys, int(spec.key_ttl * 1000))
+
+    def push_work(self, *blobs: bytes, front: bool = False, record: tuple[str, str] | None = None) -> None:
+        """Queue the calls and ask the client for capacity: one round trip."""
+        self.warm_pool.push_from_worker(blobs, front=front, record=record)
+
+    def wait_output(self, task_id: str, timeout: float = 5.0) -> None:
+        """Nothing to wait for: the client replays the output, not a worker."""
+        return
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Nothing to end: the run belongs to its client (a worker's atexit must not stop it)."""
+        return
+
+
+class ClientSession(Session):
+    """A run's client: the embedded server, the executor, the warm pool, output replay, the monitor."""
 
     def __init__(self, config: Config, authkey: bytes, stats: StatsCollector) -> None:
         self.config = config
         self.authkey = authkey
         self.stats = stats
-        self.remote_mode = False
         self.run_id = secrets.token_hex(6)
         self.keys = Keys(self.run_id)
         self.server: EmbeddedServer | None = None
@@ -113,38 +224,6 @@ class Session:
 
         threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
 
-    @classmethod
-    def remote(cls, spec: HostSpec, state: StateBackend, stats: StatsCollector) -> Session:
-        """The session of code running inside a worker slot."""
-        self = cls.__new__(cls)
-        self.config = Config(
-            idle_timeout=spec.idle_timeout, heartbeat_interval=spec.heartbeat, key_ttl=spec.key_ttl
-        )
-        self.authkey = spec.authkey
-        self.stats = stats
-        self.remote_mode = True
-        self.run_id = spec.run_id
-        self.keys = Keys(spec.run_id)
-        self.server = None
-        self.url = spec.url
-        self.state = state
-        self.offset = spec.clock_offset
-        self._closed = threading.Event()
-        self._eof_lock = threading.Condition()
-        self.live_keys = {}
-        self._eof = set()
-        self._start_error = None
-        return self
-
-    def __repr__(self) -> str:
-        mode = "remote" if self.remote_mode else self.config.backend
-        return f"<Session run={self.run_id} {mode} redis={redact_url(self.url)}>"
-
-    # -- clocks -------------------------------------------------------------
-    def now(self) -> float:
-        """Wall-clock time on the client's clock (what stats records use)."""
-        return time.time()
-
     # -- compute ------------------------------------------------------------
     def _make_compute(self) -> None:
         try:
@@ -164,19 +243,42 @@ class Session:
         return self._compute
 
     # -- capacity -------------------------------------------------------------
-    def push_work(self, *blobs: bytes, front: bool = False) -> None:
-        """Queue RemoteCalls for the warm pool and make sure slots will take them."""
-        (self.state.lpush if front else self.state.rpush)(self.keys.work, *blobs)
-        self.ensure_capacity()
+    def push_work(self, *blobs: bytes, front: bool = False, record: tuple[str, str] | None = None) -> None:
+        """Queue the calls and reserve slots for them (one round trip), then start what is missing."""
+        need = self.warm_pool.push_and_reserve(blobs, self.config.max_workers, front=front, record=record)
+        self._start(need)
 
     def ensure_capacity(self) -> None:
         """Start slots for queued work that no idle or starting slot will take."""
-        if self.remote_mode:
-            self.state.rpush(self.keys.grow, b"1")
+        self._start(self.warm_pool.reserve_capacity(self.config.max_workers))
+
+    def _start(self, need: int) -> None:
+        """Start *need* reserved slots (from a thread while the executor is still being set up)."""
+        if need <= 0:
             return
-        need = self.warm_pool.reserve_capacity(self.config.max_workers)
-        if need > 0:
+        if self._compute_ready.is_set():
             self.grow(need)
+            return
+        # A cold run: the compute backend is still being set up (Lithops takes
+        # 0.1-0.2 s after the server is up).  Invoke from a thread, so Pool()
+        # and Process.start() return now and the caller's next steps (pickling
+        # and uploading its tasks) overlap the setup and the invocation; a
+        # failure is reported by check_start_error, which every wait polls.
+        threading.Thread(target=self._grow_quietly, args=(need,), name="faasmp-grow", daemon=True).start()
+
+    def _grow_quietly(self, n: int) -> None:
+        """:meth:`grow` on a background thread: a failure becomes the run's start error."""
+        try:
+            # open_compute always ends (it sets the event in a finally); the
+            # limit only bounds a backend that hangs in its setup.
+            if not self._compute_ready.wait(self.config.key_ttl):
+                raise WorkerStartError(f"the compute backend did not start within {self.config.key_ttl:.0f}s")
+            if not self._closed.is_set():
+                self.grow(n)
+        except Exception as exc:  # noqa: BLE001 - surfaced by check_start_error
+            if self._start_error is None:
+                self._start_error = str(exc)
+            logger.error("faasmp: could not start %d workers: %s", n, exc)
 
     def prestart(self, n: int) -> None:
         """Make the warm pool hold at least *n* slots (starting them if needed)."""
@@ -277,16 +379,6 @@ class Session:
             raise WorkerStartError(str(exc)) from exc
         self._starting[host_id] = (inv, slots)
 
-    def check_start_error(self) -> None:
-        """Raise WorkerStartError if the backend failed to start a worker."""
-        if self._start_error is not None:
-            raise WorkerStartError(
-                f"a faasmp worker invocation failed on backend {self.config.backend!r}: {self._start_error}"
-            )
-
-    def host_alive(self, host_id: str) -> bool:
-        return bool(self.state.exists(self.keys.host_alive(host_id)))
-
     def status(self) -> dict[str, Any]:
         """Counts of the warm pool: hosts, slots, idle slots, queued calls, tasks run."""
         c = self.warm_pool.counts()
@@ -330,8 +422,6 @@ class Session:
 
     def wait_output(self, task_id: str, timeout: float = 5.0) -> None:
         """Wait until the output of *task_id* has been replayed (it said it had some)."""
-        if self.remote_mode:
-            return
         deadline = time.monotonic() + timeout
         with self._eof_lock:
             while task_id not in self._eof:
@@ -448,7 +538,7 @@ class Session:
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop every worker of the run, delete its keys, release the backends."""
-        if self._closed.is_set() or self.remote_mode or os.getpid() != self._owner_pid:
+        if self._closed.is_set() or os.getpid() != self._owner_pid:
             # A forked child (e.g. a stdlib Pool worker) exits through the
             # same atexit hooks; the run belongs to the process that made it.
             return
@@ -468,7 +558,3 @@ class Session:
             self.state.close()
         if self.server is not None:
             self.server.stop()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed.is_set()

@@ -19,7 +19,8 @@ do not both start slots for the same queued work; a slot leaves only when no
 work is queued (:data:`SLOT_IDLE_EXIT`) and a host only when nobody asked it
 to grow meanwhile (:data:`HOST_EXIT`), so queued work always has a slot.
 
-Round-trip budget: a capacity check 1 (one script); a slot's registration 1,
+Round-trip budget: queuing work with its capacity check 1 (one script; with
+a Process' queued record), from a worker 1 (one pipeline); a capacity check 1; a slot's registration 1,
 its idle exit 1; a host's registration 1 (one pipeline), its beat 1, its exit
 1 and a lost slot 1.
 """
@@ -31,24 +32,44 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ..state import StateBackend
 
+
 # Reserve capacity for queued work atomically, so concurrent submitters do not
-# both start slots for the same items.
-# KEYS: work, idle, slots, starting.  ARGV: extra queued, max slots, ttl -> slots to start
-ENSURE_CAPACITY = """
-local queued = redis.call('LLEN', KEYS[1]) + tonumber(ARGV[1])
+# both start slots for the same items.  KEYS[1..4]: work, idle, slots, starting;
+# max_slots and ttl are Lua expressions.  Returns the number of slots to start.
+def _reserve_lua(max_slots: str, ttl: str) -> str:
+    return f"""
+local queued = redis.call('LLEN', KEYS[1])
 local idle = redis.call('SCARD', KEYS[2])
 local total = redis.call('SCARD', KEYS[3])
 local starting = tonumber(redis.call('GET', KEYS[4]) or '0')
 local need = queued - idle - starting
-local room = tonumber(ARGV[2]) - total - starting
+local room = tonumber({max_slots}) - total - starting
 if need > room then need = room end
 if need > 0 then
   redis.call('INCRBY', KEYS[4], need)
-  redis.call('PEXPIRE', KEYS[4], ARGV[3])
+  redis.call('PEXPIRE', KEYS[4], {ttl})
   return need
 end
 return 0
 """
+
+
+# KEYS: work, idle, slots, starting.  ARGV: max slots, ttl -> slots to start
+ENSURE_CAPACITY = _reserve_lua("ARGV[1]", "ARGV[2]")
+
+# Queue work and reserve capacity for it in one round trip (a Process' start,
+# a Pool's leases); with a record, also the queued process' hash.
+# KEYS: work, idle, slots, starting, record hash.
+# ARGV: max slots, ttl, front ('1': LPUSH), has record ('1'), record name, calls... -> slots to start
+PUSH_AND_RESERVE = """
+if ARGV[4] == '1' then
+  redis.call('HSET', KEYS[5], 'state', 'queued', 'name', ARGV[5])
+  redis.call('PEXPIRE', KEYS[5], ARGV[2])
+end
+local push = 'RPUSH'
+if ARGV[3] == '1' then push = 'LPUSH' end
+for i = 6, #ARGV do redis.call(push, KEYS[1], ARGV[i]) end
+""" + _reserve_lua("ARGV[1]", "ARGV[2]")
 
 # Ask a live host to fork more slots; refused once it has decided to leave.
 # KEYS: host_alive, host_ctl.  ARGV: the signed SpawnSlots message -> 1 asked, 0 host gone
@@ -115,7 +136,45 @@ class WarmPool:
         """Reserve slots for queued work no idle or starting slot will take; returns how many to start."""
         k = self._keys
         script = self._state.script(ENSURE_CAPACITY)
-        return int(script(keys=[k.work, k.idle, k.slots, k.starting], args=[0, max_slots, self._ttl_ms]))
+        return int(script(keys=[k.work, k.idle, k.slots, k.starting], args=[max_slots, self._ttl_ms]))
+
+    def push_and_reserve(
+        self,
+        calls: tuple[bytes, ...],
+        max_slots: int,
+        *,
+        front: bool = False,
+        record: tuple[str, str] | None = None,
+    ) -> int:
+        """Queue *calls* and reserve slots for them in one round trip; returns how many slots to start.
+
+        *record* (``(hash key, name)``) is the hash of a queued Process,
+        written in the same step (state ``queued``, with the run's key TTL).
+        *front* queues the calls ahead of the others.
+        """
+        k = self._keys
+        record_key, name = record if record is not None else (k.work, "")
+        script = self._state.script(PUSH_AND_RESERVE)
+        args: list[Any] = [max_slots, self._ttl_ms, int(front), int(record is not None), name, *calls]
+        return int(script(keys=[k.work, k.idle, k.slots, k.starting, record_key], args=args))
+
+    def push_from_worker(
+        self, calls: tuple[bytes, ...], *, front: bool = False, record: tuple[str, str] | None = None
+    ) -> None:
+        """Queue *calls* from inside a worker and ask the client for capacity (the run's grow list).
+
+        A worker has no executor: the client's monitor reads the grow list and
+        reserves and starts the slots.  *record* and *front* as in
+        :meth:`push_and_reserve`.  One round trip.
+        """
+        k = self._keys
+        pipe = self._state.pipeline()
+        if record is not None:
+            pipe.hset(record[0], {"state": "queued", "name": record[1]})
+            pipe.pexpire(record[0], self._ttl_ms)
+        (pipe.lpush if front else pipe.rpush)(k.work, *calls)
+        pipe.rpush(k.grow, b"1")
+        pipe.execute()
 
     def ask_host_to_spawn(self, host_id: str, message: bytes) -> bool:
         """Push *message* (a signed ``SpawnSlots``) to a live host; False if the host is leaving."""

@@ -20,7 +20,8 @@ same waiters (exit list, channel) and ends the process' output with the same
 marker; and only the first exit counts (a dead host's report and the client's
 own finding may race).
 
-Round-trip budget: a start 1, an exit 1, a signal 1 (one script each).
+Round-trip budget: a start 1, an exit 1, a signal 1 (one script each); the
+queued record is written with the queued call (``hosts.WarmPool.push_and_reserve``).
 """
 
 from __future__ import annotations
@@ -111,14 +112,6 @@ class ProcessRecords:
     def _keys_of(self, proc_id: str) -> list[str]:
         k = self._keys
         return [k.proc(proc_id), k.proc_exit(proc_id), k.out, k.proc_ctl(proc_id)]
-
-    def queued(self, proc_id: str, name: str) -> None:
-        """Record the new *proc_id* (named *name*) as queued, with the run's key TTL."""
-        key = self._keys.proc(proc_id)
-        pipe = self._state.pipeline()
-        pipe.hset(key, {"state": "queued", "name": name})
-        pipe.pexpire(key, self._ttl_ms)
-        pipe.execute()
 
     def exit_codes(self, proc_ids: list[str]) -> list[int | None]:
         """The exit codes of *proc_ids* (None for one still running), in one round trip."""
