@@ -64,11 +64,14 @@ def demo(workers: int, points: int, tasks: int) -> int:
     return 0 if abs(pi - 3.14159) < 0.05 else 1
 
 
-def run(target: str, args: list[str], module: bool, storage: list[str] | None = None) -> int:
+def run(
+    target: str, args: list[str], module: bool, storage: list[str] | None = None, show_stats: bool = False
+) -> int:
     """Run a program with multiprocessing patched to faasmp; returns its exit code.
 
     With *storage* prefixes, paths under them go to object storage
-    (:mod:`faasmp.storage`) in the program and in its workers.
+    (:mod:`faasmp.storage`) in the program and in its workers.  With
+    *show_stats*, :func:`faasmp.stats.report` is printed to stderr at exit.
     """
     import os  # noqa: PLC0415
     import runpy  # noqa: PLC0415
@@ -112,11 +115,24 @@ def run(target: str, args: list[str], module: bool, storage: list[str] | None = 
         code = 1
     finally:
         sys.stdout.flush()
+        if show_stats:
+            _print_stats()
         faasmp.shutdown()  # joins non-daemonic children, like the stdlib at exit
         faasmp.unpatch()
         if storage:
             faasmp.storage.unpatch()
     return code
+
+
+def _print_stats() -> None:
+    """The whole-program statistics, after the last reports of the workers arrived."""
+    import faasmp  # noqa: PLC0415
+
+    ctx = faasmp.get_context()
+    if ctx.running:
+        ctx.collect_stats()
+    print("\nfaasmp run --stats:", file=sys.stderr)
+    print(faasmp.stats.report(), file=sys.stderr)
 
 
 def status() -> int:
@@ -151,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         help="route open()/os paths under PREFIX (e.g. /faas/ or s3://bucket/) to object storage, "
         "in the program and its workers (repeatable)",
     )
+    p_run.add_argument(
+        "--stats", action="store_true", help="print the statistics (faasmp.stats.report()) to stderr at exit"
+    )
     p_run.add_argument("target", help="script path (or module name with -m)")
     p_run.add_argument("args", nargs=argparse.REMAINDER, help="the program's own arguments")
     argv = sys.argv[1:] if argv is None else argv
@@ -165,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "plugin", None) is not None:
         return int(args.plugin.main(args))
     if args.cmd == "run":
-        return run(args.target, args.args, args.module, args.storage)
+        return run(args.target, args.args, args.module, args.storage, args.stats)
     if args.cmd == "demo":
         if args.workers < 1 or args.points < args.tasks or args.tasks < 1:
             parser.error("--workers and --tasks must be >= 1 and --points >= --tasks")

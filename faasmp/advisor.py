@@ -65,3 +65,13 @@ def advise(records: list[TaskRecord]) -> str | None:
         f"amortise it: try chunksize={suggested} (about {suggested * per_item * 1e3:.0f} ms of "
         "work per task). This warning is shown once."
     )
+
+
+def verdict(records: list[TaskRecord]) -> str:
+    """The advisor's verdict on *records* in one line (what the dashboard shows)."""
+    pool = [r for r in records if r.kind == "pool"]
+    if not pool:
+        return "no Pool tasks to judge"
+    if len(pool) < MIN_TASKS:
+        return f"too few Pool tasks to judge ({len(pool)} < {MIN_TASKS})"
+    return advise(pool) or "task granularity is fine: tasks run longer than their overhead"

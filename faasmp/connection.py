@@ -3,7 +3,7 @@
 :func:`Pipe` returns two :class:`Connection` objects with the stdlib's API and
 semantics, backed by Redis lists (one list per direction):
 
-* ``send``/``send_bytes`` push one signed message (``HMAC-SHA256 || body``,
+* ``send``/``send_bytes`` push one signed message (``tag || body``, tag a 32-byte MAC,
   the format of :func:`faasmp.runtime.call.dumps`) with one Lua call that also
   refreshes the keys' TTL and publishes on the list's channel (for
   :func:`wait`).  ``send_bytes`` stores the raw bytes (no pickling), ``send``
@@ -59,8 +59,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .backends.redis.pipes import RedisPipeEnd, create_pipe
 from .backends.state import CONNECTION_ERRORS, StateError
-from .runtime import dsm, pickling
-from .runtime.call import Signer, dumps_named, dumps_plain, signer
+from .runtime import dsm, metrics, pickling
+from .runtime.call import Signer, dumps_named, dumps_plain, payload_size, pickle_parts, signer
 from .runtime.shared import SharedObject
 
 if TYPE_CHECKING:
@@ -74,12 +74,12 @@ _MAC_SIZE = 32
 
 
 # --- signing raw bytes -------------------------------------------------------
-# Same format as faasmp.runtime.call.dumps (HMAC-SHA256 of the body, then the
-# body), so a signed pickle is a signed byte string and vice versa.
+# Same format as faasmp.runtime.call.dumps (the 32-byte MAC of the body, then the
+# body; see runtime.call.Signer), so a signed pickle is a signed byte string and vice versa.
 
 
 def sign_bytes(body: bytes | memoryview, authkey: bytes) -> bytes:
-    """``HMAC-SHA256(authkey, body) || body`` — :func:`~faasmp.runtime.call.dumps` without pickling."""
+    """``tag || body`` (tag: :class:`~faasmp.runtime.call.Signer`'s MAC) — ``dumps`` without pickling."""
     return signer(authkey).sign(body)
 
 
@@ -189,6 +189,8 @@ class Connection(SharedObject):
         self._broken = False
         self._lost: BaseException | None = None
         self._on_send_reply = _send_reply_handler(weakref.ref(self))
+        self._m_send = metrics.counter("pipe", f"{self._oid}/{e}", "send")
+        self._m_recv = metrics.counter("pipe", f"{self._oid}/{e}", "recv")
         # The other end reads from our write list only if it is readable.
         close, keys, args = self._redis.closer(lists, self._holder, wake_peer=self._duplex or e == 1)
         self._releaser = weakref.finalize(self, _release_handle, session, close, keys, args)
@@ -317,6 +319,10 @@ class Connection(SharedObject):
         """Send a picklable object (cloudpickle: lambdas and ``__main__`` classes too)."""
         self._check_closed()
         self._check_writable()
+        parts = pickle_parts(obj)  # a large bytes/bytearray: written as it is
+        if parts is not None:
+            self._send_signed(self._signer.mac_parts(parts), parts)
+            return
         plain = dumps_plain(obj, self._authkey)  # the C pickler for plain data
         if plain is not None:
             view = memoryview(plain)
@@ -343,6 +349,7 @@ class Connection(SharedObject):
         if refresh:
             self._holders_fresh_until = now + self._holder_refresh
         self._redis.pipe_send(mac, body, self._on_send_reply, refresh_holders=refresh)
+        self._m_send.add(len(mac) + payload_size(body))
         self._check_earlier_sends()
 
     def _check_earlier_sends(self) -> None:
@@ -356,6 +363,12 @@ class Connection(SharedObject):
     # -- receiving ----------------------------------------------------------------
     def _recv_blob(self) -> bytes | bytearray:
         """Block until a message arrives (returned) or the other end is closed (EOFError)."""
+        t0 = time.perf_counter()
+        blob = self._take_blob()
+        self._m_recv.since(t0, len(blob))
+        return blob
+
+    def _take_blob(self) -> bytes | bytearray:
         if not self._bound:
             self._bind()
         redis, cap = self._redis, self._cap

@@ -153,6 +153,17 @@ class FaasContext:
             session.wait_ready(workers, timeout or session.config.start_timeout)
         return self.warm_pool_status()
 
+    def collect_stats(self) -> None:
+        """Bring :attr:`stats` up to date now, not at the next heartbeat.
+
+        Emits this process' IPC/sync counters and handles the workers'
+        reports already sent (a joined Process has sent its last one).  A
+        no-op when no run is active.
+        """
+        session = self._session
+        if session is not None and not session.closed:
+            session.collect_stats()
+
     def warm_pool_status(self) -> dict[str, Any]:
         """Hosts, workers, idle workers, queued calls and tasks run so far."""
         if not self.running:

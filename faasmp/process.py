@@ -22,6 +22,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from . import stats
 from .backends.redis.processes import ProcessRecords
 from .runtime import dsm
 from .runtime import protocol as msgs
@@ -116,7 +117,40 @@ class _RemoteHandle:
         )
 
     def close(self) -> None:
-        self.session.state.delete(self.hash_key, self.exit_key, self.ctl_key)
+        then = self.session.take_stat_read(self.hash_key)
+        if then is None:
+            self.records.delete(self.proc_id)
+            return
+        # The record is still to be read for the stats: in the same round trip.
+        then(self.records.read_and_delete(self.proc_id))
+
+    # -- statistics (faasmp.stats: a process is a job of one task) -------------
+    def started_stats(self, name: str, submitted: float, serialize_s: float) -> None:
+        """Emit the start of the process (call right after it was queued)."""
+        self._stats_start = (name, submitted, serialize_s, self.session.now())
+        self.session.stats.emit(stats.JobStarted(self.proc_id, "process", 1, submitted))
+        self.session.stats.emit(stats.ProcessStarted(self.proc_id, name, submitted))
+
+    def ended_stats(self) -> None:
+        """Emit the record of the ended process, once.
+
+        Its timing (written by the process as it ended) is read with the
+        session's next heartbeat, not here: ``join`` costs no extra round trip.
+        """
+        start = self.__dict__.pop("_stats_start", None)
+        if start is None or self.session.remote_mode:
+            return
+        name, submitted, serialize_s, uploaded = start
+        received = self.session.now()
+        session, proc_id, code = self.session, self.proc_id, self.returncode
+
+        def emit(raw: dict[bytes, bytes]) -> None:
+            info = {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
+            rec = stats.process_record(proc_id, name, submitted, serialize_s, uploaded, info, received, code)
+            session.stats.emit(stats.TaskFinished(rec))
+            session.stats.emit(stats.JobFinished(proc_id, received, rec.ok))
+
+        session.read_for_stats(self.hash_key, emit)
 
 
 class BaseProcess:
@@ -181,14 +215,16 @@ class BaseProcess:
         # worker that cannot unpickle it (a module it cannot import) still
         # knows which process failed and reports it instead of dying.
         self._mp_log_level = _mp_log_level()
+        submitted, t_ser = session.now(), time.perf_counter()
         payload = dumps_named(
             self, session.authkey, f"Process {self._name!r} (its target, args or attributes)", session.config
         )
+        serialize_s = time.perf_counter() - t_ser
         call = RemoteCall(
             kind=CallKind.PROCESS,
             call_id=self._proc_id,
             payload=payload,
-            submitted=session.now(),
+            submitted=submitted,
             log_level=_client_log_level(),
             patched=_patched(),
         )
@@ -196,6 +232,7 @@ class BaseProcess:
         handle = _RemoteHandle(session, self._proc_id, blob)
         # The record and the queued call go out with the capacity check: one round trip.
         session.push_work(blob, record=(handle.hash_key, self._name))
+        handle.started_stats(self._name, submitted, serialize_s)
         # Like the stdlib: the parent's object no longer holds the target.
         del self._target, self._args, self._kwargs
         self._handle = handle
@@ -229,6 +266,7 @@ class BaseProcess:
         handle = self._handle
         res = handle.wait(timeout)
         if res is not None:
+            handle.ended_stats()
             dsm.acquire()  # joining an ended process is an acquire of the memory it wrote
             _children.discard(self)
             if not handle.output_done:
@@ -245,6 +283,7 @@ class BaseProcess:
             return False
         if self._handle.poll() is None:
             return True
+        self._handle.ended_stats()
         _children.discard(self)
         return False
 

@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .backends.redis.queues import RedisQueue
 from .backends.state import StateError
 from .connection import Signer
-from .runtime import dsm, pickling
-from .runtime.call import dumps_named, pickle_plain
+from .runtime import dsm, metrics, pickling
+from .runtime.call import dumps_named, payload_size, pickle_parts, pickle_plain
 from .runtime.shared import SharedObject
 
 if TYPE_CHECKING:
@@ -98,6 +98,8 @@ class _ListQueue(SharedObject):
         self._redis = RedisQueue(self._state, keys, self._ttl)
         self._on_put_reply = _put_reply_handler(weakref.ref(self))
         self._lost: BaseException | None = None
+        self._m_put = metrics.counter("queue", f"{self._kind} {self._oid}", "put")
+        self._m_get = metrics.counter("queue", f"{self._kind} {self._oid}", "get")
 
     def _push_unbounded(self, mac: Any, body: Any, joinable: bool) -> None:
         """Push onto an unbounded queue without waiting for Redis' reply.
@@ -119,7 +121,14 @@ class _ListQueue(SharedObject):
             raise StateError(f"an earlier item put on {self!r} was not stored: {lost}")
 
     def _dumps(self, obj: Any) -> tuple[Any, Any]:
-        """(signature, pickle) of *obj*, not joined: a large item is written from both as they are."""
+        """(signature, pickle) of *obj*, not joined: a large item is written from both as they are.
+
+        The pickle of a large bytes/bytearray is a tuple of parts (see
+        :func:`~faasmp.runtime.call.pickle_parts`), the item itself among them.
+        """
+        parts = pickle_parts(obj)
+        if parts is not None:
+            return self._signer.mac_parts(parts), parts
         body: Any = pickle_plain(obj)  # the C pickler for plain data
         if body is None:
             try:
@@ -181,10 +190,12 @@ class Queue(_ListQueue):
         self._check_open()
         dsm.release()  # a put is a release of shared memory
         mac, body = self._dumps(obj)
+        self._m_put.add(len(mac) + payload_size(body))
         if not self._bounded:
             self._push_unbounded(mac, body, self._joinable)
             return
-        redis, blob, maxsize, joinable = self._redis, b"".join((mac, body)), self._maxsize, self._joinable
+        blob = b"".join((mac, *body)) if type(body) is tuple else b"".join((mac, body))
+        redis, maxsize, joinable = self._redis, self._maxsize, self._joinable
         if redis.queue_put(blob, maxsize, joinable=joinable):
             return
         if not block or (timeout is not None and timeout <= 0):
@@ -211,6 +222,7 @@ class Queue(_ListQueue):
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """Remove and return an item, waiting up to *timeout* seconds (``queue.Empty``)."""
         self._check_open()
+        t0 = time.perf_counter()
         if not block or (timeout is not None and timeout <= 0):
             blob = self._redis.queue_get_now(bounded=self._bounded, maxsize=self._maxsize)
             if blob is None:
@@ -221,6 +233,7 @@ class Queue(_ListQueue):
                 raise Empty
             if self._bounded:
                 self._redis.queue_space_freed(self._maxsize)
+        self._m_get.since(t0, len(blob))
         dsm.acquire()  # a get is an acquire of shared memory
         return pickling.loads(self._signer.verify(blob))
 
@@ -320,7 +333,9 @@ class SimpleQueue(_ListQueue):
         """Put *obj* on the queue (sent to Redis before this returns; the reply is not awaited)."""
         self._check_open()
         dsm.release()
-        self._push_unbounded(*self._dumps(obj), False)
+        mac, body = self._dumps(obj)
+        self._m_put.add(len(mac) + payload_size(body))
+        self._push_unbounded(mac, body, False)
 
     def get(self, *, timeout: float | None = None) -> Any:
         """Remove and return an item, blocking until there is one.
@@ -328,12 +343,14 @@ class SimpleQueue(_ListQueue):
         *timeout* (a faasmp addition) bounds the wait and raises ``queue.Empty``.
         """
         self._check_open()
+        t0 = time.perf_counter()
         if timeout is not None and timeout <= 0:
             blob = self._redis.queue_get_now(bounded=False, maxsize=SEM_VALUE_MAX)
         else:
             blob = self._redis.queue_get(0 if timeout is None else _redis_timeout(timeout))
         if blob is None:
             raise Empty
+        self._m_get.since(t0, len(blob))
         dsm.acquire()
         return pickling.loads(self._signer.verify(blob))
 

@@ -74,7 +74,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .backends.redis.events import RedisBarrier, RedisCondition, RedisEvent
 from .backends.redis.semaphores import RedisSemaphore
-from .runtime import dsm
+from .runtime import dsm, metrics
 from .runtime.shared import SharedObject
 
 if TYPE_CHECKING:
@@ -147,6 +147,14 @@ class _Synchronizer(SharedObject):
             ttl = self.__dict__["_ttl_cache"] = self._ttl_ms
         return ttl
 
+    def _count(self, op: str, t0: float) -> None:
+        """Count one *op* (acquire, wait) that began blocking at ``perf_counter()`` *t0* (see metrics)."""
+        key = "_m_" + op
+        c: metrics.Counter | None = self.__dict__.get(key)
+        if c is None:
+            c = self.__dict__[key] = metrics.counter(type(self).__name__.lower(), self._oid, op)
+        c.since(t0)
+
     def _gone(self) -> RuntimeError:
         return RuntimeError(
             f"faasmp {type(self).__name__} {self._oid}: its state in Redis is gone — the object was "
@@ -196,7 +204,9 @@ class SemLock(_Synchronizer):
         Returns ``True`` when acquired, ``False`` when non-blocking and taken, or
         when *timeout* passed.
         """
+        t0 = time.perf_counter()
         got = self._acquire(block, timeout, 1)
+        self._count("acquire", t0)
         if got:
             dsm.acquire(self)  # acquiring a lock is an acquire of shared memory
         return got
@@ -441,6 +451,7 @@ class Condition(_Synchronizer):
 
         Returns ``False`` if *timeout* passed without a notification.
         """
+        t0 = time.perf_counter()
         cond = self._redis
         lock = self._lock._redis
         wid = secrets.token_hex(8)
@@ -459,6 +470,7 @@ class Condition(_Synchronizer):
                 notified = cond.cond_cancel(wid)
             self._lock._acquire(True, None, int(count))
             dsm.acquire()
+        self._count("wait", t0)
         return notified
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
@@ -541,6 +553,12 @@ class Event(_Synchronizer):
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the flag is set or *timeout* passes; return whether it was set."""
+        t0 = time.perf_counter()
+        woken = self._wait(timeout)
+        self._count("wait", t0)
+        return woken
+
+    def _wait(self, timeout: float | None) -> bool:
         if self._op("get"):
             dsm.acquire()  # a wait that sees the flag set is an acquire of shared memory
             return True
@@ -606,9 +624,11 @@ class Barrier(_Synchronizer):
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait for all parties; return this caller's arrival index (0 .. parties-1)."""
+        t0 = time.perf_counter()
         dsm.release()  # a barrier is a release, then an acquire, of shared memory
         index = self._wait(timeout)
         dsm.acquire()
+        self._count("wait", t0)
         return index
 
     def _wait(self, timeout: float | None) -> int:

@@ -3,7 +3,8 @@
 Nothing here runs or schedules work.  :class:`DashboardModel` consumes the
 stats event stream (:class:`~faasmp.stats.JobStarted`,
 :class:`~faasmp.stats.TaskFinished`, :class:`~faasmp.stats.JobFinished`,
-:class:`~faasmp.stats.HostStarted`, :class:`~faasmp.stats.LatencySample`)
+:class:`~faasmp.stats.HostStarted`, :class:`~faasmp.stats.ProcessStarted`,
+:class:`~faasmp.stats.MetricsReport`, :class:`~faasmp.stats.LatencySample`)
 and warm pool status snapshots; its listener does O(1) work under a lock,
 because events arrive on faasmp's own threads while work runs.  The pure
 functions below it turn a :class:`Snapshot` into plot series, and three views
@@ -19,8 +20,13 @@ draw them:
 
 The panels follow the views of the thesis behind the original prototype:
 the invocation timeline and a histogram of task start/end times (Fig. 4.2),
-per-phase overheads as stacked bars (Table 4.1), the Redis round-trip
-latency histogram (Table 4.2), and per-task peak memory and CPU time.
+per-phase overheads as stacked bars (Table 4.1), Redis latency by command
+sampled from the program's own operations (Table 4.2), per-task peak memory
+and CPU time; then what the thesis did not show: busy time per worker (is
+more parallelism worth it?), IPC and synchronisation counters per object
+(Pipe, Queue, Lock, Event, manager objects...), and the granularity
+advisor's verdict.  Processes are tasks of kind ``"process"``: they appear
+on the timeline under their name, from ``start()`` to their exit.
 """
 
 from __future__ import annotations
@@ -106,6 +112,10 @@ class Snapshot:
     progress: Progress
     jobs: int
     status: dict[str, Any]
+    #: The latest counters report of each process (IPC, sync, Redis latency).
+    reports: tuple[stats.MetricsReport, ...] = ()
+    #: Processes started and not yet seen ending.
+    running: tuple[stats.ProcessStarted, ...] = ()
 
 
 class DashboardModel:
@@ -116,8 +126,18 @@ class DashboardModel:
     still counted).  A *pool* model (``follow_all=True``) follows every job.
     """
 
-    def __init__(self, *, follow_all: bool = False, t0: float | None = None, max_samples: int = 10_000):
+    def __init__(
+        self,
+        *,
+        follow_all: bool = False,
+        t0: float | None = None,
+        max_samples: int = 10_000,
+        baseline: Sequence[stats.MetricsReport] = (),
+    ):
         self.t0 = time.time() if t0 is None else t0
+        #: Counters are cumulative per process: what *baseline* (the reports
+        #: known when the model was made) counted is not this model's.
+        self._baseline = {r.source: r for r in baseline}
         self.follow_all = follow_all
         self._lock = threading.Lock()
         self._open = True
@@ -130,6 +150,8 @@ class DashboardModel:
         self._status: dict[str, Any] = {}
         self._was_running = False
         self._version = 0
+        self._reports: dict[str, stats.MetricsReport] = {}
+        self._running: dict[str, stats.ProcessStarted] = {}
 
     # Called on faasmp's threads: constant work, no I/O, no widgets.
     def on_event(self, event: stats.Event) -> None:
@@ -141,6 +163,7 @@ class DashboardModel:
                     return
                 self._records.append(rec)
                 self._job_done[rec.job_id] = self._job_done.get(rec.job_id, 0) + 1
+                self._running.pop(rec.task_id, None)
             elif isinstance(event, stats.JobStarted):
                 if not (self._open or self.follow_all):
                     return
@@ -153,6 +176,18 @@ class DashboardModel:
                 self._rtts.append(event.rtt)
             elif isinstance(event, stats.HostStarted):
                 self._hosts.append(event)
+            elif isinstance(event, stats.ProcessStarted):
+                if event.proc_id not in self._jobs:
+                    return
+                self._running[event.proc_id] = event
+            elif isinstance(event, stats.MetricsReport):
+                # Counters are cumulative per process: the cell shows what
+                # was counted since the dashboard opened (minus the baseline).
+                known = event.source in self._reports or event.source in self._jobs
+                if not (self._open or self.follow_all or known):
+                    return
+                base = self._baseline.get(event.source)
+                self._reports[event.source] = event if base is None else stats.subtract(event, base)
             else:
                 return
             self._version += 1
@@ -239,6 +274,8 @@ class DashboardModel:
                 progress=self._progress_locked(),
                 jobs=len(self._jobs),
                 status=dict(self._status),
+                reports=tuple(self._reports.values()),
+                running=tuple(self._running.values()),
             )
 
 
@@ -266,13 +303,39 @@ def _segments(pairs: Sequence[tuple[float, float, int]]) -> tuple[list[float | N
 
 
 def timeline(snap: Snapshot) -> dict[str, tuple[list[Any], list[Any]]]:
-    """Per task, by start order: waiting (submitted→started) and running segments."""
+    """Per task, by start order: waiting (submitted→started) and running segments.
+
+    A Process is a task too: its bar runs from ``start()`` to its exit (a
+    non-zero exit code draws it as failed), and ``labels`` puts its name and
+    exit code above the start of its bar.  Processes still running are drawn as
+    waiting until now.
+    """
     recs = sorted(snap.records[-MAX_TASKS_DRAWN:], key=lambda r: r.started)
     t0 = snap.t0
     wait = [(r.submitted - t0, r.started - t0, i) for i, r in enumerate(recs)]
     run = [(r.run_start - t0, r.run_end - t0, i) for i, r in enumerate(recs) if r.ok]
     failed = [(r.run_start - t0, r.run_end - t0, i) for i, r in enumerate(recs) if not r.ok]
-    return {"wait": _segments(wait), "run": _segments(run), "failed": _segments(failed)}
+    n = len(recs)
+    running = sorted(snap.running, key=lambda p: p.t)
+    wait += [(p.t - t0, snap.now - t0, n + i) for i, p in enumerate(running)]
+    labels: tuple[list[Any], list[Any]] = ([], [])
+    texts: list[str] = []
+    for i, r in enumerate(recs):
+        if r.kind == "process":
+            labels[0].append(r.submitted - t0)
+            labels[1].append(i)
+            texts.append(f"{r.name} (exit {r.exitcode})")
+    for i, p in enumerate(running):
+        labels[0].append(p.t - t0)
+        labels[1].append(n + i)
+        texts.append(f"{p.name} (running)")
+    return {
+        "wait": _segments(wait),
+        "run": _segments(run),
+        "failed": _segments(failed),
+        "labels": labels,
+        "texts": (texts, []),
+    }
 
 
 def start_end_histogram(snap: Snapshot) -> dict[str, tuple[list[float], list[int], float]]:
@@ -315,7 +378,53 @@ def resources(snap: Snapshot) -> dict[str, tuple[list[int], list[float]]]:
 
 
 def latency_ms(snap: Snapshot) -> tuple[list[float], list[int], float]:
+    """A histogram of client round trips given as :class:`~faasmp.stats.LatencySample` events."""
     return histogram([rtt * 1e3 for rtt in snap.rtts])
+
+
+def latency_by_command(snap: Snapshot) -> tuple[list[str], list[float], list[int]]:
+    """Sampled Redis latency of the program's own commands: (command, mean µs, samples), busiest first."""
+    rows = stats.latency_table(s for r in snap.reports for s in r.latency)[:10]
+    return [c for c, *_ in rows], [mean * 1e6 for _, _, mean, _ in rows], [n for _, n, _, _ in rows]
+
+
+def utilisation(snap: Snapshot) -> tuple[list[str], list[float], list[int]]:
+    """Busy % of each worker over the span of the records: (worker, busy %, tasks)."""
+    util = [u for u in stats.utilisation(snap.records) if u.worker][-64:]
+    # "slot " keeps ids such as "518273.1" from being read as numbers by plotly.
+    return [f"slot {u.worker}" for u in util], [u.busy_fraction * 100 for u in util], [u.tasks for u in util]
+
+
+def busy_workers(snap: Snapshot) -> tuple[list[float], list[float]]:
+    """Mean busy workers over time (seconds since the dashboard started), for the start/end panel."""
+    times, busy = stats.busy_over_time(snap.records[-MAX_TASKS_DRAWN:])
+    return [t - snap.t0 for t in times], busy
+
+
+def ipc_bars(snap: Snapshot) -> tuple[list[str], list[int], list[str]]:
+    """Operations per IPC/sync object and operation: (label, count, hover text), most used first."""
+    rows = stats.ipc_table(s for r in snap.reports for s in r.ipc)
+    rows.sort(key=lambda row: -row[3])
+    rows = rows[:16]
+    # The end of an object id (and a pipe's end number) keeps labels apart.
+    labels = [f"{kind} …{name[-8:]} {op}" for kind, name, op, *_ in rows]
+    hover = [
+        f"{kind} {name} {op}: {n} ops, {nbytes} bytes, blocked {wait * 1e3:.1f} ms"
+        for kind, name, op, n, nbytes, wait in rows
+    ]
+    return labels, [row[3] for row in rows], hover
+
+
+def verdict(snap: Snapshot) -> str:
+    """The granularity advisor's verdict on the records shown."""
+    from faasmp.advisor import verdict as advisor_verdict  # noqa: PLC0415
+
+    return advisor_verdict(list(snap.records))
+
+
+def workers_used(snap: Snapshot) -> int:
+    """How many distinct workers ran the records shown (not the warm pool's size now)."""
+    return len({(r.host, r.worker) for r in snap.records if r.worker})
 
 
 # -- text -----------------------------------------------------------------------------
@@ -331,12 +440,44 @@ def progress_line(snap: Snapshot) -> str:
     if p.cancelled:
         parts.append(f"cancelled {p.cancelled}")
     line = " · ".join(parts) + f" · {snap.now - snap.t0:.1f} s"
+    used = workers_used(snap)
+    if used:
+        line += f" · {used} worker(s) ran these tasks"
     if snap.status.get("running"):
-        line += f" · workers {p.workers} (idle {p.idle}, starting {p.starting})"
+        # The warm pool's size at the last poll, not how many ran the tasks:
+        # slots come and go (idle timeout, replaced after a kill, still starting).
+        line += f" · warm pool now {p.workers} (idle {p.idle}, starting {p.starting})"
     if snap.hosts:
         cold = sorted(h.cold_start for h in snap.hosts)
         line += f" · {len(cold)} invocation(s) started, cold start p50 {cold[len(cold) // 2]:.2f} s"
     return line
+
+
+def details_text(snap: Snapshot) -> str:
+    """Processes, IPC/sync counters, sampled Redis latency, worker busy time and the advisor's verdict."""
+    lines: list[str] = []
+    for r in [r for r in snap.records if r.kind == "process"][-30:]:
+        lines.append(
+            f"process {r.name}: exit {r.exitcode}, run {r.phases['run'] * 1e3:.1f} ms, "
+            f"output {r.out_bytes} B, worker {r.worker}"
+        )
+    ipc = stats.ipc_table(s for r in snap.reports for s in r.ipc)
+    if ipc:
+        lines.append(f"{'IPC / sync object':<30} {'op':<12} {'count':>8} {'bytes':>11} {'blocked ms':>11}")
+        for kind, name, op, n, nbytes, wait in ipc[:30]:
+            lines.append(f"{f'{kind} {name}'[:30]:<30} {op[:12]:<12} {n:>8} {nbytes:>11} {wait * 1e3:>11.1f}")
+    lat = latency_by_command(snap)
+    if lat[0]:
+        lines.append(
+            "Redis latency (sampled): "
+            + ", ".join(f"{c} {us:.0f} us" for c, us in zip(lat[0], lat[1], strict=True))
+        )
+    util = utilisation(snap)
+    if util[0]:
+        lines.append("busy: " + ", ".join(f"{w} {pct:.0f}%" for w, pct in zip(util[0], util[1], strict=True)))
+    if snap.records:
+        lines.append(f"advisor: {verdict(snap)}")
+    return "\n".join(lines)
 
 
 def text_report(snap: Snapshot, title: str = "faasmp") -> str:
@@ -354,6 +495,9 @@ def text_report(snap: Snapshot, title: str = "faasmp") -> str:
         )
     if snap.records:
         lines.append(cost_line(snap))
+    details = details_text(snap)
+    if details:
+        lines.append(details)
     return "\n".join(lines)
 
 
@@ -365,11 +509,54 @@ def cost_line(snap: Snapshot) -> str:
         return f"cost: unavailable ({exc})"
 
 
+def ipc_html(snap: Snapshot) -> str:
+    """IPC and synchronisation counters per object and operation, summed over processes."""
+    rows = stats.ipc_table(s for r in snap.reports for s in r.ipc)
+    if not rows:
+        return ""
+    head = "".join(
+        f"<th style='padding:0 8px;text-align:{a}'>{h}</th>"
+        for h, a in (("object", "left"), ("op", "left"), ("count", "right"), ("bytes", "right"))
+    )
+    head += "<th style='padding:0 8px;text-align:right'>blocked ms</th>"
+    body = "".join(
+        f"<tr><td style='padding:0 8px'>{html.escape(kind)} {html.escape(name)}</td>"
+        f"<td style='padding:0 8px'>{html.escape(op)}</td>"
+        f"<td style='padding:0 8px;text-align:right'>{n}</td>"
+        f"<td style='padding:0 8px;text-align:right'>{nbytes}</td>"
+        f"<td style='padding:0 8px;text-align:right'>{wait * 1e3:.1f}</td></tr>"
+        for kind, name, op, n, nbytes, wait in rows[:40]
+    )
+    return f"<table class='faasmp-ipc' style='font-size:12px;margin-top:6px'><tr>{head}</tr>{body}</table>"
+
+
+def processes_html(snap: Snapshot) -> str:
+    """One line per Process: name, exit code, phases, output volume, worker."""
+    procs = [r for r in snap.records if r.kind == "process"]
+    if not procs:
+        return ""
+    rows = "".join(
+        f"<tr><td style='padding:0 8px'>{html.escape(r.name)}</td>"
+        f"<td style='padding:0 8px;text-align:right'>{r.exitcode}</td>"
+        + "".join(f"<td style='padding:0 8px;text-align:right'>{r.phases[p] * 1e3:.1f}</td>" for p in PHASES)
+        + f"<td style='padding:0 8px;text-align:right'>{r.out_bytes}</td>"
+        f"<td style='padding:0 8px'>{html.escape(r.worker)}</td></tr>"
+        for r in procs[-30:]
+    )
+    head = "".join(
+        f"<th style='padding:0 8px'>{h}</th>" for h in ("process", "exit", *PHASES, "output B", "worker")
+    )
+    return (
+        "<table class='faasmp-processes' style='font-size:12px;margin-top:6px'>"
+        f"<tr>{head}</tr>{rows}</table><div style='font-size:11px;color:#777'>phases in ms</div>"
+    )
+
+
 def summary_html(snap: Snapshot) -> str:
-    """The per-phase summary (thesis Table 4.1 view) as a small HTML table."""
+    """The per-phase summary (thesis Table 4.1 view) as a small HTML table, then processes and IPC."""
     summary = stats.summarize(snap.records)
     if not summary:
-        return "<div style='color:#777'>no task finished yet</div>"
+        return "<div style='color:#777'>no task finished yet</div>" + ipc_html(snap)
     head = "".join(f"<th style='padding:0 8px;text-align:right'>{h}</th>" for h in ("mean", "p50", "max"))
     rows = []
     for phase, s in summary.items():
@@ -383,6 +570,8 @@ def summary_html(snap: Snapshot) -> str:
         "<table class='faasmp-phases' style='font-size:12px'>"
         f"<tr><th style='text-align:left'>phase (ms)</th>{head}</tr>{''.join(rows)}</table>"
         f"<div class='faasmp-cost' style='font-size:12px;color:#555'>{html.escape(cost_line(snap))}</div>"
+        "<div class='faasmp-advisor' style='font-size:12px;color:#555'>"
+        f"advisor: {html.escape(verdict(snap))}</div>" + processes_html(snap) + ipc_html(snap)
     )
 
 
@@ -416,13 +605,17 @@ TRACES: tuple[tuple[str, int, int], ...] = (
     ("waiting", 1, 1),
     ("running", 1, 1),
     ("failed", 1, 1),
+    ("names", 1, 1),
     ("starts", 1, 2),
     ("ends", 1, 2),
+    ("busy workers", 1, 2),
     *((phase, 2, 1) for phase in PHASES),
-    ("Redis RTT", 2, 2),
+    ("Redis latency", 2, 2),
     ("peak RSS", 3, 1),
     ("CPU", 3, 2),
     ("wall (run)", 3, 2),
+    ("busy %", 4, 1),
+    ("IPC ops", 4, 2),
 )
 
 
@@ -432,36 +625,61 @@ def build_figure(widget: bool = False) -> Any:
     from plotly.subplots import make_subplots  # noqa: PLC0415
 
     fig = make_subplots(
-        rows=3,
+        rows=4,
         cols=2,
         column_widths=[0.62, 0.38],
-        vertical_spacing=0.11,
+        vertical_spacing=0.08,
         horizontal_spacing=0.08,
         subplot_titles=(
             "Invocation timeline (s)",
-            "Task start / end times",
+            "Task start / end times, busy workers",
             "Per-task phases (ms, stacked)",
-            "Redis round trip (ms)",
+            "Redis latency by command (µs, sampled)",
             "Peak memory per task (MB)",
             "CPU vs wall time per task (s)",
+            "Worker utilisation (busy %)",
+            "IPC / sync operations",
         ),
     )
     line = {"width": 3}
     fig.add_trace(go.Scatter(name="waiting", mode="lines", line={"width": 1, "color": "#bbbbbb"}), 1, 1)
     fig.add_trace(go.Scatter(name="running", mode="lines", line={**line, "color": "#1f77b4"}), 1, 1)
     fig.add_trace(go.Scatter(name="failed", mode="lines", line={**line, "color": "#d62728"}), 1, 1)
+    fig.add_trace(
+        go.Scatter(
+            name="names",
+            mode="text",
+            textposition="top right",
+            textfont={"size": 10},
+            showlegend=False,
+            cliponaxis=False,
+        ),
+        1,
+        1,
+    )
     fig.add_trace(go.Bar(name="starts", marker_color="#1f77b4", opacity=0.6), 1, 2)
     fig.add_trace(go.Bar(name="ends", marker_color="#2ca02c", opacity=0.6), 1, 2)
+    fig.add_trace(
+        go.Scatter(name="busy workers", mode="lines", line={"color": "#333333", "width": 2, "shape": "hv"}),
+        1,
+        2,
+    )
     for phase in PHASES:
         fig.add_trace(go.Bar(name=phase, marker_color=PHASE_COLORS[phase]), 2, 1)
-    fig.add_trace(go.Bar(name="Redis RTT", marker_color="#9467bd", showlegend=False), 2, 2)
+    fig.add_trace(go.Bar(name="Redis latency", marker_color="#9467bd", showlegend=False), 2, 2)
     fig.add_trace(go.Scatter(name="peak RSS", mode="markers", marker_color="#17becf", showlegend=False), 3, 1)
     fig.add_trace(go.Scatter(name="CPU", mode="markers", marker_color="#ff7f0e"), 3, 2)
     fig.add_trace(
         go.Scatter(name="wall (run)", mode="markers", marker={"color": "#1f77b4", "symbol": "x"}), 3, 2
     )
+    fig.add_trace(go.Bar(name="busy %", marker_color="#1f77b4", showlegend=False), 4, 1)
+    fig.add_trace(
+        go.Bar(name="IPC ops", marker_color="#8c564b", orientation="h", showlegend=False, hoverinfo="text"),
+        4,
+        2,
+    )
     fig.update_layout(
-        height=760,
+        height=1000,
         autosize=True,
         barmode="overlay",
         bargap=0.05,
@@ -475,6 +693,10 @@ def build_figure(widget: bool = False) -> Any:
     fig.update_xaxes(title_text="task #", row=2, col=1)
     fig.update_xaxes(title_text="task #", row=3, col=1)
     fig.update_xaxes(title_text="task #", row=3, col=2)
+    fig.update_yaxes(range=[0, 100], row=4, col=1)
+    fig.update_xaxes(type="category", row=4, col=1)  # worker ids like "123456.1" are names, not numbers
+    fig.update_xaxes(type="category", row=2, col=2)
+    fig.update_yaxes(autorange="reversed", tickfont={"size": 9}, row=4, col=2)
     for row, col in ((1, 2), (2, 1), (2, 2), (3, 1), (3, 2)):
         fig.update_yaxes(rangemode="tozero", row=row, col=col)
     for ann in fig.layout.annotations:
@@ -487,24 +709,31 @@ def trace_updates(snap: Snapshot) -> list[dict[str, Any]]:
     tl = timeline(snap)
     hist = start_end_histogram(snap)
     bar_x, phase_ms = phase_bars(snap)
-    lat = latency_ms(snap)
+    lat = latency_by_command(snap)
     res = resources(snap)
+    util = utilisation(snap)
+    ipc = ipc_bars(snap)
+    busy = busy_workers(snap)
     out: list[dict[str, Any]] = [
         {"x": tl["wait"][0], "y": tl["wait"][1]},
         {"x": tl["run"][0], "y": tl["run"][1]},
         {"x": tl["failed"][0], "y": tl["failed"][1]},
+        {"x": tl["labels"][0], "y": tl["labels"][1], "text": tl["texts"][0]},
         {"x": hist["start"][0], "y": hist["start"][1], "width": hist["start"][2]},
         {"x": hist["end"][0], "y": hist["end"][1], "width": hist["end"][2]},
+        {"x": busy[0], "y": busy[1]},
     ]
     base = [0.0] * len(bar_x)
     for phase in PHASES:
         ys = phase_ms[phase]
         out.append({"x": bar_x, "y": ys, "base": list(base)})
         base = [b + y for b, y in zip(base, ys, strict=True)]
-    out.append({"x": lat[0], "y": lat[1], "width": lat[2]})
+    out.append({"x": lat[0], "y": lat[1], "text": [f"{n} samples" for n in lat[2]]})
     out.append({"x": res["memory"][0], "y": res["memory"][1]})
     out.append({"x": res["cpu"][0], "y": res["cpu"][1]})
     out.append({"x": res["wall"][0], "y": res["wall"][1]})
+    out.append({"x": util[0], "y": util[1], "text": [f"{n} task(s)" for n in util[2]]})
+    out.append({"x": ipc[1], "y": ipc[0], "hovertext": ipc[2]})
     return out
 
 
@@ -514,19 +743,36 @@ def _as_arrays(data: dict[str, Any]) -> dict[str, Any]:
         import numpy as np  # noqa: PLC0415
     except ImportError:
         return data
+
+    def numeric(v: list[Any]) -> bool:
+        return all(x is None or isinstance(x, int | float) for x in v)
+
     return {
-        k: np.array([np.nan if x is None else x for x in v], dtype=float) if isinstance(v, list) else v
+        k: np.array([np.nan if x is None else x for x in v], dtype=float)
+        if isinstance(v, list) and numeric(v)
+        else v
         for k, v in data.items()
     }
 
 
+def _has_strings(data: dict[str, Any]) -> bool:
+    return any(isinstance(v, list) and any(isinstance(x, str) for x in v) for v in data.values())
+
+
 def update_figure(fig: Any, snap: Snapshot) -> None:
-    """Put *snap*'s data into *fig* (one message for a ``FigureWidget``)."""
+    """Put *snap*'s data into *fig* (one message for a ``FigureWidget``, plus one per labelled trace)."""
     updates = trace_updates(snap)
+    # Traces with strings (process names, commands, workers, objects) go on
+    # their own, as lists: batched beside other traces' typed arrays, their
+    # x or y sometimes reached plotly.js as null (labels lost, seen in Chromium).
+    labelled = [(t, d) for t, d in zip(fig.data, updates, strict=True) if _has_strings(d)]
     batch = fig.batch_update() if hasattr(fig, "batch_update") else contextlib.nullcontext()
     with batch:
         for trace, data in zip(fig.data, updates, strict=True):
-            trace.update(_as_arrays(data))
+            if not _has_strings(data):
+                trace.update(_as_arrays(data))
+    for trace, data in labelled:
+        trace.update(data)
 
 
 def static_figure(snap: Snapshot) -> Any:

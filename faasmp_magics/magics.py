@@ -403,7 +403,7 @@ class FaasMagics(Magics):
         self.install()
         workers = parse_workers(args.workers, "%%faas --workers") if args.workers is not None else None
         code = self._compile(cell)  # syntax errors before anything starts
-        model = dash.DashboardModel()
+        model = dash.DashboardModel(baseline=stats.reports())
         stats.subscribe(model.on_event)
         try:
             view = self._make_view(self._view_kind(args.no_dashboard), model, "faasmp %%faas")
@@ -414,6 +414,7 @@ class FaasMagics(Magics):
             try:
                 return self._run(code)
             finally:
+                faasmp.get_context().collect_stats()  # the processes' last counters, into this cell
                 model.close()
                 self.last_records = model.records()
                 view.finish(self.linger)
@@ -433,7 +434,10 @@ class FaasMagics(Magics):
             config = faasmp.get_context().config
             print(cost.format_cost(cost.estimate(records, config), config))
         else:
-            print("(no faasmp pool tasks ran in this cell)")
+            print("(no faasmp pool tasks or processes ran in this cell)")
+        details = dash.details_text(model.snapshot())
+        if details:
+            print(details)
 
     def _compile(self, cell: str) -> tuple[Any, Any, set[str]]:
         shell: Any = self.shell

@@ -68,8 +68,14 @@ def test_large_messages_take_the_pipelined_path(ctx):
     big = bytes(range(256)) * 4096  # 1 MiB, above the Lua threshold
     a.send_bytes(big)
     a.send({"payload": big})
+    a.send(big)  # a top-level bytes/bytearray is pickled as parts, not copied
+    a.send(bytearray(big))
     assert b.recv_bytes() == big
     assert b.recv() == {"payload": big}
+    got = b.recv()
+    assert type(got) is bytes and got == big
+    got = b.recv()
+    assert type(got) is bytearray and got == big
     b.close()
     with pytest.raises(BrokenPipeError):
         a.send_bytes(big)  # large sends wait for their reply
@@ -292,12 +298,54 @@ def test_sign_and_verify_bytes_match_the_payload_format(ctx):
 
 
 @pytest.mark.parametrize("key", [b"", b"k" * 32, bytes(range(64)), b"long" * 40])
-def test_signer_computes_the_standard_hmac(key):
+def test_signer_computes_the_standard_macs(key):
+    """Small bodies: HMAC-SHA256(key, body); large ones: nonce || Poly1305 under a one-time key.
+
+    Both are recomputed here from their definitions (RFC 2104; RFC 8439's
+    Poly1305 with k = HMAC-SHA256(SHA-256(label || key), nonce)).
+    """
+    from cryptography.hazmat.primitives.poly1305 import Poly1305  # noqa: PLC0415
+
+    from faasmp.runtime import call  # noqa: PLC0415
+
     signer = Signer(key)
-    for data in (b"", b"x", bytes(range(256)) * 1000):
+    small = (b"", b"x", bytes(range(256)) * 31)
+    for data in small:
+        assert len(data) < call.POLY1305_MIN
         assert signer.mac(data) == hmac.new(key, data, hashlib.sha256).digest()
         assert signer.mac(memoryview(data)) == signer.mac(data)
+    poly_root = hashlib.sha256(call._POLY_KEY_LABEL + key).digest()
+    for data in (bytes(range(256)) * 32, bytes(range(256)) * 4096):
+        tag = signer.mac(data)
+        assert len(tag) == 32
+        one_time = hmac.new(poly_root, tag[:16], hashlib.sha256).digest()
+        Poly1305.verify_tag(one_time, data, tag[16:])  # raises if it is not that MAC
+        assert signer.mac(data)[:16] != tag[:16], "a fresh nonce per message"
+        assert signer.check(signer.mac(memoryview(data)), data)
     assert bytes(signer.verify(signer.sign(b"body"))) == b"body"
+
+
+def test_large_payloads_are_refused_when_tampered_or_signed_with_another_key():
+    """The Poly1305 path authenticates as the HMAC path does: body, nonce and tag all count."""
+    from faasmp.runtime import call  # noqa: PLC0415
+
+    signer, other = Signer(b"k" * 32), Signer(b"j" * 32)
+    body = os.urandom(call.POLY1305_MIN * 8)
+    signed = bytearray(signer.sign(body))
+    assert bytes(signer.verify(signed)) == body
+    for where in (0, 20, 40, len(signed) - 1):  # nonce, tag, body start, body end
+        forged = bytearray(signed)
+        forged[where] ^= 1
+        with pytest.raises(AuthenticationError):
+            signer.verify(forged)
+    with pytest.raises(AuthenticationError):
+        signer.verify(other.sign(body))
+    # A small body's HMAC tag is never taken as a large body's tag, nor the reverse.
+    with pytest.raises(AuthenticationError):
+        signer.verify(signer.mac(b"x") + body)
+    head, tail = body[:100], body[100:]
+    assert signer.check(signer.mac_parts((head, memoryview(tail))), body)
+    assert signer.check(signer.mac_parts((b"a", b"b")), b"ab")
 
 
 def test_unpicklable_object_names_the_pipe(ctx):

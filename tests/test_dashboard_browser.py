@@ -5,7 +5,8 @@ menu, and checks in the DOM that the ``%%faas`` dashboard rendered: the
 widget views (progress bar, HTML header, phase table), the plotly graph with
 its six panels and drawn traces, the final counts, and no "Error displaying
 widget".  The screenshot of the cell is saved in the test's temp dir; with
-``FAASMP_UPDATE_SCREENSHOT=1`` it also replaces ``docs/dashboard.png``.
+``FAASMP_UPDATE_SCREENSHOT=1`` it also replaces ``docs/dashboard.png`` and
+``docs/dashboard-processes.png`` (the Process + Pipe cell).
 
 Uses Debian's ``chromium`` (``.ci/run`` installs it; playwright cannot
 download browsers here), ``--no-sandbox`` because CI runs as root, and
@@ -42,7 +43,7 @@ pytestmark = [
     ),
 ]
 
-PANEL_TITLES = ("Invocation timeline", "start / end", "phases", "Redis round trip", "memory", "CPU")
+PANEL_TITLES = ("Invocation timeline", "start / end", "phases", "Redis latency", "memory", "CPU")
 LAB_SETTINGS = {
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {
         "autoStartDefaultKernel": True,
@@ -159,6 +160,7 @@ def test_dashboard_renders_in_jupyterlab(lab: JupyterLab, tmp_path: pathlib.Path
     from playwright.sync_api import sync_playwright  # noqa: PLC0415
 
     shot = tmp_path / "dashboard.png"
+    procs_shot = tmp_path / "dashboard-processes.png"
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=CHROMIUM,
@@ -176,7 +178,8 @@ def test_dashboard_renders_in_jupyterlab(lab: JupyterLab, tmp_path: pathlib.Path
             page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
             page.locator(".jp-OutputArea-output", has_text="ALL-CELLS-DONE").wait_for(timeout=150_000)
 
-            dashboard = page.locator(".faasmp-dashboard")
+            cell = page.locator(".jp-CodeCell").filter(has_text="pool.map(work")
+            dashboard = cell.locator(".faasmp-dashboard")
             dashboard.wait_for(timeout=30_000)
             # The last redraw reached the browser: all 40 tasks done, none failed.
             header = dashboard.locator(".faasmp-progress")
@@ -201,16 +204,35 @@ def test_dashboard_renders_in_jupyterlab(lab: JupyterLab, tmp_path: pathlib.Path
             assert "pi ~ 3.1" in body
             assert not [e for e in errors if "widget" in e.lower() or "plotly" in e.lower()], errors
 
-            cell = page.locator(".jp-CodeCell", has=dashboard)
             cell.scroll_into_view_if_needed()
             page.wait_for_timeout(500)  # let plotly finish its transition before the picture
             cell.screenshot(path=str(shot))
+
+            # The Process + Pipe cell: both processes on the timeline, the pipe's traffic below.
+            procs_cell = page.locator(".jp-CodeCell").filter(has_text="def learner")
+            procs = procs_cell.locator(".faasmp-dashboard")
+            procs.locator(".faasmp-progress").filter(has_text="2/2 tasks · done 2").wait_for(timeout=30_000)
+            ipc = procs.locator("table.faasmp-ipc")
+            ipc.wait_for(timeout=30_000)
+            assert "pipe" in ipc.inner_text() and "send" in ipc.inner_text()
+            # Both processes on the timeline, under their names (the figure redraws on its own timer).
+            labels = procs.locator(".js-plotly-plot .textpoint")
+            deadline = time.monotonic() + 30
+            while not {"learner (exit 0)", "actor (exit 0)"} <= set(labels.all_text_contents()):
+                assert time.monotonic() < deadline, labels.all_text_contents()
+                page.wait_for_timeout(200)
+            page.set_viewport_size({"width": 1280, "height": 3400})  # the whole cell in the picture
+            page.wait_for_timeout(1000)  # JupyterLab lays the panel out again
+            procs_cell.scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
+            procs_cell.screenshot(path=str(procs_shot))
         except Exception:
             page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
             print("FAILURE SCREENSHOT", tmp_path / "failure.png")
             raise
         finally:
             browser.close()
-    assert shot.stat().st_size > 20_000
+    assert shot.stat().st_size > 20_000 and procs_shot.stat().st_size > 20_000
     if os.environ.get("FAASMP_UPDATE_SCREENSHOT"):
         shutil.copy(shot, REPO / "docs" / "dashboard.png")
+        shutil.copy(procs_shot, REPO / "docs" / "dashboard-processes.png")

@@ -17,6 +17,7 @@ import asyncio
 import contextvars
 import inspect
 import io
+import json
 import os
 import pathlib
 import re
@@ -153,7 +154,7 @@ def test_static_figure_has_every_panel() -> None:
     fig = dash.static_figure(model.snapshot())
     assert [t.name for t in fig.data] == [name for name, _, _ in dash.TRACES]
     titles = [a.text for a in fig.layout.annotations]
-    for title in ("Invocation timeline", "start / end", "phases", "Redis round trip", "memory", "CPU"):
+    for title in ("Invocation timeline", "start / end", "phases", "Redis latency", "memory", "CPU"):
         assert any(title in t for t in titles), title
     assert list(fig.data[1].x[:2]) == pytest.approx([0.012, 0.512])  # the running segment of task 0
     bundle = dash.figure_bundle(fig)
@@ -506,6 +507,35 @@ def test_kernel_dashboard_widgets_are_updated_while_the_cell_runs(kernel_noteboo
     # Widget state saved with the notebook holds the models the views refer to.
     state = nb.nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     assert view.data["application/vnd.jupyter.widget-view+json"]["model_id"] in state
+
+
+@kernel_test
+def test_kernel_process_pipe_cell_dashboard_shows_both_processes_and_the_pipe_traffic(
+    kernel_notebook: NotebookRun,
+) -> None:
+    nb = kernel_notebook
+    out = nb.text("procs", "stdout")
+    assert "exit codes: [0, 0]" in out
+    assert "learner: trained on 50 batches" in out and "actor: return" in out  # remote prints
+    outputs = nb.cell("procs").outputs
+    view = next(o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {}))
+    final = view.data["text/plain"]  # the final text fallback of the live dashboard
+    assert "2/2 tasks · done 2" in final
+    assert "process learner: exit 0" in final and "process actor: exit 0" in final
+    # The pipe's traffic, counted in both processes: 50 messages each way.
+    pipe_rows = [line.split() for line in final.splitlines() if line.startswith("pipe ")]
+    assert sorted(row[2] for row in pipe_rows) == ["recv", "recv", "send", "send"], pipe_rows
+    assert all(int(row[3]) == 50 for row in pipe_rows), pipe_rows
+    # The widgets drew them: the tables under the figure and the names on the timeline.
+    tables = [u["value"] for u in nb.updates_during("procs") if "faasmp-ipc" in str(u.get("value"))]
+    assert tables and "faasmp-processes" in tables[-1]
+    assert "learner" in tables[-1] and "actor" in tables[-1] and "pipe" in tables[-1]
+    figure = json.dumps(
+        [u for u in nb.updates_during("procs") if "_py2js_restyle" in u or "_py2js_update" in u]
+    )
+    assert "learner (exit 0)" in figure and "actor (exit 0)" in figure
+    # --stats printed the same.
+    assert "process learner: exit 0" in out and "IPC / sync object" in out
 
 
 @kernel_test

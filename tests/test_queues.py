@@ -118,11 +118,15 @@ def test_close_and_join_thread(ctx):
 
 def test_large_items_on_every_kind_of_queue(ctx):
     big = bytes(range(256)) * 2048  # 512 KiB: above the Lua threshold
+    big_array = bytearray(big[::-1])
     for q in (ctx.Queue(), ctx.Queue(3), ctx.JoinableQueue(), ctx.SimpleQueue()):
         q.put(big)
         q.put({"k": big})
+        q.put(big_array)  # a top-level bytes/bytearray travels as parts, never copied
         assert q.get() == big
         assert q.get() == {"k": big}
+        got = q.get()
+        assert type(got) is bytearray and got == big_array
         assert q.empty()
     jq = ctx.JoinableQueue()
     jq.put(big)
@@ -142,6 +146,19 @@ def test_unpicklable_item_raises_in_put(ctx):
 def test_tampered_item_is_refused(ctx):
     q = ctx.Queue()
     ctx.session.state.rpush(q._items, b"\0" * 32 + pickle.dumps("forged"))
+    with pytest.raises(AuthenticationError):
+        q.get(timeout=5)
+
+
+def test_tampered_large_item_is_refused(ctx):
+    """A large item (MAC'd with Poly1305, written as parts) is refused if one byte changed."""
+    q = ctx.Queue()
+    q.put(b"x" * (1 << 20))
+    state = ctx.session.state
+    stored = bytearray(state.lpop_many(q._items, 1)[0])
+    assert stored[-1001:-1] == b"x" * 1000  # the pickle ends with its STOP opcode
+    stored[-500] ^= 1
+    state.rpush(q._items, bytes(stored))
     with pytest.raises(AuthenticationError):
         q.get(timeout=5)
 

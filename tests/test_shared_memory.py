@@ -133,6 +133,33 @@ def test_parallel_in_place_sort_of_5m_int32(ctx):
         assert np.array_equal(view[lo:hi], np.sort(data[lo:hi]))
 
 
+@pytest.mark.slow
+def test_parallel_in_place_sort_of_40m_int32_in_4_parts_then_merged_in_place(ctx):
+    """A bigger sort (160 MB): 4 children each sort a quarter in place, the parent merges in place.
+
+    Each child's release ships its quarter (changed elements only) and the
+    parent's join pulls them; nothing else may change.
+    """
+    n, parts = 40_000_000, 4
+    data = np.random.default_rng(16).integers(-(2**31), 2**31 - 1, n, dtype=np.int32)
+    arr = ctx.RawArray("i", n)
+    view = np.frombuffer(arr, dtype=np.int32)
+    view[:] = data
+    bounds = [n * k // parts for k in range(parts + 1)]
+    procs = [
+        ctx.Process(target=helpers_shm.sort_part, args=(arr, lo, hi)) for lo, hi in itertools.pairwise(bounds)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(600)
+    assert [p.exitcode for p in procs] == [0] * parts
+    for lo, hi in itertools.pairwise(bounds):
+        assert np.array_equal(view[lo:hi], np.sort(data[lo:hi]))
+    view.sort(kind="stable")
+    assert np.array_equal(view, np.sort(data))
+
+
 def test_disjoint_writes_to_one_page_by_two_processes_both_survive(ctx):
     """Mechanism: a release ships only the bytes that changed (multiple writers per page)."""
     arr = ctx.RawArray("B", 4096)
@@ -302,3 +329,82 @@ def test_writes_through_an_object_dropped_before_the_release_still_travel(ctx):
     p.join(90)
     assert p.exitcode == 0
     assert np.frombuffer(arr).tolist() == [7.0] * 8
+
+
+def _copies(ctx, size, count):
+    """*count* registries (as many processes' views) attached to one new segment of *size* bytes."""
+    arr = ctx.RawArray("B", size)
+    seg = sharedctypes.segment_of(arr)
+    regs = [dsm.Registry() for _ in range(count)]
+    segs = [r.attach(seg.handle) for r in regs]
+    return arr, regs, segs
+
+
+def test_a_pull_of_many_scattered_changes_by_two_writers_merges_both_and_keeps_local_bytes(ctx):
+    """Mechanism: a span fetched for many ranges is merged keeping the puller's unreleased bytes."""
+    arr, (a, b, c), (sa, sb, sc) = _copies(ctx, 1 << 20, 3)
+    rng = np.random.default_rng(7)
+    # Interleaved scattered 8-byte elements: a writes even picks, b odd ones
+    # (thousands of ranges: too many for the pull script to merge itself).
+    picks = np.sort(rng.choice(1 << 17, 4000, replace=False))
+    va, vb, vc = (np.frombuffer(s.mem, dtype=np.float64) for s in (sa, sb, sc))
+    va[picks[0::2]] = 1.0
+    vb[picks[1::2]] = 2.0
+    vc[picks[:50]] = 3.0  # c's own unreleased writes, overlapping both writers' ranges
+    a.release()
+    b.release()
+    c.acquire()
+    expected = np.zeros(1 << 17)
+    expected[picks[0::2]] = 1.0
+    expected[picks[1::2]] = 2.0
+    mine = expected.copy()
+    mine[picks[:50]] = 3.0
+    assert np.array_equal(vc, mine)
+    assert c.pulls == 1
+    a.acquire()
+    assert np.array_equal(va, expected)
+    assert bytes(arr) == bytes(1 << 20)  # the creator has not acquired yet
+
+
+def test_a_pull_of_few_changes_far_apart_fetches_the_ranges_not_their_span(ctx):
+    """Mechanism: a second-round-trip pull fetches the span only when the ranges are dense."""
+    size = 16 << 20
+    _, (a, b), (sa, sb) = _copies(ctx, size, 2)
+    places = np.arange(0, size, size // 300)[:300]
+    np.frombuffer(sa.mem, dtype=np.uint8)[places] = 9
+    a.release()
+    b.acquire()
+    assert sb.mem == sa.mem
+    assert b.bytes_pulled < 64 * 1024, b.bytes_pulled  # not the ~16 MB between the first and the last
+
+
+def test_a_forked_child_gets_its_own_writer_id_and_fresh_copies(ctx):
+    """Mechanism: the registry's reset after fork (faasmp forks a slot to run each Process).
+
+    Sharing the parent's writer id, the child's pushes would be logged as
+    the parent's own and skipped by the parent's pulls.
+    """
+    import os
+    import pickle
+
+    arr = ctx.RawArray("d", 1024)
+    np.frombuffer(arr)[:] = 1.0
+    dsm.release()
+    blob = pickle.dumps(arr)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the forked child
+        ok = False
+        try:
+            inherited = sharedctypes.segment_of(arr)
+            ok = not dsm.REGISTRY.live() and inherited is not None and not inherited.synced
+            mine = pickle.loads(blob)  # attaches afresh, as a Process's arguments do
+            np.frombuffer(mine)[10:20] = 7.0
+            dsm.release()
+        finally:
+            os._exit(0 if ok else 3)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child still held the parent's copies"
+    dsm.acquire()
+    expected = np.ones(1024)
+    expected[10:20] = 7.0
+    assert np.array_equal(np.frombuffer(arr), expected)

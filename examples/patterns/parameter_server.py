@@ -1,8 +1,9 @@
 """Pattern 4 — parameter server: SGD for linear regression with shared weights.
 
-The weights live in one shared ``Array`` (a Redis string on faasmp); each
-worker owns a shard of the data, and for every minibatch it reads the current
-weights, computes a gradient with numpy and applies it under the array's
+The weights live in one shared ``Array`` (on faasmp each process holds a
+local copy: taking the array's lock pulls what others released, releasing it
+ships the changed weights); each worker owns a shard of the data, and for
+every minibatch it reads the current weights, computes a gradient with numpy and applies it under the array's
 lock — the classic parameter-server loop (synchronous per update, asynchronous
 across workers, like Hogwild with a lock).  Run it with
 ``python examples/patterns/parameter_server.py`` (faasmp) or ``--stdlib``.

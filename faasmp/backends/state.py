@@ -24,6 +24,8 @@ from typing import Any, Protocol
 import redis
 import redis.exceptions
 
+from ..runtime import metrics
+
 logger = logging.getLogger(__name__)
 
 Key = str | bytes
@@ -145,6 +147,24 @@ class _WriteCounter:
         self.writes = 0
 
 
+def _no_setinfo_options() -> dict[str, Any]:
+    """Connection options that skip CLIENT SETINFO on connect, for this redis-py.
+
+    One command less on every new connection (each worker thread opens its
+    own).  redis-py 8 takes ``driver_info=None``; earlier versions
+    ``lib_name=None, lib_version=None`` (deprecated in 8).
+    """
+    import inspect  # noqa: PLC0415
+
+    params = inspect.signature(redis.connection.AbstractConnection.__init__).parameters
+    if "driver_info" in params:
+        return {"driver_info": None}
+    return {"lib_name": None, "lib_version": None}
+
+
+_NO_SETINFO = _no_setinfo_options()
+
+
 def _counting_connection_class(url: str, counter: _WriteCounter) -> type:
     """The redis-py connection class *url* needs, counting every request it writes.
 
@@ -226,6 +246,7 @@ class RedisState:
             # Every new connection (also a reconnect after a restart) checks
             # that the server still holds the run's state; see watch_epoch.
             "redis_connect_func": self._on_connect,
+            **_NO_SETINFO,
         }
         if not url.startswith("unix://"):
             opts["socket_keepalive"] = True
@@ -242,12 +263,17 @@ class RedisState:
         # a thread's commands run in program order whichever path they take.
         direct_flush, pooled_execute = self.direct.flush, self._r.execute_command
         where = self._where
+        # One command in metrics.SAMPLE_EVERY is timed: Redis latency as the
+        # program's real operations see it (faasmp.stats.redis_latency).
+        sampler = self.sampler = metrics.REGISTRY.sampler()
 
         def execute_command(*args: Any, **options: Any) -> Any:
             if self._lost is not None:
                 raise StateLostError(*self._lost.args)
             direct_flush()
             try:
+                if sampler.due():
+                    return sampler.timed(args[0] if args else "?", pooled_execute, args, options)
                 return pooled_execute(*args, **options)
             except _DROPPED as exc:
                 raise _dropped(exc, where) from exc
@@ -389,6 +415,11 @@ class Parts(tuple):  # type: ignore[type-arg]
     @property
     def nbytes(self) -> int:
         return sum(p.nbytes if isinstance(p, memoryview) else len(p) for p in self)
+
+
+def signed_parts(mac: Any, body: Any) -> Parts:
+    """``Parts`` of ``mac || body``, where *body* is a bytes-like object or a tuple of them."""
+    return Parts((mac, *body)) if type(body) is tuple else Parts((mac, body))
 
 
 class _LeanPacker:
@@ -651,6 +682,8 @@ class _DirectRedis:
             raise StateLostError(*self._owner._lost.args)
         conn = self._conn()
         try:
+            if self._owner.sampler.due():
+                return self._owner.sampler.timed(args[0], self._send_read, (conn, *args), {})
             conn.send_command(*args, check_health=False)
             self._drain(conn)
             return self._read(conn, args)
@@ -661,6 +694,11 @@ class _DirectRedis:
             if failed is exc:
                 raise
             raise failed from exc
+
+    def _send_read(self, conn: Any, *args: Any) -> Any:
+        conn.send_command(*args, check_health=False)
+        self._drain(conn)
+        return self._read(conn, args)
 
     def send_deferred(self, on_reply: Callable[[Any], None], *args: Any) -> None:
         """Send one command; *on_reply* gets its reply (or error) later (see the class doc)."""

@@ -11,12 +11,14 @@ import copyreg
 import functools
 import pickle
 import secrets
+import time
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..backends.redis.manager_objects import ManagerObjectStore, RedisObject
 from ..backends.redis.manager_refs import is_pin, pin
+from ..runtime import metrics
 from ..runtime.call import PicklingFailed, dumps, loads, pickling_failed
 from ..runtime.shared import SharedObject
 from .common import ManagerKind, ManagerShutdownError, Token, address_of, remote_error
@@ -266,6 +268,14 @@ class BaseProxy(SharedObject):
     def _closed_error(self) -> ManagerShutdownError:
         return _shutdown_error(self._describe())
 
+    def _count(self, op: str, t0: float) -> None:
+        """Count one call of method *op* that began at ``perf_counter()`` *t0* (see runtime.metrics)."""
+        key = "_m_" + op
+        c: metrics.Counter | None = self.__dict__.get(key)
+        if c is None:
+            c = self.__dict__[key] = metrics.counter("manager", f"{self._typeid} {self._oid}", op)
+        c.since(t0)
+
     def _describe(self) -> str:
         return f"{type(self).__name__} for {self._typeid!r} object {self._oid}"
 
@@ -321,6 +331,7 @@ class BaseProxy(SharedObject):
         typeid and a proxy for it is returned.
         """
         self._check_exposed(methodname)
+        self._count(methodname, time.perf_counter())
         if self.__dict__.get("_served"):
             return self._served_call(methodname, args, kwds or {})
         token = secrets.token_hex(8)
@@ -495,8 +506,39 @@ def MakeProxyType(name: str, exposed: tuple[str, ...], base: type[BaseProxy] = B
     return type(name, (base,), namespace)
 
 
+_ATTRIBUTE_HOOKS = frozenset({"__getattribute__", "__getattr__", "__setattr__", "__delattr__"})
+
+
+def _counted(op: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """*fn* (a proxy method) counting its calls and their time as operation *op*."""
+
+    @functools.wraps(fn)
+    def counted(self: BaseProxy, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(self, *args, **kwargs)
+        finally:
+            self._count(op, t0)
+
+    counted._faasmp_counted = True  # type: ignore[attr-defined]
+    return counted
+
+
 class NativeProxy(BaseProxy):
     """Proxies whose operations are native Redis structures (dict, list, ...)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Count the calls of every exposed method the class defines (not one
+        # line in each of them); mixin methods count through these.
+        super().__init_subclass__(**kwargs)
+        for name in getattr(cls, "_exposed_", None) or ():
+            fn = cls.__dict__.get(name)
+            # Attribute access itself (a Namespace's) is not wrapped: the
+            # wrapper's own attribute lookups would recurse into it.
+            if name in _ATTRIBUTE_HOOKS:
+                continue
+            if callable(fn) and not getattr(fn, "_faasmp_counted", False):
+                setattr(cls, name, _counted(name, fn))
 
     def _callmethod(
         self, methodname: str, args: tuple[Any, ...] = (), kwds: dict[str, Any] | None = None

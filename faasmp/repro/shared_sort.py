@@ -15,7 +15,12 @@ TITLE = "Shared-array sort: in-place Array vs local copy vs pipes (Table 4.3)"
 
 
 def _heapsort_in_place(arr: Any, lo: int, hi: int) -> None:
-    """Heapsort ``arr[lo:hi]`` touching one element at a time (every access goes to Redis)."""
+    """Heapsort ``arr[lo:hi]`` touching one element at a time.
+
+    On faasmp each access reads or writes the process's local copy of the
+    shared array (a ctypes buffer), at Python speed; the changed elements
+    travel once, when the process ends (a release of shared memory).
+    """
     n = hi - lo
 
     def sift(start: int, end: int) -> None:
@@ -138,16 +143,20 @@ def run(full: bool = False) -> Result:
     )
     fig.update_yaxes(type="log")
     notes = f"""
-Both here and in the paper, sorting in place on a shared Array is unusable over a
-network: every comparison and swap is a Redis round trip, so even {n_inplace} elements
-take {t_inplace_small:.1f} s (about {t_inplace:.3g} s for {n:,} by n log n extrapolation).
-Reading a slice once, sorting it locally and writing it back (one GETRANGE and one
-SETRANGE per process), or sending the chunks through pipes, keeps the network out
-of the inner loop, and is close to the local stdlib run (pipes {t_pipes:.2f} s vs
-{t_local:.2f} s; the paper: 17.3 s vs 14.3 s).  Small mode sorts {n:,} elements with
-{procs} processes on one 2-core machine; the paper used 5M elements and 64 Lambda
-functions, where the pipes' extra cost is network transfer rather than local copies.
-The lesson holds: choose message passing, not fine-grained shared memory, across a network.
+In the paper every access to a shared Array went over the network, which made
+sorting in place unusable.  On faasmp each process now works on a local copy of
+the shared array (kept coherent at synchronisation points: its changed elements
+travel when it ends), so the in-place variant costs what a pure-Python heapsort
+costs: {t_inplace_small:.1f} s for {n_inplace} elements (about {t_inplace:.3g} s for
+{n:,} by n log n extrapolation) -- slow because it is an element-by-element Python
+loop, not because of the network.  Reading a slice once, sorting it with the
+builtin sort and writing it back, or sending the chunks through pipes, is close
+to the local stdlib run (pipes {t_pipes:.2f} s vs {t_local:.2f} s; the paper: 17.3 s
+vs 14.3 s).  Small mode sorts {n:,} elements with {procs} processes on one 2-core
+machine; the paper used 5M elements and 64 Lambda functions, where the pipes'
+extra cost is network transfer rather than local copies.
+For numpy code, views of a RawArray sorted in place are the fastest variant (see
+docs/shared_memory.md).
 """
     return Result(
         "shared_sort",

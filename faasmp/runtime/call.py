@@ -1,9 +1,10 @@
 """One unit of remote work, and the one way faasmp serializes anything.
 
-Every payload stored in Redis is ``HMAC-SHA256(authkey, body) || body`` where
-body is a cloudpickle.  :func:`loads` checks the MAC with
-:func:`hmac.compare_digest` *before* unpickling, so data written by anyone
-without the run's authkey is refused, never unpickled.
+Every payload stored in Redis is ``tag || body`` where body is a cloudpickle
+and tag is a 32-byte MAC keyed by the run's authkey (see :class:`Signer`:
+HMAC-SHA256 for small bodies, a one-time-keyed Poly1305 for large ones).
+:func:`loads` checks the tag in constant time *before* unpickling, so data
+written by anyone without the run's authkey is refused, never unpickled.
 
 Functions, classes, lambdas and closures defined in ``__main__`` (scripts,
 notebooks) are pickled by value by cloudpickle; importable ones by reference.
@@ -21,6 +22,7 @@ import io
 import linecache
 import multiprocessing
 import multiprocessing.pool
+import os
 import pickle
 import sys
 import traceback
@@ -28,6 +30,8 @@ import types
 from typing import Any
 
 import cloudpickle
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.poly1305 import Poly1305
 
 from .. import deps
 from . import main_module, pickling
@@ -135,31 +139,92 @@ def _register_local_modules(force: bool = False) -> None:
             continue
 
 
-class Signer:
-    """HMAC-SHA256 with one key, its key schedule computed once.
+#: Bodies of at least this many bytes are authenticated with Poly1305, smaller
+#: ones with HMAC-SHA256.  Poly1305 costs ~0.09 ms per MiB on an x86-64 server
+#: core against ~0.64 ms for HMAC-SHA256, but its one-time key costs one
+#: HMAC of a nonce (~2-3 us): the two meet at a few KiB.
+POLY1305_MIN = 8192
 
-    The same MAC as ``hmac.new(key, data, hashlib.sha256)`` (RFC 2104), but
-    each message only copies two prepared SHA-256 states: ~2-3.5 us for a
-    small message whatever the cache state, where ``hmac.new`` costs 7-13 us
-    right after a context switch (every message of a ping-pong).
+#: Separates the key that derives Poly1305 keys from the authkey itself, so
+#: no HMAC tag a run ever publishes (HMAC(authkey, body)) is a Poly1305 key.
+_POLY_KEY_LABEL = b"faasmp poly1305 one-time keys v1\0"
+
+
+class Signer:
+    """The MAC of one authkey: ``tag(body)`` is 32 bytes whatever the body's size.
+
+    * bodies under :data:`POLY1305_MIN` bytes: ``HMAC-SHA256(authkey, body)``
+      (RFC 2104), with the key schedule computed once: each message only
+      copies two prepared SHA-256 states, ~2-3.5 us for a small message
+      whatever the cache state, where ``hmac.new`` costs 7-13 us right after
+      a context switch (every message of a ping-pong);
+    * larger bodies: ``nonce || Poly1305(k, body)`` with a fresh random
+      16-byte nonce and the one-time key ``k = HMAC-SHA256(k', nonce)``, where
+      ``k' = SHA-256(label || authkey)`` (the construction of RFC 8439, with
+      HMAC as the key generator).  Poly1305 is ~7x faster than HMAC-SHA256
+      on a MiB, and the MAC was the largest CPU cost of moving large
+      messages; it is as unforgeable without the authkey.
+
+    The scheme is chosen by the body's length, which both sides know, so the
+    wire format stays ``tag || body`` with no scheme byte to downgrade.
     """
 
     def __init__(self, key: bytes) -> None:
+        self._inner, self._outer = self._hmac_states(key)
+        poly_root = hashlib.sha256(_POLY_KEY_LABEL + key).digest()
+        self._poly_inner, self._poly_outer = self._hmac_states(poly_root)
+
+    @staticmethod
+    def _hmac_states(key: bytes) -> tuple[Any, Any]:
         if len(key) > 64:
             key = hashlib.sha256(key).digest()
         key = key.ljust(64, b"\0")
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+        return hashlib.sha256(bytes(b ^ 0x36 for b in key)), hashlib.sha256(bytes(b ^ 0x5C for b in key))
 
-    def mac(self, data: bytes | memoryview) -> bytes:
-        inner = self._inner.copy()
+    @staticmethod
+    def _hmac(inner_state: Any, outer_state: Any, data: bytes | bytearray | memoryview) -> bytes:
+        inner = inner_state.copy()
         inner.update(data)
-        outer = self._outer.copy()
+        outer = outer_state.copy()
         outer.update(inner.digest())
         return outer.digest()
 
+    def _poly_key(self, nonce: bytes | memoryview) -> bytes:
+        return self._hmac(self._poly_inner, self._poly_outer, nonce)
+
+    def mac(self, data: bytes | bytearray | memoryview) -> bytes:
+        """The 32-byte tag of *data* (any bytes-like object; not copied)."""
+        if _nbytes(data) < POLY1305_MIN:
+            return self._hmac(self._inner, self._outer, data)
+        nonce = os.urandom(16)
+        return nonce + Poly1305.generate_tag(self._poly_key(nonce), data)
+
+    def mac_parts(self, parts: tuple[Any, ...]) -> bytes:
+        """The tag of the concatenation of *parts* (bytes-like objects), none of them copied."""
+        n = sum(_nbytes(p) for p in parts)
+        if n < POLY1305_MIN:
+            return self._hmac(self._inner, self._outer, b"".join(parts))
+        nonce = os.urandom(16)
+        poly = Poly1305(self._poly_key(nonce))
+        for part in parts:
+            poly.update(part)
+        return nonce + poly.finalize()
+
+    def check(self, tag: bytes | memoryview, body: bytes | bytearray | memoryview) -> bool:
+        """Whether *tag* is this key's tag of *body* (constant time)."""
+        if len(tag) != _MAC_SIZE:
+            return False
+        if _nbytes(body) < POLY1305_MIN:
+            return hmac.compare_digest(tag, self._hmac(self._inner, self._outer, body))
+        tag = memoryview(tag)
+        try:
+            Poly1305.verify_tag(self._poly_key(tag[:16]), body, tag[16:].tobytes())
+        except InvalidSignature:
+            return False
+        return True
+
     def sign(self, body: bytes | memoryview) -> bytes:
-        """``MAC || body``, the payload format of :func:`dumps`."""
+        """``tag || body``, the payload format of :func:`dumps`."""
         return b"".join((self.mac(body), body))
 
     def verify(self, data: bytes | bytearray | memoryview) -> memoryview:
@@ -172,11 +237,22 @@ class Signer:
             raise AuthenticationError("payload too short to carry a signature; refused")
         view = memoryview(data)
         body = view[_MAC_SIZE:]
-        if not hmac.compare_digest(view[:_MAC_SIZE], self.mac(body)):
+        if not self.check(view[:_MAC_SIZE], body):
             raise AuthenticationError(
                 "payload signature does not match this run's authkey; refused without unpickling"
             )
         return body
+
+
+def _nbytes(data: bytes | bytearray | memoryview) -> int:
+    return data.nbytes if isinstance(data, memoryview) else len(data)
+
+
+def payload_size(body: Any) -> int:
+    """Bytes in a message body: a bytes-like object or a tuple of them (:func:`pickle_parts`)."""
+    if type(body) is tuple:
+        return sum(_nbytes(part) for part in body)
+    return _nbytes(body)
 
 
 @functools.lru_cache(maxsize=16)
@@ -221,6 +297,32 @@ def dumps_plain(obj: Any, authkey: bytes) -> bytes | None:
     """
     body = pickle_plain(obj)
     return None if body is None else signer(authkey).sign(body)
+
+
+#: Top-level bytes/bytearray items of at least this size are pickled as parts
+#: (see :func:`pickle_parts`).
+PARTS_MIN = 1 << 16
+
+
+def pickle_parts(obj: Any) -> tuple[bytes, Any, bytes] | None:
+    """The pickle of a large ``bytes``/``bytearray`` as (head, the object itself, tail); else None.
+
+    Their concatenation is byte for byte a valid protocol-5 pickle that
+    :func:`pickle.loads` reads back as the same type.  Written as parts, a
+    large item is never copied into a pickle buffer: that copy (with the page
+    faults of a fresh 1 MiB allocation) was half the CPU a 1 MiB
+    ``Queue.put`` cost its sender.
+    """
+    tp = type(obj)
+    if tp is bytes:
+        n = len(obj)
+        if PARTS_MIN <= n < 1 << 32:
+            return b"\x80\x05B" + n.to_bytes(4, "little"), obj, b"."
+    elif tp is bytearray:
+        n = len(obj)
+        if n >= PARTS_MIN:
+            return b"\x80\x05\x96" + n.to_bytes(8, "little"), obj, b"."
+    return None
 
 
 def pickle_plain(obj: Any) -> bytes | None:

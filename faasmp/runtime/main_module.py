@@ -42,6 +42,7 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import enum
+import functools
 import hashlib
 import importlib.abc
 import importlib.machinery
@@ -356,10 +357,19 @@ class MainDescriber:
         return key, lambda: _pickle_namespace(namespace, candidates, os.getcwd())
 
 
+@functools.lru_cache(maxsize=4096)
+def _realpath(file: str) -> str:
+    """``os.path.realpath``, once per module file: hundreds of them cost ~30 ms of a cold ``Pool()``."""
+    return os.path.realpath(file)
+
+
 def _project_modules(search_dir: str, cache: dict[str, tuple[float, str]]) -> tuple[ModuleSource, ...]:
     """Imported modules whose files are under *search_dir* (not installed packages, not faasmp)."""
     root = os.path.realpath(search_dir) + os.sep
     installed = tuple(os.path.realpath(p) + os.sep for p in {sys.prefix, sys.base_prefix})
+    # Most modules are the stdlib's or installed: their paths as imported
+    # already say so, without resolving links (hundreds of lstat calls).
+    installed_as_named = tuple(p + os.sep for p in {sys.prefix, sys.base_prefix}) + installed
     found: list[ModuleSource] = []
     total = 0
     for name, module in sorted(sys.modules.items()):
@@ -368,7 +378,9 @@ def _project_modules(search_dir: str, cache: dict[str, tuple[float, str]]) -> tu
             continue
         if name.split(".")[0] in _OWN_PACKAGES:
             continue
-        real = os.path.realpath(file)
+        if file.startswith(installed_as_named) and not file.startswith(root):
+            continue
+        real = _realpath(file)
         if not real.startswith(root) or real.startswith(installed):
             continue
         parts = real.split(os.sep)

@@ -38,6 +38,8 @@ class TaskOutput:
         self.push = push
         self.task_id: str | None = None
         self.wrote = False
+        #: UTF-8 bytes written to stdout/stderr so far (the output volume in stats).
+        self.bytes_out = 0
 
     def begin(self, task_id: str) -> None:
         self.task_id = task_id
@@ -99,6 +101,7 @@ class RemoteStream(io.TextIOBase):
         if self._sink.task_id is None:
             return
         self._sink.wrote = True
+        self._sink.bytes_out += len(text.encode("utf-8", "surrogateescape"))
         self._sink.push(("w", self._sink.task_id, self._fd, text))
 
 

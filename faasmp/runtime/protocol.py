@@ -28,7 +28,8 @@ pool results         :class:`WorkerStarted`, :class:`TaskDone`,   pool workers, 
 host control         :class:`SpawnSlots`, :class:`KillBusy`,      the client, a Pool
                      :data:`STOP_HOST`
 process control      :class:`SignalProcess`, :data:`CHILD_EXITED` the client, the slot
-run events           :class:`HostRegistered`                      hosts
+run events           :class:`HostRegistered`,                     hosts, workers
+                     :class:`~faasmp.stats.MetricsReport`
 ===================  ===========================================  ====================
 
 A Pool's worker lease (the payload of a ``POOL_WORKER`` RemoteCall on the
@@ -43,6 +44,8 @@ import dataclasses
 import enum
 from typing import Any
 
+from ..stats import MetricsReport
+
 __all__ = [
     "CHILD_EXITED",
     "DISMISSED",
@@ -53,6 +56,7 @@ __all__ = [
     "HostRegistered",
     "InitFailed",
     "KillBusy",
+    "MetricsReport",
     "PoolLease",
     "PoolTask",
     "RunningProcess",

@@ -7,7 +7,8 @@ use):
   any), the Lithops executor, the warm pool of worker slots (its Redis records
   are ``backends.redis.hosts.WarmPool``), the output listener that replays
   remote prints and logs, and a monitor thread (heartbeat, key TTLs,
-  capacity, host deaths, Redis latency samples).
+  capacity, host deaths, the client's IPC/sync counters and Redis latency
+  samples).
 * :class:`WorkerSession` -- inside a worker slot: shares the run's Redis
   state and asks the client for capacity instead of invoking functions.
 """
@@ -31,8 +32,8 @@ from ..backends.server import EmbeddedServer
 from ..backends.state import CONNECTION_ERRORS, StateBackend, StateError, StateLostError, open_state
 from ..config import Config, redact_url
 from ..deps import runtime_name
-from ..stats import HostStarted, LatencySample, StatsCollector
-from . import output
+from ..stats import HostStarted, StatsCollector
+from . import metrics, output
 from . import protocol as msgs
 from .call import CallKind, RemoteCall, dumps, dumps_message, loads
 from .keys import Keys
@@ -70,6 +71,8 @@ class Session(abc.ABC):
     live_keys: dict[int, list[str]]
     _closed: threading.Event
     _start_error: str | None
+    #: Hashes to read for faasmp.stats with the client's next beat (see read_for_stats).
+    _stat_reads: list[tuple[str, Callable[[dict[bytes, bytes]], None]]]
 
     def __repr__(self) -> str:
         mode = "remote" if self.remote_mode else self.config.backend
@@ -112,6 +115,22 @@ class Session(abc.ABC):
     def shutdown(self, timeout: float = 5.0) -> None:
         """End the run (only its client does)."""
 
+    # -- statistics -----------------------------------------------------------
+    def read_for_stats(self, key: str, then: Callable[[dict[bytes, bytes]], None]) -> None:
+        """Read hash *key* with the next beat's pipeline and pass it to *then* (no round trip of its own).
+
+        For statistics only: a Process' timing is read off its ``join``.
+        """
+        self._stat_reads.append((key, then))
+
+    def take_stat_read(self, key: str) -> Callable[[dict[bytes, bytes]], None] | None:
+        """Withdraw the pending read of *key* (its owner reads it itself); its callback, if any."""
+        for i, (k, then) in enumerate(self._stat_reads):
+            if k == key:
+                del self._stat_reads[i]
+                return then
+        return None
+
     @property
     def closed(self) -> bool:
         """True once the run ended (a worker's session never is: its run ends with its client)."""
@@ -137,6 +156,7 @@ class WorkerSession(Session):
         self._closed = threading.Event()
         self.live_keys = {}
         self._start_error = None
+        self._stat_reads = []
         self.warm_pool = WarmPool(state, self.keys, int(spec.key_ttl * 1000))
 
     def push_work(self, *blobs: bytes, front: bool = False, record: tuple[str, str] | None = None) -> None:
@@ -176,6 +196,9 @@ class ClientSession(Session):
         self._compute_error: BaseException | None = None
         self._compute_ready = threading.Event()
         self.output_sink: Callable[[tuple[Any, ...]], None] = output.replay
+        #: Hashes to read for faasmp.stats with the next beat (see read_for_stats).
+        self._stat_reads: list[tuple[str, Callable[[dict[bytes, bytes]], None]]] = []
+        self._metrics_sent: tuple[int, int] = (0, 0)
 
         if config.redis_url is None and not config.is_local:
             raise ValueError(
@@ -187,13 +210,16 @@ class ClientSession(Session):
         # Lithops takes ~0.3 s to import and set up; do it while the server starts.
         threading.Thread(target=self._make_compute, name="faasmp-compute-init", daemon=True).start()
         if config.redis_url is None:
-            self.server = EmbeddedServer.start(config.redis_server)
+            # Spawned, not awaited: the client is made while the server starts.
+            self.server = EmbeddedServer.spawn(config.redis_server)
             url = self.server.url
         else:
             url = config.redis_url
         self.url = url
         try:
             self.state: StateBackend = open_state(url, client_name="faasmp-client")
+            if self.server is not None:
+                self.server.ready()
             self.state.ping()
         except Exception as exc:
             if self.server is not None:
@@ -253,32 +279,9 @@ class ClientSession(Session):
         self._start(self.warm_pool.reserve_capacity(self.config.max_workers))
 
     def _start(self, need: int) -> None:
-        """Start *need* reserved slots (from a thread while the executor is still being set up)."""
-        if need <= 0:
-            return
-        if self._compute_ready.is_set():
+        """Start *need* reserved slots (waits for the executor on a cold run)."""
+        if need > 0:
             self.grow(need)
-            return
-        # A cold run: the compute backend is still being set up (Lithops takes
-        # 0.1-0.2 s after the server is up).  Invoke from a thread, so Pool()
-        # and Process.start() return now and the caller's next steps (pickling
-        # and uploading its tasks) overlap the setup and the invocation; a
-        # failure is reported by check_start_error, which every wait polls.
-        threading.Thread(target=self._grow_quietly, args=(need,), name="faasmp-grow", daemon=True).start()
-
-    def _grow_quietly(self, n: int) -> None:
-        """:meth:`grow` on a background thread: a failure becomes the run's start error."""
-        try:
-            # open_compute always ends (it sets the event in a finally); the
-            # limit only bounds a backend that hangs in its setup.
-            if not self._compute_ready.wait(self.config.key_ttl):
-                raise WorkerStartError(f"the compute backend did not start within {self.config.key_ttl:.0f}s")
-            if not self._closed.is_set():
-                self.grow(n)
-        except Exception as exc:  # noqa: BLE001 - surfaced by check_start_error
-            if self._start_error is None:
-                self._start_error = str(exc)
-            logger.error("faasmp: could not start %d workers: %s", n, exc)
 
     def prestart(self, n: int) -> None:
         """Make the warm pool hold at least *n* slots (starting them if needed)."""
@@ -462,12 +465,34 @@ class ClientSession(Session):
             case msgs.HostRegistered(host_id=host_id, invoked=invoked, started=started):
                 self._starting.pop(host_id, None)
                 self.stats.emit(HostStarted(host_id, invoked, started))
+            case msgs.MetricsReport() as report:
+                self.stats.emit(report)
             case other:
                 logger.warning("faasmp: ignored run event %r", other)
 
+    @staticmethod
+    def _deliver_stat_reads(thens: list[Callable[[dict[bytes, bytes]], None]], replies: list[Any]) -> None:
+        for then, reply in zip(thens, replies, strict=True):
+            try:
+                then(reply or {})
+            except Exception:  # noqa: BLE001 - statistics must not stop the monitor
+                logger.exception("faasmp: a statistics callback failed")
+
+    def collect_stats(self) -> None:
+        """Emit this process' counters, the pending process records and the worker reports already queued."""
+        reads, self._stat_reads = self._stat_reads, []
+        if reads:
+            replies = self.warm_pool.read_hashes([key for key, _ in reads])
+            self._deliver_stat_reads([then for _, then in reads], replies)
+        self._metrics_sent = metrics.REGISTRY.signature()
+        self.stats.emit(metrics.REGISTRY.report(self.now()))
+        events = self.keys.events
+        while items := self.state.lpop_many(events, 100):
+            for value in items:
+                self._on_event((events.encode(), value))
+
     def _beat(self) -> None:
         k = self.keys
-        t0 = time.perf_counter()
         # Run-wide keys expire unless the client keeps renewing them: the
         # safety net when the client is killed and cannot delete them.
         ttl = int(self.config.key_ttl * 1000)
@@ -483,11 +508,19 @@ class ClientSession(Session):
             k.tasks_run,
             k.ready,
         )
-        queued, epoch = self.warm_pool.client_beat(self._ttl_ms, run_keys)
+        reads, self._stat_reads = self._stat_reads, []
+        queued, epoch, replies = self.warm_pool.client_beat(self._ttl_ms, run_keys, [key for key, _ in reads])
+        if reads:
+            self._deliver_stat_reads([then for _, then in reads], replies)
         if not epoch:
             self.state.mark_lost("the run's epoch key is gone: the server restarted or was flushed")
             self.state.ping()  # raises the StateLostError
-        self.stats.emit(LatencySample(self.now(), time.perf_counter() - t0))
+        # The client's own counters, with each beat.  One registry per process,
+        # possibly several sessions (contexts): each remembers what it was sent.
+        signature = metrics.REGISTRY.signature()
+        if signature != self._metrics_sent:
+            self._metrics_sent = signature
+            self.stats.emit(metrics.REGISTRY.report(self.now()))
         for host_id, (inv, slots) in list(self._starting.items()):
             if inv.finished():
                 self._starting.pop(host_id, None)

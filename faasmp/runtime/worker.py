@@ -38,7 +38,7 @@ from ..backends.redis.hosts import WarmPool
 from ..backends.redis.pool import PoolWorkerQueue
 from ..backends.redis.processes import ProcessRecords
 from ..backends.state import CONNECTION_ERRORS, StateBackend, open_state
-from . import dsm, main_module
+from . import dsm, main_module, metrics
 from . import protocol as msgs
 from .call import (
     AuthenticationError,
@@ -387,6 +387,7 @@ class Slot:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         attach_remote(spec, self.state)
+        metrics.ship_to_client(self.state, k.events, spec.authkey, **self._metrics_args(self.slot_id))
         pool = WarmPool(self.state, k, int(spec.key_ttl * 1000))
         pool.register_slot(self.slot_id)
         idle_since = time.monotonic()
@@ -427,6 +428,15 @@ class Slot:
             self.state.sadd(k.idle, self.slot_id)
             idle_since = time.monotonic()
 
+    def _metrics_args(self, source: str) -> dict[str, Any]:
+        spec = self.spec
+        return {
+            "source": source,
+            "host": spec.host_id,
+            "interval": spec.heartbeat,
+            "offset": self.offset - spec.clock_offset,
+        }
+
     def _prepare_main(self, call: RemoteCall) -> None:
         """Install the client's main module as ``__mp_main__`` (once per slot and main module).
 
@@ -452,13 +462,18 @@ class Slot:
         k, spec = self.keys, self.spec
         proc_id = call.call_id
         write_record(self.record, msgs.RunningProcess(proc_id))
+        # The child tells how it ran (for faasmp.stats) through this pipe; the
+        # slot records it with the exit: no connection or command of its own.
+        timing_r, timing_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the forked child
             code = 1
+            os.close(timing_r)
             try:
-                code = self._process_child(call)
+                code = self._process_child(call, timing_w)
             finally:
                 os._exit(code)
+        os.close(timing_w)
         records = ProcessRecords(self.state, k, int(spec.key_ttl * 1000))
         at = dequeued + self.offset - spec.clock_offset
         sig = records.started(proc_id, self.slot_id, spec.host_id, pid, at)
@@ -507,9 +522,12 @@ class Slot:
         # The output a child pushed is already in the list; its end is marked
         # with the exit, also for a child that was killed or called os._exit
         # (join waits for it).
-        records.exited(proc_id, code, end_of_output(proc_id, spec.authkey), ended=ended, count_task=True)
+        timing = metrics.read_timing(timing_r)
+        records.exited(
+            proc_id, code, end_of_output(proc_id, spec.authkey), ended=ended, count_task=True, timing=timing
+        )
 
-    def _process_child(self, call: RemoteCall) -> int:  # pragma: no cover - forked child
+    def _process_child(self, call: RemoteCall, timing_fd: int) -> int:  # pragma: no cover - forked child
         from ..backends.server import _pdeathsig_preexec  # noqa: PLC0415
         from ..context import attach_remote  # noqa: PLC0415
 
@@ -520,6 +538,9 @@ class Slot:
         self.state = open_state(self.spec.url, client_name=f"faasmp-proc-{call.call_id}")
         self.state.watch_epoch(self.keys.k("epoch"))
         attach_remote(self.spec, self.state)
+        shipper = metrics.ship_to_client(
+            self.state, self.keys.events, self.spec.authkey, **self._metrics_args(call.call_id)
+        )
         sink = self._install_output(call)
         sink.begin(call.call_id)
         from .. import process as process_mod  # noqa: PLC0415
@@ -533,8 +554,20 @@ class Slot:
             sys.stderr.write(_load_hint(exc, self.spec))
             sink.end()
             return 1
+        metrics.REGISTRY.process = proc.name
+        run_start, cpu0 = time.time(), time.process_time()
         code = proc._bootstrap_remote()
         sink.end()  # flush; the slot sends the end-of-output marker after the exit
+        offset = self.offset - self.spec.clock_offset
+        timing = {
+            "run_start": run_start + offset,
+            "run_end": time.time() + offset,
+            "cpu_s": time.process_time() - cpu0,
+            "peak_rss": _peak_rss(),
+            "out_bytes": sink.bytes_out,
+        }
+        metrics.write_timing(timing_fd, timing)
+        shipper.ship_last()
         return int(code)
 
     def _install_output(self, call: RemoteCall) -> Any:

@@ -94,6 +94,35 @@ with Pool(2) as p:
     p.map(boom, [7])
 """, tags=["raises-exception"]),
     cell("after_error", 'print("restored after error:", not faasmp.is_patched(), multiprocessing.Pool is not faasmp.Pool)'),
+    cell("procs", """
+%%faas --stats
+import time
+from multiprocessing import Pipe, Process
+
+def learner(conn, n):
+    for _ in range(n):
+        batch = conn.recv()
+        time.sleep(0.01)  # a training step
+        conn.send(sum(batch) / len(batch))
+    print("learner: trained on", n, "batches")
+
+def actor(conn, n):
+    total = 0.0
+    for step in range(n):
+        time.sleep(0.005)  # an environment step
+        conn.send([step] * 64)
+        total += conn.recv()
+    print("actor: return", total)
+
+end_l, end_a = Pipe()
+procs = [Process(target=learner, args=(end_l, 50), name="learner"),
+         Process(target=actor, args=(end_a, 50), name="actor")]
+for p in procs:
+    p.start()
+for p in procs:
+    p.join()
+print("exit codes:", [p.exitcode for p in procs])
+"""),
     cell("static", """
 %config FaasMagics.dashboard_kind = "static"
 """),
@@ -161,6 +190,35 @@ def work(i):
 with Pool(4) as pool:
     estimates = pool.map(work, range(40), chunksize=1)
 print(f"pi ~ {sum(estimates) / len(estimates):.4f}")
+"""),
+    cell("procs", """
+%%faas --stats
+import time
+from multiprocessing import Pipe, Process
+
+def learner(conn, n):
+    for _ in range(n):
+        batch = conn.recv()
+        time.sleep(0.01)  # a training step
+        conn.send(sum(batch) / len(batch))
+    print("learner: trained on", n, "batches")
+
+def actor(conn, n):
+    total = 0.0
+    for step in range(n):
+        time.sleep(0.005)  # an environment step
+        conn.send([step] * 64)
+        total += conn.recv()
+    print("actor: return", total)
+
+end_l, end_a = Pipe()
+procs = [Process(target=learner, args=(end_l, 50), name="learner"),
+         Process(target=actor, args=(end_a, 50), name="actor")]
+for p in procs:
+    p.start()
+for p in procs:
+    p.join()
+print("exit codes:", [p.exitcode for p in procs])
 """),
     cell("done", 'print("ALL-CELLS-DONE")'),
 ])

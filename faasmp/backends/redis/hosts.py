@@ -264,11 +264,14 @@ class WarmPool:
         """Add *n* slots to the reserved (starting) count; a negative *n* gives them back."""
         self._state.incrby(self._keys.starting, n)
 
-    def client_beat(self, client_ttl_ms: int, run_keys: tuple[str, ...]) -> tuple[int, bool]:
-        """Renew the client's heartbeat, the run's epoch and *run_keys*: one round trip.
+    def client_beat(
+        self, client_ttl_ms: int, run_keys: tuple[str, ...], reads: list[str]
+    ) -> tuple[int, bool, list[dict[bytes, bytes]]]:
+        """Renew the client's heartbeat, the epoch and *run_keys*; read the hashes *reads*: one round trip.
 
-        Returns the number of queued calls and whether the epoch key still
-        existed (False: the server restarted or was flushed).
+        Returns the number of queued calls, whether the epoch key still
+        existed (False: the server restarted or was flushed), and the hashes
+        (``{}`` for one that is gone), for :mod:`faasmp.stats`.
         """
         k, ttl = self._keys, self._ttl_ms
         pipe = self._state.pipeline()
@@ -277,8 +280,18 @@ class WarmPool:
         pipe.pexpire(k.k("epoch"), ttl)
         for key in run_keys:
             pipe.pexpire(key, ttl)
+        for key in reads:
+            pipe.hgetall(key)
         replies = pipe.execute()
-        return int(replies[1]), bool(replies[2])
+        hashes = [reply or {} for reply in replies[len(replies) - len(reads) :]] if reads else []
+        return int(replies[1]), bool(replies[2]), hashes
+
+    def read_hashes(self, keys: list[str]) -> list[dict[bytes, bytes]]:
+        """The hashes *keys* (``{}`` for one that is gone) in one round trip (process records, for stats)."""
+        pipe = self._state.pipeline()
+        for key in keys:
+            pipe.hgetall(key)
+        return [reply or {} for reply in pipe.execute()]
 
     def renew(self, keys: list[str], ttl_ms: int) -> None:
         """Renew the TTL of *keys* (batches of 1000 per round trip)."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..state import Parts
+from ..state import signed_parts
 
 if TYPE_CHECKING:
     from ..state import ScriptCall, StateBackend
@@ -200,13 +200,15 @@ class RedisPipeEnd:
     def pipe_send(self, mac: bytes, body: Any, on_reply: SendReply, *, refresh_holders: bool) -> None:
         """Send ``mac || body``; *on_reply* gets SEND's reply (later, for a small message).
 
+        *body* is a bytes-like object or a tuple of them (written as one message, not joined).
+
         *refresh_holders* also renews the holder hashes' TTL (small messages;
         a big message always does).
         """
-        size = len(mac) + (body.nbytes if isinstance(body, memoryview) else len(body))
+        item = signed_parts(mac, body)
         wkey, peer_h, ttl = self.write_list, self.peer_holders, self._ttl
-        if size <= BIG:
-            blob = b"".join((mac, body))
+        if item.nbytes <= BIG:
+            blob = b"".join(item)
             if refresh_holders:
                 self._send([wkey, peer_h, self.own_holders], [blob, ttl], on_reply)
             else:
@@ -217,7 +219,7 @@ class RedisPipeEnd:
         reader_open = self._direct.execute_many(
             [
                 ("EXISTS", peer_h),
-                ("RPUSH", wkey, Parts((mac, body))),
+                ("RPUSH", wkey, item),
                 ("PEXPIRE", wkey, ttl),
                 ("PEXPIRE", peer_h, ttl),
                 ("PEXPIRE", self.own_holders, ttl),

@@ -5,7 +5,10 @@ Key layout (``faasmp.runtime.keys`` names them, per process id):
 * ``proc`` -- a hash: ``state`` (``queued``, ``running``, ``exited``),
   ``exitcode``, ``slot``/``host``/``pid``/``started`` once running,
   ``pending_signal`` (a signal sent before it ran), and ``ended`` or ``lost``
-  (why it exited without its slot's report) once exited.
+  (why it exited without its slot's report) once exited; ``run_start``,
+  ``run_end``, ``cpu_s``, ``peak_rss``, ``out_bytes`` as the process' slot
+  records its exit (the process hands them over through a local pipe; for
+  :mod:`faasmp.stats`).
 * ``exit`` -- a list holding the exit code once exited (``join`` blocks on
   it); the same key is the pub/sub channel that ``connection.wait`` listens
   on for the exit.
@@ -21,7 +24,9 @@ marker; and only the first exit counts (a dead host's report and the client's
 own finding may race).
 
 Round-trip budget: a start 1, an exit 1, a signal 1 (one script each); the
-queued record is written with the queued call (``hosts.WarmPool.push_and_reserve``).
+queued record is written with the queued call (``hosts.WarmPool.push_and_reserve``);
+the process' timing none of its own (it goes with the exit; the client reads
+it with a heartbeat's pipeline).
 """
 
 from __future__ import annotations
@@ -32,20 +37,21 @@ if TYPE_CHECKING:
     from ..state import StateBackend
 
 
-def exit_lua(code: str, note_field: str, note: str, eof: str) -> str:
+def exit_lua(code: str, note_field: str, note: str, eof: str, extra: str = "") -> str:
     """Lua making the process of ``KEYS[1]`` (hash) / ``KEYS[2]`` (exit list) exited.
 
     KEYS[3] is the run's output list (the end-of-output marker *eof* goes
     there, so a ``join`` waiting for the process' output returns); KEYS[4]
     the process' control list (deleted).  *code*, *note_field*, *note* and
     *eof* are Lua expressions; ``ARGV[1]`` must be the exit list's TTL in ms
-    (the hash has its TTL since ``start()``).  Does nothing once the process
+    (the hash has its TTL since ``start()``).  *extra* adds HSET field and
+    value arguments (Lua, e.g. ``, unpack(ARGV, 7)``).  Does nothing once the process
     exited: the first exit recorded is the one waiters see.
     """
     return f"""
 if redis.call('HGET', KEYS[1], 'state') ~= 'exited' then
   local code = tostring({code})
-  redis.call('HSET', KEYS[1], 'state', 'exited', 'exitcode', code, {note_field}, {note})
+  redis.call('HSET', KEYS[1], 'state', 'exited', 'exitcode', code, {note_field}, {note}{extra})
   redis.call('RPUSH', KEYS[2], code)
   redis.call('PEXPIRE', KEYS[2], ARGV[1])
   redis.call('PUBLISH', KEYS[2], 'exit')
@@ -56,11 +62,12 @@ end
 """
 
 
-# KEYS: hash, exit, out, ctl, tasks_run.  ARGV: ttl, code, note field, note, eof, count (0/1)
+# KEYS: hash, exit, out, ctl, tasks_run.  ARGV: ttl, code, note field, note, eof, count (0/1),
+# then field, value pairs of the process' timing (for faasmp.stats)
 # -> 1 if this call made the process exited, 0 if it had exited already
 PROCESS_EXIT = (
     "local exited = 0\n"
-    + exit_lua("ARGV[2]", "ARGV[3]", "ARGV[4]", "ARGV[5]")
+    + exit_lua("ARGV[2]", "ARGV[3]", "ARGV[4]", "ARGV[5]", ", unpack(ARGV, 7)")
     + """
 if exited == 1 and ARGV[6] == '1' then redis.call('INCRBY', KEYS[5], 1) end
 return exited
@@ -113,6 +120,21 @@ class ProcessRecords:
         k = self._keys
         return [k.proc(proc_id), k.proc_exit(proc_id), k.out, k.proc_ctl(proc_id)]
 
+    def delete(self, proc_id: str) -> None:
+        """Delete the record of *proc_id* (``Process.close()``)."""
+        self._state.delete(*self._keys_of_own(proc_id))
+
+    def read_and_delete(self, proc_id: str) -> dict[bytes, bytes]:
+        """The record of *proc_id* (``{}`` if gone), deleted in the same round trip (for its stats)."""
+        pipe = self._state.pipeline()
+        pipe.hgetall(self._keys.proc(proc_id))
+        pipe.delete(*self._keys_of_own(proc_id))
+        return pipe.execute()[0] or {}
+
+    def _keys_of_own(self, proc_id: str) -> list[str]:
+        k = self._keys
+        return [k.proc(proc_id), k.proc_exit(proc_id), k.proc_ctl(proc_id)]
+
     def exit_codes(self, proc_ids: list[str]) -> list[int | None]:
         """The exit codes of *proc_ids* (None for one still running), in one round trip."""
         pipe = self._state.pipeline()
@@ -138,19 +160,30 @@ class ProcessRecords:
         ended: float | None = None,
         lost: str | None = None,
         count_task: bool = False,
+        timing: dict[str, float | int] | None = None,
     ) -> bool:
         """Record that *proc_id* exited with *code* (the one place that does); True if it was first.
 
         *eof* is the signed end-of-output marker of the process; *ended* the
         exit time (client clock) when its slot saw it, or *lost* the reason
         when it died without its slot.  *count_task* adds one to the run's
-        count of tasks run.
+        count of tasks run.  *timing* (how the process ran: ``run_start``,
+        ``run_end``, ``cpu_s``, ``peak_rss``, ``out_bytes``) goes into the same
+        HSET, for :mod:`faasmp.stats`.
         """
         note_field, note = ("lost", lost) if lost is not None else ("ended", repr(ended or 0.0))
         script = self._state.script(PROCESS_EXIT)
         done = script(
             keys=[*self._keys_of(proc_id), self._keys.tasks_run],
-            args=[self._ttl_ms, code, note_field, note, eof, int(count_task)],
+            args=[
+                self._ttl_ms,
+                code,
+                note_field,
+                note,
+                eof,
+                int(count_task),
+                *(x for k, v in (timing or {}).items() for x in (k, repr(v))),
+            ],
         )
         return bool(done)
 

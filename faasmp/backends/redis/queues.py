@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..state import Parts
+from ..state import signed_parts
 
 if TYPE_CHECKING:
     from ..state import StateBackend
@@ -115,14 +115,16 @@ class RedisQueue:
         self._task_done = direct.script(TASK_DONE)
 
     def queue_push(self, mac: Any, body: Any, *, joinable: bool, on_reply: Callable[[Any], None]) -> None:
-        """Append ``mac || body`` to an unbounded queue, not waiting; *on_reply* gets 1 or an error later."""
-        size = len(mac) + (body.nbytes if isinstance(body, memoryview) else len(body))
+        """Append ``mac || body`` to an unbounded queue, not waiting; *on_reply* gets 1 or an error later.
+
+        *body* is a bytes-like object or a tuple of them (written as one item, not joined).
+        """
+        item = signed_parts(mac, body)
         join = "1" if joinable else "0"
-        if size <= BIG:
-            blob = b"".join((mac, body))
-            self._put_deferred(self._keys, [blob, 2**31 - 1, self._ttl, join], on_reply)
+        if item.nbytes <= BIG:
+            self._put_deferred(self._keys, [b"".join(item), 2**31 - 1, self._ttl, join], on_reply)
             return
-        items, ttl, item = self.items, self._ttl, Parts((mac, body))
+        items, ttl = self.items, self._ttl
         if not joinable:
             commands: list[tuple[Any, ...]] = [("RPUSH", items, item), ("PEXPIRE", items, ttl)]
         else:

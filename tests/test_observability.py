@@ -1,0 +1,310 @@
+"""faasmp.stats sees a whole program: Processes, IPC/sync counters, Redis latency, utilisation.
+
+The model parts are tested from events; the rest through real workers: a
+Process + Pipe master/worker program whose process record, phases, output
+volume and per-object counters (from both processes) reach the client's
+collector, and whose summary ``python -m faasmp run --stats`` prints.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from faasmp import stats
+from faasmp.context import FaasContext
+from faasmp.runtime import metrics
+from faasmp.stats import (
+    IpcStat,
+    LatencyStat,
+    MetricsReport,
+    ProcessStarted,
+    StatsCollector,
+    TaskFinished,
+    TaskRecord,
+)
+from faasmp_magics import dashboard as dash
+from tests import helpers_obs
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _record(worker: str, host: str, started: float, run_end: float, kind: str = "pool") -> TaskRecord:
+    return TaskRecord(
+        job_id="j",
+        task_id=f"{worker}:{started}",
+        kind=kind,
+        worker=worker,
+        host=host,
+        submitted=started - 0.1,
+        uploaded=started - 0.05,
+        started=started,
+        run_start=started + 0.01,
+        run_end=run_end,
+        received=run_end + 0.01,
+        serialize_s=0.001,
+        peak_rss=0,
+        cpu_s=0.0,
+        ok=True,
+    )
+
+
+def _report(source: str, t: float, count: int, latency: int = 0) -> MetricsReport:
+    ipc = (IpcStat(source, source, "pipe", "abc/0", "send", count, 10 * count, 0.0),)
+    lat = (
+        (LatencyStat(source, "EVALSHA", latency, latency * 1e-4, (0, latency) + (0,) * 10),)
+        if latency
+        else ()
+    )
+    return MetricsReport(source, source, "h", t, ipc, lat)
+
+
+# -- the model, without workers ---------------------------------------------------------
+def test_utilisation_merges_overlapping_busy_time_per_worker_and_host() -> None:
+    recs = [
+        _record("h.1", "h", 0.0, 1.0),
+        _record("h.1", "h", 0.5, 2.0),  # overlaps the first: counted once
+        _record("h.2", "h", 3.0, 4.0),
+    ]
+    util = {(u.host, u.worker): u for u in stats.utilisation(recs)}
+    assert util[("h", "h.1")].busy_s == pytest.approx(2.0)
+    assert util[("h", "h.1")].busy_fraction == pytest.approx(0.5)  # span 0..4
+    assert util[("h", "h.2")].busy_fraction == pytest.approx(0.25)
+    assert util[("h", "")].busy_s == pytest.approx(3.0) and util[("h", "")].tasks == 3
+    times, busy = stats.busy_over_time(recs, bins=4)
+    assert times == pytest.approx([0.0, 1.0, 2.0, 3.0])
+    assert busy == pytest.approx([1.5, 1.0, 0.0, 1.0])  # two overlapping tasks in 0..1, then idle in 2..3
+
+
+def test_a_report_replaces_the_older_one_of_its_process_and_tables_sum_processes() -> None:
+    c = StatsCollector()
+    c.emit(_report("a", 2.0, 5, latency=4))
+    c.emit(_report("a", 1.0, 3))  # older: ignored
+    c.emit(_report("b", 1.0, 7))
+    assert {(s.source, s.count) for s in c.ipc()} == {("a", 5), ("b", 7)}
+    assert stats.ipc_table(c.ipc()) == [("pipe", "abc/0", "send", 12, 120, 0.0)]
+    (cmd, n, mean, p90) = stats.latency_table(c.redis_latency())[0]
+    assert (cmd, n) == ("EVALSHA", 4) and mean == pytest.approx(1e-4) and p90 == metrics.LATENCY_BOUNDS[1]
+    later = stats.subtract(_report("a", 3.0, 9), _report("a", 2.0, 5))
+    assert [s.count for s in later.ipc] == [4]
+
+
+def test_to_pandas_has_a_table_per_kind_and_names_the_known_ones() -> None:
+    pytest.importorskip("pandas")
+    c = StatsCollector()
+    c.emit(TaskFinished(_record("h.1", "h", 0.0, 1.0)))
+    c.emit(_report("a", 1.0, 3, latency=2))
+    assert list(c.to_pandas()["kind"]) == ["pool"]
+    assert c.to_pandas(table="ipc")["count"].sum() == 3
+    assert list(c.to_pandas(table="latency")["command"]) == ["EVALSHA"]
+    assert set(c.to_pandas(table="utilisation")["worker"]) == {"h.1", ""}
+    with pytest.raises(
+        ValueError, match=r"unknown table 'x'; known: \['tasks', 'ipc', 'latency', 'utilisation'\]"
+    ):
+        c.to_pandas(table="x")
+
+
+def test_counters_of_a_forked_child_start_at_zero() -> None:
+    c = metrics.counter("pipe", "fork-test", "send")
+    c.add(100)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(w, str(c.count).encode())
+        os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    assert os.read(r, 100) == b"0"
+    os.close(r)
+    assert c.count >= 1
+
+
+def test_dashboard_draws_processes_running_and_ended_with_names_and_ipc() -> None:
+    model = dash.DashboardModel(t0=100.0)
+    model.on_event(stats.JobStarted("p1", "process", 1, 100.0))
+    model.on_event(ProcessStarted("p1", "learner", 100.0))
+    model.on_event(stats.JobStarted("p2", "process", 1, 100.0))
+    model.on_event(ProcessStarted("p2", "actor", 100.5))
+    rec = stats.process_record(
+        "p1",
+        "learner",
+        100.0,
+        0.001,
+        100.01,
+        {"started": "100.2", "run_start": "100.3", "run_end": "101.0", "exitcode": "3", "slot": "h.1"},
+        101.1,
+    )
+    model.on_event(TaskFinished(rec))
+    model.on_event(_report("p1", 101.0, 40, latency=3))
+    snap = model.snapshot()
+    tl = dash.timeline(snap)
+    assert tl["texts"][0] == ["learner (exit 3)", "actor (running)"]
+    assert tl["failed"][0][:2] == pytest.approx([0.3, 1.0])  # exit code 3: drawn as failed
+    labels, counts, hover = dash.ipc_bars(snap)
+    assert labels == ["pipe …abc/0 send"] and counts == [40] and "400 bytes" in hover[0]
+    assert dash.latency_by_command(snap)[0] == ["EVALSHA"]
+    assert dash.utilisation(snap)[0] == ["slot h.1"]
+    text = dash.text_report(snap, "cell")
+    assert "process learner: exit 3" in text and "pipe abc/0" in text and "advisor: no Pool tasks" in text
+    html = dash.summary_html(snap)
+    assert "faasmp-processes" in html and "faasmp-ipc" in html and "learner" in html
+    assert len(dash.trace_updates(snap)) == len(dash.TRACES)
+
+
+# -- through real workers -----------------------------------------------------------------
+def _wait_for(what: str, check: Any, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_process_pipe_program_reaches_stats(ctx: FaasContext) -> None:
+    """A master/worker program: both processes' counters, the worker's record and phases."""
+    n = 40
+    events: list[Any] = []
+    listener = ctx.stats.subscribe(events.append)
+    try:
+        a, b = ctx.Pipe()
+        lock, q, ev = ctx.Lock(), ctx.Queue(), ctx.Event()
+        with ctx.Manager() as manager:
+            shared = manager.dict()
+            p = ctx.Process(target=helpers_obs.learner, args=(b, lock, q, ev, shared, n, 3), name="learner")
+            p.start()
+            for i in range(n):
+                a.send(i)
+                assert a.recv() == 2 * i
+                assert q.get(timeout=30) == i
+            ev.set()
+            p.join(60)
+            assert p.exitcode == 3
+            assert shared["done"] == n
+        proc_id = p._proc_id
+        ctx.collect_stats()
+        rec = _wait_for(
+            "the process record",
+            lambda: [r for r in ctx.stats.records() if r.task_id == proc_id],
+        )[0]
+    finally:
+        ctx.stats.unsubscribe(listener)
+    assert rec.kind == "process" and rec.name == "learner" and rec.exitcode == 3 and not rec.ok
+    assert rec.out_bytes == len("learner done\n")
+    assert rec.worker and rec.host
+    assert rec.submitted <= rec.uploaded <= rec.started <= rec.run_start < rec.run_end <= rec.received
+    assert all(v >= 0 for v in rec.phases.values()) and rec.phases["run"] > 0
+    assert any(isinstance(e, ProcessStarted) and e.proc_id == proc_id for e in events)
+
+    def counts() -> dict[tuple[str, str, str], int]:
+        ctx.collect_stats()
+        out: dict[tuple[str, str, str], int] = {}
+        for s in ctx.stats.ipc():
+            key = ("remote" if s.source == proc_id else "client", s.kind, s.op)
+            out[key] = out.get(key, 0) + s.count
+        return out
+
+    want = {
+        ("remote", "pipe", "recv"): n,
+        ("remote", "pipe", "send"): n,
+        ("client", "pipe", "send"): n,
+        ("client", "pipe", "recv"): n,
+        ("remote", "lock", "acquire"): n,
+        ("remote", "queue", "put"): n,
+        ("client", "queue", "get"): n,
+        ("remote", "event", "wait"): 1,
+        ("remote", "manager", "__setitem__"): 1,
+    }
+    got = _wait_for(
+        "the counters", lambda: (c := counts()) and all(c.get(k, 0) >= v for k, v in want.items()) and c
+    )
+    assert all(got[k] >= v for k, v in want.items()), got
+    remote_pipe = [s for s in ctx.stats.ipc() if s.source == proc_id and s.kind == "pipe" and s.op == "recv"]
+    assert sum(s.nbytes for s in remote_pipe) > 0 and sum(s.wait_s for s in remote_pipe) > 0
+    # The worker's own Redis commands were sampled (1 in metrics.SAMPLE_EVERY).
+    assert any(s.source == proc_id and s.count > 0 for s in ctx.stats.redis_latency())
+    assert "learner" in stats.format_report(ctx.stats)
+
+
+def test_counters_and_records_arrive_with_the_heartbeat(ctx: FaasContext) -> None:
+    """No collect_stats(): a running process' counters come with its heartbeat, its record after join."""
+    n = 10
+    a, b = ctx.Pipe()
+    ev = ctx.Event()
+    p = ctx.Process(target=helpers_obs.echo_then_wait, args=(b, ev, n), name="echoer")
+    p.start()
+    for _ in range(n):
+        a.send_bytes(b"ping")
+        a.recv_bytes()
+    proc_id = p._proc_id
+
+    def remote_recvs() -> int:
+        return sum(s.count for s in ctx.stats.ipc() if s.source == proc_id and s.op == "recv")
+
+    _wait_for("the running process' counters", lambda: remote_recvs() >= n)
+    assert p.is_alive()  # shipped while it still runs: by its heartbeat, not its end
+
+    def client_sends() -> int:
+        # Each context's heartbeat brings the client's counters to its own collector.
+        return sum(
+            s.count for s in ctx.stats.ipc() if s.source == "MainProcess" and s.name.startswith(a._oid)
+        )
+
+    _wait_for("the client's counters", lambda: client_sends() >= n)
+    ev.set()
+    p.join(60)
+    rec = _wait_for("its record", lambda: [r for r in ctx.stats.records() if r.task_id == proc_id])[0]
+    assert rec.name == "echoer" and rec.exitcode == 0 and rec.ok and rec.phases["run"] > 0
+
+
+def test_a_process_closed_right_after_join_keeps_its_timing(ctx: FaasContext) -> None:
+    """close() deletes the process' hash: its record is read in the same round trip first."""
+    p = ctx.Process(target=helpers_obs.say, args=("hi",), name="closer")
+    p.start()
+    p.join(60)
+    proc_id = p._proc_id
+    p.close()
+    rec = _wait_for("its record", lambda: [r for r in ctx.stats.records() if r.task_id == proc_id])[0]
+    assert rec.exitcode == 0 and rec.out_bytes == len("hi\n") and rec.worker
+    assert rec.run_end > rec.run_start
+
+
+@pytest.mark.parametrize("flag", ["--stats"])
+def test_run_stats_prints_the_summary_at_exit(tmp_path: Any, flag: str) -> None:
+    script = tmp_path / "mw.py"
+    script.write_text(
+        "import multiprocessing as mp\n"
+        "from tests import helpers_obs\n"
+        "if __name__ == '__main__':\n"
+        "    a, b = mp.Pipe()\n"
+        "    p = mp.Process(target=helpers_obs.echo_n, args=(b, 5), name='echoer')\n"
+        "    p.start()\n"
+        "    for i in range(5):\n"
+        "        a.send_bytes(b'x' * 10)\n"
+        "        a.recv_bytes()\n"
+        "    p.join()\n"
+        "    print('program done')\n"
+    )
+    env = dict(os.environ, PYTHONPATH=REPO, FAASMP_HEARTBEAT_INTERVAL="0.5")
+    out = subprocess.run(
+        [sys.executable, "-m", "faasmp", "run", flag, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        cwd=REPO,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "program done"  # the summary goes to stderr
+    err = out.stderr
+    assert "faasmp run --stats:" in err
+    assert "echoer" in err and "process" in err
+    assert "pipe" in err and "send" in err and "recv" in err
+    assert "advisor:" in err
