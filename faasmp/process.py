@@ -125,9 +125,9 @@ class _RemoteHandle:
         then(self.records.read_and_delete(self.proc_id))
 
     # -- statistics (faasmp.stats: a process is a job of one task) -------------
-    def started_stats(self, name: str, submitted: float, serialize_s: float) -> None:
-        """Emit the start of the process (call right after it was queued)."""
-        self._stats_start = (name, submitted, serialize_s, self.session.now())
+    def started_stats(self, name: str, submitted: float, serialize_s: float, uploaded: float) -> None:
+        """Emit the start of the process (call right after it was queued at *uploaded*)."""
+        self._stats_start = (name, submitted, serialize_s, uploaded)
         self.session.stats.emit(stats.JobStarted(self.proc_id, "process", 1, submitted))
         self.session.stats.emit(stats.ProcessStarted(self.proc_id, name, submitted))
 
@@ -230,9 +230,13 @@ class BaseProcess:
         )
         blob = dumps(call, session.authkey)
         handle = _RemoteHandle(session, self._proc_id, blob)
+        # The worker may start before push_work's reply is back: the upload
+        # is timed to the moment the call is sent, so it never ends after
+        # the (same-clock) start the worker reports.
+        uploaded = session.now()
         # The record and the queued call go out with the capacity check: one round trip.
         session.push_work(blob, record=(handle.hash_key, self._name))
-        handle.started_stats(self._name, submitted, serialize_s)
+        handle.started_stats(self._name, submitted, serialize_s, uploaded)
         # Like the stdlib: the parent's object no longer holds the target.
         del self._target, self._args, self._kwargs
         self._handle = handle
