@@ -73,9 +73,9 @@ class FaasContext:
         """The running session, started on first use (blocks while it starts)."""
         with self._lock:
             if self._session is None or self._session.closed:
-                from .runtime.session import Session  # noqa: PLC0415
+                from .runtime.session import ClientSession  # noqa: PLC0415
 
-                self._session = Session(self.config, secrets.token_bytes(32), self.stats)
+                self._session = ClientSession(self.config, secrets.token_bytes(32), self.stats)
                 if self._output_handler is not None:
                     self._session.output_sink = self._output_handler
                 _CONTEXTS[self._session.run_id] = self
@@ -435,9 +435,9 @@ def _context_for_run(run_id: str) -> FaasContext:
 
 def attach_remote(spec: Any, state: Any) -> None:
     """Inside a worker: bind the default context to the worker's run."""
-    from .runtime.session import Session  # noqa: PLC0415
+    from .runtime.session import WorkerSession  # noqa: PLC0415
 
-    session = Session.remote(spec, state, _default_context.stats)
+    session = WorkerSession(spec, state, _default_context.stats)
     with _default_context._lock:
         _default_context._session = session
         _default_context._config = session.config

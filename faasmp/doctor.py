@@ -241,10 +241,10 @@ class Doctor:
         return "Queue, Pipe, Lock, Event and Value work with this Redis user"
 
     def _compute(self) -> Any:
-        from faasmp.runtime.session import Session  # noqa: PLC0415
+        from faasmp.runtime.session import ClientSession  # noqa: PLC0415
 
         if self.ctx is not None and self.ctx._session is not None:
-            session: Session = self.ctx._session
+            session: ClientSession = self.ctx._session
             return session.compute
         from faasmp.backends.compute import LithopsCompute  # noqa: PLC0415
 

@@ -27,6 +27,7 @@ from multiprocessing import ProcessError, TimeoutError
 from multiprocessing.pool import MaybeEncodingError, ThreadPool  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING, Any
 
+from .backends.redis.pool import PoolQueues, PoolResultsQueue
 from .patch import is_patched
 from .runtime import dsm
 from .runtime import protocol as msgs
@@ -67,7 +68,6 @@ logger = logging.getLogger(__name__)
 RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
 _job_counter = itertools.count()
 _SUBMIT_BATCH = 512
-_DRAIN = 256  # results the handler takes per round trip
 _IMAP_AHEAD = 1024  # chunks imap submits beyond what the caller has taken
 
 
@@ -140,6 +140,7 @@ class Pool:
         self._results_key = k.pool_results(self._pool_id)
         self._funcs_key = k.pool_funcs(self._pool_id)
         self._alive_key = k.pool_alive(self._pool_id)
+        self._queues = PoolQueues(session.state, k, self._pool_id)
         self._init_blob = (
             dumps_named(
                 (initializer, tuple(initargs)),
@@ -223,13 +224,14 @@ class Pool:
         if self._broken is not None:
             raise self._broken
 
-    def _fn_key(self, func: Callable[..., Any], pipe: Any) -> bytes:
+    def _fn_key(self, func: Callable[..., Any]) -> tuple[bytes, bytes | None]:
+        """The key of *func*'s stored blob, and the blob if it is not stored yet."""
         blob = dumps_named(func, self._session.authkey, f"function {func!r}", self._session.config)
         key = hashlib.blake2b(blob, digest_size=12).digest()
-        if key not in self._fn_keys:
-            pipe.hset(self._funcs_key, {key: blob})  # type: ignore[dict-item]
-            self._fn_keys.add(key)
-        return key
+        if key in self._fn_keys:
+            return key, None
+        self._fn_keys.add(key)
+        return key, blob
 
     def _submit(
         self, job: int, func: Callable[..., Any], mode: msgs.TaskMode, chunks: Iterable[tuple[int, Any]]
@@ -238,8 +240,9 @@ class Pool:
         dsm.release()  # submitting tasks is a release of shared memory
         session = self._session
         authkey = session.authkey
-        pipe = session.state.pipeline()
-        fn_key = self._fn_key(func, pipe)
+        fn_key, fn_blob = self._fn_key(func)
+        # The function goes with the first batch (a first job with no task stores it alone).
+        function = None if fn_blob is None else (fn_key, fn_blob)
         batch: list[bytes] = []
         metas: list[tuple[int, float, float]] = []
         for index, chunk in chunks:
@@ -249,13 +252,19 @@ class Pool:
             batch.append(dumps_message(msgs.PoolTask(job, index, fn_key, mode, body), authkey))
             metas.append((index, submitted, time.perf_counter() - t0))
             if len(batch) >= _SUBMIT_BATCH:
-                self._push(pipe, job, batch, metas)
-                pipe = session.state.pipeline()
+                self._push(function, job, batch, metas)
+                function = None
                 batch, metas = [], []
-        if batch or len(pipe):  # type: ignore[arg-type]
-            self._push(pipe, job, batch, metas)
+        if batch or function is not None:
+            self._push(function, job, batch, metas)
 
-    def _push(self, pipe: Any, job: int, batch: list[bytes], metas: list[tuple[int, float, float]]) -> None:
+    def _push(
+        self,
+        function: tuple[bytes, bytes] | None,
+        job: int,
+        batch: list[bytes],
+        metas: list[tuple[int, float, float]],
+    ) -> None:
         # Record before the upload: a fast task's result can arrive before
         # execute() returns, and its stats record must not be lost.
         with self._lock:
@@ -263,9 +272,7 @@ class Pool:
                 self._meta[(job, index)] = (submitted, ser, submitted + ser)
                 if self._retries_allowed:
                     self._blobs[(job, index)] = blob
-        if batch:
-            pipe.rpush(self._tasks_key, *batch)
-        pipe.execute()
+        self._queues.upload(batch, function)
         uploaded = time.time()
         with self._lock:
             for index, submitted, ser in metas:
@@ -461,13 +468,9 @@ class Pool:
         worker acknowledged (``exit`` or ``lost``).
         """
         session = self._session
-        k = session.keys
         with self._lock:
             leases = dict(self._leases)
-        pipe = session.state.pipeline()
-        for blob in leases.values():
-            pipe.lrem(k.work, 1, blob)  # type: ignore[attr-defined]
-        removed = pipe.execute() if leases else []
+        removed = self._queues.withdraw_leases(list(leases.values()))
         with self._lock:
             for lease_id, n in zip(leases, removed, strict=True):
                 if n:  # still queued: no slot will ever serve it
@@ -476,18 +479,16 @@ class Pool:
             # Leases taken by a slot whose "started" has not been handled yet.
             starting = len(self._leases)
         authkey = session.authkey
-        pipe = session.state.pipeline()
-        if kill_busy:
-            pipe.delete(self._tasks_key)  # tasks not started yet never run
-        if workers or starting:
-            pipe.lpush(self._tasks_key, *[dumps_message(msgs.SENTINEL, authkey)] * (len(workers) + starting))
-        if kill_busy:
-            for slot, host in workers.items():
-                pipe.rpush(k.host_ctl(host), dumps_message(msgs.KillBusy(slot, self._pool_id), authkey))
-        # Last, the wake-up message: the handler, which may be blocked
-        # waiting for a result, learns that every sentinel is out.
-        pipe.rpush(self._results_key, dumps_message(msgs.DISMISSED, authkey))
-        pipe.execute()
+        sentinels = [dumps_message(msgs.SENTINEL, authkey)] * (len(workers) + starting)
+        kills = [
+            (host, dumps_message(msgs.KillBusy(slot, self._pool_id), authkey))
+            for slot, host in workers.items()
+            if kill_busy
+        ]
+        # Tasks not started yet never run after terminate(); the wake-up
+        # message goes last: the handler, which may be blocked waiting for a
+        # result, learns that every sentinel is out.
+        self._queues.dismiss(sentinels, kills, dumps_message(msgs.DISMISSED, authkey), drop_tasks=kill_busy)
 
     def _join_handler(self, timeout: float | None) -> None:
         if threading.current_thread() is self._handler:
@@ -711,8 +712,7 @@ def _handle_results(pool_ref: weakref.ref[Pool], session: Session, results_key: 
     hb = session.config.heartbeat_interval
     last_check = time.monotonic()
     down_since = 0.0
-    # This thread's own connection (no pool, retry or hook layers per command).
-    direct = session.state.direct
+    results = PoolResultsQueue(session.state, results_key)
     drain_first = False
     while True:
         pool = pool_ref()
@@ -723,13 +723,9 @@ def _handle_results(pool_ref: weakref.ref[Pool], session: Session, results_key: 
             return
         del pool
         try:
-            # While results flow, take up to _DRAIN at once without blocking;
+            # While results flow, take a batch at once without blocking;
             # when none are there, block for the next one.
-            blobs = (direct.execute("LPOP", results_key, _DRAIN) if drain_first else None) or []
-            if not blobs:
-                item = direct.blpop([results_key], timeout=hb)
-                if item is not None:
-                    blobs = [item[1]]
+            blobs = results.take(hb, drain_first=drain_first)
             drain_first = bool(blobs)
         except Exception as exc:  # noqa: BLE001 - the backend went away
             if session.closed:
@@ -789,12 +785,7 @@ def _health_check(pool: Pool) -> None:
     if pool._state != TERMINATE:
         # Safety net for a killed client: every key of the pool expires
         # unless this thread keeps renewing it.
-        ttl = int(session.config.key_ttl * 1000)
-        pipe = session.state.pipeline()
-        pipe.pexpire(pool._alive_key, pool._ttl_ms)
-        for key in (pool._tasks_key, pool._results_key, pool._funcs_key):
-            pipe.pexpire(key, ttl)
-        pipe.execute()
+        pool._queues.renew(pool._ttl_ms, int(session.config.key_ttl * 1000))
     if not pool._cache:
         return
     with pool._lock:

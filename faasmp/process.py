@@ -119,13 +119,10 @@ class _RemoteHandle:
     def close(self) -> None:
         then = self.session.take_stat_read(self.hash_key)
         if then is None:
-            self.session.state.delete(self.hash_key, self.exit_key, self.ctl_key)
+            self.records.delete(self.proc_id)
             return
         # The record is still to be read for the stats: in the same round trip.
-        pipe = self.session.state.pipeline()
-        pipe.hgetall(self.hash_key)
-        pipe.delete(self.hash_key, self.exit_key, self.ctl_key)
-        then(pipe.execute()[0] or {})
+        then(self.records.read_and_delete(self.proc_id))
 
     # -- statistics (faasmp.stats: a process is a job of one task) -------------
     def started_stats(self, name: str, submitted: float, serialize_s: float, uploaded: float) -> None:
@@ -233,15 +230,12 @@ class BaseProcess:
         )
         blob = dumps(call, session.authkey)
         handle = _RemoteHandle(session, self._proc_id, blob)
-        pipe = session.state.pipeline()
-        pipe.hset(handle.hash_key, {"state": "queued", "name": self._name})
-        pipe.pexpire(handle.hash_key, int(session.config.key_ttl * 1000))
-        pipe.execute()
         # The worker may start before push_work's reply is back: the upload
         # is timed to the moment the call is sent, so it never ends after
         # the (same-clock) start the worker reports.
         uploaded = session.now()
-        session.push_work(blob)
+        # The record and the queued call go out with the capacity check: one round trip.
+        session.push_work(blob, record=(handle.hash_key, self._name))
         handle.started_stats(self._name, submitted, serialize_s, uploaded)
         # Like the stdlib: the parent's object no longer holds the target.
         del self._target, self._args, self._kwargs
@@ -599,7 +593,7 @@ def _cleanup() -> None:
     """Forget children that have ended (one pipelined round trip per run, not one per child)."""
     from .backends.state import StateLostError  # noqa: PLC0415
 
-    pending: dict[Any, list[BaseProcess]] = {}
+    pending: dict[Any, list[tuple[BaseProcess, _RemoteHandle]]] = {}
     for p in list(_children):
         handle = p._handle
         if handle is None:
@@ -609,21 +603,18 @@ def _cleanup() -> None:
         if handle.session.closed or handle.returncode is not None:
             _children.discard(p)
         else:
-            pending.setdefault(handle.session, []).append(p)
-    for session, procs in pending.items():
+            pending.setdefault(handle.session, []).append((p, handle))
+    for children in pending.values():
         try:
-            pipe = session.state.pipeline()
-            for p in procs:
-                assert p._handle is not None
-                pipe.lindex(p._handle.exit_key, 0)
-            codes = pipe.execute()
+            records = children[0][1].records
+            codes = records.exit_codes([handle.proc_id for _, handle in children])
         except StateLostError:  # Redis lost the run's state: these can never be waited for
-            for p in procs:
+            for p, _ in children:
                 _children.discard(p)
             continue
-        for p, raw in zip(procs, codes, strict=True):
-            if raw is not None and p._handle is not None:
-                p._handle.returncode = int(raw)
+        for (p, handle), code in zip(children, codes, strict=True):
+            if code is not None:
+                handle.returncode = code
                 _children.discard(p)
 
 

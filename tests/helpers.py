@@ -163,3 +163,11 @@ def report_waited_thread(q: object, hold: float) -> None:
 
     q.put(("main", threading.current_thread().daemon))  # type: ignore[attr-defined]
     threading.Thread(target=late).start()
+
+
+def exit_with_a_grandchilds_code(code: int) -> None:
+    """Run inside a worker: start a Process there, join it, exit with its exit code."""
+    child = faasmp.Process(target=sys.exit, args=(code,))
+    child.start()
+    child.join(60)
+    sys.exit(child.exitcode)

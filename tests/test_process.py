@@ -297,3 +297,12 @@ def test_a_child_waits_for_its_non_daemon_threads_on_every_slot(ctx):
         while len(reports) < 16:
             reports.append(q.get(timeout=5))
     assert sorted(reports) == [("main", False)] * 8 + [("thread", False)] * 8
+
+
+def test_a_process_started_inside_a_worker_runs_and_reports_its_exit_code(ctx):
+    # The worker's session queues the call and its record in one step and asks
+    # the client for capacity (the run's grow list); the client starts the slot.
+    p = ctx.Process(target=helpers.exit_with_a_grandchilds_code, args=(7,))
+    p.start()
+    p.join(90)
+    assert p.exitcode == 7

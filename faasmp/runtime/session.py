@@ -1,15 +1,21 @@
 """A run: one state backend, one compute backend and the warm pool they host.
 
-The client side of a run owns the embedded server (if any), the Lithops
-executor, the warm pool of worker slots, the output listener that replays
-remote prints and logs, and a monitor thread (heartbeat, capacity, host
-deaths, the client's IPC/sync counters and Redis latency samples).  Inside a
-worker, a *remote* session shares the run's Redis state and asks the client for capacity instead of invoking
-functions itself.
+Two roles, two types, one interface (:class:`Session`, what the API modules
+use):
+
+* :class:`ClientSession` -- the client side of a run: the embedded server (if
+  any), the Lithops executor, the warm pool of worker slots (its Redis records
+  are ``backends.redis.hosts.WarmPool``), the output listener that replays
+  remote prints and logs, and a monitor thread (heartbeat, key TTLs,
+  capacity, host deaths, the client's IPC/sync counters and Redis latency
+  samples).
+* :class:`WorkerSession` -- inside a worker slot: shares the run's Redis
+  state and asks the client for capacity instead of invoking functions.
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 import os
@@ -21,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..backends.compute import ComputeBackend, Invocation, open_compute
+from ..backends.redis.hosts import WarmPool
 from ..backends.server import EmbeddedServer
 from ..backends.state import CONNECTION_ERRORS, StateBackend, StateError, StateLostError, open_state
 from ..config import Config, redact_url
@@ -39,42 +46,139 @@ class WorkerStartError(RuntimeError):
     """No worker could be started for queued work (the compute backend failed)."""
 
 
-# Reserve capacity for queued work atomically, so concurrent submitters do not
-# both start slots for the same items.
-ENSURE_CAPACITY = """
-local queued = redis.call('LLEN', KEYS[1]) + tonumber(ARGV[1])
-local idle = redis.call('SCARD', KEYS[2])
-local total = redis.call('SCARD', KEYS[3])
-local starting = tonumber(redis.call('GET', KEYS[4]) or '0')
-local need = queued - idle - starting
-local room = tonumber(ARGV[2]) - total - starting
-if need > room then need = room end
-if need > 0 then
-  redis.call('INCRBY', KEYS[4], need)
-  redis.call('PEXPIRE', KEYS[4], ARGV[3])
-  return need
-end
-return 0
-"""
+class Session(abc.ABC):
+    """What every part of a run uses, in the client and inside a worker.
 
-# Ask a live host to fork more slots; refused once it has decided to leave.
-HOST_SPAWN = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('RPUSH', KEYS[2], ARGV[1])
-  return 1
-end
-return 0
-"""
+    A run's client holds a :class:`ClientSession` (the server, the executor,
+    the warm pool, the output listener and the monitor); code running inside a
+    worker slot holds a :class:`WorkerSession`, which shares the run's Redis
+    state and asks the client for capacity instead of invoking functions.
+    The API modules (Process, Pool, the shared objects) take either.
+    """
+
+    #: True inside a worker (a :class:`WorkerSession`).
+    remote_mode: bool = False
+    config: Config
+    authkey: bytes
+    stats: StatsCollector
+    run_id: str
+    keys: Keys
+    url: str
+    state: StateBackend
+    #: The client's (redis clock - local clock), in seconds.
+    offset: float
+    #: Keys of shared objects this process owns, renewed by the client's monitor.
+    live_keys: dict[int, list[str]]
+    _closed: threading.Event
+    _start_error: str | None
+    #: Hashes to read for faasmp.stats with the client's next beat (see read_for_stats).
+    _stat_reads: list[tuple[str, Callable[[dict[bytes, bytes]], None]]]
+
+    def __repr__(self) -> str:
+        mode = "remote" if self.remote_mode else self.config.backend
+        return f"<{type(self).__name__} run={self.run_id} {mode} redis={redact_url(self.url)}>"
+
+    @classmethod
+    def remote(cls, spec: HostSpec, state: StateBackend, stats: StatsCollector) -> WorkerSession:
+        """The session of code running inside a worker slot."""
+        return WorkerSession(spec, state, stats)
+
+    # -- clocks -------------------------------------------------------------
+    def now(self) -> float:
+        """Wall-clock time on the client's clock (what stats records use)."""
+        return time.time()
+
+    # -- capacity -------------------------------------------------------------
+    @abc.abstractmethod
+    def push_work(self, *blobs: bytes, front: bool = False, record: tuple[str, str] | None = None) -> None:
+        """Queue RemoteCalls for the warm pool and make sure slots will take them.
+
+        *record* (``(hash key, name)``) is a queued Process' record, written
+        in the same round trip.
+        """
+
+    def check_start_error(self) -> None:
+        """Raise WorkerStartError if the backend failed to start a worker."""
+        if self._start_error is not None:
+            raise WorkerStartError(
+                f"a faasmp worker invocation failed on backend {self.config.backend!r}: {self._start_error}"
+            )
+
+    def host_alive(self, host_id: str) -> bool:
+        return bool(self.state.exists(self.keys.host_alive(host_id)))
+
+    @abc.abstractmethod
+    def wait_output(self, task_id: str, timeout: float = 5.0) -> None:
+        """Wait until the output of *task_id* has been replayed (only the client replays it)."""
+
+    @abc.abstractmethod
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """End the run (only its client does)."""
+
+    # -- statistics -----------------------------------------------------------
+    def read_for_stats(self, key: str, then: Callable[[dict[bytes, bytes]], None]) -> None:
+        """Read hash *key* with the next beat's pipeline and pass it to *then* (no round trip of its own).
+
+        For statistics only: a Process' timing is read off its ``join``.
+        """
+        self._stat_reads.append((key, then))
+
+    def take_stat_read(self, key: str) -> Callable[[dict[bytes, bytes]], None] | None:
+        """Withdraw the pending read of *key* (its owner reads it itself); its callback, if any."""
+        for i, (k, then) in enumerate(self._stat_reads):
+            if k == key:
+                del self._stat_reads[i]
+                return then
+        return None
+
+    @property
+    def closed(self) -> bool:
+        """True once the run ended (a worker's session never is: its run ends with its client)."""
+        return self._closed.is_set()
 
 
-class Session:
-    """One run of faasmp (client side unless built with :meth:`remote`)."""
+class WorkerSession(Session):
+    """The session of code running inside a worker slot: the run's state, no server or executor."""
+
+    remote_mode = True
+
+    def __init__(self, spec: HostSpec, state: StateBackend, stats: StatsCollector) -> None:
+        self.config = Config(
+            idle_timeout=spec.idle_timeout, heartbeat_interval=spec.heartbeat, key_ttl=spec.key_ttl
+        )
+        self.authkey = spec.authkey
+        self.stats = stats
+        self.run_id = spec.run_id
+        self.keys = Keys(spec.run_id)
+        self.url = spec.url
+        self.state = state
+        self.offset = spec.clock_offset
+        self._closed = threading.Event()
+        self.live_keys = {}
+        self._start_error = None
+        self._stat_reads = []
+        self.warm_pool = WarmPool(state, self.keys, int(spec.key_ttl * 1000))
+
+    def push_work(self, *blobs: bytes, front: bool = False, record: tuple[str, str] | None = None) -> None:
+        """Queue the calls and ask the client for capacity: one round trip."""
+        self.warm_pool.push_from_worker(blobs, front=front, record=record)
+
+    def wait_output(self, task_id: str, timeout: float = 5.0) -> None:
+        """Nothing to wait for: the client replays the output, not a worker."""
+        return
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Nothing to end: the run belongs to its client (a worker's atexit must not stop it)."""
+        return
+
+
+class ClientSession(Session):
+    """A run's client: the embedded server, the executor, the warm pool, output replay, the monitor."""
 
     def __init__(self, config: Config, authkey: bytes, stats: StatsCollector) -> None:
         self.config = config
         self.authkey = authkey
         self.stats = stats
-        self.remote_mode = False
         self.run_id = secrets.token_hex(6)
         self.keys = Keys(self.run_id)
         self.server: EmbeddedServer | None = None
@@ -132,8 +236,7 @@ class Session:
         # monitor on each beat, so a restarted server fails the run loudly.
         self.state.set(self.keys.k("epoch"), b"1", px=int(config.key_ttl * 1000))
         self.state.watch_epoch(self.keys.k("epoch"))
-        self._ensure = self.state.script(ENSURE_CAPACITY)
-        self._spawn = self.state.script(HOST_SPAWN)
+        self.warm_pool = WarmPool(self.state, self.keys, int(config.key_ttl * 1000))
         for target, name in ((self._output_loop, "output"), (self._monitor_loop, "monitor")):
             threading.Thread(target=target, name=f"faasmp-{name}", daemon=True).start()
         # Runs before the interpreter joins non-daemon threads (Lithops' job
@@ -146,40 +249,6 @@ class Session:
                 session.shutdown()
 
         threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
-
-    @classmethod
-    def remote(cls, spec: HostSpec, state: StateBackend, stats: StatsCollector) -> Session:
-        """The session of code running inside a worker slot."""
-        self = cls.__new__(cls)
-        self.config = Config(
-            idle_timeout=spec.idle_timeout, heartbeat_interval=spec.heartbeat, key_ttl=spec.key_ttl
-        )
-        self.authkey = spec.authkey
-        self.stats = stats
-        self.remote_mode = True
-        self.run_id = spec.run_id
-        self.keys = Keys(spec.run_id)
-        self.server = None
-        self.url = spec.url
-        self.state = state
-        self.offset = spec.clock_offset
-        self._closed = threading.Event()
-        self._eof_lock = threading.Condition()
-        self.live_keys = {}
-        self._eof = set()
-        self._start_error = None
-        self._stat_reads = []
-        self._metrics_sent = (0, 0)
-        return self
-
-    def __repr__(self) -> str:
-        mode = "remote" if self.remote_mode else self.config.backend
-        return f"<Session run={self.run_id} {mode} redis={redact_url(self.url)}>"
-
-    # -- clocks -------------------------------------------------------------
-    def now(self) -> float:
-        """Wall-clock time on the client's clock (what stats records use)."""
-        return time.time()
 
     # -- compute ------------------------------------------------------------
     def _make_compute(self) -> None:
@@ -200,23 +269,17 @@ class Session:
         return self._compute
 
     # -- capacity -------------------------------------------------------------
-    def push_work(self, *blobs: bytes, front: bool = False) -> None:
-        """Queue RemoteCalls for the warm pool and make sure slots will take them."""
-        (self.state.lpush if front else self.state.rpush)(self.keys.work, *blobs)
-        self.ensure_capacity()
+    def push_work(self, *blobs: bytes, front: bool = False, record: tuple[str, str] | None = None) -> None:
+        """Queue the calls and reserve slots for them (one round trip), then start what is missing."""
+        need = self.warm_pool.push_and_reserve(blobs, self.config.max_workers, front=front, record=record)
+        self._start(need)
 
     def ensure_capacity(self) -> None:
         """Start slots for queued work that no idle or starting slot will take."""
-        if self.remote_mode:
-            self.state.rpush(self.keys.grow, b"1")
-            return
-        k = self.keys
-        need = int(
-            self._ensure(
-                keys=[k.work, k.idle, k.slots, k.starting],
-                args=[0, self.config.max_workers, int(self.config.key_ttl * 1000)],
-            )
-        )
+        self._start(self.warm_pool.reserve_capacity(self.config.max_workers))
+
+    def _start(self, need: int) -> None:
+        """Start *need* reserved slots (waits for the executor on a cold run)."""
         if need > 0:
             self.grow(need)
 
@@ -226,14 +289,10 @@ class Session:
             raise ValueError(f"warm pool size must be >= 1, got {n}")
         if n > self.config.max_workers:
             raise ValueError(f"warm pool size {n} exceeds max_workers={self.config.max_workers}")
-        k = self.keys
-        pipe = self.state.pipeline()
-        pipe.scard(k.slots)
-        pipe.get(k.starting)
-        total, starting = pipe.execute()
-        missing = n - int(total) - int(starting or 0)
+        counts = self.warm_pool.counts("slots", "starting")
+        missing = n - counts["slots"] - counts["starting"]
         if missing > 0:
-            self.state.incrby(k.starting, missing)
+            self.warm_pool.reserve(missing)
             self.grow(missing)
 
     def shrink(self, n: int) -> int:
@@ -245,11 +304,8 @@ class Session:
         if n < 0:
             raise ValueError(f"warm pool size must be >= 0, got {n}")
         k = self.keys
-        pipe = self.state.pipeline()
-        pipe.scard(k.slots)
-        pipe.scard(k.idle)
-        total, idle = (int(v) for v in pipe.execute())
-        extra = min(total - n, idle)
+        counts = self.warm_pool.counts("slots", "idle")
+        extra = min(counts["slots"] - n, counts["idle"])
         if extra > 0:
             stop = dumps(RemoteCall(CallKind.STOP, "stop"), self.authkey)
             self.state.lpush(k.work, *[stop] * extra)
@@ -277,9 +333,8 @@ class Session:
                 for host in hosts:
                     room = per_inv - sum(1 for s in slot_ids if s.startswith(host + "."))
                     take = min(room, n)
-                    if take > 0 and self._spawn(
-                        keys=[k.host_alive(host), k.host_ctl(host)],
-                        args=[dumps_message(msgs.SpawnSlots(take), self.authkey)],
+                    if take > 0 and self.warm_pool.ask_host_to_spawn(
+                        host, dumps_message(msgs.SpawnSlots(take), self.authkey)
                     ):
                         n -= take
                     if n <= 0:
@@ -327,36 +382,18 @@ class Session:
             raise WorkerStartError(str(exc)) from exc
         self._starting[host_id] = (inv, slots)
 
-    def check_start_error(self) -> None:
-        """Raise WorkerStartError if the backend failed to start a worker."""
-        if self._start_error is not None:
-            raise WorkerStartError(
-                f"a faasmp worker invocation failed on backend {self.config.backend!r}: {self._start_error}"
-            )
-
-    def host_alive(self, host_id: str) -> bool:
-        return bool(self.state.exists(self.keys.host_alive(host_id)))
-
     def status(self) -> dict[str, Any]:
         """Counts of the warm pool: hosts, slots, idle slots, queued calls, tasks run."""
-        k = self.keys
-        pipe = self.state.pipeline()
-        pipe.scard(k.hosts)
-        pipe.scard(k.slots)
-        pipe.scard(k.idle)
-        pipe.llen(k.work)
-        pipe.get(k.tasks_run)
-        pipe.get(k.starting)
-        hosts, slots, idle, queued, tasks, starting = pipe.execute()
+        c = self.warm_pool.counts()
         return {
             "backend": self.config.backend,
             "redis": "embedded" if self.server else redact_url(self.url),
-            "hosts": int(hosts),
-            "workers": int(slots),
-            "idle": int(idle),
-            "starting": int(starting or 0),
-            "queued": int(queued),
-            "tasks_run": int(tasks or 0),
+            "hosts": c["hosts"],
+            "workers": c["slots"],
+            "idle": c["idle"],
+            "starting": c["starting"],
+            "queued": c["queued"],
+            "tasks_run": c["tasks_run"],
         }
 
     # -- output -------------------------------------------------------------
@@ -388,8 +425,6 @@ class Session:
 
     def wait_output(self, task_id: str, timeout: float = 5.0) -> None:
         """Wait until the output of *task_id* has been replayed (it said it had some)."""
-        if self.remote_mode:
-            return
         deadline = time.monotonic() + timeout
         with self._eof_lock:
             while task_id not in self._eof:
@@ -435,27 +470,6 @@ class Session:
             case other:
                 logger.warning("faasmp: ignored run event %r", other)
 
-    def read_for_stats(self, key: str, then: Callable[[dict[bytes, bytes]], None]) -> None:
-        """Read hash *key* with the next beat's pipeline and pass it to *then* (no round trip of its own).
-
-        For statistics only: a Process' timing is read off its ``join``.
-        """
-        self._stat_reads.append((key, then))
-
-    def take_stat_read(self, key: str) -> Callable[[dict[bytes, bytes]], None] | None:
-        """Withdraw the pending read of *key* (its owner reads it itself); its callback, if any."""
-        for i, (k, then) in enumerate(self._stat_reads):
-            if k == key:
-                del self._stat_reads[i]
-                return then
-        return None
-
-    def _queue_stat_reads(self, pipe: Any) -> list[Callable[[dict[bytes, bytes]], None]]:
-        reads, self._stat_reads = self._stat_reads, []
-        for key, _ in reads:
-            pipe.hgetall(key)
-        return [then for _, then in reads]
-
     @staticmethod
     def _deliver_stat_reads(thens: list[Callable[[dict[bytes, bytes]], None]], replies: list[Any]) -> None:
         for then, reply in zip(thens, replies, strict=True):
@@ -466,10 +480,10 @@ class Session:
 
     def collect_stats(self) -> None:
         """Emit this process' counters, the pending process records and the worker reports already queued."""
-        pipe = self.state.pipeline()
-        thens = self._queue_stat_reads(pipe)
-        if thens:
-            self._deliver_stat_reads(thens, pipe.execute())
+        reads, self._stat_reads = self._stat_reads, []
+        if reads:
+            replies = self.warm_pool.read_hashes([key for key, _ in reads])
+            self._deliver_stat_reads([then for _, then in reads], replies)
         self._metrics_sent = metrics.REGISTRY.signature()
         self.stats.emit(metrics.REGISTRY.report(self.now()))
         events = self.keys.events
@@ -479,10 +493,6 @@ class Session:
 
     def _beat(self) -> None:
         k = self.keys
-        pipe = self.state.pipeline()
-        pipe.pexpire(k.client, self._ttl_ms)
-        pipe.llen(k.work)
-        pipe.pexpire(k.k("epoch"), int(self.config.key_ttl * 1000))
         # Run-wide keys expire unless the client keeps renewing them: the
         # safety net when the client is killed and cannot delete them.
         ttl = int(self.config.key_ttl * 1000)
@@ -498,14 +508,11 @@ class Session:
             k.tasks_run,
             k.ready,
         )
-        for key in run_keys:
-            pipe.pexpire(key, ttl)
-        thens = self._queue_stat_reads(pipe)
-        replies = pipe.execute()
-        if thens:
-            self._deliver_stat_reads(thens, replies[-len(thens) :])
-        queued = replies[1]
-        if not replies[2]:
+        reads, self._stat_reads = self._stat_reads, []
+        queued, epoch, replies = self.warm_pool.client_beat(self._ttl_ms, run_keys, [key for key, _ in reads])
+        if reads:
+            self._deliver_stat_reads([then for _, then in reads], replies)
+        if not epoch:
             self.state.mark_lost("the run's epoch key is gone: the server restarted or was flushed")
             self.state.ping()  # raises the StateLostError
         # The client's own counters, with each beat.  One registry per process,
@@ -534,11 +541,7 @@ class Session:
         """Renew the TTL of every key of a live owned object (in batches)."""
         self._last_renewal = time.monotonic()
         keys = [key for group in list(self.live_keys.values()) for key in group]
-        for i in range(0, len(keys), 1000):
-            pipe = self.state.pipeline()
-            for key in keys[i : i + 1000]:
-                pipe.pexpire(key, ttl_ms)
-            pipe.execute()
+        self.warm_pool.renew(keys, ttl_ms)
 
     def _forget_dead_hosts(self) -> None:
         """Drop hosts whose heartbeat expired (and their slots) from the pool's books.
@@ -547,23 +550,9 @@ class Session:
         which check the same heartbeat; this keeps capacity planning honest so
         queued work gets new workers instead of waiting for dead ones.
         """
-        k = self.keys
-        hosts = [h.decode() for h in self.state.smembers(k.hosts)]
-        if not hosts:
-            return
-        pipe = self.state.pipeline()
-        for host in hosts:
-            pipe.exists(k.host_alive(host))
-        dead = [h for h, alive in zip(hosts, pipe.execute(), strict=True) if not alive]
+        dead = self.warm_pool.forget_dead_hosts()
         if not dead:
             return
-        slots = [s for s in self.state.smembers(k.slots) if s.decode().split(".")[0] in dead]
-        pipe = self.state.pipeline()
-        pipe.srem(k.hosts, *dead)
-        if slots:
-            pipe.srem(k.slots, *slots)
-            pipe.srem(k.idle, *slots)
-        pipe.execute()
         logger.warning("faasmp: worker invocation(s) %s stopped answering; their workers are gone", dead)
 
     # -- shutdown -----------------------------------------------------------
@@ -582,7 +571,7 @@ class Session:
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop every worker of the run, delete its keys, release the backends."""
-        if self._closed.is_set() or self.remote_mode or os.getpid() != self._owner_pid:
+        if self._closed.is_set() or os.getpid() != self._owner_pid:
             # A forked child (e.g. a stdlib Pool worker) exits through the
             # same atexit hooks; the run belongs to the process that made it.
             return
@@ -602,7 +591,3 @@ class Session:
             self.state.close()
         if self.server is not None:
             self.server.stop()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed.is_set()

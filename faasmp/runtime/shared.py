@@ -19,7 +19,6 @@ import weakref
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from ..backends.state import ScriptCall
     from ..context import FaasContext
     from .session import Session
 
@@ -74,14 +73,6 @@ class SharedObject:
         """The Redis key of this object for *suffix*."""
         base = self._session.keys.k(self._kind, self._oid)
         return f"{base}:{suffix}" if suffix else base
-
-    def _cached_script(self, name: str, source: str) -> ScriptCall:
-        """The Lua script *source* registered once per object under *name*."""
-        cache: dict[str, ScriptCall] = self.__dict__.setdefault("_script_cache", {})
-        script = cache.get(name)
-        if script is None:
-            script = cache[name] = self._session.state.script(source)
-        return script
 
     @property
     def _ttl_ms(self) -> int:

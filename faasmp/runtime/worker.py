@@ -34,6 +34,8 @@ import time
 import traceback
 from typing import Any
 
+from ..backends.redis.hosts import WarmPool
+from ..backends.redis.pool import PoolWorkerQueue
 from ..backends.redis.processes import ProcessRecords
 from ..backends.state import CONNECTION_ERRORS, StateBackend, open_state
 from . import dsm, main_module, metrics
@@ -126,48 +128,6 @@ class HostSpec:
         return f"<HostSpec run={self.run_id} host={self.host_id} slots={self.slots}>"
 
 
-# --- Lua scripts (atomic multi-key steps) -----------------------------------
-
-SLOT_REGISTER = """
-redis.call('SADD', KEYS[1], ARGV[1])
-redis.call('SADD', KEYS[2], ARGV[1])
-local s = tonumber(redis.call('GET', KEYS[3]) or '0')
-if s > 0 then redis.call('DECR', KEYS[3]) end
-redis.call('RPUSH', KEYS[4], ARGV[1])
-redis.call('LTRIM', KEYS[4], -256, -1)
-for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
-return 1
-"""
-
-# A slot leaves only when no work is queued, so queued work always has a slot.
-SLOT_IDLE_EXIT = """
-if redis.call('LLEN', KEYS[1]) == 0 then
-  redis.call('SREM', KEYS[2], ARGV[1])
-  redis.call('SREM', KEYS[3], ARGV[1])
-  return 1
-end
-return 0
-"""
-
-# A host leaves only when nobody asked it to grow in the meantime.
-HOST_EXIT = """
-if redis.call('LLEN', KEYS[1]) == 0 then
-  redis.call('DEL', KEYS[2])
-  redis.call('SREM', KEYS[3], ARGV[1])
-  return 1
-end
-return 0
-"""
-
-PROCESS_START = """
-local sig = redis.call('HGET', KEYS[1], 'pending_signal')
-redis.call('HSET', KEYS[1], 'state', 'running', 'slot', ARGV[1], 'host', ARGV[2],
-           'pid', ARGV[3], 'started', ARGV[4])
-if sig then return tonumber(sig) end
-return 0
-"""
-
-
 def clock_offset(state: StateBackend) -> float:
     """Offset of the Redis server clock from ours (redis - local), in seconds."""
     best: tuple[float, float] | None = None
@@ -202,6 +162,7 @@ class Host:
         self.state = open_state(spec.url, client_name=f"faasmp-host-{spec.host_id}")
         self.state.watch_epoch(self.keys.k("epoch"))
         self.offset = clock_offset(self.state)
+        self.pool = WarmPool(self.state, self.keys, int(spec.key_ttl * 1000))
         self.slots: dict[int, tuple[str, mmap.mmap]] = {}
         self.slots_started = 0
         self.lock = threading.Condition()
@@ -214,24 +175,15 @@ class Host:
 
     # -- lifecycle --------------------------------------------------------
     def run(self, started: float) -> None:
-        k, spec = self.keys, self.spec
-        pipe = self.state.pipeline()
-        pipe.sadd(k.hosts, spec.host_id)
-        pipe.pexpire(k.hosts, int(spec.key_ttl * 1000))
-        pipe.set(k.host_alive(spec.host_id), b"1", px=liveness_ttl_ms(spec.heartbeat))
-        pipe.hset(
-            k.k("host", spec.host_id),
+        spec = self.spec
+        at = started + self.offset - spec.clock_offset
+        registered = msgs.HostRegistered(spec.host_id, spec.invoked_at, at)
+        self.pool.register_host(
+            spec.host_id,
+            liveness_ttl_ms(spec.heartbeat),
             {"max_slots": spec.max_slots, "pid": os.getpid(), "hostname": os.uname().nodename},
+            dumps_message(registered, spec.authkey),
         )
-        pipe.pexpire(k.k("host", spec.host_id), int(spec.key_ttl * 1000))
-        pipe.rpush(
-            k.events,
-            dumps_message(
-                msgs.HostRegistered(spec.host_id, spec.invoked_at, started + self.offset - spec.clock_offset),
-                spec.authkey,
-            ),
-        )
-        pipe.execute()
         with self.lock:
             self.spawn(spec.slots)
         threading.Thread(target=self._heartbeat, name="faasmp-host-hb", daemon=True).start()
@@ -244,7 +196,7 @@ class Host:
         if allowed < n:
             # The client reserved n starting slots; give back what we refuse.
             with contextlib.suppress(*CONNECTION_ERRORS):
-                self.state.incrby(self.keys.starting, allowed - n)
+                self.pool.give_back(n - allowed)
         for _ in range(allowed):
             self.slots_started += 1
             slot_id = f"{self.spec.host_id}.{self.slots_started}"
@@ -295,22 +247,11 @@ class Host:
             record.close()
 
     def _try_exit(self) -> bool:
-        k = self.keys
-        script = self.state.script(HOST_EXIT)
-        return bool(
-            script(
-                keys=[k.host_ctl(self.spec.host_id), k.host_alive(self.spec.host_id), k.hosts],
-                args=[self.spec.host_id],
-            )
-        )
+        return self.pool.host_try_exit(self.spec.host_id)
 
     def _leave(self) -> None:
-        k, host_id = self.keys, self.spec.host_id
         with contextlib.suppress(*CONNECTION_ERRORS):
-            pipe = self.state.pipeline()
-            pipe.srem(k.hosts, host_id)
-            pipe.delete(k.host_alive(host_id), k.host_ctl(host_id))
-            pipe.execute()
+            self.pool.host_leave(self.spec.host_id)
 
     def _report_lost(self, slot_id: str, record: mmap.mmap, status: int) -> None:
         """A slot died: fail whatever it was running, with the cause."""
@@ -319,27 +260,19 @@ class Host:
         else:
             cause = f"exited with code {os.WEXITSTATUS(status)}"
         current = read_record(record)
-        k = self.keys
         with contextlib.suppress(*CONNECTION_ERRORS):
-            pipe = self.state.pipeline()
-            pipe.srem(k.slots, slot_id)
-            pipe.srem(k.idle, slot_id)
-            pipe.execute()
+            self.pool.slot_lost(slot_id)
             if current is not None:
-                report_lost(self.state, k, self.spec, current, slot_id, cause)
+                report_lost(self.state, self.keys, self.spec, current, slot_id, cause)
 
     def _heartbeat(self) -> None:
-        k, spec = self.keys, self.spec
+        spec = self.spec
         while True:
             time.sleep(spec.heartbeat)
             try:
-                pipe = self.state.pipeline()
-                pipe.pexpire(k.host_alive(spec.host_id), liveness_ttl_ms(spec.heartbeat))
-                pipe.pexpire(k.k("host", spec.host_id), int(spec.key_ttl * 1000))
-                pipe.exists(k.client)
-                client = pipe.execute()[-1]
+                client = self.pool.host_beat(spec.host_id, liveness_ttl_ms(spec.heartbeat))
             except CONNECTION_ERRORS:
-                client = 0
+                client = False
             except Exception:  # noqa: BLE001 - a silent heartbeat death would look like a dead host
                 logger.exception("faasmp host %s: heartbeat failed", spec.host_id)
                 continue
@@ -455,10 +388,8 @@ class Slot:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         attach_remote(spec, self.state)
         metrics.ship_to_client(self.state, k.events, spec.authkey, **self._metrics_args(self.slot_id))
-        self.state.script(SLOT_REGISTER)(
-            keys=[k.slots, k.idle, k.starting, k.ready], args=[self.slot_id, int(spec.key_ttl * 1000)]
-        )
-        idle_exit = self.state.script(SLOT_IDLE_EXIT)
+        pool = WarmPool(self.state, k, int(spec.key_ttl * 1000))
+        pool.register_slot(self.slot_id)
         idle_since = time.monotonic()
         wait = min(spec.idle_timeout, max(spec.heartbeat * 3, 1.0))
         while True:
@@ -469,9 +400,7 @@ class Slot:
             if item is None:
                 if not self.state.exists(k.client):
                     return 0
-                if time.monotonic() - idle_since >= spec.idle_timeout and idle_exit(
-                    keys=[k.work, k.idle, k.slots], args=[self.slot_id]
-                ):
+                if time.monotonic() - idle_since >= spec.idle_timeout and pool.slot_try_exit(self.slot_id):
                     return 0
                 continue
             try:
@@ -545,10 +474,9 @@ class Slot:
             finally:
                 os._exit(code)
         os.close(timing_w)
-        sig = self.state.script(PROCESS_START)(
-            keys=[k.proc(proc_id)],
-            args=[self.slot_id, self.spec.host_id, pid, dequeued + self.offset - spec.clock_offset],
-        )
+        records = ProcessRecords(self.state, k, int(spec.key_ttl * 1000))
+        at = dequeued + self.offset - spec.clock_offset
+        sig = records.started(proc_id, self.slot_id, spec.host_id, pid, at)
         if sig:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, int(sig))
@@ -594,7 +522,6 @@ class Slot:
         # The output a child pushed is already in the list; its end is marked
         # with the exit, also for a child that was killed or called os._exit
         # (join waits for it).
-        records = ProcessRecords(self.state, k, int(spec.key_ttl * 1000))
         timing = metrics.read_timing(timing_r)
         records.exited(
             proc_id, code, end_of_output(proc_id, spec.authkey), ended=ended, count_task=True, timing=timing
@@ -664,7 +591,7 @@ class Slot:
         k, spec = self.keys, self.spec
         desc: msgs.PoolLease = call.payload
         pool_id = desc.pool_id
-        res_key, task_key = k.pool_results(pool_id), k.pool_tasks(pool_id)
+        res_key = k.pool_results(pool_id)
         authkey = spec.authkey
         old_out, old_err = sys.stdout, sys.stderr
         sink = self._install_output(call)
@@ -672,12 +599,12 @@ class Slot:
         started = msgs.WorkerStarted(self.slot_id, spec.host_id, os.getpid(), call.call_id)
         self.state.rpush(res_key, dumps_message(started, authkey))
         try:
-            reason = self._pool_loop(desc, res_key, task_key, sink)
+            reason = self._pool_loop(desc, res_key, sink)
         finally:
             sys.stdout, sys.stderr = old_out, old_err
         self.state.rpush(res_key, dumps_message(msgs.WorkerExited(self.slot_id, reason), authkey))
 
-    def _pool_loop(self, desc: msgs.PoolLease, res_key: str, task_key: str, sink: Any) -> str:
+    def _pool_loop(self, desc: msgs.PoolLease, res_key: str, sink: Any) -> str:
         from .. import process as process_mod  # noqa: PLC0415
 
         k, spec, state, authkey = self.keys, self.spec, self.state, self.spec.authkey
@@ -699,12 +626,11 @@ class Slot:
         maxtasks = desc.maxtasksperchild
         done = 0
         offset = self.offset - spec.clock_offset
-        # The last result's commands, sent with the next BLPOP on this thread's
-        # own connection (state.direct: no pool, retry or hook layers).
-        pending: list[tuple[Any, ...]] | None = None
+        # The last result, delivered with the next take in one round trip.
+        queue = PoolWorkerQueue(state, k, pool_id)
+        pending: bytes | None = None
         serving = msgs.ServingPool(pool_id)
         delivering = serving  # the slot record while the last result goes out
-        execute_many = state.direct.execute_many
         while maxtasks is None or done < maxtasks:
             try:
                 if pending is not None:
@@ -712,12 +638,11 @@ class Slot:
                     # Marked as delivering: its host still reports the task if
                     # the slot dies now, but terminate() does not kill it.
                     write_record(self.record, delivering)
-                    pending.append(("BLPOP", task_key, spec.heartbeat * 3))
-                    item = execute_many(pending)[-1]
+                    item = queue.deliver_and_take(pending, spec.heartbeat * 3)
                     pending = None
                     write_record(self.record, serving)
                 else:
-                    item = state.blpop([task_key], timeout=spec.heartbeat * 3)
+                    item = queue.take(spec.heartbeat * 3)
             except CONNECTION_ERRORS:
                 return "redis unreachable"
             if item is None:
@@ -772,12 +697,11 @@ class Slot:
                 body = pickle_value(value)
             except Exception as exc:  # noqa: BLE001 - an unsendable result is an error
                 ok, body = False, pickle_value(ExceptionInfo.capture(_encoding_error(exc, value)))
-            blob = dumps_message(msgs.TaskDone(job, index, ok, body, timing), authkey)
-            pending = [("RPUSH", res_key, blob), ("INCRBY", k.tasks_run, 1)]
+            pending = dumps_message(msgs.TaskDone(job, index, ok, body, timing), authkey)
             delivering = msgs.ServingPool(pool_id, job, index, delivering=True)
             done += 1
         if pending is not None:
-            execute_many(pending)
+            queue.deliver(pending)
             write_record(self.record, serving)
         return "maxtasksperchild"
 

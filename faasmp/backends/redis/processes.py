@@ -23,9 +23,10 @@ same waiters (exit list, channel) and ends the process' output with the same
 marker; and only the first exit counts (a dead host's report and the client's
 own finding may race).
 
-Round-trip budget: an exit 1 (one script), a signal 1 (one script); the
-process' timing none of its own (it goes with the exit; the client reads it
-with a heartbeat's pipeline).
+Round-trip budget: a start 1, an exit 1, a signal 1 (one script each); the
+queued record is written with the queued call (``hosts.WarmPool.push_and_reserve``);
+the process' timing none of its own (it goes with the exit; the client reads
+it with a heartbeat's pipeline).
 """
 
 from __future__ import annotations
@@ -96,6 +97,16 @@ return 3
 """
 )
 
+# A slot started the process: record where it runs, and take a signal sent while queued.
+# KEYS: hash.  ARGV: slot, host, pid, started -> the pending signal number, or 0
+PROCESS_START = """
+local sig = redis.call('HGET', KEYS[1], 'pending_signal')
+redis.call('HSET', KEYS[1], 'state', 'running', 'slot', ARGV[1], 'host', ARGV[2],
+           'pid', ARGV[3], 'started', ARGV[4])
+if sig then return tonumber(sig) end
+return 0
+"""
+
 
 class ProcessRecords:
     """The records of a run's processes (the keys come from the run's ``Keys``)."""
@@ -108,6 +119,37 @@ class ProcessRecords:
     def _keys_of(self, proc_id: str) -> list[str]:
         k = self._keys
         return [k.proc(proc_id), k.proc_exit(proc_id), k.out, k.proc_ctl(proc_id)]
+
+    def delete(self, proc_id: str) -> None:
+        """Delete the record of *proc_id* (``Process.close()``)."""
+        self._state.delete(*self._keys_of_own(proc_id))
+
+    def read_and_delete(self, proc_id: str) -> dict[bytes, bytes]:
+        """The record of *proc_id* (``{}`` if gone), deleted in the same round trip (for its stats)."""
+        pipe = self._state.pipeline()
+        pipe.hgetall(self._keys.proc(proc_id))
+        pipe.delete(*self._keys_of_own(proc_id))
+        return pipe.execute()[0] or {}
+
+    def _keys_of_own(self, proc_id: str) -> list[str]:
+        k = self._keys
+        return [k.proc(proc_id), k.proc_exit(proc_id), k.proc_ctl(proc_id)]
+
+    def exit_codes(self, proc_ids: list[str]) -> list[int | None]:
+        """The exit codes of *proc_ids* (None for one still running), in one round trip."""
+        pipe = self._state.pipeline()
+        for proc_id in proc_ids:
+            pipe.lindex(self._keys.proc_exit(proc_id), 0)
+        return [None if raw is None else int(raw) for raw in pipe.execute()]
+
+    def started(self, proc_id: str, slot_id: str, host_id: str, pid: int, started: float) -> int:
+        """Record that *proc_id* runs as *pid* in *slot_id* since *started* (client clock).
+
+        Returns the signal sent to it while it was queued (the slot delivers
+        it now), or 0.
+        """
+        script = self._state.script(PROCESS_START)
+        return int(script(keys=[self._keys.proc(proc_id)], args=[slot_id, host_id, pid, started]) or 0)
 
     def exited(
         self,
