@@ -181,3 +181,31 @@ def test_known_backends_match_lithops():
 
     assert set(lc.SERVERLESS_BACKENDS) == config_mod.SERVERLESS_BACKENDS
     assert set(lc.STANDALONE_BACKENDS) == config_mod.STANDALONE_BACKENDS
+
+
+def test_executors_made_by_several_threads_at_once_all_start():
+    """A session's background executor and `faasmp doctor`'s own are made at the same time.
+
+    Lithops' localhost backend writes its runner script through a temp file
+    named by the pid; without faasmp's lock, 4 threads x 5 rounds failed 4 of
+    20 times here with "No such file or directory: ...runner-v2.py.<pid>.tmp".
+    """
+    from faasmp.backends import compute  # noqa: PLC0415
+    from faasmp.config import load  # noqa: PLC0415
+
+    cfg = load()
+    errors: list[BaseException] = []
+
+    def make() -> None:
+        try:
+            compute.LithopsCompute(cfg).shutdown()
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    for _ in range(5):
+        threads = [threading.Thread(target=make) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert errors == []

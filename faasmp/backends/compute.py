@@ -104,6 +104,9 @@ def _fresh_lithops_session() -> None:
     os.environ.pop(constants.TOTAL_EXECUTORS_ENV, None)
 
 
+_EXECUTOR_LOCK = threading.Lock()
+
+
 class LithopsCompute:
     """:class:`ComputeBackend` over a Lithops ``FunctionExecutor``.
 
@@ -119,9 +122,15 @@ class LithopsCompute:
         self.name = config.backend
         self._lock = threading.Lock()
         lconf = self._lithops_config(config)
-        _fresh_lithops_session()
         try:
-            self._executor = lithops.FunctionExecutor(config=lconf, log_level=config.lithops_log_level)
+            # One executor made at a time per process: Lithops' localhost
+            # backend writes its runner script through a temp file named by
+            # the pid, so two threads making executors at once (a session's
+            # background set-up and `faasmp doctor`'s own) raced on it:
+            # "No such file or directory: '.../localhost-runner-v2.py.<pid>.tmp'".
+            with _EXECUTOR_LOCK:
+                _fresh_lithops_session()
+                self._executor = lithops.FunctionExecutor(config=lconf, log_level=config.lithops_log_level)
         except Exception as exc:  # noqa: BLE001 - reported with the backend's name
             raise ComputeError(
                 f"could not create a Lithops executor for backend {config.backend!r}: {exc}"
