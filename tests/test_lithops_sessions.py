@@ -20,7 +20,8 @@ CHILD = textwrap.dedent(
     import os, faasmp
     if __name__ == "__main__":
         with faasmp.Pool(2) as p:
-            print(os.environ["__LITHOPS_SESSION_ID"], sum(p.map(abs, range(10))))
+            total = sum(p.map(abs, range(10)))  # workers started: the executor exists
+            print(os.environ["__LITHOPS_SESSION_ID"], total)
     """
 )
 

@@ -279,9 +279,28 @@ class ClientSession(Session):
         self._start(self.warm_pool.reserve_capacity(self.config.max_workers))
 
     def _start(self, need: int) -> None:
-        """Start *need* reserved slots (waits for the executor on a cold run)."""
-        if need > 0:
-            self.grow(need)
+        """Start *need* reserved slots on a thread of their own (Pool() and Process.start() return at once).
+
+        On a cold run the first invocation waits for the Lithops executor
+        (0.16-0.22 s of set-up here, made in the background since the session
+        started): most of a cold ``Pool(8)``.  The caller pickles and submits
+        its work meanwhile.  A failure is recorded as the start error every
+        waiter already checks (:meth:`check_start_error`), as a synchronous
+        failure was.
+        """
+        if need <= 0:
+            return
+
+        def run() -> None:
+            try:
+                if not self._closed.is_set():
+                    self.grow(need)
+            except Exception as exc:  # noqa: BLE001 - reported to the work's waiters
+                if self._start_error is None:
+                    self._start_error = str(exc)
+                logger.debug("faasmp: starting %d workers failed", need, exc_info=True)
+
+        threading.Thread(target=run, name="faasmp-grow", daemon=True).start()
 
     def prestart(self, n: int) -> None:
         """Make the warm pool hold at least *n* slots (starting them if needed)."""
