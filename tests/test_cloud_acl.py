@@ -81,12 +81,8 @@ def test_faasmp_runs_with_exactly_the_documented_acl_user(acl_ctx: FaasContext) 
     assert counter.value == 1
 
 
-def test_user_without_a_command_fails_naming_the_command_and_the_acl(external_server: ExternalServer) -> None:
-    password = secrets.token_hex(16)
-    missing = "evalsha"
-    assert missing in ACL_COMMANDS
-    rules = [r for r in acl_rules(password) if r != "+" + missing]
-    url = _user_url(external_server, "faasmp-no-evalsha", rules, password)
+def _queue_round_trip_error(url: str) -> StateError:
+    """The StateError a Queue put + get raises as the user of *url* (fails the test if none)."""
     ctx = FaasContext(redis_url=url, **TEST_SETTINGS)
     try:
         with pytest.raises(StateError) as info:
@@ -95,8 +91,18 @@ def test_user_without_a_command_fails_naming_the_command_and_the_acl(external_se
             q.get(timeout=10)
     finally:
         ctx.shutdown()
-    message = str(info.value)
-    assert isinstance(info.value, StatePermissionError), message
+    return info.value
+
+
+def test_user_without_a_command_fails_naming_the_command_and_the_acl(external_server: ExternalServer) -> None:
+    password = secrets.token_hex(16)
+    missing = "evalsha"
+    assert missing in ACL_COMMANDS
+    rules = [r for r in acl_rules(password) if r != "+" + missing]
+    url = _user_url(external_server, "faasmp-no-evalsha", rules, password)
+    error = _queue_round_trip_error(url)
+    message = str(error)
+    assert isinstance(error, StatePermissionError), message
     assert "'evalsha'" in message.lower() and "ACL" in message, message
 
 
@@ -104,15 +110,9 @@ def test_user_without_the_key_pattern_fails_naming_the_acl(external_server: Exte
     password = secrets.token_hex(16)
     rules = [("~other:*" if r.startswith("~") else r) for r in acl_rules(password)]
     url = _user_url(external_server, "faasmp-other-keys", rules, password)
-    ctx = FaasContext(redis_url=url, **TEST_SETTINGS)
-    try:
-        with pytest.raises(StatePermissionError) as info:
-            q = ctx.Queue()
-            q.put(1)
-            q.get(timeout=10)
-    finally:
-        ctx.shutdown()
-    message = str(info.value)
+    error = _queue_round_trip_error(url)
+    message = str(error)
+    assert isinstance(error, StatePermissionError), message
     assert "fmp:*" in message and "ACL" in message, message
 
 

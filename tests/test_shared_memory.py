@@ -114,9 +114,13 @@ def test_shared_memory_attached_by_name_from_pool_tasks(ctx):
         shm.unlink()
 
 
-def test_parallel_in_place_sort_of_5m_int32(ctx):
-    n, parts = 5_000_000, 2
-    data = np.random.default_rng(15).integers(-(2**31), 2**31 - 1, n, dtype=np.int32)
+def _sort_parts_in_children(ctx, n: int, parts: int, seed: int, timeout: float):
+    """Children each sort one part of a RawArray in place through numpy views; (data, parent's view).
+
+    Checks every child exited 0 and every part, seen through the view the
+    parent made before the children wrote, is sorted after the joins.
+    """
+    data = np.random.default_rng(seed).integers(-(2**31), 2**31 - 1, n, dtype=np.int32)
     arr = ctx.RawArray("i", n)
     view = np.frombuffer(arr, dtype=np.int32)
     view[:] = data
@@ -127,10 +131,15 @@ def test_parallel_in_place_sort_of_5m_int32(ctx):
     for p in procs:
         p.start()
     for p in procs:
-        p.join(120)
+        p.join(timeout)
     assert [p.exitcode for p in procs] == [0] * parts
     for lo, hi in itertools.pairwise(bounds):
         assert np.array_equal(view[lo:hi], np.sort(data[lo:hi]))
+    return data, view
+
+
+def test_parallel_in_place_sort_of_5m_int32(ctx):
+    _sort_parts_in_children(ctx, 5_000_000, 2, seed=15, timeout=120)
 
 
 @pytest.mark.slow
@@ -140,22 +149,7 @@ def test_parallel_in_place_sort_of_40m_int32_in_4_parts_then_merged_in_place(ctx
     Each child's release ships its quarter (changed elements only) and the
     parent's join pulls them; nothing else may change.
     """
-    n, parts = 40_000_000, 4
-    data = np.random.default_rng(16).integers(-(2**31), 2**31 - 1, n, dtype=np.int32)
-    arr = ctx.RawArray("i", n)
-    view = np.frombuffer(arr, dtype=np.int32)
-    view[:] = data
-    bounds = [n * k // parts for k in range(parts + 1)]
-    procs = [
-        ctx.Process(target=helpers_shm.sort_part, args=(arr, lo, hi)) for lo, hi in itertools.pairwise(bounds)
-    ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(600)
-    assert [p.exitcode for p in procs] == [0] * parts
-    for lo, hi in itertools.pairwise(bounds):
-        assert np.array_equal(view[lo:hi], np.sort(data[lo:hi]))
+    data, view = _sort_parts_in_children(ctx, 40_000_000, 4, seed=16, timeout=600)
     view.sort(kind="stable")
     assert np.array_equal(view, np.sort(data))
 

@@ -14,6 +14,39 @@ def cell(id_, src, tags=()):
         c.metadata["tags"] = list(tags)
     return c
 
+
+# A Process + Pipe master/worker cell (the RL pattern): in the kernel test and
+# in the browser test's screenshot of the dashboard.
+PROCS_CELL = """
+%%faas --stats
+import time
+from multiprocessing import Pipe, Process
+
+def learner(conn, n):
+    for _ in range(n):
+        batch = conn.recv()
+        time.sleep(0.01)  # a training step
+        conn.send(sum(batch) / len(batch))
+    print("learner: trained on", n, "batches")
+
+def actor(conn, n):
+    total = 0.0
+    for step in range(n):
+        time.sleep(0.005)  # an environment step
+        conn.send([step] * 64)
+        total += conn.recv()
+    print("actor: return", total)
+
+end_l, end_a = Pipe()
+procs = [Process(target=learner, args=(end_l, 50), name="learner"),
+         Process(target=actor, args=(end_a, 50), name="actor")]
+for p in procs:
+    p.start()
+for p in procs:
+    p.join()
+print("exit codes:", [p.exitcode for p in procs])
+"""
+
 kernel = new_notebook(cells=[
     new_markdown_cell("Executed by `tests/test_magics.py` in a real IPython kernel (nbclient)."),
     cell("setup", """
@@ -94,35 +127,7 @@ with Pool(2) as p:
     p.map(boom, [7])
 """, tags=["raises-exception"]),
     cell("after_error", 'print("restored after error:", not faasmp.is_patched(), multiprocessing.Pool is not faasmp.Pool)'),
-    cell("procs", """
-%%faas --stats
-import time
-from multiprocessing import Pipe, Process
-
-def learner(conn, n):
-    for _ in range(n):
-        batch = conn.recv()
-        time.sleep(0.01)  # a training step
-        conn.send(sum(batch) / len(batch))
-    print("learner: trained on", n, "batches")
-
-def actor(conn, n):
-    total = 0.0
-    for step in range(n):
-        time.sleep(0.005)  # an environment step
-        conn.send([step] * 64)
-        total += conn.recv()
-    print("actor: return", total)
-
-end_l, end_a = Pipe()
-procs = [Process(target=learner, args=(end_l, 50), name="learner"),
-         Process(target=actor, args=(end_a, 50), name="actor")]
-for p in procs:
-    p.start()
-for p in procs:
-    p.join()
-print("exit codes:", [p.exitcode for p in procs])
-"""),
+    cell("procs", PROCS_CELL),
     cell("static", """
 %config FaasMagics.dashboard_kind = "static"
 """),
@@ -191,35 +196,7 @@ with Pool(4) as pool:
     estimates = pool.map(work, range(40), chunksize=1)
 print(f"pi ~ {sum(estimates) / len(estimates):.4f}")
 """),
-    cell("procs", """
-%%faas --stats
-import time
-from multiprocessing import Pipe, Process
-
-def learner(conn, n):
-    for _ in range(n):
-        batch = conn.recv()
-        time.sleep(0.01)  # a training step
-        conn.send(sum(batch) / len(batch))
-    print("learner: trained on", n, "batches")
-
-def actor(conn, n):
-    total = 0.0
-    for step in range(n):
-        time.sleep(0.005)  # an environment step
-        conn.send([step] * 64)
-        total += conn.recv()
-    print("actor: return", total)
-
-end_l, end_a = Pipe()
-procs = [Process(target=learner, args=(end_l, 50), name="learner"),
-         Process(target=actor, args=(end_a, 50), name="actor")]
-for p in procs:
-    p.start()
-for p in procs:
-    p.join()
-print("exit codes:", [p.exitcode for p in procs])
-"""),
+    cell("procs", PROCS_CELL),
     cell("done", 'print("ALL-CELLS-DONE")'),
 ])
 
