@@ -207,7 +207,7 @@ class SemLock(_Synchronizer):
         t0 = time.perf_counter()
         # Acquiring a lock is an acquire of shared memory: the pull rides
         # behind the lock's script in the same round trip.
-        pull = dsm.acquire if dsm.active() else None
+        pull = dsm.acquire if dsm.active(self._session.state) else None
         got = self._acquire(block, timeout, 1, pull=pull)
         self._count("acquire", t0)
         if got:

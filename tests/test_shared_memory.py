@@ -402,3 +402,54 @@ def test_a_forked_child_gets_its_own_writer_id_and_fresh_copies(ctx):
     expected = np.ones(1024)
     expected[10:20] = 7.0
     assert np.array_equal(np.frombuffer(arr), expected)
+
+
+def test_a_lock_pulls_after_its_try_when_the_memory_lives_in_another_redis(external_server):
+    """The pull rides behind a lock's try only on the lock's own connection.
+
+    With the segment in another context's Redis, a pull sent "behind" the
+    held try would go out first, on the other connection, and could read
+    data older than the lock's last release: the acquire must take the lock,
+    then pull (and a release must push, and wait, before releasing).
+    """
+    from faasmp.context import FaasContext  # noqa: PLC0415
+    from tests.conftest import TEST_SETTINGS  # noqa: PLC0415
+
+    ctx_a = FaasContext(**TEST_SETTINGS)
+    ctx_b = FaasContext(redis_url=external_server.url, **TEST_SETTINGS)
+    try:
+        lock = ctx_a.Lock()
+        arr = ctx_b.RawArray("i", 4)
+        assert dsm.active() and not dsm.active(lock._session.state)
+        order: list[str] = []
+        sem = lock._redis
+        store = next(s for s in dsm.REGISTRY._stores.values() if s._state is ctx_b.session.state)
+        real_try, real_pull = sem.sem_try, store.pull
+
+        def spy_try(*args, **kwargs):
+            order.append("try")
+            return real_try(*args, **kwargs)
+
+        def spy_pull(*args, **kwargs):
+            order.append("pull")
+            return real_pull(*args, **kwargs)
+
+        real_push, real_release = store.push, sem.sem_release
+
+        def spy_push(*args, **kwargs):
+            order.append("push (waited)")
+            return real_push(*args, **kwargs)
+
+        def spy_release(*args, **kwargs):
+            order.append("release")
+            return real_release(*args, **kwargs)
+
+        sem.sem_try, store.pull, store.push, sem.sem_release = spy_try, spy_pull, spy_push, spy_release
+        with lock:
+            arr[0] = 7
+        assert order == ["try", "pull", "push (waited)", "release"]
+        with lock:
+            assert arr[0] == 7
+    finally:
+        ctx_b.shutdown()
+        ctx_a.shutdown()

@@ -224,6 +224,17 @@ class Registry:
         if seg is not None:
             seg.gone = True
 
+    def only_on(self, state: Any) -> bool:
+        """Whether every segment this process holds lives in *state*.
+
+        A lock's combined round trips (pull behind its try, pushes before its
+        release) rely on one connection ordering the commands: with a segment
+        in another store (another context's Redis), a pull sent behind a held
+        try would run before the try, and a push need not land before the
+        release.
+        """
+        return all(seg.store._state is state for seg in (*self._segments.values(), *self._dead))
+
     def live(self) -> list[Segment]:
         """The segments this process holds."""
         return [s for s in self._segments.values() if s.synced]
@@ -569,6 +580,9 @@ def release(lock: Any = None, then: Callable[[], T] | None = None) -> T | None:
         else:
             held.pop(lock._oid, None)
     if REGISTRY._segments or REGISTRY._dead:
+        if then is not None and lock is not None and not REGISTRY.only_on(lock._session.state):
+            REGISTRY.release()  # pushes waited for first: they go to another connection
+            return then()
         return REGISTRY.release(then)
     return then() if then is not None else None
 
@@ -586,13 +600,14 @@ def acquire(lock: Any = None, *, pull: bool = True) -> None:
         REGISTRY.acquire()
 
 
-def active() -> bool:
-    """Whether this process holds shared segments (an acquire would pull).
+def active(state: Any = None) -> bool:
+    """Whether this process holds shared segments (an acquire would pull), all in *state* if given.
 
     A lock sends its pull behind its own script only then: the deferred
-    path costs ~10 us of CPU more than a plain call when nothing is pulled.
+    path costs ~10 us of CPU more than a plain call when nothing is pulled,
+    and it orders the two only on one connection (see :meth:`Registry.only_on`).
     """
-    return bool(REGISTRY._segments)
+    return bool(REGISTRY._segments) and (state is None or REGISTRY.only_on(state))
 
 
 def holds(lock: Any) -> bool:
