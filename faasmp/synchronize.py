@@ -207,7 +207,9 @@ class SemLock(_Synchronizer):
         t0 = time.perf_counter()
         # Acquiring a lock is an acquire of shared memory: the pull rides
         # behind the lock's script in the same round trip.
-        pull = dsm.acquire if dsm.active(self._session.state) else None
+        # (The state is the one this lock's commands use: looking it up through
+        # the context could start a new run for a lock used after shutdown.)
+        pull = dsm.acquire if dsm.active() and dsm.active(self._redis._state) else None
         got = self._acquire(block, timeout, 1, pull=pull)
         self._count("acquire", t0)
         if got:

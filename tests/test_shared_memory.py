@@ -453,3 +453,24 @@ def test_a_lock_pulls_after_its_try_when_the_memory_lives_in_another_redis(exter
     finally:
         ctx_b.shutdown()
         ctx_a.shutdown()
+
+
+def test_a_lock_used_after_its_context_shut_down_does_not_start_a_new_run():
+    """A library's lock used at exit (tqdm's monitor thread did) must not start a server again.
+
+    The shared-memory check of an acquire looks at the lock's own state,
+    not at its context's session, which would start a new run.
+    """
+    from faasmp.context import FaasContext  # noqa: PLC0415
+    from tests.conftest import TEST_SETTINGS  # noqa: PLC0415
+
+    ctx = FaasContext(**TEST_SETTINGS)
+    lock = ctx.Lock()
+    arr = ctx.RawArray("i", 4)  # the process holds shared memory: acquires pull
+    with lock:
+        arr[0] = 1
+    first = ctx.session
+    ctx.shutdown()
+    with pytest.raises(Exception):  # noqa: B017 - whatever a closed run's lock raises
+        lock.acquire(timeout=5)
+    assert first.closed and ctx._session in (None, first), "the lock started a new run"

@@ -580,7 +580,7 @@ def release(lock: Any = None, then: Callable[[], T] | None = None) -> T | None:
         else:
             held.pop(lock._oid, None)
     if REGISTRY._segments or REGISTRY._dead:
-        if then is not None and lock is not None and not REGISTRY.only_on(lock._session.state):
+        if then is not None and lock is not None and not REGISTRY.only_on(lock._redis._state):
             REGISTRY.release()  # pushes waited for first: they go to another connection
             return then()
         return REGISTRY.release(then)
