@@ -494,6 +494,16 @@ def _check_sorted(out: Any, data: Any) -> dict[str, Any]:
     return {"sorted": True}
 
 
+def _sort_setup(impl: Impl, p: dict[str, Any]) -> tuple[int, int, Any, list[tuple[int, int]]]:
+    """The sort rows' common start: (n, procs, the data, each process's slice); warm, then measuring."""
+    n, procs = p["sort_n"], p["sort_procs"]
+    data = _sort_data(n)
+    impl.warm(procs)
+    bounds = [(i * n // procs, (i + 1) * n // procs) for i in range(procs)]
+    phase("measure", kind="time", sub=0.0)
+    return n, procs, data, bounds
+
+
 def _sort_slices(impl: Impl, target: Any, arr: Any, bounds: list[tuple[int, int]]) -> None:
     """One process per slice of *arr* running *target(arr, lo, hi)*; all started, then all joined."""
     ps = [impl.Process(target=target, args=(arr, lo, hi)) for lo, hi in bounds]
@@ -506,11 +516,7 @@ def _sort_slices(impl: Impl, target: Any, arr: Any, bounds: list[tuple[int, int]
 def b_sort_shared(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
-    n, procs = p["sort_n"], p["sort_procs"]
-    data = _sort_data(n)
-    impl.warm(procs)
-    bounds = [(i * n // procs, (i + 1) * n // procs) for i in range(procs)]
-    phase("measure", kind="time", sub=0.0)
+    n, procs, data, bounds = _sort_setup(impl, p)
     t0 = time.perf_counter()
     arr = impl.mp.Array("i", data.tolist(), lock=False)
     _sort_slices(impl, sort_slice_shared, arr, bounds)
@@ -523,11 +529,7 @@ def b_sort_shared(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
 def b_sort_views(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
-    n, procs = p["sort_n"], p["sort_procs"]
-    data = _sort_data(n)
-    impl.warm(procs)
-    bounds = [(i * n // procs, (i + 1) * n // procs) for i in range(procs)]
-    phase("measure", kind="time", sub=0.0)
+    n, procs, data, bounds = _sort_setup(impl, p)
     t0 = time.perf_counter()
     arr = impl.mp.RawArray("i", n)
     view = np.frombuffer(arr, dtype=np.int32)
@@ -573,11 +575,7 @@ def b_sync_1mib(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
 def b_sort_pipes(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
-    n, procs = p["sort_n"], p["sort_procs"]
-    data = _sort_data(n)
-    impl.warm(procs)
-    bounds = [(i * n // procs, (i + 1) * n // procs) for i in range(procs)]
-    phase("measure", kind="time", sub=0.0)
+    n, procs, data, bounds = _sort_setup(impl, p)
     t0 = time.perf_counter()
     pipes = [impl.mp.Pipe() for _ in range(procs)]
     ps = [impl.Process(target=sort_via_pipe, args=(child,)) for _, child in pipes]

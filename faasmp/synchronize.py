@@ -209,7 +209,7 @@ class SemLock(_Synchronizer):
         # behind the lock's script in the same round trip.
         # (The state is the one this lock's commands use: looking it up through
         # the context could start a new run for a lock used after shutdown.)
-        pull = dsm.acquire if dsm.active() and dsm.active(self._redis._state) else None
+        pull = dsm.acquire if dsm.active(self._redis._state) else None
         got = self._acquire(block, timeout, 1, pull=pull)
         self._count("acquire", t0)
         if got:

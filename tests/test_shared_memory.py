@@ -424,27 +424,18 @@ def test_a_lock_pulls_after_its_try_when_the_memory_lives_in_another_redis(exter
         order: list[str] = []
         sem = lock._redis
         store = next(s for s in dsm.REGISTRY._stores.values() if s._state is ctx_b.session.state)
-        real_try, real_pull = sem.sem_try, store.pull
 
-        def spy_try(*args, **kwargs):
-            order.append("try")
-            return real_try(*args, **kwargs)
+        def spy(name, real):
+            def call(*args, **kwargs):
+                order.append(name)
+                return real(*args, **kwargs)
 
-        def spy_pull(*args, **kwargs):
-            order.append("pull")
-            return real_pull(*args, **kwargs)
+            return call
 
-        real_push, real_release = store.push, sem.sem_release
-
-        def spy_push(*args, **kwargs):
-            order.append("push (waited)")
-            return real_push(*args, **kwargs)
-
-        def spy_release(*args, **kwargs):
-            order.append("release")
-            return real_release(*args, **kwargs)
-
-        sem.sem_try, store.pull, store.push, sem.sem_release = spy_try, spy_pull, spy_push, spy_release
+        sem.sem_try = spy("try", sem.sem_try)
+        sem.sem_release = spy("release", sem.sem_release)
+        store.pull = spy("pull", store.pull)
+        store.push = spy("push (waited)", store.push)
         with lock:
             arr[0] = 7
         assert order == ["try", "pull", "push (waited)", "release"]
