@@ -21,6 +21,7 @@ import sys
 import time
 from typing import Any
 
+from . import paper, scaling
 from .core import Result, Row
 
 # name -> (module, one-line description).  Order = the paper's order.
@@ -40,7 +41,7 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
     ),
 }
 
-__all__ = ["EXPERIMENTS", "Result", "Row", "add_arguments", "main", "run"]
+__all__ = ["EXPERIMENTS", "Result", "Row", "add_arguments", "main", "paper", "run", "scaling"]
 
 
 def run(name: str, full: bool = False) -> Result:

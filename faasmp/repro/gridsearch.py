@@ -70,10 +70,13 @@ def grid(full: bool, tiny: bool = False) -> dict[str, list[Any]]:
     return {"tfidf__ngram_range": [(1, 1), (1, 2)], "clf__alpha": [1e-5, 1e-4, 1e-3, 1e-2]}
 
 
-def search(backend: str | None, n_jobs: int, full: bool, *, tiny: bool = False) -> tuple[float, Any]:
+def search(
+    backend: str | None, n_jobs: int, full: bool, *, tiny: bool = False, n_docs: int | None = None
+) -> tuple[float, Any]:
     """(seconds, fitted GridSearchCV) of the text search on *backend* (None: serial).
 
     *tiny*: a two-candidate search that only makes the workers import scikit-learn (a warm-up).
+    *n_docs*: the corpus size (default: 3,000, or 20,000 in full mode).
     """
     import joblib
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -83,7 +86,7 @@ def search(backend: str | None, n_jobs: int, full: bool, *, tiny: bool = False) 
 
     import faasmp.joblib  # noqa: F401 - registers the backend
 
-    docs, labels = corpus(200 if tiny else 20_000 if full else 3_000)
+    docs, labels = corpus(200 if tiny else n_docs or (20_000 if full else 3_000))
     pipe = Pipeline(
         [
             ("tfidf", TfidfVectorizer()),
@@ -131,6 +134,22 @@ def check(gs_serial: Any, gs_loky: Any, gs_faas: Any) -> dict[str, bool]:
             >= chance + 0.3,
         }
     )
+
+
+def measure_scaling(on_faasmp: bool, counts: Any, full: bool) -> dict[int, float]:
+    """Seconds of the same search with ``n_jobs`` = each of *counts*, on faasmp or loky.
+
+    With ``n_jobs=1`` joblib fits in this process on either backend (its sequential
+    backend), so both curves start from the same serial time.  (The notebook's curve
+    uses :func:`run`'s own three searches instead: serial, and 2 workers on each side.)
+    """
+    backend = "faasmp" if on_faasmp else "loky"
+    out: dict[int, float] = {}
+    for w in counts:
+        if w > 1:
+            search(backend, w, full, tiny=True)  # the workers import scikit-learn first
+        out[w] = search(backend, w, full)[0]
+    return out
 
 
 def run(full: bool = False) -> Result:
@@ -187,7 +206,17 @@ corpus) got the same mean CV score on every backend, so the best parameters ({be
         "full" if full else "small",
         rows,
         {"time": fig},
-        {"serial": t_serial, "loky": t_loky, "faasmp": t_faas, "mean_test_score": scores["faasmp"]},
+        {
+            "serial": t_serial,
+            "loky": t_loky,
+            "faasmp": t_faas,
+            "mean_test_score": scores["faasmp"],
+            # n_jobs=1 is joblib's sequential backend whichever backend is named: the serial run.
+            "per_workers": {
+                "faasmp": {1: t_serial, workers: t_faas},
+                "stdlib": {1: t_serial, workers: t_loky},
+            },
+        },
         notes,
         time.perf_counter() - t_start,
         checks,

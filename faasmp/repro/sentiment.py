@@ -13,13 +13,15 @@ same split-apply-combine runs on a faasmp Pool directly, and the notebook says s
 
 from __future__ import annotations
 
+import functools
 import math
 import multiprocessing
 import random
 import time
 from typing import Any
 
-from .core import Result, Row, bar, context
+from .core import Result, Row, bar, context, verify
+from .scaling import best_time
 
 TITLE = "Sentiment scoring with pandarallel (VADER, generated reviews)"
 
@@ -108,6 +110,35 @@ def pandarallel_apply(series: Any, workers: int, *, on_faasmp: bool) -> Any:
             core.CONTEXT = saved
 
 
+def measure_scaling(on_faasmp: bool, counts: Any, full: bool) -> dict[int, float]:
+    """Seconds of pandarallel's split-apply-combine of the same reviews on each of *counts* workers."""
+    texts = make_reviews(200_000 if full else 1_500)["text"]
+    pool_factory = context().Pool if on_faasmp else multiprocessing.get_context("fork").Pool
+    out: dict[int, float] = {}
+    for w in counts:
+        with pool_factory(w) as pool:
+            parallel_apply(pool, texts.iloc[: 10 * w], w)  # every worker has imported pandas and VADER
+            out[w] = best_time(functools.partial(parallel_apply, pool, texts, w))
+    return out
+
+
+def check(serial: Any, parallel: dict[str, Any]) -> dict[str, bool]:
+    """Verify every parallel run's scores against the serial ones (raises ``AssertionError`` naming it).
+
+    *parallel* maps a run's name to its scores (a pandas Series) or to None when it did
+    not run (pandarallel when it does not import).  VADER is deterministic, so a chunk
+    that was lost, scored twice or put back out of order gives a different series.
+    """
+    expected = list(serial)
+    return verify(
+        {
+            f"{label}: all {len(expected):,} scores equal the serial ones, in order": list(scores) == expected
+            for label, scores in parallel.items()
+            if scores is not None
+        }
+    )
+
+
 def run(full: bool = False) -> Result:
     """Score reviews serially, with a stdlib Pool and with faasmp (pandarallel if it imports)."""
     n, workers = (2_000_000, 64) if full else (8_000, 2)
@@ -131,11 +162,11 @@ def run(full: bool = False) -> Result:
         ours = parallel_apply(pool, df["text"], workers)
         times["faasmp Pool"] = time.perf_counter() - t0
     why_not = pandarallel_status()
+    by_pandarallel = None
     if not why_not:
         t0 = time.perf_counter()
         by_pandarallel = pandarallel_apply(df["text"], workers, on_faasmp=True)
         times["pandarallel on faasmp"] = time.perf_counter() - t0
-        assert list(by_pandarallel) == list(ours), "pandarallel's scores differ"
         how = (
             "pandarallel's split-apply-combine on a warm faasmp Pool and on a stdlib Pool (the timed "
             "comparison), and pandarallel itself on faasmp (`Series.parallel_apply` under "
@@ -146,7 +177,9 @@ def run(full: bool = False) -> Result:
             "pandarallel's split-apply-combine on a warm faasmp Pool and on a stdlib Pool; pandarallel "
             f"itself was skipped because it does not import here ({why_not})"
         )
-    assert list(ours) == list(serial) == list(local), "parallel scores differ from the serial ones"
+    checks = check(
+        serial, {"stdlib Pool": local, "faasmp Pool": ours, "pandarallel on faasmp": by_pandarallel}
+    )
     accuracy = float(((serial > 0).astype(int) * 2 - 1 == df["mood"]).mean())
     ratio = times["faasmp Pool"] / times["stdlib Pool"]
     rows = [
@@ -184,4 +217,5 @@ comparable setting.  The scores are identical in every run.
         {"times": times, "pandarallel": why_not or "ok"},
         notes,
         time.perf_counter() - t_start,
+        checks,
     )
