@@ -158,3 +158,16 @@ def test_montecarlo_full_mode_derives_the_vm_when_the_client_has_too_few_cores(d
     ratio = rows["serverless speed vs VM (VM time / serverless time)"]
     assert ratio.ours == pytest.approx(vm.ours / result.data["faasmp"][too_many])
     assert too_many not in result.data["stdlib"]
+
+
+def test_full_dry_run_lists_the_derived_baselines_and_the_extra_figures():
+    from faasmp.repro import plan
+
+    text = plan.dry_run(list(repro.EXPERIMENTS))
+    blocks = {b.split(" ==", 1)[0]: b for b in text.split("== ")[1:]}
+    assert "generation 1 only" in blocks["evolution"] and "derived" in blocks["evolution"]
+    assert "on the client (not billed)" in blocks["evolution"]
+    assert "derived from the client's measured 1-core time" in blocks["montecarlo_pi"]
+    assert "Fig 4.1" in blocks["overheads"] and "Fig 4.3" in blocks["pipes"]
+    for name in paper.SCALING:
+        assert "scaling curve" in blocks[name], name
