@@ -326,6 +326,7 @@ for level in sorted({low, high}):
     name = f"paper {at}: {level:.2f}"
     fig.add_scatter(x=[1, top], y=[level] * 2, name=name, mode="lines", line_dash="dash", **right)
 fig.update_xaxes(type="log", title_text="workers")
+fig.update_yaxes(type="log", title_text="speed-up (log)", **left)  # 1-4 workers beside the paper's 1000
 fig.update_layout(height=420, title=f"{scaling.name}: {scaling.paper.summary} (paper)")
 fig.show()
 print(scaling.note)
