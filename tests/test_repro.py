@@ -85,7 +85,12 @@ def test_cli_runs_an_experiment_and_writes_table_and_plot(tmp_path):
     out = _cli("pipes", "--out", "results", "--no-png", tmp_path=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     results = tmp_path / "results"
-    assert sorted(p.name for p in results.iterdir()) == ["pipes.csv", "pipes.md", "pipes_pipes.html"]
+    assert sorted(p.name for p in results.iterdir()) == [
+        "pipes.csv",
+        "pipes.md",
+        "pipes_per_message.html",  # Fig 4.3
+        "pipes_pipes.html",
+    ]
     rows = {r["metric"]: r for r in csv.DictReader((results / "pipes.csv").open())}
     rtt = rows["1-byte RTT, mean"]
     assert float(rtt["paper"]) == 1.0

@@ -7,6 +7,7 @@ sizes small enough for the default run.
 
 from __future__ import annotations
 
+import csv
 import importlib
 import math
 
@@ -171,3 +172,15 @@ def test_full_dry_run_lists_the_derived_baselines_and_the_extra_figures():
     assert "Fig 4.1" in blocks["overheads"] and "Fig 4.3" in blocks["pipes"]
     for name in paper.SCALING:
         assert "scaling curve" in blocks[name], name
+
+
+@pytest.mark.timeout(200)
+def test_cli_writes_an_applications_scaling_curve_beside_its_table(tmp_path):
+    from tests.test_repro import _cli
+
+    out = _cli("shared_sort", "--out", "results", "--no-png", tmp_path=tmp_path, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = list(csv.DictReader((tmp_path / "results" / "shared_sort_scaling.csv").open()))
+    assert [int(r["workers"]) for r in rows] == [1, 2, 4]
+    assert all(float(r["faasmp_s"]) > 0 and float(r["stdlib_s"]) > 0 for r in rows)
+    assert "scaling (shared_sort):" in out.stdout and "beyond" in out.stdout

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import pathlib
 import sys
 import time
 from typing import Any
@@ -85,6 +86,16 @@ def _list() -> int:
     return 0
 
 
+def _save_scaling(name: str, full: bool, result: Result, out: str) -> pathlib.Path:
+    """Measure *name*'s scaling curve, print it and write ``NAME_scaling.csv``; returns the path."""
+    curve = scaling.curve(name, full=full, result=result)
+    path = pathlib.Path(out) / f"{name}_scaling.csv"
+    curve.table.to_csv(path, index=False)
+    text = curve.table.to_string(index=False, float_format="{:.3g}".format)
+    print(f"scaling ({name}):\n{text}\n\n{curve.note}\n")
+    return path
+
+
 def main(args: Any) -> int:
     """``faasmp repro``: list experiments or run one (or all) headless and save the outputs."""
     import faasmp
@@ -117,6 +128,15 @@ def main(args: Any) -> int:
                 continue
             print(result.markdown())
             files = result.save(args.out, png=not args.no_png)
+            if n in paper.SCALING:  # the notebook's scaling curve, as a table
+                try:
+                    files.append(_save_scaling(n, args.full, result, args.out))
+                except Exception as exc:  # noqa: BLE001 - the experiment's own outputs are saved
+                    print(
+                        f"faasmp repro {n}: scaling curve failed: {type(exc).__name__}: {exc}",
+                        file=sys.stderr,
+                    )
+                    status = 1
             print(
                 f"wrote {', '.join(str(f) for f in files)} ({time.perf_counter() - t0:.1f} s)\n", flush=True
             )
