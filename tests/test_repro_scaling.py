@@ -34,6 +34,10 @@ def test_scaling_table_gives_speedups_vs_vm_and_where_this_machine_stops_informi
         scaling.table({2: 1.0, 4: 0.5}, {}, n_cores=2, local=True)
     note = scaling.describe("evolution", t, 2, True)
     assert "2.50x on 4 workers" in note and "beyond 2 workers" in note and "53x on 1000 functions" in note
+    slower = scaling.table({1: 1.0, 2: 1.5}, {1: 1.0}, n_cores=2, local=True)
+    assert scaling.describe("sentiment", slower, 2, True).startswith(
+        "On faasmp no worker count beat 1 worker"
+    )
 
 
 def test_every_application_has_the_papers_figures_and_a_measurement():

@@ -135,10 +135,13 @@ def describe(name: str, frame: Any, n_cores: int, local: bool) -> str:
         else f"faasmp's workers are cloud functions, so its curve is informative at every count; "
         f"the stdlib's runs on this client's {n_cores} cores and stops being informative beyond them."
     )
-    return (
-        f"faasmp's best speed-up here: {best['faasmp_speedup']:.2f}x on {int(best['workers'])} workers "
-        f"(ideal {int(best['workers'])}x).  {where}  The paper: {paper.summary}."
+    w = int(best["workers"])
+    measured = (
+        f"faasmp's best speed-up here: {best['faasmp_speedup']:.2f}x on {w} workers (ideal {w}x)."
+        if w > 1
+        else "On faasmp no worker count beat 1 worker here."
     )
+    return f"{measured}  {where}  The paper: {paper.summary}."
 
 
 def curve(name: str, full: bool = False, *, result: Any = None) -> Scaling:

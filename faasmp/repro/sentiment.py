@@ -112,7 +112,7 @@ def pandarallel_apply(series: Any, workers: int, *, on_faasmp: bool) -> Any:
 
 def measure_scaling(on_faasmp: bool, counts: Any, full: bool) -> dict[int, float]:
     """Seconds of pandarallel's split-apply-combine of the same reviews on each of *counts* workers."""
-    texts = make_reviews(200_000 if full else 1_500)["text"]
+    texts = make_reviews(200_000 if full else 3_000)["text"]
     pool_factory = context().Pool if on_faasmp else multiprocessing.get_context("fork").Pool
     out: dict[int, float] = {}
     for w in counts:
