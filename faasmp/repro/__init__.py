@@ -10,7 +10,10 @@ meant for a cloud backend configured beforehand.
     python -m faasmp repro pipes --out results/
     python -m faasmp repro all --full --out results/
 
-In Python: ``faasmp.repro.run("pipes")`` or ``faasmp.repro.pipes.run()``.
+In Python: ``faasmp.repro.run("pipes")`` or ``faasmp.repro.pipes.run()``.  The
+applications also have a scaling curve, ``faasmp.repro.scaling.curve("evolution")``
+(speed-up against workers beside the paper's; the CLI writes it as ``NAME_scaling.csv``),
+and :mod:`faasmp.repro.paper` holds every published figure they compare with.
 """
 
 from __future__ import annotations

@@ -82,10 +82,10 @@ def run(full: bool = False) -> Result:
             "faasmp and the stdlib Pool count the same points": all(p == pis[0] for p in local_pis),
         }
     )
-    # The largest count this machine ran the stdlib at is the comparison; in full mode
-    # a client with fewer cores than the largest count gets a *derived* VM instead:
-    # its measured 1-core rate times as many cores, scaling ideally (which flatters
-    # the VM: the paper's VM lost 20-25% to hyperthreading).
+    # The comparison is at the largest worker count.  When the stdlib did not run
+    # there (full mode on a client with fewer than half as many cores), the VM is
+    # *derived*: the client's measured 1-core time divided by that count, i.e. ideal
+    # scaling, which flatters the VM (the paper's VM lost 20-25% to hyperthreading).
     wmax = max(counts)
     if wmax in local:
         vm_s, vm_how = local[wmax], "measured: a stdlib Pool on this machine ('VM')"

@@ -105,12 +105,13 @@ def measure_scaling(on_faasmp: bool, counts: Any, full: bool) -> dict[int, float
     """Seconds to sort the same floats through Pipes with each of *counts* processes (the paper's variant)."""
     rnd = random.Random(2)
     data = [rnd.random() for _ in range(SORT_FULL if full else 300_000)]
+    expected = sorted(data)
     mod = context() if on_faasmp else multiprocessing.get_context("fork")
     out: dict[int, float] = {}
     for w in counts:
         runs = [by_pipes(mod, data, w) for _ in range(2)]  # the shorter of two: less disturbed by load
-        if any(len(got) != len(data) for _, got in runs):
-            raise AssertionError(f"a sort through {w} pipes lost values: {len(data)} sent")
+        if any(got != expected for _, got in runs):
+            raise AssertionError(f"the sort through {w} pipes did not return the {len(data):,} values sorted")
         out[w] = min(t for t, _ in runs)
     return out
 
