@@ -9,12 +9,13 @@ import random
 import time
 from typing import Any
 
+from . import paper
 from .core import Result, Row, bar, context
 
 TITLE = "Shared-array sort: in-place Array vs local copy vs pipes (Table 4.3)"
 
 #: Elements sorted in full mode (the paper's 5M).
-SORT_FULL = 5_000_000
+SORT_FULL = paper.SORT_ELEMENTS
 
 
 def _heapsort_in_place(arr: Any, lo: int, hi: int) -> None:
@@ -149,13 +150,19 @@ def run(full: bool = False) -> Result:
         ),
         Row(f"in place, measured on {n_inplace} elements", None, t_inplace_small, "s"),
         Row("local copy of each slice (Array read/write)", None, t_copy, "s"),
-        Row("through pipes (faasmp)", 17.3, t_pipes, "s"),
-        Row("through pipes (stdlib, local)", 14.3, t_local, "s", "paper: multiprocessing on a VM"),
-        Row("pipes: faasmp / local", 17.3 / 14.3, t_pipes / t_local, "x"),
+        Row("through pipes (faasmp)", paper.SORT_PIPES_S, t_pipes, "s"),
+        Row(
+            "through pipes (stdlib, local)",
+            paper.SORT_LOCAL_S,
+            t_local,
+            "s",
+            "paper: multiprocessing on a VM",
+        ),
+        Row("pipes: faasmp / local", paper.SORT_PIPES_S / paper.SORT_LOCAL_S, t_pipes / t_local, "x"),
     ]
     fig = bar(
         ["local copy", "pipes (faasmp)", "pipes (local)"],
-        {"paper": [float("nan"), 17.3, 14.3], "ours": [t_copy, t_pipes, t_local]},
+        {"paper": [float("nan"), paper.SORT_PIPES_S, paper.SORT_LOCAL_S], "ours": [t_copy, t_pipes, t_local]},
         f"{TITLE}; in place (extrapolated): {t_inplace:.3g} s",
         "seconds",
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from . import paper
 from .core import Result, Row, context, verify
 
 TITLE = "A map of sleep functions: start/end histogram (Fig 4.2)"
@@ -55,8 +56,8 @@ def run(full: bool = False) -> Result:
         height=380,
     )
     rows = [
-        Row("functions", 1024, n, ""),
-        Row("sleep per function", 5.0, secs, "s"),
+        Row("functions", paper.SLEEP_MAP_FUNCTIONS, n, ""),
+        Row("sleep per function", paper.SLEEP_MAP_SLEEP_S, secs, "s"),
         Row("start spread (first to last start)", "figure only", spread, "s"),
         Row("first start after submit", "figure only", starts[0], "s"),
         Row("map makespan", "figure only", makespan, "s", f"ideal {secs:g} s"),

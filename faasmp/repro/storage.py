@@ -7,6 +7,7 @@ import os
 import time
 import uuid
 
+from . import paper
 from .core import Result, Row, bar, context
 
 TITLE = "Object-storage read/write throughput through faasmp.storage"
@@ -72,8 +73,8 @@ def run(full: bool = False) -> Result:
     why_not = unavailable()
     if why_not:
         rows = [
-            Row("aggregate read", 80.0, None, "GB/s", f"skipped: {why_not}"),
-            Row("aggregate write", 65.0, None, "GB/s", f"skipped: {why_not}"),
+            Row("aggregate read", paper.STORAGE_READ_GBS, None, "GB/s", f"skipped: {why_not}"),
+            Row("aggregate write", paper.STORAGE_WRITE_GBS, None, "GB/s", f"skipped: {why_not}"),
         ]
         return Result("storage", TITLE, mode, rows, notes=f"Skipped: {why_not}.")
     workers, files, size_mb = (1000, 4, 256) if full else (2, 4, 8)
@@ -95,16 +96,19 @@ def run(full: bool = False) -> Result:
         pool.map(remove_files, jobs + warm, chunksize=1)
     write_gbs, read_gbs = total_mb / 1024 / t_write, total_mb / 1024 / t_read
     rows = [
-        Row("functions", 1000, workers, ""),
+        Row("functions", paper.STORAGE_FUNCTIONS, workers, ""),
         Row("data written and read", None, total_mb / 1024, "GiB"),
-        Row("aggregate write", 65.0, write_gbs, "GB/s"),
-        Row("aggregate read", 80.0, read_gbs, "GB/s"),
+        Row("aggregate write", paper.STORAGE_WRITE_GBS, write_gbs, "GB/s"),
+        Row("aggregate read", paper.STORAGE_READ_GBS, read_gbs, "GB/s"),
         Row("write per function", 0.065, total_mb / workers / 1024 / max(w_each), "GB/s"),
         Row("read per function", 0.08, total_mb / workers / 1024 / max(r_each), "GB/s"),
     ]
     fig = bar(
         ["write", "read"],
-        {"paper (1000 Lambdas + S3)": [65.0, 80.0], "ours": [write_gbs, read_gbs]},
+        {
+            "paper (1000 Lambdas + S3)": [paper.STORAGE_WRITE_GBS, paper.STORAGE_READ_GBS],
+            "ours": [write_gbs, read_gbs],
+        },
         f"{TITLE} ({workers} workers)",
         "GB/s (aggregate)",
     )
