@@ -316,30 +316,23 @@ def png_renderer() -> Iterator[Any]:
         kaleido.stop_sync_server(silence_warnings=True)
 
 
-def static_outputs(nb: nbformat.NotebookNode, to_png: Any) -> int:
-    """Replace every plotly output of *nb* by its PNG (and text); return how many.
+def static_outputs(nb: nbformat.NotebookNode, to_png: Any) -> None:
+    """Replace every plotly output of *nb* by its PNG (and its text).
 
     The JavaScript fallback (``text/html`` loading plotly.js) is dropped with
     the JSON: GitHub strips scripts and would prefer that HTML to the image.
     """
-    count = 0
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             data = out.get("data", {})
-            if WIDGET_MIME in data:
-                raise NotebookFailed(
-                    f"cell {cell.get('id')} displayed a widget, which GitHub cannot render: "
-                    "display a static figure instead"
-                )
             if PLOTLY_MIME not in data:
                 continue
             png = to_png(data[PLOTLY_MIME])
-            title = data[PLOTLY_MIME].get("layout", {}).get("title", {})
-            text = data.get("text/plain") or f"<plotly figure: {title.get('text', 'untitled')}>"
+            title = data[PLOTLY_MIME].get("layout", {}).get("title")
+            title = title.get("text") if isinstance(title, dict) else title
+            text = data.get("text/plain") or f"<plotly figure: {title or 'untitled'}>"
             out.data = nbformat.from_dict({"image/png": base64.b64encode(png).decode(), "text/plain": text})
             out.metadata = nbformat.from_dict({})
-            count += 1
-    return count
 
 
 def tidy(nb: nbformat.NotebookNode, generated: nbformat.NotebookNode) -> None:
@@ -353,6 +346,25 @@ def tidy(nb: nbformat.NotebookNode, generated: nbformat.NotebookNode) -> None:
 # -- the commands ---------------------------------------------------------------------------
 
 
+def executed(expected: nbformat.NotebookNode, path: pathlib.Path, to_png: Any, cell_timeout: float) -> Any:
+    """*expected* (make_notebooks.py's notebook for *path*) executed, as it is committed.
+
+    Raises :class:`NotebookFailed` if a cell fails, or if the result is not what
+    tests/test_notebooks.py accepts (:func:`differences`).
+    """
+    nb = nbformat.from_dict(json.loads(json.dumps(expected)))  # a deep copy
+    run(nb, path, cell_timeout=cell_timeout)
+    problems = check_outputs(expected, nb)
+    if not problems:
+        static_outputs(nb, to_png)
+        tidy(nb, expected)
+        nbformat.validate(nb)
+        problems = differences(expected, nb)
+    if problems:
+        raise NotebookFailed(f"{path.name}: " + "\n".join(problems))
+    return nb
+
+
 def regenerate(names: Iterable[str] = (), *, cell_timeout: float = CELL_TIMEOUT) -> list[str]:
     """Generate, execute and write the notebooks; return the failures (those are not written)."""
     generated = generator().notebooks()
@@ -360,24 +372,14 @@ def regenerate(names: Iterable[str] = (), *, cell_timeout: float = CELL_TIMEOUT)
     with png_renderer() as to_png:
         for path in select(generated, names):
             t0 = time.perf_counter()
-            nb = nbformat.from_dict(json.loads(json.dumps(generated[path])))  # a deep copy
             try:
-                run(nb, path, cell_timeout=cell_timeout)
-                problems = check_outputs(generated[path], nb)
-                if problems:
-                    raise NotebookFailed(f"{path.name}: " + "\n".join(problems))
-                figures = static_outputs(nb, to_png)
+                nb = executed(generated[path], path, to_png, cell_timeout)
             except NotebookFailed as exc:
                 failures.append(str(exc))
                 print(f"FAILED {path.relative_to(HERE)} after {time.perf_counter() - t0:.0f} s", flush=True)
                 continue
-            tidy(nb, generated[path])
-            nbformat.validate(nb)
-            left = differences(generated[path], nb)
-            if left:  # tests/test_notebooks.py would refuse the file
-                failures.append(f"{path.name}: " + "\n".join(left))
-                continue
             nbformat.write(nb, path)
+            figures = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
             print(
                 f"wrote {path.relative_to(HERE)}: {time.perf_counter() - t0:.0f} s, {figures} PNG", flush=True
             )
