@@ -268,7 +268,8 @@ def run(nb: nbformat.NotebookNode, path: pathlib.Path, *, cell_timeout: float = 
         client.execute(env=env, cleanup_kc=True)
         scrub(nb, tmp)
     except (CellExecutionError, CellTimeoutError, DeadKernelError) as exc:
-        raise NotebookFailed(f"{path.name}: {type(exc).__name__}: {str(exc)[-3000:]}") from exc
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # IPython colours its tracebacks
+        raise NotebookFailed(f"{path.name}: {type(exc).__name__}: {text[-3000:]}") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

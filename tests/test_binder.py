@@ -11,7 +11,7 @@ The build is shared by this module's tests (a module fixture, 1-2 minutes).  In
 the default run: the build, the notebooks' imports and the first tutorial
 executed in that environment.  ``-m binder`` (or ``-m slow``) adds every
 tutorial and reproduction, executed in it in small mode by
-``notebooks/execute.py --check`` (about 5 minutes more).
+``notebooks/execute.py --check`` (about 2 minutes more).
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def test_binder_environment_builds_in_a_fresh_venv(binder_build):
     out = binder_build.start("python", "-c", check, timeout=120).split()
     # the editable install of this checkout:
     assert out[0] == str(binder_build.repo / "faasmp" / "__init__.py")
-    assert out[1:] == ["8", str(binder_build.home / ".cache" / "faasmp-tmp"), "True"]
+    assert out[1:] == ["16", str(binder_build.home / ".cache" / "faasmp-tmp"), "True"]
 
 
 def executed(out: str) -> list[str]:
