@@ -24,9 +24,10 @@ How a notebook is run:
   JavaScript.
 
 What is stripped so that a re-run gives a small diff: execution timestamps
-(``record_timing=False``), widget state, and the kernel's ``language_info`` (its
-version); the notebook metadata stays make_notebooks.py's.  Outputs themselves
-(timings) change from run to run, and so do the PNGs of plots that show them.
+(``record_timing=False``), widget state, the kernel's ``language_info`` (its
+version; the notebook metadata stays make_notebooks.py's) and this machine's
+paths in outputs (:func:`machine_paths`).  Outputs themselves (timings) change
+from run to run, and so do the PNGs of plots that show them.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ CELL_TIMEOUT = 300
 STARTUP_TIMEOUT = 120
 #: Kernel options: the magics' dashboards as static figures, not widgets.
 KERNEL_ARGS = ("--FaasMagics.dashboard_kind=static",)
+#: Seconds kaleido may take to render one figure (well under 1 s here; kaleido's default is 90).
+PNG_TIMEOUT = 60
 #: Size of a figure's PNG when its layout sets none (plotly's own default is 700 x 500).
 PNG_WIDTH, PNG_HEIGHT = 800, 450
 
@@ -287,7 +290,7 @@ def png_renderer() -> Iterator[Any]:
     import kaleido
     import plotly.io as pio
 
-    kaleido.start_sync_server(silence_warnings=True)
+    kaleido.start_sync_server(timeout=PNG_TIMEOUT, silence_warnings=True)
 
     def to_png(spec: dict[str, Any]) -> bytes:
         fig = pio.from_json(json.dumps(spec), skip_invalid=True)
