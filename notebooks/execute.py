@@ -196,9 +196,13 @@ def machine_paths(tmp: str | None = None) -> list[tuple[str, str]]:
     packages ``site-packages/...``, the kernel's temp dir ``$TMPDIR``: a committed
     notebook names no directory of the machine that ran it.
     """
-    pairs = {str(ROOT) + os.sep: "", str(pathlib.Path.home()) + os.sep: "~/", sys.prefix + os.sep: "$PREFIX/"}
+    pairs = {str(pathlib.Path.home()) + os.sep: "~/", sys.prefix + os.sep: "$PREFIX/"}
     for key in ("purelib", "platlib"):
         pairs[sysconfig.get_paths()[key] + os.sep] = "site-packages/"
+    # The checkout whose faasmp the kernels import (PYTHONPATH may name another one than this).
+    spec = importlib.util.find_spec("faasmp")
+    for root in {ROOT, *([pathlib.Path(spec.origin).parents[1]] if spec and spec.origin else [])}:
+        pairs[str(root) + os.sep] = ""
     if tmp is not None:
         pairs[tmp] = "$TMPDIR"
     return sorted(pairs.items(), key=lambda kv: -len(kv[0]))
