@@ -1,7 +1,14 @@
-"""Writes the tutorial and reproduction notebooks (kept in git without outputs).
+"""Writes the tutorial and reproduction notebooks.
 
-Edit the texts here and run ``python notebooks/make_notebooks.py``; CI executes
-every notebook with nbval (tests/test_notebooks.py).
+Edit the texts here, then regenerate the committed notebooks, executed in small
+mode with their outputs and static images of the plots::
+
+    python notebooks/make_notebooks.py --execute [NAME ...]
+
+(``notebooks/execute.py`` runs them).  Without ``--execute`` it writes them
+without outputs, which is quick while editing; tests/test_notebooks.py checks
+that the committed files are this script's texts, executed, and CI runs every
+notebook with nbval.
 """
 
 from __future__ import annotations
@@ -31,12 +38,17 @@ def code(text: str, *tags: str, expect: str | None = None) -> nbformat.NotebookN
     return c
 
 
-def write(path: pathlib.Path, cells: list[nbformat.NotebookNode]) -> None:
+def build(path: pathlib.Path, cells: list[nbformat.NotebookNode]) -> nbformat.NotebookNode:
+    """The notebook for *path*: its cells with ids derived from its name (stable across runs)."""
     nb = new_notebook(cells=cells, metadata={"kernelspec": KERNEL, "language_info": {"name": "python"}})
     for i, c in enumerate(nb.cells):
         c.id = f"{path.stem.replace('_', '-')[:40]}-{i}"
+    return nb
+
+
+def write(path: pathlib.Path, cells: list[nbformat.NotebookNode]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, path)
+    nbformat.write(build(path, cells), path)
 
 
 # --- reproductions ------------------------------------------------------------
@@ -892,12 +904,30 @@ faasmp.shutdown()
 ]
 
 
-def main() -> None:
-    for name, cells in TUTORIALS.items():
-        write(HERE / "tutorials" / f"{name}.ipynb", cells)
+def sources() -> dict[pathlib.Path, list[nbformat.NotebookNode]]:
+    """Every notebook this script writes: its path and its cells."""
+    out = {HERE / "tutorials" / f"{name}.ipynb": cells for name, cells in TUTORIALS.items()}
     for i, (name, (title, intro, why)) in enumerate(REPROS.items(), start=1):
-        write(HERE / "reproduction" / f"{i:02d}_{name}.ipynb", repro_notebook(name, title, intro, why))
+        out[HERE / "reproduction" / f"{i:02d}_{name}.ipynb"] = repro_notebook(name, title, intro, why)
+    return out
+
+
+def notebooks() -> dict[pathlib.Path, nbformat.NotebookNode]:
+    """Every notebook this script writes, built in memory (without outputs)."""
+    return {path: build(path, cells) for path, cells in sources().items()}
+
+
+def main() -> None:
+    for path, cells in sources().items():
+        write(path, cells)
 
 
 if __name__ == "__main__":
+    import sys
+
+    if "--execute" in sys.argv[1:]:
+        # Regenerate and execute: notebooks/execute.py takes the other arguments.
+        import execute  # this directory is sys.path[0] when run as a script
+
+        sys.exit(execute.main([a for a in sys.argv[1:] if a != "--execute"]))
     main()
