@@ -156,6 +156,29 @@ def test_dashboard_draws_processes_running_and_ended_with_names_and_ipc() -> Non
     assert len(dash.trace_updates(snap)) == len(dash.TRACES)
 
 
+def test_manager_namespace_attribute_reads_writes_and_deletes_are_counted(ctx: FaasContext) -> None:
+    """A Namespace's shared attributes are its operations; its private ("_") names stay local."""
+    with ctx.Manager() as manager:
+        ns = manager.Namespace(a=1)
+        name = f"Namespace {ns._oid}"
+
+        def counts() -> dict[str, int]:
+            report = metrics.REGISTRY.report(0.0)
+            return {s.op: s.count for s in report.ipc if s.kind == "manager" and s.name == name}
+
+        before = counts()
+        ns.b = 2
+        ns.b = 3
+        assert ns.a + ns.b == 4
+        assert not hasattr(ns, "missing")  # a read that finds nothing still asked Redis
+        del ns.b
+        ns._local = 5  # a proxy's own attribute: no Redis, not counted
+        assert ns._local == 5
+        after = counts()
+    got = {op: after.get(op, 0) - before.get(op, 0) for op in after}
+    assert got == {"__setattr__": 2, "__getattribute__": 3, "__delattr__": 1}, got
+
+
 # -- through real workers -----------------------------------------------------------------
 def _wait_for(what: str, check: Any, timeout: float = 20.0) -> Any:
     deadline = time.monotonic() + timeout
