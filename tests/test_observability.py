@@ -287,6 +287,44 @@ def test_counters_and_records_arrive_with_the_heartbeat(ctx: FaasContext) -> Non
     assert rec.name == "echoer" and rec.exitcode == 0 and rec.ok and rec.phases["run"] > 0
 
 
+def test_every_context_gets_the_clients_counters_with_its_own_heartbeat(
+    ctx: FaasContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One counter registry per process, one session per context: each session ships them to its collector.
+
+    Guards commit 79f6bae: when the registry remembered what was shipped,
+    the first context's heartbeat took the change and the other's saw none.
+    Redis latency sampling is off here: the heartbeats' own sampled commands
+    change the registry every few seconds, which would deliver the counts
+    late instead of never and hide the bug; without them only the pipe's
+    operations change it.
+    """
+    from tests.conftest import TEST_SETTINGS  # noqa: PLC0415
+
+    monkeypatch.setattr(metrics.Sampler, "due", lambda self: False)
+    n = 10
+    other = FaasContext(**TEST_SETTINGS)
+    try:
+        other.Pipe()  # starts the other context's run, and so its heartbeat
+        a, b = ctx.Pipe()
+        for _ in range(n):
+            a.send_bytes(b"x")
+            b.recv_bytes()
+
+        def client_sends(context: FaasContext) -> int:
+            return sum(
+                s.count
+                for s in context.stats.ipc()
+                if s.source == "MainProcess" and s.name.startswith(a._oid) and s.op == "send"
+            )
+
+        # No collect_stats(): the heartbeats alone bring the client's counters.
+        _wait_for("the pipe's sends in its own context", lambda: client_sends(ctx) >= n)
+        _wait_for("the pipe's sends in the other context", lambda: client_sends(other) >= n)
+    finally:
+        other.shutdown()
+
+
 def test_a_process_closed_right_after_join_keeps_its_timing(ctx: FaasContext) -> None:
     """close() deletes the process' hash: its record is read in the same round trip first."""
     p = ctx.Process(target=helpers_obs.say, args=("hi",), name="closer")
