@@ -57,11 +57,17 @@ from .figure import (
     update_figure,
 )
 from .series import (
+    BAND,
     HIST_BINS,
+    HOST_BINS,
     MAX_BARS_DRAWN,
+    MAX_HOSTS_DRAWN,
     MAX_TASKS_DRAWN,
+    HostBusy,
     busy_workers,
     histogram,
+    host_bands,
+    host_busy,
     ipc_bars,
     latency_by_command,
     latency_ms,
@@ -75,14 +81,18 @@ from .series import (
 )
 
 __all__ = [
+    "BAND",
     "HIST_BINS",
+    "HOST_BINS",
     "MAX_BARS_DRAWN",
+    "MAX_HOSTS_DRAWN",
     "MAX_TASKS_DRAWN",
     "MIN_INTERVAL",
     "PHASE_COLORS",
     "STATE_COLORS",
     "TRACES",
     "DashboardModel",
+    "HostBusy",
     "LiveDashboard",
     "Progress",
     "Snapshot",
@@ -94,6 +104,8 @@ __all__ = [
     "details_text",
     "figure_bundle",
     "histogram",
+    "host_bands",
+    "host_busy",
     "ipc_bars",
     "latency_by_command",
     "latency_ms",
@@ -363,7 +375,7 @@ def progress_line(snap: Snapshot) -> str:
 
 
 def details_text(snap: Snapshot) -> str:
-    """Processes, IPC/sync counters, sampled Redis latency, worker busy time and the advisor's verdict."""
+    """Processes, IPC/sync counters, sampled Redis latency, busy time per worker and host, and the verdict."""
     lines: list[str] = []
     for r in [r for r in snap.records if r.kind == "process"][-30:]:
         lines.append(
@@ -384,6 +396,7 @@ def details_text(snap: Snapshot) -> str:
     util = utilisation(snap)
     if util[0]:
         lines.append("busy: " + ", ".join(f"{w} {pct:.0f}%" for w, pct in zip(util[0], util[1], strict=True)))
+    lines.extend(h.describe() for h in host_busy(snap)[:MAX_HOSTS_DRAWN])
     if snap.records:
         lines.append(f"advisor: {verdict(snap)}")
     return "\n".join(lines)

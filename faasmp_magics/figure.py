@@ -15,6 +15,7 @@ from faasmp.stats import PHASES
 
 from .series import (
     busy_workers,
+    host_bands,
     ipc_bars,
     latency_by_command,
     phase_bars,
@@ -53,6 +54,9 @@ TRACES: tuple[tuple[str, int, int], ...] = (
     ("wall (run)", 3, 2),
     ("busy %", 4, 1),
     ("IPC ops", 4, 2),
+    ("host idle", 5, 1),
+    ("host busy", 5, 1),
+    ("hosts", 5, 1),
 )
 
 
@@ -62,10 +66,12 @@ def build_figure(widget: bool = False) -> Any:
     from plotly.subplots import make_subplots  # noqa: PLC0415
 
     fig = make_subplots(
-        rows=4,
+        rows=5,
         cols=2,
         column_widths=[0.62, 0.38],
-        vertical_spacing=0.08,
+        # The last row is one wide panel: the per-host bands share the timeline's time axis.
+        specs=[[{}, {}]] * 4 + [[{"colspan": 2}, None]],
+        vertical_spacing=0.065,
         horizontal_spacing=0.08,
         subplot_titles=(
             "Invocation timeline (s)",
@@ -76,6 +82,7 @@ def build_figure(widget: bool = False) -> Any:
             "CPU vs wall time per task (s)",
             "Worker utilisation (busy %)",
             "IPC / sync operations",
+            "Workers busy per host over time (s; each band is a host's workers, grey = idle)",
         ),
     )
     line = {"width": 3}
@@ -115,8 +122,46 @@ def build_figure(widget: bool = False) -> Any:
         4,
         2,
     )
+    # Per host: its idle band, the busy share drawn over it, its name and numbers
+    # above.  One trace each for any number of hosts (shapes split by None).
+    fig.add_trace(
+        go.Scatter(
+            name="host idle",
+            mode="lines",
+            fill="toself",
+            fillcolor="#e6e6e6",
+            line={"width": 0},
+            hoverinfo="skip",
+        ),
+        5,
+        1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            name="host busy",
+            mode="lines",
+            fill="toself",
+            fillcolor="rgba(31, 119, 180, 0.75)",
+            line={"width": 1, "color": "#1f77b4"},
+            hoverinfo="skip",
+        ),
+        5,
+        1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            name="hosts",
+            mode="text",
+            textposition="top right",
+            textfont={"size": 10},
+            showlegend=False,
+            cliponaxis=False,
+        ),
+        5,
+        1,
+    )
     fig.update_layout(
-        height=1000,
+        height=1220,
         autosize=True,
         barmode="overlay",
         bargap=0.05,
@@ -134,6 +179,8 @@ def build_figure(widget: bool = False) -> Any:
     fig.update_xaxes(type="category", row=4, col=1)  # worker ids like "123456.1" are names, not numbers
     fig.update_xaxes(type="category", row=2, col=2)
     fig.update_yaxes(autorange="reversed", tickfont={"size": 9}, row=4, col=2)
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, row=5, col=1)
+    fig.update_xaxes(title_text="s since the cell started", row=5, col=1)
     for row, col in ((1, 2), (2, 1), (2, 2), (3, 1), (3, 2)):
         fig.update_yaxes(rangemode="tozero", row=row, col=col)
     for ann in fig.layout.annotations:
@@ -151,6 +198,7 @@ def trace_updates(snap: Snapshot) -> list[dict[str, Any]]:
     util = utilisation(snap)
     ipc = ipc_bars(snap)
     busy = busy_workers(snap)
+    bands = host_bands(snap)
     out: list[dict[str, Any]] = [
         {"x": tl["wait"][0], "y": tl["wait"][1]},
         {"x": tl["run"][0], "y": tl["run"][1]},
@@ -171,6 +219,9 @@ def trace_updates(snap: Snapshot) -> list[dict[str, Any]]:
     out.append({"x": res["wall"][0], "y": res["wall"][1]})
     out.append({"x": util[0], "y": util[1], "text": [f"{n} task(s)" for n in util[2]]})
     out.append({"x": ipc[1], "y": ipc[0], "hovertext": ipc[2]})
+    out.append({"x": bands["idle"][0], "y": bands["idle"][1]})
+    out.append({"x": bands["busy"][0], "y": bands["busy"][1]})
+    out.append({"x": bands["labels"][0], "y": bands["labels"][1], "text": bands["texts"][0]})
     return out
 
 

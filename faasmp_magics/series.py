@@ -7,6 +7,7 @@ tested without a front end and every view draws the same data.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,13 @@ if TYPE_CHECKING:
 MAX_TASKS_DRAWN = 1500
 MAX_BARS_DRAWN = 300
 HIST_BINS = 30
+#: Hosts drawn in the per-host utilisation panel (the first ones to start); the
+#: label of the last one drawn says how many more ran.
+MAX_HOSTS_DRAWN = 16
+#: Time bins of the per-host utilisation bands (the same bins for every host).
+HOST_BINS = 60
+#: Height of a host's band in that panel; bands are 1 apart.
+BAND = 0.8
 
 
 def histogram(values: Sequence[float], bins: int = HIST_BINS) -> tuple[list[float], list[int], float]:
@@ -142,6 +150,101 @@ def busy_workers(snap: Snapshot) -> tuple[list[float], list[float]]:
     """Mean busy workers over time (seconds since the dashboard started), for the start/end panel."""
     times, busy = stats.busy_over_time(snap.records[-MAX_TASKS_DRAWN:])
     return [t - snap.t0 for t in times], busy
+
+
+@dataclasses.dataclass(frozen=True)
+class HostBusy:
+    """One host's busy workers over time, on the same time bins as every other host of a snapshot."""
+
+    host: str
+    #: Worker slots of this host that ran a record shown (its capacity as far as the records tell).
+    workers: int
+    tasks: int
+    #: Bin starts, seconds since the dashboard's ``t0``.
+    times: tuple[float, ...]
+    #: Mean number of this host's workers busy in each bin (:func:`faasmp.stats.busy_over_time`).
+    busy: tuple[float, ...]
+    #: Bin width, seconds.
+    width: float
+
+    @property
+    def busy_fraction(self) -> float:
+        """The mean share of this host's workers that were busy over the span (0..1)."""
+        if not self.busy or not self.workers:
+            return 0.0
+        return min(sum(self.busy) / (len(self.busy) * self.workers), 1.0)
+
+    def describe(self) -> str:
+        """One line: the host, its workers and tasks, and how busy its workers were."""
+        return (
+            f"host {self.host or '?'}: {self.workers} worker(s), {self.tasks} task(s), "
+            f"{self.busy_fraction * 100:.0f}% busy"
+        )
+
+
+def host_busy(snap: Snapshot) -> list[HostBusy]:
+    """Busy workers over time per host, first started first, all on the bins of the whole span.
+
+    The span is from the first record's start to the last one's end; a host
+    that started late, or left early, is idle (zero) outside its own tasks.
+    """
+    recs = [r for r in snap.records[-MAX_TASKS_DRAWN:] if r.run_end >= r.started]
+    if not recs:
+        return []
+    span = (min(r.started for r in recs), max(r.run_end for r in recs))
+    first: dict[str, float] = {}
+    workers: dict[str, set[str]] = {}
+    tasks: dict[str, int] = {}
+    for r in recs:
+        first[r.host] = min(first.get(r.host, r.started), r.started)
+        workers.setdefault(r.host, set()).add(r.worker)
+        tasks[r.host] = tasks.get(r.host, 0) + 1
+    out = []
+    for host in sorted(first, key=lambda h: (first[h], h)):
+        times, busy = stats.busy_over_time(recs, HOST_BINS, host, span=span)
+        width = times[1] - times[0]
+        out.append(
+            HostBusy(
+                host, len(workers[host]), tasks[host], tuple(t - snap.t0 for t in times), tuple(busy), width
+            )
+        )
+    return out
+
+
+def host_bands(snap: Snapshot) -> dict[str, tuple[list[Any], list[Any]]]:
+    """Per-host utilisation as one band per host (the first host on top), whatever the number of hosts.
+
+    ``idle``: a rectangle per host over the whole span, the height of all its
+    workers; ``busy``: drawn over it, a step outline whose height in each bin
+    is the share of the host's workers that were busy.  Shapes are separated
+    by ``None`` (one filled trace each, numbers only); ``labels`` are where
+    each host's :meth:`HostBusy.describe` line goes (``texts``).
+    """
+    hosts = host_busy(snap)
+    shown = hosts[:MAX_HOSTS_DRAWN]
+    idle: tuple[list[Any], list[Any]] = ([], [])
+    busy: tuple[list[Any], list[Any]] = ([], [])
+    labels: tuple[list[Any], list[Any]] = ([], [])
+    texts: list[str] = []
+    for i, h in enumerate(shown):
+        base = len(shown) - 1 - i
+        start, end = h.times[0], h.times[-1] + h.width
+        idle[0].extend([start, end, end, start, None])
+        idle[1].extend([base, base, base + BAND, base + BAND, None])
+        xs: list[Any] = [start]
+        ys: list[Any] = [base]
+        for t, b in zip(h.times, h.busy, strict=True):
+            top = base + min(b / h.workers, 1.0) * BAND if h.workers else base
+            xs += [t, t + h.width]
+            ys += [top, top]
+        busy[0].extend([*xs, end, None])
+        busy[1].extend([*ys, base, None])
+        labels[0].append(start)
+        labels[1].append(base + BAND)
+        texts.append(h.describe())
+    if len(hosts) > len(shown):
+        texts[-1] += f" (and {len(hosts) - len(shown)} more host(s), not drawn)"
+    return {"idle": idle, "busy": busy, "labels": labels, "texts": (texts, [])}
 
 
 def ipc_bars(snap: Snapshot) -> tuple[list[str], list[int], list[str]]:

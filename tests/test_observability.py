@@ -156,6 +156,94 @@ def test_dashboard_draws_processes_running_and_ended_with_names_and_ipc() -> Non
     assert len(dash.trace_updates(snap)) == len(dash.TRACES)
 
 
+def _shapes(xs: list[Any], ys: list[Any]) -> list[list[tuple[float, float]]]:
+    """The None-separated shapes of one trace, as lists of points."""
+    shapes: list[list[tuple[float, float]]] = [[]]
+    for x, y in zip(xs, ys, strict=True):
+        if x is None:
+            shapes.append([])
+        else:
+            shapes[-1].append((x, y))
+    return [s for s in shapes if s]
+
+
+def test_dashboard_draws_busy_against_idle_per_host_over_time() -> None:
+    """One band per host; in each time bin its busy share is stats.busy_over_time of that host."""
+    recs = [
+        _record("a.1", "a", 10.0, 12.0),
+        _record("a.2", "a", 10.0, 11.0),
+        _record("b.1", "b", 11.0, 14.0),  # b starts later and ends last
+    ]
+    model = dash.DashboardModel(t0=9.0)
+    model.on_event(stats.JobStarted("j", "pool", 3, 9.0))
+    for r in recs:
+        model.on_event(TaskFinished(r))
+    snap = model.snapshot()
+    hosts = dash.host_busy(snap)
+    assert [(h.host, h.workers, h.tasks) for h in hosts] == [("a", 2, 2), ("b", 1, 1)]
+    for h in hosts:  # the same bins for both hosts: the span of the whole run
+        times, busy = stats.busy_over_time(recs, dash.HOST_BINS, h.host, span=(10.0, 14.0))
+        assert h.times == pytest.approx([t - 9.0 for t in times]) and h.busy == pytest.approx(busy)
+    assert hosts[0].busy_fraction == pytest.approx(3 / 8)  # 3 worker-seconds of 2 workers x 4 s
+    assert hosts[1].busy_fraction == pytest.approx(3 / 4)
+    bands = dash.host_bands(snap)
+    assert bands["texts"][0] == [
+        "host a: 2 worker(s), 2 task(s), 38% busy",
+        "host b: 1 worker(s), 1 task(s), 75% busy",
+    ]
+    idle_a, idle_b = _shapes(*bands["idle"])
+    assert idle_a == [(1.0, 1.0), (5.0, 1.0), (5.0, 1.8), (1.0, 1.8)]  # a on top: the whole span
+    assert idle_b == [(1.0, 0.0), (5.0, 0.0), (5.0, 0.8), (1.0, 0.8)]
+    busy_a, busy_b = _shapes(*bands["busy"])
+    # First bin: both of a's workers busy (full band), b not started; last bin: only b busy.
+    assert busy_a[1][1] == pytest.approx(1.8) and busy_b[1][1] == pytest.approx(0.0)
+    assert busy_a[-2][1] == pytest.approx(1.0) and busy_b[-2][1] == pytest.approx(0.8)
+    heights = [y - 1.0 for _, y in busy_a[1:-1:2]]
+    assert heights == pytest.approx([b / 2 * dash.BAND for b in hosts[0].busy])
+    # The figure gets exactly these, as numbers (strings only in the labels' trace).
+    names = [name for name, _, _ in dash.TRACES]
+    updates = dash.trace_updates(snap)
+    assert updates[names.index("host busy")] == {"x": bands["busy"][0], "y": bands["busy"][1]}
+    assert updates[names.index("host idle")] == {"x": bands["idle"][0], "y": bands["idle"][1]}
+    assert updates[names.index("hosts")]["text"] == bands["texts"][0]
+    text = dash.text_report(snap)
+    assert all(line in text for line in bands["texts"][0])
+    many = dash.DashboardModel(t0=0.0)
+    many.on_event(stats.JobStarted("j", "pool", 20, 0.0))
+    for i in range(20):
+        many.on_event(TaskFinished(_record(f"h{i}.1", f"h{i}", 1.0 + i, 2.0 + i)))
+    texts = dash.host_bands(many.snapshot())["texts"][0]
+    assert len(texts) == dash.MAX_HOSTS_DRAWN and texts[-1].endswith("(and 4 more host(s), not drawn)")
+
+
+def test_two_localhost_invocations_each_get_their_own_band() -> None:
+    """A real run on two hosts (one slot per localhost invocation): each band is that host's own busy time."""
+    from tests.conftest import TEST_SETTINGS  # noqa: PLC0415
+
+    two = FaasContext(slots_per_invocation=1, max_workers=2, **TEST_SETTINGS)
+    model = dash.DashboardModel()
+    listener = two.stats.subscribe(model.on_event)
+    try:
+        barrier = two.Barrier(2)  # both tasks at once: two workers, so two hosts
+        with two.Pool(2) as pool:
+            pool.map(helpers_obs.meet, [barrier] * 2, chunksize=1)
+        model.close()
+        snap = _wait_for("both records", lambda: (s := model.snapshot()) and len(s.records) == 2 and s)
+    finally:
+        two.stats.unsubscribe(listener)
+        two.shutdown()
+    hosts = dash.host_busy(snap)
+    assert len(hosts) == 2 and len({h.host for h in hosts}) == 2, hosts
+    assert {u.host for u in stats.utilisation(snap.records) if not u.worker} == {h.host for h in hosts}
+    span = (min(r.started for r in snap.records), max(r.run_end for r in snap.records))
+    for h in hosts:
+        assert (h.workers, h.tasks) == (1, 1)
+        times, busy = stats.busy_over_time(snap.records, dash.HOST_BINS, h.host, span=span)
+        assert h.busy == pytest.approx(busy) and h.times == pytest.approx([t - snap.t0 for t in times])
+        assert 0 < h.busy_fraction <= 1 and max(h.busy) <= 1 + 1e-6  # one worker: never more than 1 busy
+    assert dash.host_bands(snap)["texts"][0] == [h.describe() for h in hosts]
+
+
 def test_manager_namespace_attribute_reads_writes_and_deletes_are_counted(ctx: FaasContext) -> None:
     """A Namespace's shared attributes are its operations; its private ("_") names stay local."""
     with ctx.Manager() as manager:
