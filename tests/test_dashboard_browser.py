@@ -172,8 +172,10 @@ def host_bands(plot: Any) -> list[tuple[str, int, int, float]]:
             shapes.append([])
         else:
             shapes[-1].append(y)
+    bands = [s for s in shapes if s]
+    assert len(bands) == len(labels), f"{len(bands)} busy band(s) drawn for host labels {labels}"
     out = []
-    for label, ys in zip(labels, [s for s in shapes if s], strict=True):
+    for label, ys in zip(labels, bands, strict=True):
         match = re.fullmatch(r"host [0-9a-f]+: \d+ worker\(s\), (\d+) task\(s\), (\d+)% busy", label)
         assert match, label
         steps = ys[1:-1:2]  # one height per time bin, above the band's base (its last point)
