@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from faasmp import stats
-from faasmp.stats import PHASES
+from faasmp.stats import PHASES, TaskRecord
 
 if TYPE_CHECKING:
     from .dashboard import Snapshot
@@ -192,22 +192,15 @@ def host_busy(snap: Snapshot) -> list[HostBusy]:
     if not recs:
         return []
     span = (min(r.started for r in recs), max(r.run_end for r in recs))
-    first: dict[str, float] = {}
-    workers: dict[str, set[str]] = {}
-    tasks: dict[str, int] = {}
-    for r in recs:
-        first[r.host] = min(first.get(r.host, r.started), r.started)
-        workers.setdefault(r.host, set()).add(r.worker)
-        tasks[r.host] = tasks.get(r.host, 0) + 1
+    by_host: dict[str, list[TaskRecord]] = {}
+    for r in recs:  # grouped once: each host's series then reads only its own records
+        by_host.setdefault(r.host, []).append(r)
     out = []
-    for host in sorted(first, key=lambda h: (first[h], h)):
-        times, busy = stats.busy_over_time(recs, HOST_BINS, host, span=span)
+    for host, own in sorted(by_host.items(), key=lambda item: (min(r.started for r in item[1]), item[0])):
+        times, busy = stats.busy_over_time(own, HOST_BINS, host, span=span)
+        workers = len({r.worker for r in own})
         width = times[1] - times[0]
-        out.append(
-            HostBusy(
-                host, len(workers[host]), tasks[host], tuple(t - snap.t0 for t in times), tuple(busy), width
-            )
-        )
+        out.append(HostBusy(host, workers, len(own), tuple(t - snap.t0 for t in times), tuple(busy), width))
     return out
 
 
