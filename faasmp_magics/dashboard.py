@@ -22,8 +22,9 @@ The panels follow the views of the thesis behind the original prototype:
 the invocation timeline and a histogram of task start/end times (Fig. 4.2),
 per-phase overheads as stacked bars (Table 4.1), Redis latency by command
 sampled from the program's own operations (Table 4.2), per-task peak memory
-and CPU time; then what the thesis did not show: busy time per worker (is
-more parallelism worth it?), IPC and synchronisation counters per object
+and CPU time; then what the thesis did not show: busy time per worker and,
+over time, per host, busy against idle (is more parallelism worth it?), IPC
+and synchronisation counters per object
 (Pipe, Queue, Lock, Event, manager objects...), and the granularity
 advisor's verdict.  Processes are tasks of kind ``"process"``: they appear
 on the timeline under their name, from ``start()`` to their exit.
