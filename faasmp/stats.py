@@ -520,6 +520,30 @@ def busy_over_time(
     return [start + i * width for i in range(bins)], busy
 
 
+def host_lines(workers: Iterable[Utilisation]) -> list[str]:
+    """Per host, from its workers' :func:`utilisation` rows: workers, tasks and the mean share busy.
+
+    ``host 3fa2c1: 4 worker(s), 40 task(s), 83% busy``, the line the dashboard
+    puts above the host's band: its workers' busy time over the span, divided
+    by workers x span (not a host row's "any worker busy" fraction).
+    """
+    by_host: dict[str, list[Utilisation]] = {}
+    for u in workers:
+        if u.worker:
+            by_host.setdefault(u.host, []).append(u)
+    out = []
+    for host, us in by_host.items():
+        span = us[0].end - us[0].start
+        share = min(sum(u.busy_s for u in us) / (len(us) * span), 1.0) if span > 0 else 0.0
+        out.append(host_line(host, len(us), sum(u.tasks for u in us), share))
+    return out
+
+
+def host_line(host: str, workers: int, tasks: int, busy_share: float) -> str:
+    """``host 3fa2c1: 4 worker(s), 40 task(s), 83% busy`` (*busy_share* from 0 to 1)."""
+    return f"host {host or '?'}: {workers} worker(s), {tasks} task(s), {busy_share * 100:.0f}% busy"
+
+
 def ipc_table(stats: Iterable[IpcStat]) -> list[tuple[str, str, str, int, int, float]]:
     """IPC/sync counters summed over processes: (kind, name, op, count, bytes, wait seconds)."""
     sums: dict[tuple[str, str, str], list[float]] = {}
@@ -586,6 +610,7 @@ def format_report(collector: StatsCollector, records: Iterable[TaskRecord] | Non
         lines = [f"{'worker':<12} {'tasks':>6} {'busy %':>7}"]
         for u in util[:32]:
             lines.append(f"{u.worker:<12} {u.tasks:>6} {u.busy_fraction * 100:>6.0f}%")
+        lines.extend(host_lines(util))
         parts.append("\n".join(lines))
     from .advisor import verdict  # noqa: PLC0415
 

@@ -176,10 +176,7 @@ class HostBusy:
 
     def describe(self) -> str:
         """One line: the host, its workers and tasks, and how busy its workers were."""
-        return (
-            f"host {self.host or '?'}: {self.workers} worker(s), {self.tasks} task(s), "
-            f"{self.busy_fraction * 100:.0f}% busy"
-        )
+        return stats.host_line(self.host, self.workers, self.tasks, self.busy_fraction)
 
 
 def host_busy(snap: Snapshot) -> list[HostBusy]:

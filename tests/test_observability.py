@@ -9,6 +9,7 @@ collector, and whose summary ``python -m faasmp run --stats`` prints.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -242,6 +243,8 @@ def test_two_localhost_invocations_each_get_their_own_band() -> None:
         assert h.busy == pytest.approx(busy) and h.times == pytest.approx([t - snap.t0 for t in times])
         assert 0 < h.busy_fraction <= 1 and max(h.busy) <= 1 + 1e-6  # one worker: never more than 1 busy
     assert dash.host_bands(snap)["texts"][0] == [h.describe() for h in hosts]
+    # python -m faasmp run --stats prints the same lines (from the per-worker utilisation).
+    assert sorted(stats.host_lines(stats.utilisation(snap.records))) == sorted(h.describe() for h in hosts)
 
 
 def test_manager_namespace_attribute_reads_writes_and_deletes_are_counted(ctx: FaasContext) -> None:
@@ -457,3 +460,4 @@ def test_run_stats_prints_the_summary_at_exit(tmp_path: Any, flag: str) -> None:
     assert "echoer" in err and "process" in err
     assert "pipe" in err and "send" in err and "recv" in err
     assert "advisor:" in err
+    assert re.search(r"^host \w+: 1 worker\(s\), 1 task\(s\), \d+% busy$", err, re.MULTILINE), err
