@@ -488,27 +488,60 @@ def format_summary(records: Iterable[TaskRecord]) -> str:
 
 
 def busy_over_time(
-    records: Iterable[TaskRecord], bins: int = 30, host: str | None = None
+    records: Iterable[TaskRecord],
+    bins: int = 30,
+    host: str | None = None,
+    *,
+    span: tuple[float, float] | None = None,
 ) -> tuple[list[float], list[float]]:
     """Workers busy over time: (bin start times, mean number of busy workers in each bin).
 
     Busy is as in :func:`utilisation`; with *host*, only that host's workers.
-    Against the number of workers it shows when the pool was idle.
+    Against the number of workers it shows when the pool was idle.  The bins
+    cover the records' own span (first start to last end) unless *span*
+    ``(start, end)`` is given: pass the span of all hosts to get the same
+    bins for each host (a host idle for part of the run then shows zeros).
     """
     recs = [r for r in records if r.run_end >= r.started and (host is None or r.host == host)]
     if not recs or bins < 1:
         return [], []
-    start = min(r.started for r in recs)
-    end = max(r.run_end for r in recs)
+    start = min(r.started for r in recs) if span is None else span[0]
+    end = max(r.run_end for r in recs) if span is None else span[1]
     width = (end - start) / bins if end > start else 1.0
     busy = [0.0] * bins
     for r in recs:
-        a, b = r.started, r.run_end
-        first, last = int((a - start) / width), min(int((b - start) / width), bins - 1)
+        # Offsets from the start: epoch seconds (~1.7e9) keep only ~0.2 µs,
+        # a visible error against millisecond bins.
+        a, b = r.started - start, r.run_end - start
+        first, last = int(a / width), min(int(b / width), bins - 1)
         for i in range(max(first, 0), last + 1):
-            lo, hi = start + i * width, start + (i + 1) * width
+            lo, hi = i * width, (i + 1) * width
             busy[i] += max(min(b, hi) - max(a, lo), 0.0) / width
     return [start + i * width for i in range(bins)], busy
+
+
+def host_lines(workers: Iterable[Utilisation]) -> list[str]:
+    """Per host, from its workers' :func:`utilisation` rows: workers, tasks and the mean share busy.
+
+    ``host 3fa2c1: 4 worker(s), 40 task(s), 83% busy``, the line the dashboard
+    puts above the host's band: its workers' busy time over the span, divided
+    by workers x span (not a host row's "any worker busy" fraction).
+    """
+    by_host: dict[str, list[Utilisation]] = {}
+    for u in workers:
+        if u.worker:
+            by_host.setdefault(u.host, []).append(u)
+    out = []
+    for host, us in by_host.items():
+        span = us[0].end - us[0].start
+        share = min(sum(u.busy_s for u in us) / (len(us) * span), 1.0) if span > 0 else 0.0
+        out.append(host_line(host, len(us), sum(u.tasks for u in us), share))
+    return out
+
+
+def host_line(host: str, workers: int, tasks: int, busy_share: float) -> str:
+    """``host 3fa2c1: 4 worker(s), 40 task(s), 83% busy`` (*busy_share* from 0 to 1)."""
+    return f"host {host or '?'}: {workers} worker(s), {tasks} task(s), {busy_share * 100:.0f}% busy"
 
 
 def ipc_table(stats: Iterable[IpcStat]) -> list[tuple[str, str, str, int, int, float]]:
@@ -577,6 +610,7 @@ def format_report(collector: StatsCollector, records: Iterable[TaskRecord] | Non
         lines = [f"{'worker':<12} {'tasks':>6} {'busy %':>7}"]
         for u in util[:32]:
             lines.append(f"{u.worker:<12} {u.tasks:>6} {u.busy_fraction * 100:>6.0f}%")
+        lines.extend(host_lines(util))
         parts.append("\n".join(lines))
     from .advisor import verdict  # noqa: PLC0415
 

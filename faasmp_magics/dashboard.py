@@ -7,8 +7,8 @@ stats event stream (:class:`~faasmp.stats.JobStarted`,
 :class:`~faasmp.stats.MetricsReport`, :class:`~faasmp.stats.LatencySample`)
 and warm pool status snapshots; its listener does O(1) work under a lock,
 because events arrive on faasmp's own threads while work runs.  The pure
-functions below it turn a :class:`Snapshot` into plot series, and three views
-draw them:
+functions of :mod:`.series` turn a :class:`Snapshot` into plot series,
+:mod:`.figure` puts them in a plotly figure, and three views draw them:
 
 * :class:`LiveDashboard` — ipywidgets + one plotly ``FigureWidget``,
   redrawn from a timer thread at most every ``interval`` seconds (never on the
@@ -22,8 +22,9 @@ The panels follow the views of the thesis behind the original prototype:
 the invocation timeline and a histogram of task start/end times (Fig. 4.2),
 per-phase overheads as stacked bars (Table 4.1), Redis latency by command
 sampled from the program's own operations (Table 4.2), per-task peak memory
-and CPU time; then what the thesis did not show: busy time per worker (is
-more parallelism worth it?), IPC and synchronisation counters per object
+and CPU time; then what the thesis did not show: busy time per worker and,
+over time, per host, busy against idle (is more parallelism worth it?), IPC
+and synchronisation counters per object
 (Pipe, Queue, Lock, Event, manager objects...), and the granularity
 advisor's verdict.  Processes are tasks of kind ``"process"``: they appear
 on the timeline under their name, from ``start()`` to their exit.
@@ -35,7 +36,6 @@ import contextlib
 import contextvars
 import dataclasses
 import html
-import json
 import logging
 import threading
 import time
@@ -46,27 +46,97 @@ from typing import Any
 from faasmp import cost, stats
 from faasmp.stats import PHASES, TaskRecord
 
+# The series and the figure live in their own modules; their names are
+# re-exported here, where the views (and users of earlier versions) find them.
+from .figure import (
+    PHASE_COLORS,
+    TRACES,
+    build_figure,
+    figure_bundle,
+    static_figure,
+    trace_updates,
+    update_figure,
+)
+from .series import (
+    BAND,
+    HIST_BINS,
+    HOST_BINS,
+    MAX_BARS_DRAWN,
+    MAX_HOSTS_DRAWN,
+    MAX_TASKS_DRAWN,
+    HostBusy,
+    busy_workers,
+    histogram,
+    host_bands,
+    host_busy,
+    ipc_bars,
+    latency_by_command,
+    latency_ms,
+    phase_bars,
+    resources,
+    start_end_histogram,
+    timeline,
+    utilisation,
+    verdict,
+    workers_used,
+)
+
+__all__ = [
+    "BAND",
+    "HIST_BINS",
+    "HOST_BINS",
+    "MAX_BARS_DRAWN",
+    "MAX_HOSTS_DRAWN",
+    "MAX_TASKS_DRAWN",
+    "MIN_INTERVAL",
+    "PHASE_COLORS",
+    "STATE_COLORS",
+    "TRACES",
+    "DashboardModel",
+    "HostBusy",
+    "LiveDashboard",
+    "Progress",
+    "Snapshot",
+    "StaticDashboard",
+    "TextView",
+    "View",
+    "build_figure",
+    "busy_workers",
+    "details_text",
+    "figure_bundle",
+    "histogram",
+    "host_bands",
+    "host_busy",
+    "ipc_bars",
+    "latency_by_command",
+    "latency_ms",
+    "phase_bars",
+    "plotly_available",
+    "prewarm",
+    "progress_html",
+    "progress_line",
+    "resources",
+    "start_end_histogram",
+    "static_figure",
+    "summary_html",
+    "text_report",
+    "timeline",
+    "trace_updates",
+    "update_figure",
+    "utilisation",
+    "verdict",
+    "widgets_available",
+    "workers_used",
+]
+
 logger = logging.getLogger(__name__)
 
 #: Redraws are never more frequent than this (seconds): at most 4 updates/s.
 MIN_INTERVAL = 0.25
-#: Tasks drawn individually (timeline, per-task bars, memory/CPU); older ones
-#: still count in progress, histograms and the summary table.
-MAX_TASKS_DRAWN = 1500
-MAX_BARS_DRAWN = 300
-HIST_BINS = 30
 #: Serializes our background imports of plotly/ipywidgets/numpy: two threads
 #: importing the same package tree can see a partially initialized module.
 _IMPORT_LOCK = threading.Lock()
 
-PHASE_COLORS = {
-    "serialize": "#8c564b",
-    "upload": "#e377c2",
-    "invoke": "#ff7f0e",
-    "setup": "#bcbd22",
-    "run": "#1f77b4",
-    "join": "#2ca02c",
-}
 STATE_COLORS = {
     "done": "#2ca02c",
     "running": "#1f77b4",
@@ -279,154 +349,6 @@ class DashboardModel:
             )
 
 
-# -- series: pure functions from a snapshot to what is drawn --------------------------
-def histogram(values: Sequence[float], bins: int = HIST_BINS) -> tuple[list[float], list[int], float]:
-    """Equal-width bins over the values' range: (bin centers, counts, bin width)."""
-    if not values:
-        return [], [], 1.0
-    lo, hi = min(values), max(values)
-    width = (hi - lo) / bins if hi > lo else max(abs(lo) * 0.05, 1e-3)
-    n = bins if hi > lo else 1
-    counts = [0] * n
-    for v in values:
-        counts[min(int((v - lo) / width), n - 1)] += 1
-    return [lo + (i + 0.5) * width for i in range(n)], counts, width
-
-
-def _segments(pairs: Sequence[tuple[float, float, int]]) -> tuple[list[float | None], list[int | None]]:
-    xs: list[float | None] = []
-    ys: list[int | None] = []
-    for a, b, y in pairs:
-        xs += [a, b, None]
-        ys += [y, y, None]
-    return xs, ys
-
-
-def timeline(snap: Snapshot) -> dict[str, tuple[list[Any], list[Any]]]:
-    """Per task, by start order: waiting (submitted→started) and running segments.
-
-    A Process is a task too: its bar runs from ``start()`` to its exit (a
-    non-zero exit code draws it as failed), and ``labels`` puts its name and
-    exit code above the start of its bar.  Processes still running are drawn as
-    waiting until now.
-    """
-    recs = sorted(snap.records[-MAX_TASKS_DRAWN:], key=lambda r: r.started)
-    t0 = snap.t0
-    wait = [(r.submitted - t0, r.started - t0, i) for i, r in enumerate(recs)]
-    run = [(r.run_start - t0, r.run_end - t0, i) for i, r in enumerate(recs) if r.ok]
-    failed = [(r.run_start - t0, r.run_end - t0, i) for i, r in enumerate(recs) if not r.ok]
-    n = len(recs)
-    running = sorted(snap.running, key=lambda p: p.t)
-    wait += [(p.t - t0, snap.now - t0, n + i) for i, p in enumerate(running)]
-    labels: tuple[list[Any], list[Any]] = ([], [])
-    texts: list[str] = []
-    for i, r in enumerate(recs):
-        if r.kind == "process":
-            labels[0].append(r.submitted - t0)
-            labels[1].append(i)
-            texts.append(f"{r.name} (exit {r.exitcode})")
-    for i, p in enumerate(running):
-        labels[0].append(p.t - t0)
-        labels[1].append(n + i)
-        texts.append(f"{p.name} (running)")
-    return {
-        "wait": _segments(wait),
-        "run": _segments(run),
-        "failed": _segments(failed),
-        "labels": labels,
-        "texts": (texts, []),
-    }
-
-
-def start_end_histogram(snap: Snapshot) -> dict[str, tuple[list[float], list[int], float]]:
-    """Histograms of task start and end times (seconds since the dashboard started), shared bins."""
-    starts = [r.run_start - snap.t0 for r in snap.records]
-    ends = [r.run_end - snap.t0 for r in snap.records]
-    centers, _, width = histogram(starts + ends)
-    if not centers:
-        return {"start": ([], [], 1.0), "end": ([], [], 1.0)}
-    lo = centers[0] - width / 2
-    n = len(centers)
-
-    def count(values: list[float]) -> list[int]:
-        counts = [0] * n
-        for v in values:
-            counts[min(max(int((v - lo) / width), 0), n - 1)] += 1
-        return counts
-
-    return {"start": (centers, count(starts), width), "end": (centers, count(ends), width)}
-
-
-def phase_bars(snap: Snapshot) -> tuple[list[int], dict[str, list[float]]]:
-    """Per-phase milliseconds of the most recent tasks, for stacked bars: (task numbers, ms per phase)."""
-    first = max(len(snap.records) - MAX_BARS_DRAWN, 0)
-    recs = snap.records[first:]
-    x = list(range(first, first + len(recs)))
-    return x, {p: [r.phases[p] * 1e3 for r in recs] for p in PHASES}
-
-
-def resources(snap: Snapshot) -> dict[str, tuple[list[int], list[float]]]:
-    """Per task: peak RSS (MB), CPU seconds and run (wall) seconds."""
-    first = max(len(snap.records) - MAX_TASKS_DRAWN, 0)
-    recs = snap.records[first:]
-    x = list(range(first, first + len(recs)))
-    return {
-        "memory": (x, [r.peak_rss / 2**20 for r in recs]),
-        "cpu": (x, [r.cpu_s for r in recs]),
-        "wall": (x, [r.phases["run"] for r in recs]),
-    }
-
-
-def latency_ms(snap: Snapshot) -> tuple[list[float], list[int], float]:
-    """A histogram of client round trips given as :class:`~faasmp.stats.LatencySample` events."""
-    return histogram([rtt * 1e3 for rtt in snap.rtts])
-
-
-def latency_by_command(snap: Snapshot) -> tuple[list[str], list[float], list[int]]:
-    """Sampled Redis latency of the program's own commands: (command, mean µs, samples), busiest first."""
-    rows = stats.latency_table(s for r in snap.reports for s in r.latency)[:10]
-    return [c for c, *_ in rows], [mean * 1e6 for _, _, mean, _ in rows], [n for _, n, _, _ in rows]
-
-
-def utilisation(snap: Snapshot) -> tuple[list[str], list[float], list[int]]:
-    """Busy % of each worker over the span of the records: (worker, busy %, tasks)."""
-    util = [u for u in stats.utilisation(snap.records) if u.worker][-64:]
-    # "slot " keeps ids such as "518273.1" from being read as numbers by plotly.
-    return [f"slot {u.worker}" for u in util], [u.busy_fraction * 100 for u in util], [u.tasks for u in util]
-
-
-def busy_workers(snap: Snapshot) -> tuple[list[float], list[float]]:
-    """Mean busy workers over time (seconds since the dashboard started), for the start/end panel."""
-    times, busy = stats.busy_over_time(snap.records[-MAX_TASKS_DRAWN:])
-    return [t - snap.t0 for t in times], busy
-
-
-def ipc_bars(snap: Snapshot) -> tuple[list[str], list[int], list[str]]:
-    """Operations per IPC/sync object and operation: (label, count, hover text), most used first."""
-    rows = stats.ipc_table(s for r in snap.reports for s in r.ipc)
-    rows.sort(key=lambda row: -row[3])
-    rows = rows[:16]
-    # The end of an object id (and a pipe's end number) keeps labels apart.
-    labels = [f"{kind} …{name[-8:]} {op}" for kind, name, op, *_ in rows]
-    hover = [
-        f"{kind} {name} {op}: {n} ops, {nbytes} bytes, blocked {wait * 1e3:.1f} ms"
-        for kind, name, op, n, nbytes, wait in rows
-    ]
-    return labels, [row[3] for row in rows], hover
-
-
-def verdict(snap: Snapshot) -> str:
-    """The granularity advisor's verdict on the records shown."""
-    from faasmp.advisor import verdict as advisor_verdict  # noqa: PLC0415
-
-    return advisor_verdict(list(snap.records))
-
-
-def workers_used(snap: Snapshot) -> int:
-    """How many distinct workers ran the records shown (not the warm pool's size now)."""
-    return len({(r.host, r.worker) for r in snap.records if r.worker})
-
-
 # -- text -----------------------------------------------------------------------------
 def progress_line(snap: Snapshot) -> str:
     p = snap.progress
@@ -454,7 +376,7 @@ def progress_line(snap: Snapshot) -> str:
 
 
 def details_text(snap: Snapshot) -> str:
-    """Processes, IPC/sync counters, sampled Redis latency, worker busy time and the advisor's verdict."""
+    """Processes, IPC/sync counters, sampled Redis latency, busy time per worker and host, and the verdict."""
     lines: list[str] = []
     for r in [r for r in snap.records if r.kind == "process"][-30:]:
         lines.append(
@@ -475,6 +397,7 @@ def details_text(snap: Snapshot) -> str:
     util = utilisation(snap)
     if util[0]:
         lines.append("busy: " + ", ".join(f"{w} {pct:.0f}%" for w, pct in zip(util[0], util[1], strict=True)))
+    lines.extend(h.describe() for h in host_busy(snap)[:MAX_HOSTS_DRAWN])
     if snap.records:
         lines.append(f"advisor: {verdict(snap)}")
     return "\n".join(lines)
@@ -597,196 +520,6 @@ def progress_html(snap: Snapshot, title: str) -> str:
         "<div style='display:flex;height:10px;background:#eee;border-radius:3px;overflow:hidden;"
         f"margin-top:3px'>{''.join(bar)}</div></div>"
     )
-
-
-# -- plotly figure (static or live) ----------------------------------------------------
-#: Trace order of the figure; :func:`trace_updates` returns data in this order.
-TRACES: tuple[tuple[str, int, int], ...] = (
-    ("waiting", 1, 1),
-    ("running", 1, 1),
-    ("failed", 1, 1),
-    ("names", 1, 1),
-    ("starts", 1, 2),
-    ("ends", 1, 2),
-    ("busy workers", 1, 2),
-    *((phase, 2, 1) for phase in PHASES),
-    ("Redis latency", 2, 2),
-    ("peak RSS", 3, 1),
-    ("CPU", 3, 2),
-    ("wall (run)", 3, 2),
-    ("busy %", 4, 1),
-    ("IPC ops", 4, 2),
-)
-
-
-def build_figure(widget: bool = False) -> Any:
-    """An empty dashboard figure (``go.FigureWidget`` if *widget*); fill it with :func:`update_figure`."""
-    import plotly.graph_objects as go  # noqa: PLC0415
-    from plotly.subplots import make_subplots  # noqa: PLC0415
-
-    fig = make_subplots(
-        rows=4,
-        cols=2,
-        column_widths=[0.62, 0.38],
-        vertical_spacing=0.08,
-        horizontal_spacing=0.08,
-        subplot_titles=(
-            "Invocation timeline (s)",
-            "Task start / end times, busy workers",
-            "Per-task phases (ms, stacked)",
-            "Redis latency by command (µs, sampled)",
-            "Peak memory per task (MB)",
-            "CPU vs wall time per task (s)",
-            "Worker utilisation (busy %)",
-            "IPC / sync operations",
-        ),
-    )
-    line = {"width": 3}
-    fig.add_trace(go.Scatter(name="waiting", mode="lines", line={"width": 1, "color": "#bbbbbb"}), 1, 1)
-    fig.add_trace(go.Scatter(name="running", mode="lines", line={**line, "color": "#1f77b4"}), 1, 1)
-    fig.add_trace(go.Scatter(name="failed", mode="lines", line={**line, "color": "#d62728"}), 1, 1)
-    fig.add_trace(
-        go.Scatter(
-            name="names",
-            mode="text",
-            textposition="top right",
-            textfont={"size": 10},
-            showlegend=False,
-            cliponaxis=False,
-        ),
-        1,
-        1,
-    )
-    fig.add_trace(go.Bar(name="starts", marker_color="#1f77b4", opacity=0.6), 1, 2)
-    fig.add_trace(go.Bar(name="ends", marker_color="#2ca02c", opacity=0.6), 1, 2)
-    fig.add_trace(
-        go.Scatter(name="busy workers", mode="lines", line={"color": "#333333", "width": 2, "shape": "hv"}),
-        1,
-        2,
-    )
-    for phase in PHASES:
-        fig.add_trace(go.Bar(name=phase, marker_color=PHASE_COLORS[phase]), 2, 1)
-    fig.add_trace(go.Bar(name="Redis latency", marker_color="#9467bd", showlegend=False), 2, 2)
-    fig.add_trace(go.Scatter(name="peak RSS", mode="markers", marker_color="#17becf", showlegend=False), 3, 1)
-    fig.add_trace(go.Scatter(name="CPU", mode="markers", marker_color="#ff7f0e"), 3, 2)
-    fig.add_trace(
-        go.Scatter(name="wall (run)", mode="markers", marker={"color": "#1f77b4", "symbol": "x"}), 3, 2
-    )
-    fig.add_trace(go.Bar(name="busy %", marker_color="#1f77b4", showlegend=False), 4, 1)
-    fig.add_trace(
-        go.Bar(name="IPC ops", marker_color="#8c564b", orientation="h", showlegend=False, hoverinfo="text"),
-        4,
-        2,
-    )
-    fig.update_layout(
-        height=1000,
-        autosize=True,
-        barmode="overlay",
-        bargap=0.05,
-        margin={"l": 50, "r": 20, "t": 70, "b": 30},
-        legend={"orientation": "h", "x": 0, "y": 1.05, "yanchor": "bottom", "font": {"size": 10}},
-        font={"size": 11},
-        template="plotly_white",
-    )
-    fig.update_yaxes(title_text="task", row=1, col=1)
-    fig.update_yaxes(title_text="tasks", row=1, col=2)
-    fig.update_xaxes(title_text="task #", row=2, col=1)
-    fig.update_xaxes(title_text="task #", row=3, col=1)
-    fig.update_xaxes(title_text="task #", row=3, col=2)
-    fig.update_yaxes(range=[0, 100], row=4, col=1)
-    fig.update_xaxes(type="category", row=4, col=1)  # worker ids like "123456.1" are names, not numbers
-    fig.update_xaxes(type="category", row=2, col=2)
-    fig.update_yaxes(autorange="reversed", tickfont={"size": 9}, row=4, col=2)
-    for row, col in ((1, 2), (2, 1), (2, 2), (3, 1), (3, 2)):
-        fig.update_yaxes(rangemode="tozero", row=row, col=col)
-    for ann in fig.layout.annotations:
-        ann.font = {"size": 12}
-    return fig if not widget else go.FigureWidget(fig)
-
-
-def trace_updates(snap: Snapshot) -> list[dict[str, Any]]:
-    """New data for every trace of :func:`build_figure`, in :data:`TRACES` order."""
-    tl = timeline(snap)
-    hist = start_end_histogram(snap)
-    bar_x, phase_ms = phase_bars(snap)
-    lat = latency_by_command(snap)
-    res = resources(snap)
-    util = utilisation(snap)
-    ipc = ipc_bars(snap)
-    busy = busy_workers(snap)
-    out: list[dict[str, Any]] = [
-        {"x": tl["wait"][0], "y": tl["wait"][1]},
-        {"x": tl["run"][0], "y": tl["run"][1]},
-        {"x": tl["failed"][0], "y": tl["failed"][1]},
-        {"x": tl["labels"][0], "y": tl["labels"][1], "text": tl["texts"][0]},
-        {"x": hist["start"][0], "y": hist["start"][1], "width": hist["start"][2]},
-        {"x": hist["end"][0], "y": hist["end"][1], "width": hist["end"][2]},
-        {"x": busy[0], "y": busy[1]},
-    ]
-    base = [0.0] * len(bar_x)
-    for phase in PHASES:
-        ys = phase_ms[phase]
-        out.append({"x": bar_x, "y": ys, "base": list(base)})
-        base = [b + y for b, y in zip(base, ys, strict=True)]
-    out.append({"x": lat[0], "y": lat[1], "text": [f"{n} samples" for n in lat[2]]})
-    out.append({"x": res["memory"][0], "y": res["memory"][1]})
-    out.append({"x": res["cpu"][0], "y": res["cpu"][1]})
-    out.append({"x": res["wall"][0], "y": res["wall"][1]})
-    out.append({"x": util[0], "y": util[1], "text": [f"{n} task(s)" for n in util[2]]})
-    out.append({"x": ipc[1], "y": ipc[0], "hovertext": ipc[2]})
-    return out
-
-
-def _as_arrays(data: dict[str, Any]) -> dict[str, Any]:
-    """Lists as float arrays (None = a line break becomes NaN): plotly validates and sends them far faster."""
-    try:
-        import numpy as np  # noqa: PLC0415
-    except ImportError:
-        return data
-
-    def numeric(v: list[Any]) -> bool:
-        return all(x is None or isinstance(x, int | float) for x in v)
-
-    return {
-        k: np.array([np.nan if x is None else x for x in v], dtype=float)
-        if isinstance(v, list) and numeric(v)
-        else v
-        for k, v in data.items()
-    }
-
-
-def _has_strings(data: dict[str, Any]) -> bool:
-    return any(isinstance(v, list) and any(isinstance(x, str) for x in v) for v in data.values())
-
-
-def update_figure(fig: Any, snap: Snapshot) -> None:
-    """Put *snap*'s data into *fig* (one message for a ``FigureWidget``, plus one per labelled trace)."""
-    updates = trace_updates(snap)
-    # Traces with strings (process names, commands, workers, objects) go on
-    # their own, as lists: batched beside other traces' typed arrays, their
-    # x or y sometimes reached plotly.js as null (labels lost, seen in Chromium).
-    labelled = [(t, d) for t, d in zip(fig.data, updates, strict=True) if _has_strings(d)]
-    batch = fig.batch_update() if hasattr(fig, "batch_update") else contextlib.nullcontext()
-    with batch:
-        for trace, data in zip(fig.data, updates, strict=True):
-            if not _has_strings(data):
-                trace.update(_as_arrays(data))
-    for trace, data in labelled:
-        trace.update(data)
-
-
-def static_figure(snap: Snapshot) -> Any:
-    fig = build_figure()
-    update_figure(fig, snap)
-    return fig
-
-
-def figure_bundle(fig: Any) -> dict[str, Any]:
-    """A MIME bundle for a static plotly figure (renders in JupyterLab, Notebook 7 and nbconvert HTML)."""
-    return {
-        "application/vnd.plotly.v1+json": json.loads(fig.to_json()),
-        "text/html": fig.to_html(full_html=False, include_plotlyjs="cdn"),
-    }
 
 
 # -- views ----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 
@@ -33,3 +34,10 @@ def echo_then_wait(conn: Any, ev: Any, n: int) -> None:
 
 def say(text: str) -> None:
     print(text)
+
+
+def meet(barrier: Any) -> float:
+    """Wait for the other task at *barrier* (so the two run at once, on two workers), then work a little."""
+    barrier.wait(60)
+    time.sleep(0.2)
+    return time.time()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import secrets
 import shutil
 import socket
@@ -29,6 +30,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -144,6 +146,46 @@ class JupyterLab:
         self.log.close()
 
 
+#: Reads traces from the plotly graph in the page, by name (NaN, a line break, as null).
+_TRACE_JS = """(gd, name) => {
+    const t = gd.data.find(d => d.name === name);
+    const list = a => Array.from(a || [], v => (typeof v === "number" && Number.isNaN(v)) ? null : v);
+    return t ? {x: list(t.x), y: list(t.y), text: list(t.text)} : null;
+}"""
+
+
+def label_tasks(plot: Any) -> int:
+    """The tasks the host labels of *plot* count (all of a cell's once its last redraw arrived)."""
+    labels = plot.first.evaluate(_TRACE_JS, "hosts")["text"]
+    return sum(int(n) for label in labels for n in re.findall(r"(\d+) task", label))
+
+
+def host_bands(plot: Any) -> list[tuple[str, int, int, float]]:
+    """Per host drawn in *plot*: (its label, tasks, busy % on the label, mean busy % of its band's data)."""
+    from faasmp_magics.series import BAND, HOST_BINS  # noqa: PLC0415
+
+    labels = plot.first.evaluate(_TRACE_JS, "hosts")["text"]
+    busy = plot.first.evaluate(_TRACE_JS, "host busy")["y"]
+    shapes: list[list[float]] = [[]]
+    for y in busy:
+        if y is None:
+            shapes.append([])
+        else:
+            shapes[-1].append(y)
+    bands = [s for s in shapes if s]
+    assert len(bands) == len(labels), f"{len(bands)} busy band(s) drawn for host labels {labels}"
+    out = []
+    for label, ys in zip(labels, bands, strict=True):
+        match = re.fullmatch(r"host [0-9a-f]+: \d+ worker\(s\), (\d+) task\(s\), (\d+)% busy", label)
+        assert match, label
+        steps = ys[1:-1:2]  # one height per time bin, above the band's base (its last point)
+        assert len(steps) == HOST_BINS, ys
+        drawn = sum(y - ys[-1] for y in steps) / len(steps) / BAND * 100
+        assert drawn == pytest.approx(int(match[2]), abs=0.51), (label, drawn)
+        out.append((label, int(match[1]), int(match[2]), drawn))
+    return out
+
+
 @pytest.fixture
 def lab(tmp_path: pathlib.Path) -> Iterator[JupyterLab]:
     root = tmp_path / "root"
@@ -199,6 +241,14 @@ def test_dashboard_renders_in_jupyterlab(lab: JupyterLab, tmp_path: pathlib.Path
             assert plot.locator(".barlayer .trace .point").count() >= 40
             assert plot.locator(".scatterlayer .trace .point").count() >= 40
 
+            # Busy against idle per host: each host's band carries the busy share its label says.
+            deadline = time.monotonic() + 30
+            while label_tasks(plot) != 40:
+                assert time.monotonic() < deadline, plot.first.evaluate(_TRACE_JS, "hosts")
+                page.wait_for_timeout(200)  # the figure redraws on its own timer
+            assert sum(tasks for _, tasks, _, _ in host_bands(plot)) == 40
+            assert plot.locator(".scatterlayer .trace path.js-fill").count() >= 2  # idle and busy areas
+
             body = page.locator("body").inner_text()
             assert "Error displaying widget" not in body
             assert "pi ~ 3.1" in body
@@ -221,7 +271,10 @@ def test_dashboard_renders_in_jupyterlab(lab: JupyterLab, tmp_path: pathlib.Path
             while not {"learner (exit 0)", "actor (exit 0)"} <= set(labels.all_text_contents()):
                 assert time.monotonic() < deadline, labels.all_text_contents()
                 page.wait_for_timeout(200)
-            page.set_viewport_size({"width": 1280, "height": 3400})  # the whole cell in the picture
+            # One host (localhost runs both slots in one invocation): its line as --stats printed it.
+            ((line, tasks, _, _),) = host_bands(procs.locator(".js-plotly-plot"))
+            assert tasks == 2 and line in procs_cell.locator(".jp-OutputArea").inner_text()
+            page.set_viewport_size({"width": 1280, "height": 3600})  # the whole cell in the picture
             page.wait_for_timeout(1000)  # JupyterLab lays the panel out again
             procs_cell.scroll_into_view_if_needed()
             page.wait_for_timeout(500)

@@ -362,6 +362,7 @@ class NotebookRun:
         self.nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
         self.env = env
         self.comm_log: list[tuple[float, str, dict[str, Any]]] = []  # (time, cell id, content)
+        self.comm_buffers: dict[int, list[bytes]] = {}  # id(content) -> the message's binary buffers
         self.spans: dict[str, tuple[float, float]] = {}
         self.interrupted_at = 0.0
         run = self
@@ -369,6 +370,8 @@ class NotebookRun:
         class Client(NotebookClient):
             def handle_comm_msg(self, outs: Any, msg: dict[str, Any], cell_index: int) -> None:
                 run.comm_log.append((time.time(), run.nb.cells[cell_index].id, msg["content"]))
+                if msg.get("buffers"):  # numeric arrays travel beside the JSON, as in ipywidgets
+                    run.comm_buffers[id(msg["content"])] = [bytes(b) for b in msg["buffers"]]
                 super().handle_comm_msg(outs, msg, cell_index)
 
         self.client = Client(
@@ -421,6 +424,27 @@ class NotebookRun:
             for t, cid, c in self.comm_log
             if cid == cell_id and start <= t <= end and c.get("data", {}).get("method") == "update"
         ]
+
+    def last_arrays(self, cell_id: str, trace: int) -> tuple[list[float], list[float]]:
+        """The x and y a cell's figure widget last sent for trace number *trace* (NaN = a break)."""
+        import numpy as np  # noqa: PLC0415
+
+        start, end = self.spans[cell_id]
+        found: dict[str, list[float]] = {}
+        for t, cid, content in self.comm_log:
+            data = content.get("data", {})
+            if cid != cell_id or not start <= t <= end or data.get("method") != "update":
+                continue
+            update = data["state"].get("_py2js_update") or {}
+            # style_data["x"][k] belongs to trace style_traces[k] (the traces of this batch).
+            traces = update.get("style_traces") or []
+            buffers = self.comm_buffers.get(id(content), [])
+            for path, buf in zip(data.get("buffer_paths", []), buffers, strict=False):
+                if path[:3] in (["_py2js_update", "style_data", "x"], ["_py2js_update", "style_data", "y"]):
+                    if traces[path[3]] == trace:
+                        spec = update["style_data"][path[2]][path[3]]
+                        found[path[2]] = np.frombuffer(buf, dtype=spec["dtype"]).tolist()
+        return found.get("x", []), found.get("y", [])
 
 
 # Kernel tests start a kernel, faasmp and its workers: generous limits for a loaded machine.
@@ -536,6 +560,20 @@ def test_kernel_process_pipe_cell_dashboard_shows_both_processes_and_the_pipe_tr
     assert "learner (exit 0)" in figure and "actor (exit 0)" in figure
     # --stats printed the same.
     assert "process learner: exit 0" in out and "IPC / sync object" in out
+    # Busy against idle per host: one host here (on localhost one invocation runs all the
+    # slots; tests/test_observability.py runs two).  Its line is in the text, on its band,
+    # and the band the widget drew has the busy share that line says.
+    host_lines = [line for line in final.splitlines() if line.startswith("host ")]
+    assert len(host_lines) == 1, final
+    match = re.fullmatch(r"host [0-9a-f]+: 2 worker\(s\), 2 task\(s\), (\d+)% busy", host_lines[0])
+    assert match and host_lines[0] in figure and host_lines[0] in out, host_lines
+    names = [name for name, _, _ in dash.TRACES]
+    idle_x, idle_y = nb.last_arrays("procs", names.index("host idle"))
+    busy_x, busy_y = nb.last_arrays("procs", names.index("host busy"))
+    assert idle_y[:4] == [0.0, 0.0, dash.BAND, dash.BAND] and idle_x[0] < idle_x[1]  # the whole span
+    steps = busy_y[1:-2:2]  # one height per time bin (after the first point; then end, base, break)
+    assert len(steps) == dash.HOST_BINS and busy_x[0] == idle_x[0] and busy_x[-2] == idle_x[1]
+    assert sum(steps) / len(steps) / dash.BAND * 100 == pytest.approx(int(match[1]), abs=0.51)
 
 
 @kernel_test

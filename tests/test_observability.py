@@ -9,6 +9,7 @@ collector, and whose summary ``python -m faasmp run --stats`` prints.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -156,6 +157,119 @@ def test_dashboard_draws_processes_running_and_ended_with_names_and_ipc() -> Non
     assert len(dash.trace_updates(snap)) == len(dash.TRACES)
 
 
+def _shapes(xs: list[Any], ys: list[Any]) -> list[list[tuple[float, float]]]:
+    """The None-separated shapes of one trace, as lists of points."""
+    shapes: list[list[tuple[float, float]]] = [[]]
+    for x, y in zip(xs, ys, strict=True):
+        if x is None:
+            shapes.append([])
+        else:
+            shapes[-1].append((x, y))
+    return [s for s in shapes if s]
+
+
+def test_dashboard_draws_busy_against_idle_per_host_over_time() -> None:
+    """One band per host; in each time bin its busy share is stats.busy_over_time of that host."""
+    recs = [
+        _record("a.1", "a", 10.0, 12.0),
+        _record("a.2", "a", 10.0, 11.0),
+        _record("b.1", "b", 11.0, 14.0),  # b starts later and ends last
+    ]
+    model = dash.DashboardModel(t0=9.0)
+    model.on_event(stats.JobStarted("j", "pool", 3, 9.0))
+    for r in recs:
+        model.on_event(TaskFinished(r))
+    snap = model.snapshot()
+    hosts = dash.host_busy(snap)
+    assert [(h.host, h.workers, h.tasks) for h in hosts] == [("a", 2, 2), ("b", 1, 1)]
+    for h in hosts:  # the same bins for both hosts: the span of the whole run
+        times, busy = stats.busy_over_time(recs, dash.HOST_BINS, h.host, span=(10.0, 14.0))
+        assert h.times == pytest.approx([t - 9.0 for t in times]) and h.busy == pytest.approx(busy)
+    assert hosts[0].busy_fraction == pytest.approx(3 / 8)  # 3 worker-seconds of 2 workers x 4 s
+    assert hosts[1].busy_fraction == pytest.approx(3 / 4)
+    bands = dash.host_bands(snap)
+    assert bands["texts"][0] == [
+        "host a: 2 worker(s), 2 task(s), 38% busy",
+        "host b: 1 worker(s), 1 task(s), 75% busy",
+    ]
+    idle_a, idle_b = _shapes(*bands["idle"])
+    assert idle_a == [(1.0, 1.0), (5.0, 1.0), (5.0, 1.8), (1.0, 1.8)]  # a on top: the whole span
+    assert idle_b == [(1.0, 0.0), (5.0, 0.0), (5.0, 0.8), (1.0, 0.8)]
+    busy_a, busy_b = _shapes(*bands["busy"])
+    # First bin: both of a's workers busy (full band), b not started; last bin: only b busy.
+    assert busy_a[1][1] == pytest.approx(1.8) and busy_b[1][1] == pytest.approx(0.0)
+    assert busy_a[-2][1] == pytest.approx(1.0) and busy_b[-2][1] == pytest.approx(0.8)
+    heights = [y - 1.0 for _, y in busy_a[1:-1:2]]
+    assert heights == pytest.approx([b / 2 * dash.BAND for b in hosts[0].busy])
+    # The figure gets exactly these, as numbers (strings only in the labels' trace).
+    names = [name for name, _, _ in dash.TRACES]
+    updates = dash.trace_updates(snap)
+    assert updates[names.index("host busy")] == {"x": bands["busy"][0], "y": bands["busy"][1]}
+    assert updates[names.index("host idle")] == {"x": bands["idle"][0], "y": bands["idle"][1]}
+    assert updates[names.index("hosts")]["text"] == bands["texts"][0]
+    text = dash.text_report(snap)
+    assert all(line in text for line in bands["texts"][0])
+    many = dash.DashboardModel(t0=0.0)
+    many.on_event(stats.JobStarted("j", "pool", 20, 0.0))
+    for i in range(20):
+        many.on_event(TaskFinished(_record(f"h{i}.1", f"h{i}", 1.0 + i, 2.0 + i)))
+    texts = dash.host_bands(many.snapshot())["texts"][0]
+    assert len(texts) == dash.MAX_HOSTS_DRAWN and texts[-1].endswith("(and 4 more host(s), not drawn)")
+
+
+def test_two_localhost_invocations_each_get_their_own_band() -> None:
+    """A real run on two hosts (one slot per localhost invocation): each band is that host's own busy time."""
+    from tests.conftest import TEST_SETTINGS  # noqa: PLC0415
+
+    two = FaasContext(slots_per_invocation=1, max_workers=2, **TEST_SETTINGS)
+    model = dash.DashboardModel()
+    listener = two.stats.subscribe(model.on_event)
+    try:
+        barrier = two.Barrier(2)  # both tasks at once: two workers, so two hosts
+        with two.Pool(2) as pool:
+            pool.map(helpers_obs.meet, [barrier] * 2, chunksize=1)
+        model.close()
+        snap = _wait_for("both records", lambda: (s := model.snapshot()) and len(s.records) == 2 and s)
+    finally:
+        two.stats.unsubscribe(listener)
+        two.shutdown()
+    hosts = dash.host_busy(snap)
+    assert len(hosts) == 2 and len({h.host for h in hosts}) == 2, hosts
+    assert {u.host for u in stats.utilisation(snap.records) if not u.worker} == {h.host for h in hosts}
+    span = (min(r.started for r in snap.records), max(r.run_end for r in snap.records))
+    for h in hosts:
+        assert (h.workers, h.tasks) == (1, 1)
+        times, busy = stats.busy_over_time(snap.records, dash.HOST_BINS, h.host, span=span)
+        assert h.busy == pytest.approx(busy) and h.times == pytest.approx([t - snap.t0 for t in times])
+        assert 0 < h.busy_fraction <= 1 and max(h.busy) <= 1 + 1e-6  # one worker: never more than 1 busy
+    assert dash.host_bands(snap)["texts"][0] == [h.describe() for h in hosts]
+    # python -m faasmp run --stats prints the same lines (from the per-worker utilisation).
+    assert sorted(stats.host_lines(stats.utilisation(snap.records))) == sorted(h.describe() for h in hosts)
+
+
+def test_manager_namespace_attribute_reads_writes_and_deletes_are_counted(ctx: FaasContext) -> None:
+    """A Namespace's shared attributes are its operations; its private ("_") names stay local."""
+    with ctx.Manager() as manager:
+        ns = manager.Namespace(a=1)
+        name = f"Namespace {ns._oid}"
+
+        def counts() -> dict[str, int]:
+            report = metrics.REGISTRY.report(0.0)
+            return {s.op: s.count for s in report.ipc if s.kind == "manager" and s.name == name}
+
+        before = counts()
+        ns.b = 2
+        ns.b = 3
+        assert ns.a + ns.b == 4
+        assert not hasattr(ns, "missing")  # a read that finds nothing still asked Redis
+        del ns.b
+        ns._local = 5  # a proxy's own attribute: no Redis, not counted
+        assert ns._local == 5
+        after = counts()
+    got = {op: after.get(op, 0) - before.get(op, 0) for op in after}
+    assert got == {"__setattr__": 2, "__getattribute__": 3, "__delattr__": 1}, got
+
+
 # -- through real workers -----------------------------------------------------------------
 def _wait_for(what: str, check: Any, timeout: float = 20.0) -> Any:
     deadline = time.monotonic() + timeout
@@ -264,6 +378,44 @@ def test_counters_and_records_arrive_with_the_heartbeat(ctx: FaasContext) -> Non
     assert rec.name == "echoer" and rec.exitcode == 0 and rec.ok and rec.phases["run"] > 0
 
 
+def test_every_context_gets_the_clients_counters_with_its_own_heartbeat(
+    ctx: FaasContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One counter registry per process, one session per context: each session ships them to its collector.
+
+    Guards commit 79f6bae: when the registry remembered what was shipped,
+    the first context's heartbeat took the change and the other's saw none.
+    Redis latency sampling is off here: the heartbeats' own sampled commands
+    change the registry every few seconds, which would deliver the counts
+    late instead of never and hide the bug; without them only the pipe's
+    operations change it.
+    """
+    from tests.conftest import TEST_SETTINGS  # noqa: PLC0415
+
+    monkeypatch.setattr(metrics.Sampler, "due", lambda self: False)
+    n = 10
+    other = FaasContext(**TEST_SETTINGS)
+    try:
+        other.Pipe()  # starts the other context's run, and so its heartbeat
+        a, b = ctx.Pipe()
+        for _ in range(n):
+            a.send_bytes(b"x")
+            b.recv_bytes()
+
+        def client_sends(context: FaasContext) -> int:
+            return sum(
+                s.count
+                for s in context.stats.ipc()
+                if s.source == "MainProcess" and s.name.startswith(a._oid) and s.op == "send"
+            )
+
+        # No collect_stats(): the heartbeats alone bring the client's counters.
+        _wait_for("the pipe's sends in its own context", lambda: client_sends(ctx) >= n)
+        _wait_for("the pipe's sends in the other context", lambda: client_sends(other) >= n)
+    finally:
+        other.shutdown()
+
+
 def test_a_process_closed_right_after_join_keeps_its_timing(ctx: FaasContext) -> None:
     """close() deletes the process' hash: its record is read in the same round trip first."""
     p = ctx.Process(target=helpers_obs.say, args=("hi",), name="closer")
@@ -308,3 +460,4 @@ def test_run_stats_prints_the_summary_at_exit(tmp_path: Any, flag: str) -> None:
     assert "echoer" in err and "process" in err
     assert "pipe" in err and "send" in err and "recv" in err
     assert "advisor:" in err
+    assert re.search(r"^host \w+: 1 worker\(s\), 1 task\(s\), \d+% busy$", err, re.MULTILINE), err

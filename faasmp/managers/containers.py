@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import operator
 import sys
+import time
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, MutableSequence
 from typing import Any, ClassVar
@@ -463,10 +464,19 @@ class NamespaceProxy(NativeProxy):
             if not name.startswith("_"):
                 setattr(self, name, v)
 
+    # Public names are the shared attributes, counted like a method call
+    # (operation "__getattribute__", ...).  The count is made here, after the
+    # "_" test: the counting itself reads only "_" names, which never come
+    # back into this branch (wrapping these hooks, as NativeProxy does other
+    # methods, recursed through the wrapper's own attribute lookups).
     def __getattribute__(self, name: str) -> Any:
         if name[0] == "_":
             return object.__getattribute__(self, name)
-        blob = self._rns().ns_get(name.encode("utf-8", "surrogatepass"))
+        t0 = time.perf_counter()
+        try:
+            blob = self._rns().ns_get(name.encode("utf-8", "surrogatepass"))
+        finally:
+            self._count("__getattribute__", t0)
         if blob is None:
             raise AttributeError(f"'Namespace' object has no attribute {name!r}")
         return self._load(blob)
@@ -475,13 +485,23 @@ class NamespaceProxy(NativeProxy):
         if name[0] == "_":
             object.__setattr__(self, name, value)
             return
-        self._rns().ns_set(name.encode("utf-8", "surrogatepass"), self._dump(value, f"attribute {name!r}"))
+        t0 = time.perf_counter()
+        try:
+            blob = self._dump(value, f"attribute {name!r}")
+            self._rns().ns_set(name.encode("utf-8", "surrogatepass"), blob)
+        finally:
+            self._count("__setattr__", t0)
 
     def __delattr__(self, name: str) -> None:
         if name[0] == "_":
             object.__delattr__(self, name)
             return
-        if not self._rns().ns_del(name.encode("utf-8", "surrogatepass")):
+        t0 = time.perf_counter()
+        try:
+            deleted = self._rns().ns_del(name.encode("utf-8", "surrogatepass"))
+        finally:
+            self._count("__delattr__", t0)
+        if not deleted:
             raise AttributeError(f"'Namespace' object has no attribute {name!r}")
 
     def _rns(self) -> RedisNamespace:

@@ -534,7 +534,8 @@ class NativeProxy(BaseProxy):
         for name in getattr(cls, "_exposed_", None) or ():
             fn = cls.__dict__.get(name)
             # Attribute access itself (a Namespace's) is not wrapped: the
-            # wrapper's own attribute lookups would recurse into it.
+            # wrapper's own attribute lookups would recurse into it.  Such a
+            # class counts its public attributes itself (NamespaceProxy).
             if name in _ATTRIBUTE_HOOKS:
                 continue
             if callable(fn) and not getattr(fn, "_faasmp_counted", False):
