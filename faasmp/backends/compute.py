@@ -19,6 +19,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..config import Config
+from . import isolation
+from .isolation import Isolation
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +124,9 @@ class LithopsCompute:
         self.name = config.backend
         self._lock = threading.Lock()
         lconf = self._lithops_config(config)
+        self._isolation: Isolation | None = None
+        if config.isolate:
+            lconf = self._isolated(config, lconf)
         try:
             # One executor made at a time per process: Lithops' localhost
             # backend writes its runner script through a temp file named by
@@ -132,6 +137,8 @@ class LithopsCompute:
                 _fresh_lithops_session()
                 self._executor = lithops.FunctionExecutor(config=lconf, log_level=config.lithops_log_level)
         except Exception as exc:  # noqa: BLE001 - reported with the backend's name
+            if self._isolation is not None:
+                self._isolation.close()
             raise ComputeError(
                 f"could not create a Lithops executor for backend {config.backend!r}: {exc}"
             ) from exc
@@ -158,6 +165,23 @@ class LithopsCompute:
             if config.storage:
                 lconf["lithops"]["storage"] = config.storage
         return _merge(lconf, dict(config.lithops_config))
+
+    def _isolated(self, config: Config, lconf: dict[str, Any]) -> dict[str, Any]:
+        """*lconf* with each invocation in a sandbox and the job data in Redis (isolation mode)."""
+        assert config.redis_url is not None  # checked by Config (isolation.check_config)
+        # The job (functions, arguments, statuses, results) goes through Lithops'
+        # Redis storage, not the client's temp dir; a "redis" section of
+        # lithops_config gives it other credentials (e.g. when faasmp's own user
+        # may only touch fmp:* keys).
+        storage = dict(lconf.get("redis") or isolation.storage_config(config.redis_url))
+        try:
+            self._isolation = Isolation(config.redis_url, storage)
+        except (isolation.IsolationError, OSError) as exc:
+            raise ComputeError(f"isolation mode (FAASMP_ISOLATE) could not start: {exc}") from exc
+        lconf["lithops"]["storage"] = "redis"
+        lconf["redis"] = storage
+        lconf["localhost"]["runtime"] = self._isolation.runtime
+        return lconf
 
     def invoke(self, entry: Callable[[Any], Any], payload: Any) -> Invocation:
         with self._lock:  # FunctionExecutor is not safe for concurrent submits
@@ -204,6 +228,8 @@ class LithopsCompute:
                 self._executor.clean(force=True, on_exit=True)
             except Exception:  # noqa: BLE001 - best effort at shutdown
                 logger.debug("Lithops clean failed", exc_info=True)
+        if self._isolation is not None:
+            self._isolation.close()
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
