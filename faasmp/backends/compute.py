@@ -173,7 +173,7 @@ class LithopsCompute:
         # Redis storage, not the client's temp dir; a "redis" section of
         # lithops_config gives it other credentials (e.g. when faasmp's own user
         # may only touch fmp:* keys).
-        storage = dict(lconf.get("redis") or isolation.storage_config(config.redis_url))
+        storage = isolation.storage_settings(config)
         try:
             self._isolation = Isolation(config.redis_url, storage)
         except (isolation.IsolationError, OSError) as exc:

@@ -177,6 +177,20 @@ def storage_config(redis_url: str) -> dict[str, Any]:
     return conf
 
 
+def storage_settings(cfg: Config) -> dict[str, Any]:
+    """The ``redis`` section of Lithops' storage in isolation mode.
+
+    ``lithops_config["redis"]`` when given (other credentials than faasmp's
+    own, e.g. when faasmp's Redis user may touch only ``fmp:*`` keys), else
+    the server of ``redis_url`` with its credentials.
+    """
+    given = dict(cfg.lithops_config).get("redis")
+    if given:
+        return dict(given)
+    assert cfg.redis_url is not None  # check_config requires it
+    return storage_config(cfg.redis_url)
+
+
 def check_config(cfg: Config) -> str | None:
     """Why isolation mode cannot run with *cfg*, or None."""
     if not cfg.isolate:
