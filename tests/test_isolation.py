@@ -7,6 +7,7 @@ parameter of the ``ctx`` fixture).
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -17,15 +18,13 @@ import pytest
 import redis
 
 from faasmp import config as config_mod
-from faasmp.backends.isolation import SANDBOX_ENV, IsolationError, storage_config
+from faasmp.backends.isolation import SANDBOX_ENV, IsolationError, set_inside, storage_config
 from faasmp.backends.storage import LithopsStore, StorageBackendError, StoreSpec, spec_for
 from faasmp.context import FaasContext
 from tests.conftest import TEST_SETTINGS, ExternalServer, IsolatedRedis
+from tests.test_doctor import by_name, doctor
 
 PROJECT = Path(__file__).resolve().parent.parent
-#: Set in the sandbox, not inherited: bwrap's --chdir sets PWD; Lithops' worker
-#: handler sets PYTHONUNBUFFERED, WARM_CONTAINER and the LITHOPS_* variables.
-SET_INSIDE = {"PWD", "PYTHONUNBUFFERED", "WARM_CONTAINER", "OBJC_DISABLE_INITIALIZE_FORK_SAFETY"}
 
 
 @pytest.fixture(scope="module")
@@ -83,11 +82,7 @@ def test_an_isolated_worker_sees_none_of_the_clients_files_processes_or_network(
     assert seen["tmpdir"] == "/tmp" and seen["tmpdir"] != os.environ["TMPDIR"], seen
     # Nothing of the client's environment: only what isolation mode sets and
     # what Lithops' worker handler sets from the job (LITHOPS_CONFIG, ...).
-    leaked = [
-        k
-        for k in seen["env"]
-        if k not in SANDBOX_ENV and k not in SET_INSIDE and not k.lstrip("_").startswith("LITHOPS")
-    ]
+    leaked = [k for k in seen["env"] if not set_inside(k)]
     assert leaked == [] and "FAASMP_TEST_CLIENT_ONLY" in os.environ, leaked
     assert seen["path"] == SANDBOX_ENV["PATH"], seen
     assert seen["faasmp"].startswith("/opt/faasmp/"), seen  # the wheel install, not the project
@@ -172,3 +167,17 @@ def test_storage_config_carries_the_url_credentials_and_tls() -> None:
         "ssl": True,
         "ssl_ca_certs": "/etc/ca.pem",
     }
+
+
+@pytest.mark.isolated  # ~15 s: its own session and executor
+def test_doctor_reports_what_an_isolated_worker_could_not_reach(isolated_redis: IsolatedRedis) -> None:
+    code, d = doctor(
+        FAASMP_ISOLATE="1",
+        FAASMP_REDIS_URL=isolated_redis.url,
+        FAASMP_LITHOPS_CONFIG=json.dumps({"redis": isolated_redis.storage}),
+    )
+    report = d.report()
+    assert code == 0, report
+    assert by_name(d)["isolation"] is True, report
+    detail = next(c.detail for c in d.checks if c.name == "isolation")
+    assert "could not reach a file in the client's temp dir" in detail and "reached Redis 127.0.0.1" in detail, report

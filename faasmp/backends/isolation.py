@@ -68,6 +68,16 @@ SANDBOX_ENV: Mapping[str, str] = {
     "FAASMP_ISOLATED": "1",
 }
 
+#: Variables set in the sandbox, not inherited: bwrap's ``--chdir`` sets PWD,
+#: Lithops' worker handler the others (and ``LITHOPS_*``, from the job).
+SET_INSIDE = frozenset({"PWD", "PYTHONUNBUFFERED", "WARM_CONTAINER", "OBJC_DISABLE_INITIALIZE_FORK_SAFETY"})
+
+
+def set_inside(name: str) -> bool:
+    """True for an environment variable an isolated worker gets from the sandbox or Lithops."""
+    return name in SANDBOX_ENV or name in SET_INSIDE or name.lstrip("_").startswith("LITHOPS")
+
+
 _LOOPBACK = ("localhost", "::1")
 
 
