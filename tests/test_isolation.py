@@ -18,7 +18,13 @@ import pytest
 import redis
 
 from faasmp import config as config_mod
-from faasmp.backends.isolation import SANDBOX_ENV, IsolationError, set_inside, storage_config
+from faasmp.backends.isolation import (
+    FAULT_BROKEN_SANDBOX,
+    SANDBOX_ENV,
+    IsolationError,
+    set_inside,
+    storage_config,
+)
 from faasmp.backends.storage import LithopsStore, StorageBackendError, StoreSpec, spec_for
 from faasmp.context import FaasContext
 from tests.conftest import TEST_SETTINGS, ExternalServer, IsolatedRedis
@@ -180,4 +186,23 @@ def test_doctor_reports_what_an_isolated_worker_could_not_reach(isolated_redis: 
     assert code == 0, report
     assert by_name(d)["isolation"] is True, report
     detail = next(c.detail for c in d.checks if c.name == "isolation")
-    assert "could not reach a file in the client's temp dir" in detail and "reached Redis 127.0.0.1" in detail, report
+    assert (
+        "could not reach a file in the client's temp dir" in detail and "reached Redis 127.0.0.1" in detail
+    ), report
+
+
+@pytest.mark.isolated  # ~10 s: its own session
+def test_a_sandbox_that_cannot_start_fails_the_work_clearly_not_a_hang_fault_broken_sandbox(
+    isolated_redis: IsolatedRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bwrap failing (injected: a bind of a missing path) leaves no Lithops status: reported, not awaited."""
+    monkeypatch.setenv(FAULT_BROKEN_SANDBOX, "1")  # the launcher inherits the client's environment
+    context = FaasContext(**isolated_redis.settings(), **TEST_SETTINGS)
+    try:
+        with context.Pool(1) as pool, pytest.raises(Exception) as info:
+            pool.apply(os.getpid, (), {})
+    finally:
+        context.shutdown()
+    message = str(info.value)
+    assert "isolated invocation (bwrap sandbox) exited with code" in message, message
+    assert "no-such-file" in message, message  # bwrap's own words name what failed

@@ -54,8 +54,9 @@ class ComputeBackend(Protocol):
 
 
 class _LithopsInvocation:
-    def __init__(self, future: Any) -> None:
+    def __init__(self, future: Any, isolation: Isolation | None = None) -> None:
         self._future = future
+        self._isolation = isolation
         self._error: str | None = None
         self._finished = False
 
@@ -71,7 +72,7 @@ class _LithopsInvocation:
         failed = bool(getattr(self._future, "error", False))
         if (status is None or status.get("type") == "__init__") and not (failed or self._future.done):
             # Lithops writes an "__init__" status when the call starts running.
-            return False
+            return self._sandbox_failed()
         # Once Lithops has seen a failed call, status() answers None: look at the future.
         self._finished = True
         if failed or (status is not None and status.get("exception")):
@@ -80,6 +81,20 @@ class _LithopsInvocation:
                 self._error = "the invocation failed"
             except BaseException as exc:  # noqa: BLE001 - Lithops re-raises the remote error
                 self._error = f"{type(exc).__name__}: {exc}"
+        return True
+
+    def _sandbox_failed(self) -> bool:
+        """True (and the error set) when an isolated call's sandbox exited without a status."""
+        if self._isolation is None:
+            return False
+        # A sandbox that failed before Lithops' handler ran (bwrap could not
+        # start, the job unreadable) leaves no status in storage: without
+        # this the invocation would look alive forever.
+        f = self._future
+        failure = self._isolation.failure(f.executor_id, f.job_id, f.call_id)
+        if failure is None:
+            return False
+        self._error, self._finished = failure, True
         return True
 
     def error(self) -> str | None:
@@ -189,7 +204,7 @@ class LithopsCompute:
                 future = self._executor.call_async(entry, (payload,), include_modules=None)
             except Exception as exc:  # noqa: BLE001 - reported with the backend's name
                 raise ComputeError(f"Lithops ({self.name}) could not invoke: {exc}") from exc
-        return _LithopsInvocation(future)
+        return _LithopsInvocation(future, self._isolation)
 
     def call(self, func: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> Any:
         """Run ``func(*args)`` in one invocation and return its result (blocks up to *timeout*).
@@ -205,7 +220,7 @@ class LithopsCompute:
                 raise ComputeError(f"Lithops ({self.name}) could not invoke: {exc}") from exc
         # Lithops' get_result() installs signal handlers (main thread only);
         # poll the call's status instead, like the warm pool's monitor does.
-        invocation = _LithopsInvocation(future)
+        invocation = _LithopsInvocation(future, self._isolation)
         deadline = time.monotonic() + timeout
         while not invocation.finished():
             if time.monotonic() > deadline:

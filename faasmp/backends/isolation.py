@@ -78,6 +78,10 @@ def set_inside(name: str) -> bool:
     return name in SANDBOX_ENV or name in SET_INSIDE or name.lstrip("_").startswith("LITHOPS")
 
 
+#: Test fault (named so): the launcher asks bwrap to bind a path that does not
+#: exist, so the sandbox of every task (not of Lithops' metadata query) fails to start.
+FAULT_BROKEN_SANDBOX = "FAASMP_FAULT_BROKEN_SANDBOX"
+
 _LOOPBACK = ("localhost", "::1")
 
 
@@ -352,11 +356,13 @@ class Isolation:
             "prefix": str(self.prefix),
             "python": python,
             "jobs": str(self.dir / "jobs"),
+            "exits": str(self.dir / "exits"),
             "net": str(self.dir / "net"),
             "files": sorted(set(files)),
             "endpoints": [e.__dict__ for e in self.endpoints],
         }
         (self.dir / "jobs").mkdir()
+        (self.dir / "exits").mkdir()
         spec_path = self.dir / "spec.json"
         spec_path.write_text(json.dumps(spec))
         launcher = self.dir / "isolated-python"
@@ -365,6 +371,18 @@ class Isolation:
         launcher.write_text(f"#!/bin/sh\nexec '{sys.executable}' -I '{script}' launch '{spec_path}' \"$@\"\n")
         launcher.chmod(0o755)
         return str(launcher)
+
+    def failure(self, executor_id: str, job_id: str, call_id: str) -> str | None:
+        """Why the sandbox of this Lithops call exited with an error, or None (not, or not yet)."""
+        path = self.dir / "exits" / f"{executor_id}-{job_id}-{call_id}.json"
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None  # no record (yet): the call runs or ended well
+        return (
+            f"the isolated invocation (bwrap sandbox) exited with code {record['code']} before reporting "
+            f"a result: {record['stderr'].strip() or '(no output)'}"
+        )
 
     def close(self) -> None:
         """Stop the relays and remove this executor's private files."""
@@ -414,9 +432,22 @@ def launch(spec_path: str, argv: list[str]) -> int:
     try:
         # What a cloud invocation receives: the runner and the task description.
         shutil.copyfile(argv[0], os.path.join(job_dir, "runner.py"))
+        task = {}
         if len(argv) > 2:
             shutil.copyfile(argv[2], os.path.join(job_dir, "task.json"))
-        return subprocess.run(bwrap_command(spec, job_dir, argv)).returncode
+            task = json.loads(Path(argv[2]).read_text())
+        cmd = bwrap_command(spec, job_dir, argv)
+        if os.environ.get(FAULT_BROKEN_SANDBOX) and task:
+            cmd[1:1] = ["--ro-bind", os.path.join(job_dir, "no-such-file"), "/no-such-file"]
+        proc = subprocess.run(cmd, stderr=subprocess.PIPE)
+        sys.stderr.buffer.write(proc.stderr)
+        if proc.returncode != 0 and task:
+            # Read by Isolation.failure(): a call that died before Lithops'
+            # handler wrote its status would otherwise never end for the client.
+            name = f"{task['executor_id']}-{task['job_id']}-{task['call_ids'][0]}.json"
+            record = {"code": proc.returncode, "stderr": proc.stderr[-2000:].decode(errors="replace")}
+            Path(spec["exits"], name).write_text(json.dumps(record))
+        return proc.returncode
     finally:
         shutil.rmtree(job_dir, ignore_errors=True)
 
