@@ -3,7 +3,9 @@
 ``ctx`` is parametrized over the registry of state-backend setups below
 (the embedded server over a unix socket, and an "external" server reached by
 ``redis://`` URL with a password over TCP loopback), each with real Lithops
-localhost invocations.  No fakes: a fault a test injects says so in its name.
+localhost invocations.  With ``-m isolated`` a third, "isolated", runs the same
+tests with workers in isolation mode (TLS, faasmp's ACL user, bwrap sandboxes).
+No fakes: a fault a test injects says so in its name.
 """
 
 from __future__ import annotations
