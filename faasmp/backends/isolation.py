@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -42,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 if TYPE_CHECKING:
     from ..config import Config
+
+logger = logging.getLogger(__name__)
 
 #: Where things appear inside the sandbox.
 SANDBOX_VENV = "/opt/venv"
@@ -249,14 +253,14 @@ def runtime_prefix(cache_dir: Path | None = None, timeout: float = 300.0) -> Pat
     base = cache_dir or cache_home / "faasmp" / "isolation"
     target = base / _tree_digest(root)
     if (target / "faasmp" / "__init__.py").is_file():
+        os.utime(target)  # in use: kept by _prune
         return target
     base.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix="build-", dir=base))
     try:
         site = build / "site"
-        if (root / "pyproject.toml").is_file() and _pip_install(root, build, site, timeout):
-            pass
-        else:
+        if not ((root / "pyproject.toml").is_file() and _pip_install(root, build, site, timeout)):
+            logger.warning("isolation mode: no wheel of faasmp could be built; copying its packages")
             for package in ("faasmp", "faasmp_magics"):
                 if (root / package).is_dir():
                     skip = shutil.ignore_patterns("__pycache__")
@@ -268,7 +272,20 @@ def runtime_prefix(cache_dir: Path | None = None, timeout: float = 300.0) -> Pat
                 raise
     finally:
         shutil.rmtree(build, ignore_errors=True)
+    _prune(base, keep=target)
     return target
+
+
+def _prune(base: Path, keep: Path, max_age: float = 86400.0) -> None:
+    """Remove builds unused for *max_age* seconds (each edit of the sources makes one).
+
+    Age, not count: several checkouts may share the cache, and a build in use
+    by a running session must stay (using one refreshes its time).
+    """
+    now = time.time()
+    for old in base.iterdir():
+        if old != keep and old.is_dir() and now - old.stat().st_mtime > max_age:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _pip_install(root: Path, build: Path, site: Path, timeout: float) -> bool:
