@@ -139,6 +139,29 @@ def test_files_of_faasmp_storage_cross_the_sandbox_through_redis_storage(iso_ctx
         store.delete(bucket, key)
 
 
+def _write_with_faasmp_storage(path: str, text: str) -> None:
+    import faasmp.storage as fs
+
+    fs.makedirs(os.path.dirname(path), exist_ok=True)
+    with fs.open(path, "w") as f:
+        f.write(text)
+
+
+def test_faasmp_storage_in_an_isolated_worker_uses_the_jobs_storage(iso_ctx: FaasContext) -> None:
+    """A worker's own settings say localhost; its files must land where the client reads them."""
+    folder = f"faastest-{uuid.uuid4().hex[:10]}"
+    with iso_ctx.Pool(1) as pool:
+        pool.apply(_write_with_faasmp_storage, (f"/{folder}/w.txt", "from the sandbox"))
+    store = LithopsStore(spec_for(iso_ctx.config))
+    bucket = store.default_bucket or "storage"
+    keys = [key for key, _ in store.list_prefix(bucket, folder)]
+    written = [k for k in keys if k.endswith("w.txt")]
+    assert written, keys
+    assert store.get(bucket, written[0]) == b"from the sandbox"
+    for key in keys:
+        store.delete(bucket, key)
+
+
 def test_an_isolated_worker_refuses_the_clients_localhost_storage(iso_ctx: FaasContext) -> None:
     """Localhost storage lives in the client's temp dir: refused, not a file only the worker sees."""
     local = StoreSpec("localhost", {"lithops": {"backend": "localhost", "storage": "localhost"}})

@@ -71,6 +71,12 @@ class StoreSpec:
 
 def spec_for(config: Config) -> StoreSpec:
     """The storage a faasmp :class:`~faasmp.config.Config` implies."""
+    if os.environ.get("FAASMP_ISOLATED"):
+        # In isolation mode's sandbox the worker's own settings say "localhost",
+        # yet its temp dir is private: use the storage of the job it runs
+        # (Lithops' LITHOPS_CONFIG, which load_config reads), as a cloud
+        # function does.
+        return StoreSpec("")
     if config.isolate:
         # Isolated workers have a private temp dir: the localhost storage would
         # keep each worker's files where nobody else sees them.  They share
