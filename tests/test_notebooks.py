@@ -125,16 +125,6 @@ def test_longer_reproductions_run_under_nbval(tmp_path):
     run_each([p for p in REPRODUCTIONS if p.stem in LONGER], tmp_path)
 
 
-#: Reproductions that fail in isolation mode, with a clear error, for a cause not
-#: found yet: 05_storage's workers get the localhost storage ("StorageBackendError:
-#: Lithops' localhost storage keeps files in the client's temp dir ..."); in
-#: 09_gridsearch and 10_rl_pipes an invocation's job is looked up in localhost
-#: storage under the sandbox's /tmp ("the isolated invocation (bwrap sandbox)
-#: exited with code 1 ... No such file or directory: '/tmp/lithops-root/storage/
-#: lithops.jobs/...'").  rl_pipes from a script (python, not a kernel) passes.
-NOT_YET_ISOLATED = {"05_storage", "09_gridsearch", "10_rl_pipes"}
-
-
 @pytest.mark.isolated
 @pytest.mark.timeout(1800)
 def test_reproductions_run_with_workers_in_isolation_mode(tmp_path, isolated_redis):
@@ -144,7 +134,7 @@ def test_reproductions_run_with_workers_in_isolation_mode(tmp_path, isolated_red
         "FAASMP_REDIS_URL": isolated_redis.url,
         "FAASMP_LITHOPS_CONFIG": json.dumps({"redis": isolated_redis.storage}),
     }
-    run_each([p for p in REPRODUCTIONS if p.stem not in NOT_YET_ISOLATED], tmp_path, env)
+    run_each(REPRODUCTIONS, tmp_path, env)
 
 
 # --- binder/ -------------------------------------------------------------------
