@@ -86,6 +86,10 @@ class Config:
     #: Price table overrides for :mod:`faasmp.cost`, merged over its defaults:
     #: ``{"aws_lambda": {"gb_second": 1.6667e-05, "request": 2e-07}}``.
     prices: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: Run every localhost invocation in its own user, mount, PID and network
+    #: namespaces (bubblewrap), sharing nothing with the client but the Redis
+    #: address: a cloud-shaped run on one machine (docs/cloud.md, section 6).
+    isolate: bool = False
 
     def replace(self, **changes: Any) -> Config:
         """Return a copy with *changes* applied (validated like :func:`load`)."""
@@ -199,6 +203,12 @@ def _validated(cfg: Config) -> Config:
         unreachable = worker_unreachable_reason(cfg)
         if unreachable:
             raise ValueError(unreachable)
+    if cfg.isolate:
+        from .backends.isolation import check_config  # noqa: PLC0415 - only for isolated runs
+
+        problem = check_config(cfg)
+        if problem:
+            raise ValueError(problem)
     return cfg
 
 

@@ -10,6 +10,9 @@ Checks, in order (a failed check skips those that depend on it):
 5. **versions** — python, faasmp, cloudpickle and lithops agree between
    client and worker (cloudpickle streams are not portable across versions).
 6. **runtime manifest** — what the worker runtime can import (cached).
+7. **isolation** (``FAASMP_ISOLATE=1`` only) — what an isolated worker could
+   not reach: the client's files, processes and environment must be out of
+   reach, the Redis and storage addresses in reach.
 
 Every check has a timeout; the report prints ✓/✗ with the remedy, and the
 exit code is 1 if any check failed.
@@ -25,10 +28,12 @@ import dataclasses
 import os
 import secrets
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 #: Test fault: ``name=version[,name=version]`` the worker probe reports instead of its own.
 FAULT_WORKER_VERSIONS = "FAASMP_FAULT_WORKER_VERSIONS"
@@ -114,6 +119,23 @@ def worker_redis_roundtrip(url: str, key: str, token: str) -> dict[str, Any]:
     return {"rtt": rtt, "connect_s": time.perf_counter() - t0}
 
 
+def worker_isolation_probe(client: dict[str, Any]) -> dict[str, Any]:
+    """Runs on a worker: which of the client's things (*client*) it reaches."""
+    import socket  # noqa: PLC0415
+
+    paths = {label: os.path.exists(path) for label, path in client["paths"].items()}
+    paths["the client's processes (/proc/<client pid>)"] = os.path.exists(f"/proc/{client['pid']}")
+    endpoints = {}
+    for label, (host, port) in client["endpoints"].items():
+        try:
+            socket.create_connection((host, port), timeout=5).close()
+            endpoints[label] = True
+        except OSError:
+            endpoints[label] = False
+    env = sorted(name for name in client["env"] if name in os.environ)
+    return {"paths": paths, "endpoints": endpoints, "env": env, "pid": os.getpid()}
+
+
 # --- the checks ----------------------------------------------------------------
 
 
@@ -164,6 +186,11 @@ class Doctor:
             else:
                 self.skip("versions", "needs compute")
             self.add(_run("runtime manifest", self.timeout, self.check_manifest))
+            if self.config.isolate:
+                if compute_ok:
+                    self.add(_run("isolation", self.timeout, self.check_isolation))
+                else:
+                    self.skip("isolation", "needs compute")
         finally:
             if self.ctx is not None:
                 self.ctx.shutdown()
@@ -329,6 +356,55 @@ class Doctor:
         return (
             f"{len(m.distributions)} distributions, {len(m.modules)} top-level modules in {m.runtime} "
             f"(collected {age / 3600:.1f} h ago; --refresh to ask again)"
+        )
+
+    def check_isolation(self) -> str:
+        # A file of the client's temp dir (the dir itself may appear in the
+        # sandbox as the parent of a CA file bound there).
+        with tempfile.NamedTemporaryFile(prefix="faasmp-doctor-") as marker:
+            return self._isolation_report(marker.name)
+
+    def _isolation_report(self, marker: str) -> str:
+        import faasmp  # noqa: PLC0415
+        from faasmp.backends.isolation import set_inside, storage_settings  # noqa: PLC0415
+
+        url = urlsplit(self.config.redis_url)
+        storage = storage_settings(self.config)
+        redis_at = (url.hostname, url.port or 6379)
+        storage_at = (storage["host"], int(storage.get("port", 6379)))
+        client: dict[str, Any] = {
+            "pid": os.getpid(),
+            "paths": {
+                "a file in the client's temp dir": marker,
+                "faasmp's directory on the client": os.path.dirname(faasmp.__file__),
+                "the client's working directory": os.getcwd(),
+            },
+            # Names only: a variable the worker has under the same name came from the client.
+            "env": sorted(n for n in os.environ if not set_inside(n)),
+            "endpoints": {
+                f"Redis {redis_at[0]}:{redis_at[1]}": redis_at,
+                f"Lithops storage {storage_at[0]}:{storage_at[1]}": storage_at,
+            },
+        }
+        seen = self._compute().call(worker_isolation_probe, (client,), self.timeout)
+        leaks = [label for label, reached in seen["paths"].items() if reached]
+        if seen["env"]:
+            leaks.append(f"the client's environment ({', '.join(seen['env'][:5])})")
+        missing = [label for label, reached in seen["endpoints"].items() if not reached]
+        if leaks:
+            raise CheckFailed(
+                f"an isolated worker reached {'; '.join(leaks)}",
+                "isolation mode is not in effect: check that bwrap runs (FAASMP_ISOLATE=1, docs/cloud.md)",
+            )
+        if missing:
+            raise CheckFailed(
+                f"an isolated worker could not reach {'; '.join(missing)}",
+                "isolation mode relays only the Redis and Lithops storage addresses (loopback TCP)",
+            )
+        unreachable = [*client["paths"], "the client's processes", f"{len(client['env'])} client variables"]
+        return (
+            f"worker pid {seen['pid']} in its own namespaces could not reach {', '.join(unreachable)}; "
+            f"reached {' and '.join(seen['endpoints'])}"
         )
 
     def report(self) -> str:

@@ -3,7 +3,9 @@
 ``ctx`` is parametrized over the registry of state-backend setups below
 (the embedded server over a unix socket, and an "external" server reached by
 ``redis://`` URL with a password over TCP loopback), each with real Lithops
-localhost invocations.  No fakes: a fault a test injects says so in its name.
+localhost invocations.  With ``-m isolated`` a third, "isolated", runs the same
+tests with workers in isolation mode (TLS, faasmp's ACL user, bwrap sandboxes).
+No fakes: a fault a test injects says so in its name.
 """
 
 from __future__ import annotations
@@ -110,13 +112,68 @@ def external_server() -> Iterator[ExternalServer]:
 
 
 BACKEND_COMBOS = ["embedded", "external"]
+#: With the ``isolated`` marker (``pytest -m isolated tests/test_pool.py ...``)
+#: the same API tests run with workers in isolation mode (docs/cloud.md, section 6).
+CTX_PARAMS = [*BACKEND_COMBOS, pytest.param("isolated", marks=pytest.mark.isolated)]
 
 
-@pytest.fixture(scope="session", params=BACKEND_COMBOS)
+class IsolatedRedis:
+    """Redis as isolated workers reach it: TLS (stunnel) in front of an external server, faasmp's ACL user.
+
+    Lithops' job data goes through its Redis storage backend on the same
+    server, as the admin user (faasmp's own user may touch only ``fmp:*``).
+    """
+
+    def __init__(self, server: ExternalServer) -> None:
+        from tests.test_cloud_acl import TlsFront  # noqa: PLC0415
+
+        self.front = TlsFront(server)
+        acl_url = server.acl_user_url("faasmp-isolated")
+        user = acl_url.split("://", 1)[1].split("@", 1)[0]
+        self.url = f"rediss://{user}@127.0.0.1:{self.front.port}/0?ssl_ca_certs={self.front.ca}"
+        self.storage = {
+            "host": "127.0.0.1",
+            "port": self.front.port,
+            "password": server.password,
+            "ssl": True,
+            "ssl_ca_certs": self.front.ca,
+        }
+
+    def settings(self) -> dict[str, object]:
+        """FaasContext keyword arguments of an isolated run."""
+        return {"redis_url": self.url, "isolate": True, "lithops_config": {"redis": self.storage}}
+
+    def stop(self) -> None:
+        self.front.stop()
+
+
+def skip_if_isolated(ctx: FaasContext, why: str) -> None:
+    """Skip a test of the ``isolated`` combination that relies on what only the client's machine has."""
+    if ctx.config.isolate:
+        pytest.skip(f"isolation mode: {why}")
+
+
+@pytest.fixture(scope="session")
+def isolated_redis(external_server: ExternalServer) -> Iterator[IsolatedRedis]:
+    import shutil  # noqa: PLC0415
+
+    missing = [tool for tool in ("bwrap", "openssl") if not shutil.which(tool)]
+    if not (shutil.which("stunnel4") or shutil.which("stunnel")):
+        missing.append("stunnel4")
+    if missing:
+        pytest.skip(f"isolation mode needs {', '.join(missing)} (.ci/run installs the Debian packages)")
+    redis_front = IsolatedRedis(external_server)
+    yield redis_front
+    redis_front.stop()
+
+
+@pytest.fixture(scope="session", params=CTX_PARAMS)
 def ctx(request: pytest.FixtureRequest) -> Iterator[FaasContext]:
     """A faasmp context per backend combination, warm across the session."""
     if request.param == "embedded":
         context = FaasContext(**TEST_SETTINGS)
+    elif request.param == "isolated":
+        context = FaasContext(**request.getfixturevalue("isolated_redis").settings(), **TEST_SETTINGS)
     else:
         server = request.getfixturevalue("external_server")
         url = server.url

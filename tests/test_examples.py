@@ -48,7 +48,9 @@ VERIFIED = {
 MODES = {"python": [], "faasmp run": ["-m", "faasmp", "run"]}
 
 
-def _run(example: str, mode: str) -> tuple[subprocess.CompletedProcess[str], pathlib.Path]:
+def _run(
+    example: str, mode: str, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], pathlib.Path]:
     # Each run gets its own temp dir: Lithops' localhost backend keeps its
     # jobs in a temp folder shared by every process of the user (docs/architecture.md, "Pitfalls").
     tmp = tempfile.mkdtemp(prefix="faasmp-example-")
@@ -59,7 +61,7 @@ def _run(example: str, mode: str) -> tuple[subprocess.CompletedProcess[str], pat
         text=True,
         timeout=240,
         cwd=tmp,
-        env={**os.environ, "TMPDIR": tmp},
+        env={**os.environ, "TMPDIR": tmp, **(extra_env or {})},
     )
     return res, pathlib.Path(tmp)
 
@@ -95,3 +97,20 @@ def test_same_verified_result_under_python_and_faasmp_run(runs, example):
     # faasmp really ran the work: its Lithops executor (created only when a
     # faasmp session starts) left its folder in that run's temp dir.
     assert list(faas_tmp.glob("lithops-*")), "the program ran without starting faasmp"
+
+
+@pytest.mark.isolated
+@pytest.mark.parametrize("example", sorted(VERIFIED))
+def test_verified_result_with_workers_in_isolation_mode(isolated_redis, example):
+    """``faasmp run`` with FAASMP_ISOLATE=1: workers see none of the client's files (docs/cloud.md, 6)."""
+    import json
+
+    env = {
+        "FAASMP_ISOLATE": "1",
+        "FAASMP_REDIS_URL": isolated_redis.url,
+        "FAASMP_LITHOPS_CONFIG": json.dumps({"redis": isolated_redis.storage}),
+    }
+    res, _ = _run(example, "faasmp run", env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for line in VERIFIED[example]:
+        assert line in res.stdout, res.stdout

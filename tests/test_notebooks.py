@@ -18,6 +18,7 @@ edited one without the other, and that the outputs render on GitHub.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -39,8 +40,10 @@ REPRODUCTIONS = sorted((NOTEBOOKS / "reproduction").glob("*.ipynb"))
 LONGER = {"05_storage", "07_evolution", "08_sentiment", "09_gridsearch"}
 
 
-def run_nbval(paths: list[Path], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TMPDIR": str(tmp_path)}
+def run_nbval(
+    paths: list[Path], tmp_path: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TMPDIR": str(tmp_path), **(extra_env or {})}
     env.pop("PYTEST_ADDOPTS", None)
     cmd = [
         sys.executable,
@@ -71,7 +74,7 @@ def check(out: subprocess.CompletedProcess[str]) -> None:
     print(out.stdout[-4000:])  # per-cell durations, shown with pytest -rP
 
 
-def run_each(paths: list[Path], tmp_path: Path) -> None:
+def run_each(paths: list[Path], tmp_path: Path, extra_env: dict[str, str] | None = None) -> None:
     """One nbval run per notebook, each with its own TMPDIR.
 
     Lithops' localhost backend keeps its working copy and job files under the temp
@@ -90,7 +93,7 @@ def run_each(paths: list[Path], tmp_path: Path) -> None:
     for nb in paths:
         tmp = Path(tempfile.mkdtemp(prefix="nb-"))
         try:
-            out = run_nbval([nb], tmp)
+            out = run_nbval([nb], tmp, extra_env)
             try:
                 check(out)
             except AssertionError as exc:
@@ -122,6 +125,18 @@ def test_quick_reproductions_run_under_nbval(tmp_path):
 @pytest.mark.timeout(900)
 def test_longer_reproductions_run_under_nbval(tmp_path):
     run_each([p for p in REPRODUCTIONS if p.stem in LONGER], tmp_path)
+
+
+@pytest.mark.isolated
+@pytest.mark.timeout(1800)
+def test_reproductions_run_with_workers_in_isolation_mode(tmp_path, isolated_redis):
+    """Small mode, every kernel with FAASMP_ISOLATE=1 (docs/cloud.md, section 6)."""
+    env = {
+        "FAASMP_ISOLATE": "1",
+        "FAASMP_REDIS_URL": isolated_redis.url,
+        "FAASMP_LITHOPS_CONFIG": json.dumps({"redis": isolated_redis.storage}),
+    }
+    run_each(REPRODUCTIONS, tmp_path, env)
 
 
 def load_executor():

@@ -13,6 +13,7 @@ import pytest
 import faasmp
 from faasmp.pool import MaybeEncodingError, PoolTerminated, WorkerLostError
 from tests import helpers
+from tests.conftest import skip_if_isolated
 
 
 @pytest.fixture
@@ -260,6 +261,7 @@ def test_function_from_module_workers_cannot_import_names_the_cause(ctx, tmp_pat
 
 
 def test_task_whose_worker_died_is_retried(ctx, tmp_path):
+    skip_if_isolated(ctx, "the test marks the first attempt with a file on the client's disk")
     with ctx.Pool(2) as p:
         assert p.apply(helpers.die_first_time, (str(tmp_path / "marker"),)) == "survived"
         assert (tmp_path / "marker").exists()

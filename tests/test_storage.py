@@ -16,6 +16,7 @@ import pytest
 
 import faasmp.storage as fs
 from tests import helpers_storage as hs
+from tests.conftest import skip_if_isolated
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -286,8 +287,14 @@ def test_prefix_validation():
 
 # --- from remote code -------------------------------------------------------------------
 
+_CLIENT_STORAGE = (
+    "the routing uses the default context's localhost storage, which isolated workers refuse "
+    "(tests/test_isolation.py checks the refusal and Redis storage across the sandbox)"
+)
+
 
 def test_pool_workers_see_the_same_routing(ctx, routed):
+    skip_if_isolated(ctx, _CLIENT_STORAGE)
     os.makedirs(f"{routed}/parts")
     with ctx.Pool(2) as pool:
         names = pool.map(hs.write_numbered, [(f"{routed}/parts", i) for i in range(6)])
@@ -309,6 +316,7 @@ def test_pool_workers_see_the_same_routing(ctx, routed):
 
 
 def test_processes_see_the_same_routing_and_unpatched_workers_do_not(ctx, root):
+    skip_if_isolated(ctx, _CLIENT_STORAGE)
     with fs.patched(root + "/"):
         p = ctx.Process(target=hs.write_text, args=(f"{root}/from-process.txt", "hi from a process"))
         p.start()

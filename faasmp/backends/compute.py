@@ -19,6 +19,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..config import Config
+from . import isolation
+from .isolation import Isolation
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +54,9 @@ class ComputeBackend(Protocol):
 
 
 class _LithopsInvocation:
-    def __init__(self, future: Any) -> None:
+    def __init__(self, future: Any, isolation: Isolation | None = None) -> None:
         self._future = future
+        self._isolation = isolation
         self._error: str | None = None
         self._finished = False
 
@@ -69,7 +72,7 @@ class _LithopsInvocation:
         failed = bool(getattr(self._future, "error", False))
         if (status is None or status.get("type") == "__init__") and not (failed or self._future.done):
             # Lithops writes an "__init__" status when the call starts running.
-            return False
+            return self._sandbox_failed()
         # Once Lithops has seen a failed call, status() answers None: look at the future.
         self._finished = True
         if failed or (status is not None and status.get("exception")):
@@ -78,6 +81,20 @@ class _LithopsInvocation:
                 self._error = "the invocation failed"
             except BaseException as exc:  # noqa: BLE001 - Lithops re-raises the remote error
                 self._error = f"{type(exc).__name__}: {exc}"
+        return True
+
+    def _sandbox_failed(self) -> bool:
+        """True (and the error set) when an isolated call's sandbox exited without a status."""
+        if self._isolation is None:
+            return False
+        # A sandbox that failed before Lithops' handler ran (bwrap could not
+        # start, the job unreadable) leaves no status in storage: without
+        # this the invocation would look alive forever.
+        f = self._future
+        failure = self._isolation.failure(f.executor_id, f.job_id, f.call_id)
+        if failure is None:
+            return False
+        self._error, self._finished = failure, True
         return True
 
     def error(self) -> str | None:
@@ -122,6 +139,9 @@ class LithopsCompute:
         self.name = config.backend
         self._lock = threading.Lock()
         lconf = self._lithops_config(config)
+        self._isolation: Isolation | None = None
+        if config.isolate:
+            lconf = self._isolated(config, lconf)
         try:
             # One executor made at a time per process: Lithops' localhost
             # backend writes its runner script through a temp file named by
@@ -132,6 +152,8 @@ class LithopsCompute:
                 _fresh_lithops_session()
                 self._executor = lithops.FunctionExecutor(config=lconf, log_level=config.lithops_log_level)
         except Exception as exc:  # noqa: BLE001 - reported with the backend's name
+            if self._isolation is not None:
+                self._isolation.close()
             raise ComputeError(
                 f"could not create a Lithops executor for backend {config.backend!r}: {exc}"
             ) from exc
@@ -159,13 +181,30 @@ class LithopsCompute:
                 lconf["lithops"]["storage"] = config.storage
         return _merge(lconf, dict(config.lithops_config))
 
+    def _isolated(self, config: Config, lconf: dict[str, Any]) -> dict[str, Any]:
+        """*lconf* with each invocation in a sandbox and the job data in Redis (isolation mode)."""
+        assert config.redis_url is not None  # checked by Config (isolation.check_config)
+        # The job (functions, arguments, statuses, results) goes through Lithops'
+        # Redis storage, not the client's temp dir; a "redis" section of
+        # lithops_config gives it other credentials (e.g. when faasmp's own user
+        # may only touch fmp:* keys).
+        storage = isolation.storage_settings(config)
+        try:
+            self._isolation = Isolation(config.redis_url, storage)
+        except (isolation.IsolationError, OSError) as exc:
+            raise ComputeError(f"isolation mode (FAASMP_ISOLATE) could not start: {exc}") from exc
+        lconf["lithops"]["storage"] = "redis"
+        lconf["redis"] = storage
+        lconf["localhost"]["runtime"] = self._isolation.runtime
+        return lconf
+
     def invoke(self, entry: Callable[[Any], Any], payload: Any) -> Invocation:
         with self._lock:  # FunctionExecutor is not safe for concurrent submits
             try:
                 future = self._executor.call_async(entry, (payload,), include_modules=None)
             except Exception as exc:  # noqa: BLE001 - reported with the backend's name
                 raise ComputeError(f"Lithops ({self.name}) could not invoke: {exc}") from exc
-        return _LithopsInvocation(future)
+        return _LithopsInvocation(future, self._isolation)
 
     def call(self, func: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> Any:
         """Run ``func(*args)`` in one invocation and return its result (blocks up to *timeout*).
@@ -181,7 +220,7 @@ class LithopsCompute:
                 raise ComputeError(f"Lithops ({self.name}) could not invoke: {exc}") from exc
         # Lithops' get_result() installs signal handlers (main thread only);
         # poll the call's status instead, like the warm pool's monitor does.
-        invocation = _LithopsInvocation(future)
+        invocation = _LithopsInvocation(future, self._isolation)
         deadline = time.monotonic() + timeout
         while not invocation.finished():
             if time.monotonic() > deadline:
@@ -204,6 +243,8 @@ class LithopsCompute:
                 self._executor.clean(force=True, on_exit=True)
             except Exception:  # noqa: BLE001 - best effort at shutdown
                 logger.debug("Lithops clean failed", exc_info=True)
+        if self._isolation is not None:
+            self._isolation.close()
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

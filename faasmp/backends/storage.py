@@ -71,6 +71,24 @@ class StoreSpec:
 
 def spec_for(config: Config) -> StoreSpec:
     """The storage a faasmp :class:`~faasmp.config.Config` implies."""
+    if os.environ.get("FAASMP_ISOLATED"):
+        # In isolation mode's sandbox the worker's own settings say "localhost",
+        # yet its temp dir is private: use the storage of the job it runs
+        # (Lithops' LITHOPS_CONFIG, which load_config reads), as a cloud
+        # function does.
+        return StoreSpec("")
+    if config.isolate:
+        # Isolated workers have a private temp dir: the localhost storage would
+        # keep each worker's files where nobody else sees them.  They share
+        # Lithops' Redis storage with the client instead (the one the jobs use);
+        # its section carries the storage password, as the job's own Lithops
+        # configuration does.
+        from .isolation import storage_settings  # noqa: PLC0415
+
+        return StoreSpec(
+            "redis",
+            {"lithops": {"backend": "localhost", "storage": "redis"}, "redis": storage_settings(config)},
+        )
     if config.is_local and (config.storage or "localhost") == "localhost":
         return StoreSpec(
             "localhost",
@@ -86,6 +104,16 @@ class LithopsStore:
         import lithops  # noqa: PLC0415 - 0.3 s to import; only when storage is used
         from lithops.config import load_config  # noqa: PLC0415
 
+        if spec.backend == "localhost" and os.environ.get("FAASMP_ISOLATED"):
+            # Set only in isolation mode's sandbox (backends/isolation.py): its
+            # temp dir is private, so localhost storage would hold this worker's
+            # files where the client and other workers never see them.
+            raise StorageBackendError(
+                "Lithops' localhost storage keeps files in the client's temp dir, which an isolated "
+                "worker (like a cloud function) cannot reach: the client's faasmp configuration must "
+                "name a storage both reach (in isolation mode, FAASMP_ISOLATE=1 on the client selects "
+                "Lithops' Redis storage)"
+            )
         try:
             if spec.config is not None:
                 lconf: dict[str, Any] = _plain(spec.config)
