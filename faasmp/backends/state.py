@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import logging
 import os
-import socket
 import threading
 import time
 import urllib.parse
@@ -486,6 +485,8 @@ class _LeanPacker:
                 a = a.encode()
             elif t is int:
                 a = b"%d" % a
+            elif t is float:
+                a = repr(a).encode()
             elif t is not bytes or len(a) > self._BIG:
                 break
             parts.append(b"$%d\r\n%b\r\n" % (len(a), a))
@@ -541,18 +542,15 @@ class _LeanPacker:
 #: Popped elements at most this large are read by the parser (in C): reading
 #: the reply in Python costs a few microseconds that only large ones repay.
 _SMALL_REPLY = 1 << 16
-_PEEK = 512
+#: The first read of a BLPOP reply: a small message's whole reply, in one recv.
+_FIRST_READ = 1 << 13
 
 
-def _small_reply_next(sock: Any) -> bool:
-    """Whether the reply waiting on *sock* (blocks until it starts) is not a large BLPOP element.
+def _small_reply(head: bytes) -> bool:
+    """Whether the reply starting with *head* is not a large BLPOP element (the parser reads it).
 
-    Looks at its first bytes without taking them (``MSG_PEEK``): the array
-    header, the key and the element's length arrive in one write.
+    The array header, the key and the element's length arrive in one write.
     """
-    if hasattr(sock, "getpeercert"):
-        return True  # TLS: recv() takes no flags there, and the parser decrypts anyway
-    head = sock.recv(_PEEK, socket.MSG_PEEK)
     if not head.startswith(b"*2\r\n$"):
         return True  # a timeout, an error or no data (closed): the parser handles it
     end = head.find(b"\r\n", 4)
@@ -565,14 +563,13 @@ def _small_reply_next(sock: Any) -> bool:
     return int(head[start + 1 : end]) <= _SMALL_REPLY
 
 
-def _read_pop_reply(sock: Any) -> bytearray | None:
-    """Read a ``BLPOP key ...`` reply from *sock*: the popped element, or None on timeout.
+def _read_pop_reply(sock: Any, head: bytearray) -> bytearray | None:
+    """Read a ``BLPOP key ...`` reply from *sock*, whose first bytes are *head*: the element, or None.
 
     The element is received straight into one preallocated buffer (its
     first bytes arrive with the header).  RESP2 or RESP3; a Redis error
-    raises :class:`redis.exceptions.ResponseError`.
+    raises :class:`redis.exceptions.ResponseError`.  None on timeout.
     """
-    head = bytearray()
     pos = 0
 
     def more() -> None:
@@ -918,11 +915,20 @@ class _DirectRedis:
             sock.settimeout(timeout + self._owner.read_timeout)
             try:
                 reader = getattr(conn._parser, "_reader", None)
-                if reader is None or reader.has_data() or _small_reply_next(sock):
+                # TLS: the parser decrypts.  Else one read takes the reply's
+                # start (all of a small one): the parser gets it fed, or a
+                # large element goes on into its own buffer.
+                if reader is None or reader.has_data() or hasattr(sock, "getpeercert"):
+                    head = b""
+                else:
+                    head = sock.recv(_FIRST_READ)
+                if not head or _small_reply(head):
+                    if head and reader is not None:
+                        reader.feed(head)
                     reply = conn.read_response()
                     return None if reply is None else reply[1]  # type: ignore[no-any-return]
                 try:
-                    return _read_pop_reply(sock)
+                    return _read_pop_reply(sock, bytearray(head))
                 except redis.exceptions.ResponseError:
                     raise
                 except BaseException:
