@@ -504,8 +504,28 @@ def test_wait_registration_goes_with_the_last_handle_of_its_end(ctx):
     state.sadd(b._waiters, "a waiter that died")
     b.close()
     assert state.exists(b._waiters) == 0
-    a.send("first")  # may still pass: the closed reader shows on a later send
-    with pytest.raises(BrokenPipeError):
+    with pytest.raises(BrokenPipeError):  # at the latest on the send after the one that found it
+        a.send("first")
+        a.send("second")
+
+
+def test_a_dead_readers_wait_registration_goes_when_its_end_is_found_dead(ctx):
+    """A process that died inside wait() leaves its registration; finding its end dead removes it.
+
+    (The fault is injected: the reader's handle is bound to a process
+    record that says "exited", as a killed remote Process leaves it.)
+    """
+    a, b = ctx.Pipe()
+    state = ctx.session.state
+    state.hset(b._own_h, {b._holder: "dead-proc"})
+    state.hset(f"{ctx.session.keys.prefix}proc:dead-proc", {"state": "exited"})
+    state.sadd(b._waiters, "the dead process' wait()")
+    assert a.poll(0)  # end of file: b's only handle died with its process
+    with pytest.raises(EOFError):
+        a.recv()
+    assert state.exists(b._waiters) == 0
+    with pytest.raises(BrokenPipeError):  # at the latest on the send after the one that found it
+        a.send("first")
         a.send("second")
 
 

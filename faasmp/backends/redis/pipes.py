@@ -101,8 +101,11 @@ return n
 """
 
 # Take the next message, or report EOF.  KEYS: own list, holders of the other
-# end.  ARGV: run key prefix, ttl.  Returns {1, msg} | {0} (empty) | {2} (EOF).
-# At EOF a wake-up is left in the list so later blocking reads return at once.
+# end, the other end's waiter set.  ARGV: run key prefix, ttl.  Returns
+# {1, msg} | {0} (empty) | {2} (EOF).  At EOF a wake-up is left in the list so
+# later blocking reads return at once, and the other end's waiter set (left
+# by a process that died in wait()) is deleted: a send must not read it as
+# an open reader.
 RECV_NOW = (
     _PEER_ALIVE
     + """
@@ -112,6 +115,7 @@ while true do
   if v ~= '' then return {1, v} end
 end
 if peer_alive(KEYS[2], ARGV[1]) then return {0} end
+redis.call('DEL', KEYS[3])
 redis.call('RPUSH', KEYS[1], '')
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return {2}
@@ -119,6 +123,7 @@ return {2}
 )
 
 # Like RECV_NOW without taking anything: 1 = a message waits, 2 = EOF, 0 = neither.
+# Same KEYS and ARGV.
 POLL = (
     _PEER_ALIVE
     + """
@@ -129,6 +134,7 @@ while true do
   redis.call('LPOP', KEYS[1])
 end
 if peer_alive(KEYS[2], ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[3])
 redis.call('RPUSH', KEYS[1], '')
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 2
@@ -269,12 +275,14 @@ class RedisPipeEnd:
 
     def pipe_recv_now(self) -> tuple[int, bytes | None]:
         """Take a message now: (1, message), (0, None) if none, (2, None) at end of file."""
-        res = self._recv_now(keys=[self.read_list, self.peer_holders], args=[self._prefix, self._ttl])
+        keys = [self.read_list, self.peer_holders, self.peer_waiters]
+        res = self._recv_now(keys=keys, args=[self._prefix, self._ttl])
         return (1, bytes(res[1])) if res[0] == 1 else (int(res[0]), None)
 
     def pipe_poll(self) -> int:
         """1 if a message waits, 2 at end of file, 0 if neither; takes nothing."""
-        return int(self._poll(keys=[self.read_list, self.peer_holders], args=[self._prefix, self._ttl]))
+        keys = [self.read_list, self.peer_holders, self.peer_waiters]
+        return int(self._poll(keys=keys, args=[self._prefix, self._ttl]))
 
     def pipe_wait(self, timeout: float) -> None:
         """Block up to *timeout* s until the read list has an element (taking none)."""
