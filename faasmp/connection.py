@@ -5,10 +5,11 @@ semantics, backed by Redis lists (one list per direction):
 
 * ``send``/``send_bytes`` push one signed message (``tag || body``, tag a 32-byte MAC,
   the format of :func:`faasmp.runtime.call.dumps`) with one Lua call that also
-  refreshes the keys' TTL and publishes on the list's channel (for
-  :func:`wait`).  ``send_bytes`` stores the raw bytes (no pickling), ``send``
-  a cloudpickle, so — as in the stdlib — ``recv_bytes`` after ``send`` returns
-  the pickle and ``recv`` after ``send_bytes(pickle.dumps(x))`` returns ``x``.
+  checks that the reader is open and publishes on the list's channel while
+  a :func:`wait` call waits on that end (it registers first).
+  ``send_bytes`` stores the raw bytes (no pickling), ``send`` a cloudpickle,
+  so — as in the stdlib — ``recv_bytes`` after ``send`` returns the pickle
+  and ``recv`` after ``send_bytes(pickle.dumps(x))`` returns ``x``.
   A send does not wait for Redis' reply: it is collected with the thread's
   next command (``StateBackend.direct``), so a send followed by a ``recv`` is
   one round trip.  Commands of a thread still run in order.  Messages above
@@ -57,7 +58,13 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .backends.redis.pipes import RedisPipeEnd, create_pipe
+from .backends.redis.pipes import (
+    WAITER_RENEW,
+    RedisPipeEnd,
+    create_pipe,
+    pipe_wait_register,
+    pipe_wait_unregister,
+)
 from .backends.state import CONNECTION_ERRORS, StateError
 from .runtime import dsm, metrics, pickling
 from .runtime.call import Signer, dumps_named, dumps_plain, payload_size, pickle_parts, signer
@@ -169,8 +176,10 @@ class Connection(SharedObject):
         self._cap = max(0.05, float(session.config.heartbeat_interval))
         lists = (self.key("d0"), self.key("d1"))
         holders = (self.key("h0"), self.key("h1"))
+        waiters = (self.key("w0"), self.key("w1"))
         self._rkey = lists[e]
         self._own_h = holders[e]
+        self._waiters = waiters[e]
         # Messages go through the thread's own connection (lowest latency).
         self._redis = RedisPipeEnd(
             state,
@@ -178,10 +187,13 @@ class Connection(SharedObject):
             write_list=lists[1 - e],
             own_holders=holders[e],
             peer_holders=holders[1 - e],
+            own_waiters=waiters[e],
+            peer_waiters=waiters[1 - e],
             prefix=session.keys.prefix,
             ttl_ms=self._ttl,
         )
-        # The holders' TTL is refreshed by a send at most this often (a tenth of it).
+        # The TTL of the list and holders is refreshed by a send at most this
+        # often (a tenth of it): a message lives at least 0.9 key_ttl.
         self._holder_refresh = session.config.key_ttl / 10
         self._holders_fresh_until = 0.0
         self._closed = False
@@ -348,7 +360,7 @@ class Connection(SharedObject):
         refresh = now >= self._holders_fresh_until
         if refresh:
             self._holders_fresh_until = now + self._holder_refresh
-        self._redis.pipe_send(mac, body, self._on_send_reply, refresh_holders=refresh)
+        self._redis.pipe_send(mac, body, self._on_send_reply, refresh=refresh)
         self._m_send.add(len(mac) + payload_size(body))
         self._check_earlier_sends()
 
@@ -493,6 +505,11 @@ class Waitable(Protocol):
     def session(self) -> Any: ...
 
 
+#: wait() re-checks every object at least this often (s): catches process
+#: sentinels and pipe ends lost without a publish.
+_WAIT_CAP = 1.0
+
+
 def _wait_entry(obj: Any) -> tuple[Callable[[], bool], str, Any]:
     if isinstance(obj, Connection):
         obj._check_closed()
@@ -506,6 +523,34 @@ def _wait_entry(obj: Any) -> tuple[Callable[[], bool], str, Any]:
     )
 
 
+class _WaiterRegistration:
+    """wait()'s registration on the pipe ends it waits on: their sends publish only while it lives."""
+
+    def __init__(self, connections: list[Connection]) -> None:
+        self._token = secrets.token_hex(8)
+        by_state: dict[int, tuple[StateBackend, list[str]]] = {}
+        for conn in connections:
+            by_state.setdefault(id(conn._state), (conn._state, []))[1].append(conn._waiters)
+        self._groups = list(by_state.values())
+        self._renewed = 0.0
+
+    def register(self) -> None:
+        """Register (or renew): one round trip per state backend (one, nearly always)."""
+        for state, keys in self._groups:
+            pipe_wait_register(state, keys, self._token)
+        self._renewed = time.monotonic()
+
+    def renew_if_due(self) -> None:
+        if time.monotonic() - self._renewed >= WAITER_RENEW:
+            self.register()
+
+    def unregister(self) -> None:
+        """Never raises for a lost server: the registration expires by itself."""
+        for state, keys in self._groups:
+            with contextlib.suppress(*CONNECTION_ERRORS, StateError):
+                pipe_wait_unregister(state, keys, self._token)
+
+
 def wait(object_list: Iterable[Any], timeout: float | None = None) -> list[Any]:
     """Wait until an object in *object_list* is ready; return the ready ones.
 
@@ -515,9 +560,10 @@ def wait(object_list: Iterable[Any], timeout: float | None = None) -> list[Any]:
     process has ended).  Returns an empty list if *timeout* seconds pass
     first; ``None`` waits forever.
 
-    It subscribes to the objects' change channels before it checks them, so
-    a change between the check and the wait is never missed, and blocks in
-    Redis rather than polling.
+    It registers on the connections (their sends publish only while a wait()
+    is registered) and subscribes to the objects' change channels before it
+    checks them again, so a change between the first check and the wait is
+    never missed, and blocks in Redis rather than polling.
     """
     objects = list(object_list)
     entries = [(obj, *_wait_entry(obj)) for obj in objects]
@@ -529,18 +575,26 @@ def wait(object_list: Iterable[Any], timeout: float | None = None) -> list[Any]:
     if ready or not entries or (timeout is not None and timeout <= 0):
         return ready
     session = entries[0][3]
-    sub = session.state.subscribe(*{channel for _, _, channel, _ in entries})
+    # Registered before subscribing, re-checked after: a send that saw no
+    # registration pushed its message before it, and the check finds it.
+    waiters = _WaiterRegistration([obj for obj in objects if isinstance(obj, Connection)])
+    waiters.register()
     try:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            ready = ready_now()
-            if ready:
-                return ready
-            left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
-            if left <= 0:
-                return []
-            # A message only wakes us; readiness is re-checked above.  The
-            # 1 s cap also catches workers (and pipe ends) lost without a publish.
-            sub.get_message(timeout=left)
+        sub = session.state.subscribe(*{channel for _, _, channel, _ in entries})
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                ready = ready_now()
+                if ready:
+                    return ready
+                left = _WAIT_CAP if deadline is None else min(_WAIT_CAP, deadline - time.monotonic())
+                if left <= 0:
+                    return []
+                # A message only wakes us; readiness is re-checked above.  The
+                # cap also catches workers (and pipe ends) lost without a publish.
+                sub.get_message(timeout=left)
+                waiters.renew_if_due()
+        finally:
+            sub.close()
     finally:
-        sub.close()
+        waiters.unregister()

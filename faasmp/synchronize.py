@@ -279,7 +279,9 @@ class SemLock(_Synchronizer):
         dsm.release(self, then=self._release_checked)
 
     def _release_checked(self) -> int:
-        left = self._redis.sem_release(_IDENTITY.current(), recursive=self._recursive)
+        left = self._redis.sem_release(
+            _IDENTITY.current(), recursive=self._recursive, track_owner=self._track_owner
+        )
         if left == -1:
             raise self._gone()
         if left == -2:
@@ -315,7 +317,7 @@ class SemLock(_Synchronizer):
             return _owner_name(), int(own.get(b"count", 1))
         if value >= 1:
             return "None", 0
-        if b"name" in own:
+        if own.get(b"name"):  # blank while a released unit is on its way to a waiter
             return own[b"name"].decode(), "nonzero"
         return "SomeOtherProcess", "nonzero"
 

@@ -440,6 +440,96 @@ def test_wait_on_connections(ctx):
         wait([b])
 
 
+def test_wait_is_woken_by_the_send_itself(ctx, monkeypatch):
+    """A send to an end a wait() waits on publishes: wait() does not sleep until its re-check.
+
+    Sends publish only while a wait() is registered on the end (a send with
+    nobody waiting runs no PUBLISH); the re-check interval is made longer
+    than the test's patience, so only the publish can wake it in time.
+    """
+    monkeypatch.setattr(faasmp.connection, "_WAIT_CAP", 60.0)
+    a, b = ctx.Pipe()
+    helpers_ipc.later(0.3, a.send, "wake")
+    t0 = time.monotonic()
+    assert wait([b], timeout=120) == [b]
+    assert time.monotonic() - t0 < 30, "wait() slept until its re-check: the send did not publish"
+    assert b.recv() == "wake"
+    # The registration is gone with the wait(): later sends publish nothing.
+    assert ctx.session.state.exists(b._waiters) == 0
+
+
+def test_wait_sees_a_send_made_while_it_subscribes(ctx, monkeypatch):
+    """The lost-wakeup race: a send after wait()'s registration but before its subscription.
+
+    That send publishes to nobody; wait() must find the message by checking
+    again once subscribed.  (The fault is injected: the send runs inside
+    the subscribe call, before the subscription exists.)
+    """
+    monkeypatch.setattr(faasmp.connection, "_WAIT_CAP", 60.0)
+    a, b = ctx.Pipe()
+    state = ctx.session.state
+    subscribe = state.subscribe
+    sent = []
+
+    def send_then_subscribe(*channels):
+        assert state.exists(b._waiters) == 1, "wait() subscribed before registering"
+        a.send("in the gap")
+        state.direct.flush()  # the send has run in Redis
+        sent.append(True)
+        return subscribe(*channels)
+
+    monkeypatch.setattr(state, "subscribe", send_then_subscribe)
+    t0 = time.monotonic()
+    assert wait([b], timeout=120) == [b]
+    assert sent
+    assert time.monotonic() - t0 < 30, "wait() missed a message sent while it subscribed"
+    assert b.recv() == "in the gap"
+
+
+def test_a_list_recreated_between_ttl_renewals_still_carries_a_ttl(ctx):
+    """Sends renew TTLs every key_ttl/10 s, but the send whose push creates the list sets one."""
+    a, b = ctx.Pipe()
+    a.send("first")  # renews every TTL
+    assert b.recv() == "first"  # the list is gone with its last message
+    assert ctx.session.state.exists(b._rkey) == 0
+    a.send("second")  # long before the next renewal
+    ctx.session.state.direct.flush()
+    assert ctx.session.state._r.pttl(b._rkey) > 0  # test-only peek at the redis-py client
+    assert b.recv() == "second"
+
+
+def test_wait_registration_goes_with_the_last_handle_of_its_end(ctx):
+    """A registration left by a wait() must not make a closed reader look open to a sender."""
+    a, b = ctx.Pipe()
+    state = ctx.session.state
+    state.sadd(b._waiters, "a waiter that died")
+    b.close()
+    assert state.exists(b._waiters) == 0
+    with pytest.raises(BrokenPipeError):  # at the latest on the send after the one that found it
+        a.send("first")
+        a.send("second")
+
+
+def test_a_dead_readers_wait_registration_goes_when_its_end_is_found_dead(ctx):
+    """A process that died inside wait() leaves its registration; finding its end dead removes it.
+
+    (The fault is injected: the reader's handle is bound to a process
+    record that says "exited", as a killed remote Process leaves it.)
+    """
+    a, b = ctx.Pipe()
+    state = ctx.session.state
+    state.hset(b._own_h, {b._holder: "dead-proc"})
+    state.hset(f"{ctx.session.keys.prefix}proc:dead-proc", {"state": "exited"})
+    state.sadd(b._waiters, "the dead process' wait()")
+    assert a.poll(0)  # end of file: b's only handle died with its process
+    with pytest.raises(EOFError):
+        a.recv()
+    assert state.exists(b._waiters) == 0
+    with pytest.raises(BrokenPipeError):  # at the latest on the send after the one that found it
+        a.send("first")
+        a.send("second")
+
+
 # --- with remote processes ------------------------------------------------------
 
 

@@ -512,6 +512,30 @@ def test_every_key_written_carries_a_ttl(ctx):
     m.shutdown()
 
 
+def test_keys_recreated_between_ttl_renewals_still_carry_a_ttl(ctx):
+    """dict set and list append renew TTLs only every key_ttl/10 s, but a key they create gets one.
+
+    Emptying a dict or a list deletes its Redis keys; the next write, made
+    long before the next renewal, creates them again.
+    """
+    m = hm.TestManager(ctx=ctx)
+    m.start()
+    d, lp = m.dict(), m.list()
+    d["a"] = 1  # the first write of each store renews every TTL
+    lp.append(1)
+    del d["a"]
+    lp.pop()
+    pttl = ctx.session.state._r.pttl  # test-only peek at the redis-py client
+    keys = [k for p in (d, lp) for k in p._conn().keys]
+    gone = [k for k in keys if not _exists(ctx, k)]
+    assert len(gone) == 3, keys  # the dict's hash and order, the list's items
+    d["b"] = 2  # between renewals
+    lp.append(2)
+    assert _exists(ctx, *gone) == len(gone)
+    assert all(pttl(k) > 0 for k in gone), [(k, pttl(k)) for k in gone]
+    m.shutdown()
+
+
 def test_context_manager_and_initializer(ctx):
     seen: list[str] = []
     m = SyncManager(ctx=ctx)

@@ -330,3 +330,21 @@ def test_get_blocks_longer_than_the_client_socket_timeout(external_server):
         assert q.get() == big
     finally:
         ctx.shutdown()
+
+
+def test_queue_keys_recreated_between_ttl_renewals_still_carry_a_ttl(ctx):
+    """Puts renew TTLs every key_ttl/10 s, but the put whose push creates a key sets its TTL."""
+    q = ctx.JoinableQueue()
+    q.put("first")  # renews every TTL
+    assert q.get(timeout=30) == "first"  # the items list is gone with its last item
+    q.task_done()
+    state = ctx.session.state
+    assert state.exists(q._items) == 0
+    q.put("second")  # long before the next renewal
+    state.direct.flush()
+    pttl = state._r.pttl  # test-only peek at the redis-py client
+    assert pttl(q._items) > 0
+    assert pttl(q.key("unfinished")) > 0
+    assert q.get(timeout=30) == "second"
+    q.task_done()
+    q.join()

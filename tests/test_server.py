@@ -127,3 +127,24 @@ def test_ctrl_c_to_the_process_group_does_not_stop_the_embedded_server(tmp_path)
         env={**os.environ, "TMPDIR": str(tmp_path)},
     )
     assert res.stdout.splitlines() == ["interrupted", "after interrupt: 3"], res.stderr
+
+
+def test_the_direct_packer_writes_what_redis_py_writes() -> None:
+    """The direct path's RESP encoder (fast path, packed script prefixes) matches redis-py's byte for byte."""
+    import redis  # noqa: PLC0415
+
+    from faasmp.backends.state import _LeanPacker  # noqa: PLC0415
+
+    reference = redis.connection.PythonRespSerializer(
+        1 << 16, redis.connection.Encoder("utf-8", "strict", False).encode
+    )
+    packer = _LeanPacker()
+    args = ("EVALSHA", "a" * 40, 2, "k:é", b"k2", "", 3600000, -1, 1.5, bytearray(b"xy"), b"z" * 70_000)
+    for n in range(1, len(args) + 1):
+        want = b"".join(bytes(c) for c in reference.pack(*args[:n]))
+        assert b"".join(bytes(c) for c in packer.pack(*args[:n])) == want
+        if n >= 4:  # EVALSHA, sha, key count, key packed once, the rest per call
+            prefix = _LeanPacker.prefix(*args[:4])
+            assert b"".join(bytes(c) for c in packer.pack_prefixed(prefix, 4, args[4:n])) == want
+    with pytest.raises(redis.exceptions.DataError):
+        packer.pack("SET", "k", True)

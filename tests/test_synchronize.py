@@ -619,6 +619,41 @@ def test_keys_carry_a_ttl_and_the_owner_deletes_them(ctx):
     assert left == []
 
 
+def test_a_lock_in_constant_use_renews_its_ttl(ctx):
+    """Acquire and release renew the TTL every key_ttl/10 s (not per call): a used lock never expires.
+
+    The lock's TTL is shortened to 0.4 s (test-only, through its Redis state)
+    and it is used for three times that long.
+    """
+    lock = ctx.Lock()
+    sem = lock._redis
+    sem._ttl = 400  # ms: renewed every 0.04 s from now on
+    sem._fresh_until = 0.0
+    ctx.session.state._r.pexpire(sem.meta, 400)  # the test inspects Redis directly
+    deadline = time.monotonic() + 1.2
+    cycles = 0
+    while time.monotonic() < deadline:
+        lock.acquire()
+        lock.release()
+        cycles += 1
+    assert cycles > 10
+    assert 0 < ctx.session.state._r.pttl(sem.meta) <= 400
+
+
+def test_a_lock_released_once_too_often_says_so(ctx):
+    """A lock's over-release check is its blank owner (a release leaves the owner fields empty)."""
+    lock = ctx.Lock()
+    with pytest.raises(ValueError, match="released too many times"):
+        lock.release()
+    lock.acquire()
+    lock.release()
+    with pytest.raises(ValueError, match="released too many times"):
+        lock.release()
+    assert lock.acquire(timeout=5)  # the failed releases changed nothing
+    assert not lock.acquire(block=False)
+    lock.release()
+
+
 def test_module_level_constructors_use_the_default_context(default_ctx):
     import faasmp  # noqa: PLC0415
     from faasmp import sharedctypes  # noqa: PLC0415

@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import logging
 import os
-import socket
 import threading
 import time
 import urllib.parse
@@ -469,8 +468,45 @@ class _LeanPacker:
     _BIG = 1 << 16
 
     def pack(self, *args: Any) -> list[Any]:
+        return self.pack_prefixed(b"", 0, args)
+
+    def pack_prefixed(self, prefix: bytes, n_prefix: int, args: Sequence[Any]) -> list[Any]:
+        """RESP of a command whose first *n_prefix* arguments are packed already, as *prefix*.
+
+        A script call's EVALSHA, sha, key count and keys are the same on every
+        call of one object: packed once (:meth:`_DirectRedis.script`), they
+        cost nothing per call.  Small str/int/bytes arguments take a fast path
+        (one formatting per argument: ~4 instead of ~7 us for a lock's script).
+        """
+        parts = [b"*%d\r\n" % (n_prefix + len(args)), prefix]
+        for a in args:
+            t = type(a)
+            if t is str:
+                a = a.encode()
+            elif t is int:
+                a = b"%d" % a
+            elif t is float:
+                a = repr(a).encode()
+            elif t is not bytes or len(a) > self._BIG:
+                break
+            parts.append(b"$%d\r\n%b\r\n" % (len(a), a))
+        else:
+            return [b"".join(parts)]
+        return self._pack_general(prefix, n_prefix, args)
+
+    @staticmethod
+    def prefix(*args: str | bytes | int) -> bytes:
+        """The arguments packed for :meth:`pack_prefixed` (no array header)."""
+        parts = []
+        for a in args:
+            b = a.encode() if isinstance(a, str) else b"%d" % a if isinstance(a, int) else a
+            parts.append(b"$%d\r\n%b\r\n" % (len(b), b))
+        return b"".join(parts)
+
+    def _pack_general(self, prefix: bytes, n_prefix: int, args: Sequence[Any]) -> list[Any]:
+        """Any argument type; arguments over 64 KiB (and ``Parts``) are handed on uncopied."""
         out: list[Any] = []
-        buf = [b"*%d\r\n" % len(args)]
+        buf = [b"*%d\r\n" % (n_prefix + len(args)), prefix]
         big = self._BIG
         for a in args:
             if isinstance(a, Parts):
@@ -506,18 +542,15 @@ class _LeanPacker:
 #: Popped elements at most this large are read by the parser (in C): reading
 #: the reply in Python costs a few microseconds that only large ones repay.
 _SMALL_REPLY = 1 << 16
-_PEEK = 512
+#: The first read of a BLPOP reply: a small message's whole reply, in one recv.
+_FIRST_READ = 1 << 13
 
 
-def _small_reply_next(sock: Any) -> bool:
-    """Whether the reply waiting on *sock* (blocks until it starts) is not a large BLPOP element.
+def _small_reply(head: bytes) -> bool:
+    """Whether the reply starting with *head* is not a large BLPOP element (the parser reads it).
 
-    Looks at its first bytes without taking them (``MSG_PEEK``): the array
-    header, the key and the element's length arrive in one write.
+    The array header, the key and the element's length arrive in one write.
     """
-    if hasattr(sock, "getpeercert"):
-        return True  # TLS: recv() takes no flags there, and the parser decrypts anyway
-    head = sock.recv(_PEEK, socket.MSG_PEEK)
     if not head.startswith(b"*2\r\n$"):
         return True  # a timeout, an error or no data (closed): the parser handles it
     end = head.find(b"\r\n", 4)
@@ -530,14 +563,13 @@ def _small_reply_next(sock: Any) -> bool:
     return int(head[start + 1 : end]) <= _SMALL_REPLY
 
 
-def _read_pop_reply(sock: Any) -> bytearray | None:
-    """Read a ``BLPOP key ...`` reply from *sock*: the popped element, or None on timeout.
+def _read_pop_reply(sock: Any, head: bytearray) -> bytearray | None:
+    """Read a ``BLPOP key ...`` reply from *sock*, whose first bytes are *head*: the element, or None.
 
     The element is received straight into one preallocated buffer (its
     first bytes arrive with the header).  RESP2 or RESP3; a Redis error
-    raises :class:`redis.exceptions.ResponseError`.
+    raises :class:`redis.exceptions.ResponseError`.  None on timeout.
     """
-    head = bytearray()
     pos = 0
 
     def more() -> None:
@@ -754,6 +786,29 @@ class _DirectRedis:
         self._drain(conn)
         return self._read(conn, args)
 
+    def _execute_prefixed(self, prefix: bytes, n_prefix: int, args: Sequence[Any]) -> Any:
+        """:meth:`execute` of a non-blocking command whose first *n_prefix* arguments are *prefix*."""
+        if self._owner._lost is not None:
+            raise StateLostError(*self._owner._lost.args)
+        conn = self._conn()
+        try:
+            packed = conn._command_packer.pack_prefixed(prefix, n_prefix, args)
+            if self._owner.sampler.due():
+                return self._owner.sampler.timed("EVALSHA", self._send_read_packed, (conn, packed), {})
+            return self._send_read_packed(conn, packed)
+        except redis.exceptions.ResponseError:
+            raise
+        except BaseException as exc:
+            failed = self._failed(exc)
+            if failed is exc:
+                raise
+            raise failed from exc
+
+    def _send_read_packed(self, conn: Any, packed: list[Any]) -> Any:
+        self._write(conn, packed)
+        self._drain(conn)
+        return conn.read_response()  # not a blocking command: bounded by socket_timeout
+
     def send_deferred(self, on_reply: Callable[[Any], None], *args: Any, hold: bool = False) -> None:
         """Send one command; *on_reply* gets its reply (or error) later (see the class doc).
 
@@ -762,15 +817,22 @@ class _DirectRedis:
         once.  Two commands of two structures (a lock's acquire and a pull of
         shared memory) thus cost one write and one wait.
         """
+        self._send_deferred_prefixed(on_reply, b"", 0, args, hold)
+
+    def _send_deferred_prefixed(
+        self, on_reply: Callable[[Any], None], prefix: bytes, n_prefix: int, args: Sequence[Any], hold: bool
+    ) -> None:
+        """:meth:`send_deferred` of a command whose first *n_prefix* arguments are *prefix*."""
         if self._owner._lost is not None:
             raise StateLostError(*self._owner._lost.args)
         conn = self._conn()
         try:
+            packed = conn._command_packer.pack_prefixed(prefix, n_prefix, args)
             if hold:
                 self.flush()  # the held command's reply is the only one outstanding
-                self._local.held = conn.pack_command(*args)
+                self._local.held = packed
             else:
-                self._write(conn, conn.pack_command(*args))
+                self._write(conn, packed)
                 self._drain(conn)
         except BaseException as exc:
             failed = self._failed(exc)
@@ -853,11 +915,20 @@ class _DirectRedis:
             sock.settimeout(timeout + self._owner.read_timeout)
             try:
                 reader = getattr(conn._parser, "_reader", None)
-                if reader is None or reader.has_data() or _small_reply_next(sock):
+                # TLS: the parser decrypts.  Else one read takes the reply's
+                # start (all of a small one): the parser gets it fed, or a
+                # large element goes on into its own buffer.
+                if reader is None or reader.has_data() or hasattr(sock, "getpeercert"):
+                    head = b""
+                else:
+                    head = sock.recv(_FIRST_READ)
+                if not head or _small_reply(head):
+                    if head and reader is not None:
+                        reader.feed(head)
                     reply = conn.read_response()
                     return None if reply is None else reply[1]  # type: ignore[no-any-return]
                 try:
-                    return _read_pop_reply(sock)
+                    return _read_pop_reply(sock, bytearray(head))
                 except redis.exceptions.ResponseError:
                     raise
                 except BaseException:
@@ -885,14 +956,37 @@ class _DirectRedis:
                 return reply  # type: ignore[no-any-return]
         return None
 
+    @staticmethod
+    def _prefixes(sha: str) -> Callable[[Sequence[Key]], bytes]:
+        """Packed ``EVALSHA sha numkeys keys...`` per key list, made once per object's keys.
+
+        An object calls its scripts with the same keys every time: encoding
+        them (and the sha) once saves ~3-6 us of CPU per call.  The cache is
+        per script and bounded (cleared when full: objects come and go).
+        """
+        cache: dict[tuple[Key, ...], bytes] = {}
+        head = _LeanPacker.prefix("EVALSHA", sha)
+
+        def prefix(keys: Sequence[Key]) -> bytes:
+            k = keys if type(keys) is tuple else tuple(keys)
+            packed = cache.get(k)
+            if packed is None:
+                if len(cache) >= 4096:
+                    cache.clear()
+                packed = cache[k] = head + _LeanPacker.prefix(len(k), *k)
+            return packed
+
+        return prefix
+
     def script(self, source: str) -> ScriptCall:
         """A Lua script called with EVALSHA (loaded on first NOSCRIPT)."""
         sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-        execute, loaded = self.execute, self._loaded
+        execute, execute_prefixed, loaded = self.execute, self._execute_prefixed, self._loaded
+        prefix = self._prefixes(sha)
 
         def call(keys: Sequence[Key] = (), args: Sequence[Any] = ()) -> Any:
             try:
-                reply = execute("EVALSHA", sha, len(keys), *keys, *args)
+                reply = execute_prefixed(prefix(keys), 3 + len(keys), args)
             except redis.exceptions.NoScriptError:
                 reply = execute("EVAL", source, len(keys), *keys, *args)
             loaded.add(sha)
@@ -910,11 +1004,12 @@ class _DirectRedis:
         """
         sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
         sync = self.script(source)
-        send, loaded = self.send_deferred, self._loaded
+        send, loaded = self._send_deferred_prefixed, self._loaded
+        prefix = self._prefixes(sha)
 
         def call(keys: Sequence[Key], args: Sequence[Any], on_reply: Callable[[Any], None]) -> None:
             if sha in loaded:
-                send(on_reply, "EVALSHA", sha, len(keys), *keys, *args, hold=hold)
+                send(on_reply, prefix(keys), 3 + len(keys), args, hold)
             else:
                 on_reply(sync(keys, args))
 

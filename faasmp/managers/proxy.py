@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ..backends.redis.manager_objects import ManagerObjectStore, RedisObject
 from ..backends.redis.manager_refs import is_pin, pin
 from ..runtime import metrics
-from ..runtime.call import PicklingFailed, dumps, loads, pickling_failed
+from ..runtime.call import PicklingFailed, dumps, dumps_plain, loads, pickling_failed
 from ..runtime.shared import SharedObject
 from .common import ManagerKind, ManagerShutdownError, Token, address_of, remote_error
 from .refs import PINNING, current_proc_id, drop_ref, manager_refs
@@ -280,6 +280,12 @@ class BaseProxy(SharedObject):
         return f"{type(self).__name__} for {self._typeid!r} object {self._oid}"
 
     def _dump(self, value: Any, what: str) -> bytes:
+        # Plain data (numbers, strings, bytes, None in small tuples/lists) holds
+        # no proxy and pickles to the same bytes with the C pickler, without a
+        # cloudpickle Pickler's set-up (~7 us of a dict set's ~30 us of CPU).
+        plain = dumps_plain(value, self._conn().authkey)
+        if plain is not None:
+            return plain
         pinning = PINNING.set(self._oid)  # proxies inside the value are pinned, not handed out
         try:
             return dumps(value, self._conn().authkey)

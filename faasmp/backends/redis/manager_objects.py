@@ -24,7 +24,12 @@ class's ``SUFFIXES``:
 
 Every script starts with the same prelude: it returns -1 when the manager key
 is gone (shut down, or expired) and refreshes the TTLs it touches; a method
-that sees -1 raises the error its store was made with.
+that sees -1 raises the error its store was made with.  The hottest writes
+(``dict_set``, ``dict_update``, ``list_append``) use ``LEAN_PRELUDE``
+instead: they renew the TTLs only every key_ttl/10 s (the store keeps the
+clock) and on the keys they create, so setting an existing key is 3 Redis
+calls instead of 6, appending 4 instead of 8.  An object still lives at
+least 0.9 key_ttl after its last write.
 
 Round-trip budget (one round trip each unless noted):
 
@@ -45,6 +50,7 @@ loopback).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -66,6 +72,24 @@ local function pushall(k, t, from)
 end
 """
 
+# For the hot writes.  ARGV[1] is the TTL in ms, positive when this call
+# renews every key (the store's periodic refresh), negative between refreshes:
+# then ``touch_new`` sets the TTL only on keys this script created.  The
+# manager's PEXPIRE is its existence check when it renews (one call, not two).
+LEAN_PRELUDE = """
+local ttl = tonumber(ARGV[1])
+local refresh = ttl > 0
+if refresh then
+  if redis.call('PEXPIRE', KEYS[1], ttl) == 0 then return -1 end
+else
+  ttl = -ttl
+  if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+end
+local function touch_new(k, created)
+  if refresh or created then redis.call('PEXPIRE', k, ttl) end
+end
+"""
+
 REGISTER = (
     PRELUDE
     + """
@@ -84,7 +108,7 @@ local function next_score()
 end
 """
 D_SET = (
-    PRELUDE
+    LEAN_PRELUDE
     + D_NEXT_SCORE
     + """
 local s = nil
@@ -95,7 +119,8 @@ for i = 2, #ARGV, 2 do
     s = s + 1
   end
 end
-touch(KEYS[2]) touch(KEYS[3])
+-- A new field may have created both keys (an emptied dict's keys are gone).
+touch_new(KEYS[2], s ~= nil) touch_new(KEYS[3], s ~= nil)
 return 1
 """
 )
@@ -155,12 +180,15 @@ local function bump()
 end
 """
 L_PUSH = (
-    PRELUDE
-    + L_BUMP
+    LEAN_PRELUDE
     + """
-pushall(KEYS[2], ARGV, 2)
-bump()
-return redis.call('LLEN', KEYS[2])
+local n = 0
+for i = 2, #ARGV, 1000 do
+  n = redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+touch_new(KEYS[2], n == #ARGV - 1)
+touch_new(KEYS[3], redis.call('INCR', KEYS[3]) == 1)
+return n
 """
 )
 L_RANGE = (
@@ -363,7 +391,7 @@ class ManagerObjectStore:
     #: The object's keys: its key prefix plus each suffix, in this order.
     SUFFIXES: ClassVar[tuple[str, ...]] = ("",)
 
-    __slots__ = ("_gone", "_scripts", "_state", "_ttl", "keys", "manager_key")
+    __slots__ = ("_fresh_until", "_gone", "_scripts", "_state", "_ttl", "keys", "manager_key")
 
     def __init__(
         self,
@@ -379,16 +407,27 @@ class ManagerObjectStore:
         self._ttl = ttl_ms
         self._gone = gone
         self._scripts: dict[str, ScriptCall] = {}
+        self._fresh_until = 0.0  # LEAN_PRELUDE scripts renew every TTL from then on
 
-    def _run(self, source: str, *args: Any) -> Any:
+    def _run(self, source: str, *args: Any, ttl: int | None = None) -> Any:
         """Run one of this module's scripts (one round trip); raise *gone* on -1."""
         script = self._scripts.get(source)
         if script is None:
             script = self._scripts[source] = self._state.direct.script(source)
-        result = script(keys=(self.manager_key, *self.keys), args=(self._ttl, *args))
+        ttl = self._ttl if ttl is None else ttl
+        result = script(keys=(self.manager_key, *self.keys), args=(ttl, *args))
         if result.__class__ is int and result == GONE:
             raise self._gone()
         return result
+
+    def _run_lean(self, source: str, *args: Any) -> Any:
+        """:meth:`_run` for a ``LEAN_PRELUDE`` script: it renews the TTLs every key_ttl/10 s."""
+        now = time.monotonic()
+        ttl = -self._ttl
+        if now >= self._fresh_until:
+            self._fresh_until = now + self._ttl / 10_000  # a tenth of the TTL, in s
+            ttl = self._ttl
+        return self._run(source, *args, ttl=ttl)
 
     def _read(self, *command: Any) -> Any:
         """One plain command on the thread's own connection."""
@@ -439,11 +478,11 @@ class RedisDict(ManagerObjectStore):
 
     def dict_set(self, field: bytes, blob: bytes) -> None:
         """Set one item (1 round trip)."""
-        self._run(D_SET, field, blob)
+        self._run_lean(D_SET, field, blob)
 
     def dict_update(self, pairs: Sequence[bytes]) -> None:
         """Set several items atomically; *pairs* is field, value, field, value, ..."""
-        self._run(D_SET, *pairs)
+        self._run_lean(D_SET, *pairs)
 
     def dict_setdefault(self, field: bytes, blob: bytes) -> bytes | None:
         """Insert *blob* unless *field* exists: None if inserted, else the stored value."""
@@ -502,7 +541,7 @@ class RedisList(ManagerObjectStore):
 
     def list_append(self, *blobs: bytes) -> int:
         """Append *blobs* atomically; the new length."""
-        return int(self._run(L_PUSH, *blobs))
+        return int(self._run_lean(L_PUSH, *blobs))
 
     def list_set(self, index: int, blob: bytes) -> bool:
         """Replace the item at *index*; False if out of range."""

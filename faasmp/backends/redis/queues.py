@@ -11,7 +11,9 @@ Key layout (``faasmp.queues`` names them):
 Round-trip budget (counted by benchmarks/bench_counts.py):
 
 * put on an unbounded queue: 1 write, no wait -- the reply is read with the
-  thread's next request.  Items up to 64 KiB go as one Lua call; larger ones
+  thread's next request.  Items up to 64 KiB go as one Lua call (``PUSH``: one
+  RPUSH, plus a PEXPIRE when it creates the list; TTLs are renewed every
+  key_ttl/10 s, not per item, so an item lives at least 0.9 key_ttl); larger ones
   as a batch of plain commands (a Lua call copies its arguments, ~2 ms per
   MB), with the signature and the pickle written as separate buffers;
 * put on a bounded queue: 1 script (plus a blocking pop per wait for room);
@@ -20,6 +22,7 @@ Round-trip budget (counted by benchmarks/bench_counts.py):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +48,22 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 if ARGV[4] == '1' then
   if redis.call('INCR', KEYS[3]) == 1 then redis.call('DEL', KEYS[4]) end
   redis.call('PEXPIRE', KEYS[3], ARGV[3])
+end
+return 1
+"""
+
+# Push onto an unbounded queue (no length check: its bound is only the
+# stdlib's SEM_VALUE_MAX, 2**31 - 1 items, which no Redis holds in memory).
+# KEYS: items, space tokens, unfinished count, "all done" flag list.
+# ARGV: blob, ttl ms, joinable (0/1), refresh (renew every TTL: 0/1).  Returns 1.
+# 2 Redis calls for a put (was 4: an LLEN and a PEXPIRE per item).
+PUSH = """
+local n = redis.call('RPUSH', KEYS[1], ARGV[1])
+if n == 1 or ARGV[4] == '1' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if ARGV[3] == '1' then
+  local u = redis.call('INCR', KEYS[3])
+  if u == 1 then redis.call('DEL', KEYS[4]) end
+  if u == 1 or ARGV[4] == '1' then redis.call('PEXPIRE', KEYS[3], ARGV[2]) end
 end
 return 1
 """
@@ -108,7 +127,8 @@ class RedisQueue:
         self.items, self.space, self.unfinished, self.done = keys
         self._keys = list(keys)
         self._ttl = ttl_ms
-        self._put_deferred = direct.deferred_script(PUT)
+        self._push = direct.deferred_script(PUSH)
+        self._fresh_until = 0.0  # PUSH renews every TTL from then on
         self._put = direct.script(PUT)
         self._get_now = direct.script(GET_NOW)
         self._freed = direct.script(SPACE_FREED)
@@ -122,7 +142,12 @@ class RedisQueue:
         item = signed_parts(mac, body)
         join = "1" if joinable else "0"
         if item.nbytes <= BIG:
-            self._put_deferred(self._keys, [b"".join(item), 2**31 - 1, self._ttl, join], on_reply)
+            now = time.monotonic()
+            refresh = 0
+            if now >= self._fresh_until:
+                self._fresh_until = now + self._ttl / 10_000  # a tenth of the TTL, in s
+                refresh = 1
+            self._push(self._keys, [b"".join(item), self._ttl, join, refresh], on_reply)
             return
         items, ttl = self.items, self._ttl
         if not joinable:

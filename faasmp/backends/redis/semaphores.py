@@ -16,9 +16,9 @@ Key layout (both keys of one object share its prefix):
 
 Round-trip budget (counted by benchmarks/bench_counts.py):
 
-* uncontended acquire: 1 (``sem_try``), 4 Redis commands; with a pull of
-  shared memory sent behind it (``sem_try_then``) still 1;
-* release: 1 (``sem_release``), 6 commands for a lock;
+* uncontended acquire: 1 (``sem_try``), 3 Redis commands (EVALSHA, HMGET,
+  HSET); with a pull of shared memory sent behind it (``sem_try_then``) still 1;
+* release: 1 (``sem_release``), 3 commands for a lock (EVALSHA, HMGET, HSET);
 * contended acquire: 2 -- ``sem_try`` registers the waiter, ``sem_wait`` blocks
   in ``BLPOP``; for locks ``sem_wait_owned`` blocks in ``BLMOVE`` to a list
   of the waiter's own and records the new owner in a script sent in the same
@@ -27,11 +27,20 @@ Round-trip budget (counted by benchmarks/bench_counts.py):
 
 Every script runs on the calling thread's own connection (``StateBackend.direct``):
 redis-py's pooled path costs ~3x a bare send/receive on loopback.
+
+TTL: ``sem_try`` and ``sem_release`` renew the meta hash's TTL only when the
+caller's clock says so (``refresh``, every key_ttl/10 s per object), not on
+every call: a semaphore in use never expires, and one left alone still
+lives at least 0.9 key_ttl after its last use.  A lock's owner fields are
+blanked (``''``), not deleted, by a release: one HSET instead of HDEL + HSET;
+an empty ``id`` means "not held", which is also a lock's over-release check
+(no LLEN of the wake list).
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -56,17 +65,19 @@ end
 """
 
 
-# KEYS: meta, wake.  ARGV: me, name, ttl, recursive, track owner, count, register
+# KEYS: meta, wake.  ARGV: me, name, ttl, recursive, track owner, count,
+# register, refresh (renew the TTL)
 # -> 1 acquired, 0 not (registered as a waiter if ARGV[7] = '1'), -1 gone.
-# One HMGET and one HSET where a chain of HGET/HINCRBY/HSET did the same:
-# 4 commands for an uncontended lock acquire instead of 5.
+# One HMGET and one HSET where a chain of HGET/HINCRBY/HSET did the same, and
+# the TTL renewed only on refresh: 3 commands for an uncontended lock acquire
+# (was 5, then 4).
 SEM_TRY = """
 local st = redis.call('HMGET', KEYS[1], 'v', 'id')
 local v = st[1]
 if not v then return -1 end
+if ARGV[8] == '1' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 if ARGV[4] == '1' and st[2] == ARGV[1] then
   redis.call('HINCRBY', KEYS[1], 'count', 1)
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return 1
 end
 v = tonumber(v)
@@ -86,7 +97,6 @@ if ARGV[5] == '1' then
 else
   redis.call('HSET', KEYS[1], 'v', v)
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
@@ -123,29 +133,37 @@ return 0
 # Give back a unit (an interrupted waiter got one).  KEYS: meta, wake.  ARGV: ttl
 SEM_RETURN = hand_over("KEYS[1]", "KEYS[2]", "ARGV[1]")
 
-# KEYS: meta, wake.  ARGV: me, ttl, recursive
+# KEYS: meta, wake.  ARGV: me, ttl, recursive, track owner, refresh (renew the TTL)
 # -> remaining recursion count (0 = released), -1 gone, -2 not owner, -3 over-release.
-# One HMGET reads what the checks need (6 commands for a lock instead of 8).
+# One HMGET reads what the checks need; one HSET writes the count (or the
+# waiters) and blanks the owner: 3 commands for a lock (was 8, then 6).
 SEM_RELEASE = """
 local st = redis.call('HMGET', KEYS[1], 'v', 'id', 'max', 'w')
 local v = st[1]
 if not v then return -1 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if ARGV[5] == '1' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+local owned = st[2] and st[2] ~= ''
 if ARGV[3] == '1' then
   if st[2] ~= ARGV[1] then return -2 end
   local left = redis.call('HINCRBY', KEYS[1], 'count', -1)
   if left > 0 then return left end
+elseif ARGV[4] == '1' then
+  if not owned then return -3 end
 else
   local maxv = tonumber(st[3])
   if maxv >= 0 and tonumber(v) + redis.call('LLEN', KEYS[2]) >= maxv then return -3 end
 end
-if st[2] then redis.call('HDEL', KEYS[1], 'id', 'name', 'count') end
-if tonumber(st[4] or '0') > 0 then
-  redis.call('HINCRBY', KEYS[1], 'w', -1)
+local waiting = tonumber(st[4] or '0')
+local field, value = 'v', tonumber(v) + 1
+if waiting > 0 then field, value = 'w', waiting - 1 end
+if owned then
+  redis.call('HSET', KEYS[1], field, value, 'id', '', 'name', '', 'count', '')
+else
+  redis.call('HSET', KEYS[1], field, value)
+end
+if waiting > 0 then
   redis.call('RPUSH', KEYS[2], 1)
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
-else
-  redis.call('HSET', KEYS[1], 'v', tonumber(v) + 1)
 end
 return 0
 """
@@ -166,6 +184,15 @@ class RedisSemaphore:
         self._cancel: ScriptCall = direct.script(SEM_CANCEL)
         self._return: ScriptCall = direct.script(SEM_RETURN)
         self._release: ScriptCall = direct.script(SEM_RELEASE)
+        self._fresh_until = 0.0  # sem_try / sem_release renew the meta's TTL from then on
+
+    def _refresh(self) -> int:
+        """1 when this call should renew the meta hash's TTL (every key_ttl/10 s), else 0."""
+        now = time.monotonic()
+        if now < self._fresh_until:
+            return 0
+        self._fresh_until = now + self._ttl / 10_000  # a tenth of the TTL, in s
+        return 1
 
     def create(self, kind: str, value: int, maxvalue: int) -> None:
         """Write the initial state (one round trip)."""
@@ -178,7 +205,7 @@ class RedisSemaphore:
         self, me: str, name: str, *, recursive: bool, track_owner: bool, count: int, register: bool
     ) -> int:
         """Take a unit if one is free (1); else 0, registered as a waiter if *register*; -1 gone."""
-        args = [me, name, self._ttl, int(recursive), int(track_owner), count, int(register)]
+        args = [me, name, self._ttl, int(recursive), int(track_owner), count, int(register), self._refresh()]
         return int(self._try(keys=[self.meta, self.wake], args=args))
 
     def sem_try_then(
@@ -201,7 +228,7 @@ class RedisSemaphore:
         back before the error propagates.
         """
         got: list[Any] = []
-        args = [me, name, self._ttl, int(recursive), int(track_owner), count, int(register)]
+        args = [me, name, self._ttl, int(recursive), int(track_owner), count, int(register), self._refresh()]
         self._try_later([self.meta, self.wake], args, got.append)
         try:
             then()
@@ -209,7 +236,7 @@ class RedisSemaphore:
             with contextlib.suppress(Exception):
                 self._state.direct.flush()
                 if got and got[0] == 1:
-                    self.sem_release(me, recursive=recursive)
+                    self.sem_release(me, recursive=recursive, track_owner=track_owner)
             raise
         self._state.direct.flush()  # *then* sent nothing: read the reply now
         if isinstance(got[0], BaseException):
@@ -253,9 +280,14 @@ class RedisSemaphore:
         """Record the owner after :meth:`sem_wait` got the unit; False if the state is gone."""
         return int(self._owned(keys=[self.meta], args=[me, name, self._ttl, count])) != -1
 
-    def sem_release(self, me: str, *, recursive: bool) -> int:
-        """Release: remaining recursion count (0 = released), -1 gone, -2 not owner, -3 over-release."""
-        return int(self._release(keys=[self.meta, self.wake], args=[me, self._ttl, int(recursive)]))
+    def sem_release(self, me: str, *, recursive: bool, track_owner: bool) -> int:
+        """Release: remaining recursion count (0 = released), -1 gone, -2 not owner, -3 over-release.
+
+        *track_owner*: a lock (its owner is recorded); it is over-released
+        when no owner is recorded.
+        """
+        args = [me, self._ttl, int(recursive), int(track_owner), self._refresh()]
+        return int(self._release(keys=[self.meta, self.wake], args=args))
 
     def snapshot(self) -> tuple[bool, int, dict[bytes, Any]]:
         """(exists, units available, meta hash with the owner), in one round trip.
