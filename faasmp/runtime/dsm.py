@@ -200,7 +200,8 @@ class Registry:
             if snap is None:
                 return None
             version, data = snap
-            return self._add(Segment(handle, store, bytearray(data), bytearray(data), version))
+            # The received buffer becomes the local copy; the twin is the one copy made here.
+            return self._add(Segment(handle, store, data, bytearray(data), version))
 
     def _add(self, seg: Segment) -> Segment:
         with self._lock:
@@ -505,7 +506,7 @@ def _parse_spec(got: Pulled) -> Any:
     return np.fromstring(got.spec.replace(b":", b","), sep=",", dtype=np.int64).reshape(-1, 2)
 
 
-def merge(mem: bytearray, twin: bytearray, ranges: Any, data: bytes) -> None:
+def merge(mem: bytearray, twin: bytearray, ranges: Any, data: bytes | bytearray) -> None:
     """Copy pulled *data* (the *ranges*' bytes, concatenated) into *mem* and *twin*.
 
     Bytes this process changed since its last synchronisation (``mem != twin``)
