@@ -374,6 +374,26 @@ def test_a_pull_of_few_changes_far_apart_fetches_the_ranges_not_their_span(ctx):
     assert b.bytes_pulled < 64 * 1024, b.bytes_pulled  # not the ~16 MB between the first and the last
 
 
+@pytest.mark.parametrize("many", [False, True], ids=["merged-in-lua", "merged-by-the-puller"])
+def test_ranges_whose_packed_bytes_look_like_separators_travel_intact(ctx, many):
+    """Ranges travel packed (8-byte start, 8-byte length): any byte value is data, not a separator.
+
+    Offsets 32 (a space), 44 (a comma), 58 (a colon) and 0x2020 start with
+    bytes that a text parser of the log entry ("<version> <writer> <ranges>")
+    would take for separators.
+    """
+    _, (a, b), (sa, sb) = _copies(ctx, 1 << 16, 2)
+    places = [32, 44, 58, 0x2020, 0x3A2C]
+    if many:  # over the pull script's budget: the puller merges the ranges itself
+        places += list(range(1024, 1024 + 300 * 97, 97))
+    va = np.frombuffer(sa.mem, dtype=np.uint8)
+    va[places] = 0x20
+    a.release()
+    b.acquire()
+    assert sb.mem == sa.mem
+    assert np.flatnonzero(np.frombuffer(sb.mem, dtype=np.uint8)).tolist() == sorted(places)
+
+
 def test_an_attach_receives_the_segment_straight_into_its_local_copy(ctx):
     """Mechanism: the attach reads the bytes from the socket into the local buffer.
 
