@@ -404,13 +404,21 @@ def make_diff(mem: bytearray, twin: bytearray, grain: int = 1) -> Diff | None:
     if not mask_it.any():
         # Every chunk ships exact runs: all of them in one go.
         total = int(sums[-1])
-        if len(starts) == 1:
-            data = snap[int(starts[0]) : int(ends[0])].tobytes()
-        else:
-            data = snap[_positions(np, starts, lens_all, total)].tobytes()
         old[:] = snap
         exact.append(np.column_stack((starts + base, lens_all)))
-        exact_data.append(data)
+        if len(starts) == 1:
+            # One run (a sorted slice): ship a view of the snapshot, which
+            # nothing else holds, instead of copying megabytes once more.
+            logged = np.column_stack((starts + base, lens_all))
+            one = memoryview(snap)[int(starts[0]) : int(ends[0])]
+            return Diff(_packed(np, exact), one, [], b"", b"", _packed(np, [logged]))
+        if len(starts) <= 256:
+            # Few long runs: slices joined (fancy indexing 5 MB costs ~15 ms).
+            view = memoryview(snap)
+            pieces = zip(starts.tolist(), ends.tolist(), strict=True)
+            exact_data.append(b"".join(view[a:b] for a, b in pieces))
+        else:
+            exact_data.append(snap[_positions(np, starts, lens_all, total)].tobytes())
         bounds = bounds[:1]  # no chunk left for the loop below
     for i0, i1 in itertools.pairwise(bounds.tolist()):
         if i0 == i1:
@@ -454,9 +462,12 @@ def _packed(np: Any, pairs: list[Any]) -> bytes:
 def _dirty_span(np: Any, cur: Any, old: Any) -> tuple[int, int] | None:
     """[first, last + 1) of the bytes that differ, found by comparing 8-byte words; None if none."""
     nw = len(cur) // 8
-    words = np.flatnonzero(cur[: nw * 8].view(np.uint64) != old[: nw * 8].view(np.uint64))
+    ne = cur[: nw * 8].view(np.uint64) != old[: nw * 8].view(np.uint64)
     tail = np.flatnonzero(cur[nw * 8 :] != old[nw * 8 :]) + nw * 8
-    found = [int(words[0]) * 8, int(words[-1]) * 8 + 8] if len(words) else []
+    # argmax finds the first True without listing every changed word (a
+    # sorted 20 MB array: 2.5 million indices).
+    first = int(ne.argmax()) if nw else 0
+    found = [first * 8, (nw - int(ne[::-1].argmax())) * 8] if nw and ne[first] else []
     found += [int(tail[0]), int(tail[-1]) + 1] if len(tail) else []
     return (min(found), max(found)) if found else None
 

@@ -67,6 +67,7 @@ def unpack_ranges(packed: bytes | bytearray) -> list[tuple[int, int]]:
     """The ``(start, length)`` pairs of a packed range list."""
     return [(int(a), int(b)) for a, b in RANGE.iter_unpack(packed)]
 
+
 # KEYS[1] data, KEYS[2] version, KEYS[3] log, KEYS[4..6] scratch.
 # ARGV[1] ttl ms, ARGV[2] writer id, ARGV[3] log length, ARGV[4] logged ranges
 # (packed, see RANGE), ARGV[5] exact ranges (packed) with their bytes
