@@ -455,6 +455,11 @@ def test_string_replies_read_into_buffers_keep_their_order_nulls_and_errors(ctx)
     with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
         direct.execute_bulk([("GET", f"{key}:list"), ("GET", f"{key}:small")])
     assert direct.execute("GET", f"{key}:small") == b"a\r\nb"  # the connection is still in step
+    # A deferred reply outstanding: read first, then ours (by the parser if it took their bytes).
+    replies: list = []
+    direct.send_deferred(replies.append, "GET", key)
+    assert direct.execute_bulk([("GET", f"{key}:small"), ("GET", key)]) == [b"a\r\nb", big]
+    assert replies == [big]
     direct.execute("DEL", key, f"{key}:small", f"{key}:list")
 
 

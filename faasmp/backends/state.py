@@ -1042,14 +1042,16 @@ class _DirectRedis:
         copy (shared memory) copy it once more.  None for a missing key; if a
         reply is an error, all replies are still read, then the first error
         raises.  Over TLS, or when the parser already holds bytes of these
-        replies, the parser reads them as usual.
+        replies (read with a deferred reply), the parser reads them as usual.
         """
         if self._owner._lost is not None:
             raise StateLostError(*self._owner._lost.args)
-        self.flush()  # no deferred reply may share the socket's bytes with ours
         conn = self._conn()
         try:
             self._write(conn, conn.pack_commands(commands))
+            # A deferred reply read now may bring the start of ours into the
+            # parser's buffer: then the parser reads ours too (checked below).
+            self._drain(conn)
             sock = conn._sock
             reader = getattr(conn._parser, "_reader", None)
             if reader is None or reader.has_data() or hasattr(sock, "getpeercert"):
