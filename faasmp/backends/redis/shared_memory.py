@@ -121,7 +121,7 @@ return v
 """
 
 # For each segment i: KEYS[3i-2] data, KEYS[3i-1] version, KEYS[3i] log;
-# ARGV[1] puller's writer id, ARGV[2] inline byte budget, ARGV[3] range-text
+# ARGV[1] puller's writer id, ARGV[2] inline byte budget, ARGV[3] packed-range
 # budget, ARGV[3 + i] the puller's version of segment i.
 # -> per segment {version} (nothing new), {-1} (gone), {version, 'all'} (too
 # far behind: fetch the whole segment), {version, ranges} (fetch these
