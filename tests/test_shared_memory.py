@@ -9,9 +9,11 @@ from __future__ import annotations
 import ctypes
 import itertools
 import multiprocessing
+import tracemalloc
 
 import numpy as np
 import pytest
+import redis
 
 from faasmp import sharedctypes
 from faasmp.runtime import dsm
@@ -211,6 +213,29 @@ def test_diff_ships_exact_runs_or_a_mask_and_merge_keeps_local_writes():
     assert other == expected and other_twin == mem
 
 
+def test_a_diff_of_one_long_run_holds_one_copy_of_it():
+    """Mechanism: a sorted slice (one run) is shipped as a view of the diff's snapshot.
+
+    The diff used to list every changed 8-byte word (8 bytes of index per
+    word) and copy the run twice more (the snapshot, then bytes to ship):
+    a child of the sort_views benchmark spent 7-8 ms of CPU on its 5 MB.
+    """
+    n = 8 << 20
+    twin = bytearray(np.random.default_rng(6).integers(0, 256, 4 * n, dtype=np.uint8).tobytes())
+    mem = bytearray(twin)
+    np.frombuffer(mem, dtype=np.int32)[n // 4 : n // 2].sort()  # 8 MB of 32 MB
+    changed = n
+    tracemalloc.start()
+    try:
+        diff = dsm.make_diff(mem, twin, 4)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert diff is not None and twin == mem
+    assert diff.nbytes >= changed - 64 and len(diff.exact) <= 3
+    assert peak < 1.8 * changed, f"the diff held {peak / changed:.1f} copies of the changed bytes at once"
+
+
 def test_diff_and_merge_without_numpy_give_the_same_bytes(monkeypatch):
     """The pure-Python path (numpy is optional): same result, exact runs only."""
     rng = np.random.default_rng(5)
@@ -370,6 +395,72 @@ def test_a_pull_of_few_changes_far_apart_fetches_the_ranges_not_their_span(ctx):
     b.acquire()
     assert sb.mem == sa.mem
     assert b.bytes_pulled < 64 * 1024, b.bytes_pulled  # not the ~16 MB between the first and the last
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["merged-in-lua", "merged-by-the-puller"])
+def test_ranges_whose_packed_bytes_look_like_separators_travel_intact(ctx, many):
+    """Ranges travel packed (8-byte start, 8-byte length): any byte value is data, not a separator.
+
+    Offsets 32 (a space), 44 (a comma), 58 (a colon) and 0x2020 start with
+    bytes that a text parser of the log entry ("<version> <writer> <ranges>")
+    would take for separators.
+    """
+    _, (a, b), (sa, sb) = _copies(ctx, 1 << 16, 2)
+    places = [32, 44, 58, 0x2020, 0x3A2C]
+    if many:  # over the pull script's budget: the puller merges the ranges itself
+        places += list(range(1024, 1024 + 300 * 97, 97))
+    va = np.frombuffer(sa.mem, dtype=np.uint8)
+    va[places] = 0x20
+    a.release()
+    b.acquire()
+    assert sb.mem == sa.mem
+    assert np.flatnonzero(np.frombuffer(sb.mem, dtype=np.uint8)).tolist() == sorted(places)
+
+
+def test_an_attach_receives_the_segment_straight_into_its_local_copy(ctx):
+    """Mechanism: the attach reads the bytes from the socket into the local buffer.
+
+    Through the parser a 20 MB attach held three copies at once (the parser's
+    bytes, the buffer, the twin) and cost 50 ms of CPU per child of the sort;
+    now two (the buffer and its twin).
+    """
+    size = 8 << 20
+    arr = ctx.RawArray("B", size)
+    np.frombuffer(arr, dtype=np.uint8)[:] = np.random.default_rng(3).integers(0, 256, size, dtype=np.uint8)
+    dsm.release()
+    seg = sharedctypes.segment_of(arr)
+    other = dsm.Registry()
+    tracemalloc.start()
+    try:
+        copy = other.attach(seg.handle)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert copy is not None and copy.mem == seg.mem and copy.twin == seg.mem
+    assert peak < 2.5 * size, f"the attach held {peak / size:.1f} copies of the segment at once"
+
+
+def test_string_replies_read_into_buffers_keep_their_order_nulls_and_errors(ctx):
+    """The raw reader behind attaches and pulls: RESP bulk strings of any size, in order."""
+    direct = ctx.session.state.direct
+    key = ctx.session.keys.k("test", "bulk")
+    big = np.random.default_rng(4).integers(0, 256, 3 << 20, dtype=np.uint8).tobytes()
+    direct.execute_many([("SET", key, big), ("SET", f"{key}:small", b"a\r\nb")])
+    got = direct.execute_bulk(
+        [("GET", f"{key}:small"), ("GET", key), ("GET", f"{key}:missing"), ("GETRANGE", key, 5, 9)]
+    )
+    assert got == [b"a\r\nb", big, None, big[5:10]]
+    assert all(type(g) is bytearray for g in got if g is not None)
+    direct.execute("RPUSH", f"{key}:list", b"x")
+    with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+        direct.execute_bulk([("GET", f"{key}:list"), ("GET", f"{key}:small")])
+    assert direct.execute("GET", f"{key}:small") == b"a\r\nb"  # the connection is still in step
+    # A deferred reply outstanding: read first, then ours (by the parser if it took their bytes).
+    replies: list = []
+    direct.send_deferred(replies.append, "GET", key)
+    assert direct.execute_bulk([("GET", f"{key}:small"), ("GET", key)]) == [b"a\r\nb", big]
+    assert replies == [big]
+    direct.execute("DEL", key, f"{key}:small", f"{key}:list")
 
 
 def test_a_forked_child_gets_its_own_writer_id_and_fresh_copies(ctx):

@@ -115,6 +115,7 @@ class DirectOps(Protocol):
         self, on_reply: Callable[[Any], None], commands: Sequence[Sequence[Any]]
     ) -> None: ...
     def execute_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]: ...
+    def execute_bulk(self, commands: Sequence[Sequence[Any]]) -> list[bytearray | None]: ...
     def pop_then_script(
         self, key: Key, dest: Key, timeout: float, source: str, keys: Sequence[Key], args: Sequence[Any]
     ) -> Any: ...
@@ -626,6 +627,72 @@ def _read_pop_reply(sock: Any, head: bytearray) -> bytearray | None:
     return out
 
 
+def _read_bulk_replies(sock: Any, count: int) -> list[bytearray | None]:
+    """Read *count* bulk-string replies from *sock*, each value straight into its own buffer.
+
+    RESP2 or RESP3.  A null reply is None; after reading them all, the first
+    error reply raises :class:`redis.exceptions.ResponseError`.
+    """
+    head = bytearray()
+    pos = 0
+
+    def more() -> None:
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            raise redis.exceptions.ConnectionError("Connection closed by server.")
+        head.extend(chunk)
+
+    def line() -> bytes:
+        nonlocal pos
+        while True:
+            end = head.find(b"\r\n", pos)
+            if end >= 0:
+                out = bytes(head[pos:end])
+                pos = end + 2
+                return out
+            more()
+
+    out: list[bytearray | None] = []
+    error: redis.exceptions.ResponseError | None = None
+    for _ in range(count):
+        header = line()
+        if header in (b"_", b"$-1"):
+            out.append(None)
+            continue
+        if header[:1] == b"-":
+            error = error or redis.exceptions.ResponseError(header[1:].decode(errors="replace"))
+            out.append(None)
+            continue
+        if header[:1] != b"$":
+            raise redis.exceptions.InvalidResponse(f"unexpected reply to a string read: {header[:40]!r}")
+        n = int(header[1:])
+        value = bytearray(n)
+        view = memoryview(value)
+        have = min(len(head) - pos, n)
+        view[:have] = head[pos : pos + have]
+        pos += have
+        while have < n:
+            got = sock.recv_into(view[have:])
+            if not got:
+                raise redis.exceptions.ConnectionError("Connection closed by server.")
+            have += got
+        while len(head) < pos + 2:
+            more()
+        if head[pos : pos + 2] != b"\r\n":
+            raise redis.exceptions.InvalidResponse("a string reply without its CRLF")
+        pos += 2
+        # The buffered header bytes before pos are done with: drop them, so a
+        # long run of small replies does not keep re-scanning them.
+        del head[:pos]
+        pos = 0
+        out.append(value)
+    if len(head) > pos:
+        raise redis.exceptions.InvalidResponse("data after the replies to a string read")
+    if error is not None:
+        raise error
+    return out
+
+
 def _ignore_reply(reply: Any) -> None:
     """The callback of a deferred command whose reply nobody needs."""
 
@@ -1059,6 +1126,58 @@ class _DirectRedis:
         if error is not None:
             raise error
         return replies
+
+    def execute_bulk(self, commands: Sequence[Sequence[Any]]) -> list[bytearray | None]:
+        """Send commands that each reply with one string (GET, GETRANGE) and return their values.
+
+        One round trip, like :meth:`execute_many`, but each value is received
+        from the socket straight into its own ``bytearray`` (``recv_into``):
+        hiredis would read a 20 MB value into a growing buffer of its own,
+        then copy it into a bytes object, and callers that keep a mutable
+        copy (shared memory) copy it once more.  None for a missing key; if a
+        reply is an error, all replies are still read, then the first error
+        raises.  Over TLS, or when the parser already holds bytes of these
+        replies (read with a deferred reply), the parser reads them as usual.
+        """
+        if self._owner._lost is not None:
+            raise StateLostError(*self._owner._lost.args)
+        conn = self._conn()
+        try:
+            self._write(conn, conn.pack_commands(commands))
+            # A deferred reply read now may bring the start of ours into the
+            # parser's buffer: then the parser reads ours too (checked below).
+            self._drain(conn)
+            sock = conn._sock
+            reader = getattr(conn._parser, "_reader", None)
+            if reader is None or reader.has_data() or hasattr(sock, "getpeercert"):
+                replies: list[Any] = []
+                error: Exception | None = None
+                for command in commands:
+                    try:
+                        replies.append(self._read(conn, command))
+                    except redis.exceptions.ResponseError as exc:
+                        error = error or exc
+                        replies.append(None)
+                if error is not None:
+                    raise error
+                return [None if r is None else bytearray(r) for r in replies]
+            try:
+                return _read_bulk_replies(sock, len(commands))
+            except redis.exceptions.ResponseError:
+                raise
+            except TimeoutError as exc:  # socket.timeout from a raw read: the server froze
+                conn.disconnect()  # its reply may still come: the stream is out of step
+                raise redis.exceptions.TimeoutError(f"Timeout reading from {self._owner._where}") from exc
+            except BaseException:
+                conn.disconnect()  # stopped inside a reply: the stream is out of step
+                raise
+        except redis.exceptions.ResponseError:
+            raise
+        except BaseException as exc:
+            failed = self._failed(exc)
+            if failed is exc:
+                raise
+            raise failed from exc
 
     def close(self) -> None:
         for conn in list(self._conns):

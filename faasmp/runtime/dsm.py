@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..backends.redis.shared_memory import SUFFIXES, Diff, Pulled, SharedMemoryStore
+from ..backends.redis.shared_memory import SUFFIXES, Diff, Pulled, SharedMemoryStore, pack_ranges
 from .shared import SharedObject
 
 T = TypeVar("T")
@@ -200,7 +200,8 @@ class Registry:
             if snap is None:
                 return None
             version, data = snap
-            return self._add(Segment(handle, store, bytearray(data), bytearray(data), version))
+            # The received buffer becomes the local copy; the twin is the one copy made here.
+            return self._add(Segment(handle, store, data, bytearray(data), version))
 
     def _add(self, seg: Segment) -> Segment:
         with self._lock:
@@ -385,20 +386,48 @@ def make_diff(mem: bytearray, twin: bytearray, grain: int = 1) -> Diff | None:
     snap = np.array(cur[base:top])  # what we ship, even if another thread writes on
     old = old_all[base:top]
     starts, ends, ne = _changed_runs(np, snap, old, grain)
-    exact: list[tuple[int, int]] = []
+    exact: list[Any] = []  # per chunk: a (k, 2) array of (start, length)
     exact_data: list[bytes] = []
     masked: list[tuple[int, int]] = []
     masked_new: list[bytes] = []
     masked_mask: list[bytes] = []
-    bounds = np.searchsorted(starts, np.arange(0, len(snap) + CHUNK, CHUNK)).tolist()
-    for i0, i1 in itertools.pairwise(bounds):
+    bounds = np.searchsorted(starts, np.arange(0, len(snap) + CHUNK, CHUNK))
+    # Exact runs or a mask, chunk by chunk; decided for all chunks at once
+    # (a Python loop over 16 chunks of a 1 MiB array cost 0.3 ms).
+    firsts, tops = bounds[:-1], bounds[1:]
+    used = tops > firsts
+    firsts, tops = firsts[used], tops[used]
+    lens_all = ends - starts
+    sums = np.concatenate(([0], np.cumsum(lens_all)))
+    spans = ends[tops - 1] - starts[firsts]
+    mask_it = sums[tops] - sums[firsts] + RUN_COST * (tops - firsts) > 2 * spans + RUN_COST
+    if not mask_it.any():
+        # Every chunk ships exact runs: all of them in one go.
+        total = int(sums[-1])
+        old[:] = snap
+        exact.append(np.column_stack((starts + base, lens_all)))
+        if len(starts) == 1:
+            # One run (a sorted slice): ship a view of the snapshot, which
+            # nothing else holds, instead of copying megabytes once more.
+            logged = np.column_stack((starts + base, lens_all))
+            one = memoryview(snap)[int(starts[0]) : int(ends[0])]
+            return Diff(_packed(np, exact), one, [], b"", b"", _packed(np, [logged]))
+        if len(starts) <= 256:
+            # Few long runs: slices joined (fancy indexing 5 MB costs ~15 ms).
+            view = memoryview(snap)
+            pieces = zip(starts.tolist(), ends.tolist(), strict=True)
+            exact_data.append(b"".join(view[a:b] for a, b in pieces))
+        else:
+            exact_data.append(snap[_positions(np, starts, lens_all, total)].tobytes())
+        bounds = bounds[:1]  # no chunk left for the loop below
+    for i0, i1 in itertools.pairwise(bounds.tolist()):
         if i0 == i1:
             continue
         lo, hi = int(starts[i0]), int(ends[i1 - 1])
         lens = ends[i0:i1] - starts[i0:i1]
         changed = int(lens.sum())
         if changed + RUN_COST * (i1 - i0) <= 2 * (hi - lo) + RUN_COST:
-            exact += zip((starts[i0:i1] + base).tolist(), lens.tolist(), strict=True)
+            exact.append(np.column_stack((starts[i0:i1] + base, lens)))
             if i1 - i0 == 1:
                 exact_data.append(snap[lo:hi].tobytes())
             else:
@@ -412,16 +441,33 @@ def make_diff(mem: bytearray, twin: bytearray, grain: int = 1) -> Diff | None:
     gaps = np.flatnonzero(starts[1:] - ends[:-1] > LOG_GAP)
     log_starts = starts[np.concatenate(([0], gaps + 1))]
     log_ends = ends[np.concatenate((gaps, [len(ends) - 1]))]
-    logged = list(zip((log_starts + base).tolist(), (log_ends - log_starts).tolist(), strict=True))
-    return Diff(exact, b"".join(exact_data), masked, b"".join(masked_new), b"".join(masked_mask), logged)
+    logged = np.column_stack((log_starts + base, log_ends - log_starts))
+    return Diff(
+        _packed(np, exact),
+        b"".join(exact_data),
+        masked,
+        b"".join(masked_new),
+        b"".join(masked_mask),
+        _packed(np, [logged]),
+    )
+
+
+def _packed(np: Any, pairs: list[Any]) -> bytes:
+    """(k, 2) arrays of (start, length) as one packed range list (see ``RANGE`` in the store)."""
+    if not pairs:
+        return b""
+    return np.concatenate(pairs).astype("<u8").tobytes()  # type: ignore[no-any-return]
 
 
 def _dirty_span(np: Any, cur: Any, old: Any) -> tuple[int, int] | None:
     """[first, last + 1) of the bytes that differ, found by comparing 8-byte words; None if none."""
     nw = len(cur) // 8
-    words = np.flatnonzero(cur[: nw * 8].view(np.uint64) != old[: nw * 8].view(np.uint64))
+    ne = cur[: nw * 8].view(np.uint64) != old[: nw * 8].view(np.uint64)
     tail = np.flatnonzero(cur[nw * 8 :] != old[nw * 8 :]) + nw * 8
-    found = [int(words[0]) * 8, int(words[-1]) * 8 + 8] if len(words) else []
+    # argmax finds the first True without listing every changed word (a
+    # sorted 20 MB array: 2.5 million indices).
+    first = int(ne.argmax()) if nw else 0
+    found = [first * 8, (nw - int(ne[::-1].argmax())) * 8] if nw and ne[first] else []
     found += [int(tail[0]), int(tail[-1]) + 1] if len(tail) else []
     return (min(found), max(found)) if found else None
 
@@ -494,7 +540,7 @@ def _diff_python(mem: bytearray, twin: bytearray, page: int = 4096) -> Diff | No
             logged[-1] = (logged[-1][0], start + length - logged[-1][0])
         else:
             logged.append((start, length))
-    return Diff(exact, b"".join(data), [], b"", b"", logged)
+    return Diff(pack_ranges(exact), b"".join(data), [], b"", b"", pack_ranges(logged))
 
 
 def _parse_spec(got: Pulled) -> Any:
@@ -502,10 +548,10 @@ def _parse_spec(got: Pulled) -> Any:
     np = _numpy()
     if np is None or got.spec is None:
         return got.ranges()
-    return np.fromstring(got.spec.replace(b":", b","), sep=",", dtype=np.int64).reshape(-1, 2)
+    return np.frombuffer(got.spec, dtype="<u8").astype(np.int64).reshape(-1, 2)
 
 
-def merge(mem: bytearray, twin: bytearray, ranges: Any, data: bytes) -> None:
+def merge(mem: bytearray, twin: bytearray, ranges: Any, data: bytes | bytearray) -> None:
     """Copy pulled *data* (the *ranges*' bytes, concatenated) into *mem* and *twin*.
 
     Bytes this process changed since its last synchronisation (``mem != twin``)
