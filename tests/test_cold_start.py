@@ -58,7 +58,7 @@ def test_the_first_pool_returns_before_a_slow_fake_server_answers_and_then_works
 
 @pytest.mark.timeout(60)
 def test_a_failing_fake_server_is_reported_by_the_first_operation_that_needs_it(tmp_path: Path) -> None:
-    binary = _launcher(tmp_path, 'echo "fake server: cannot open the socket" >&2\nexit 3')
+    binary = _launcher(tmp_path, 'cat >/dev/null\necho "fake server: cannot open the socket" >&2\nexit 3')
     ctx = FaasContext(redis_server=binary, **TEST_SETTINGS)
     try:
         pool = ctx.Pool(2)  # returns: the server's failure is not known yet
