@@ -745,7 +745,6 @@ def _handle_results(pool_ref: weakref.ref[Pool], session: Session, results_key: 
     last_check = time.monotonic()
     down_since = 0.0
     results = PoolResultsQueue(session.state, results_key)
-    drain_first = False
     while True:
         pool = pool_ref()
         if pool is None or session.closed:
@@ -755,10 +754,8 @@ def _handle_results(pool_ref: weakref.ref[Pool], session: Session, results_key: 
             return
         del pool
         try:
-            # While results flow, take a batch at once without blocking;
-            # when none are there, block for the next one.
-            blobs = results.take(hb, drain_first=drain_first)
-            drain_first = bool(blobs)
+            # A batch of the results there are, or block for the next one.
+            blobs = results.take(hb)
         except Exception as exc:  # noqa: BLE001 - the backend went away
             if session.closed:
                 return

@@ -151,6 +151,11 @@ class WarmPool:
         sec, usec = replies[-1]
         return int(sec) + int(usec) / 1e6
 
+    def server_time(self) -> float:
+        """The server's clock in seconds (on the calling thread's own connection, as :meth:`begin_run`)."""
+        sec, usec = self._state.direct.execute("TIME")
+        return int(sec) + int(usec) / 1e6
+
     def reserve_capacity(self, max_slots: int) -> int:
         """Reserve slots for queued work no idle or starting slot will take; returns how many to start."""
         k = self._keys
