@@ -69,6 +69,9 @@ RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
 _job_counter = itertools.count()
 _SUBMIT_BATCH = 512
 _IMAP_AHEAD = 1024  # chunks imap submits beyond what the caller has taken
+#: Seconds a pool's first submit waits for the run's start (the embedded
+#: server answers in ~35 ms and gives up after 10 s; see ClientSession).
+_OPEN_WAIT = 90.0
 
 
 class WorkerLostError(ProcessError):
@@ -174,8 +177,13 @@ class Pool:
         self._killing = False  # terminate(): a worker busy with a task is killed
         self._ttl_ms = int(session.config.heartbeat_interval * 6000)
         context._register_work(self)
-        session.state.set(self._alive_key, b"1", px=self._ttl_ms)
-        self._lease(processes)
+        # Set once the pool's liveness key and its workers' leases are in
+        # Redis.  A run still starting its embedded server (the program's first
+        # Pool) leaves that to the handler thread, so Pool() returns at once;
+        # the first submit (and terminate, join) waits for it.
+        self._opened = threading.Event()
+        if session.started:
+            self._open()
         self._handler = threading.Thread(
             target=_handle_results,
             args=(weakref.ref(self), session, self._results_key),
@@ -185,6 +193,22 @@ class Pool:
         self._handler.start()
 
     # -- workers ------------------------------------------------------------
+    def _open(self) -> None:
+        """Write the pool's liveness key and lease its workers (Redis is needed from here on)."""
+        try:
+            self._session.state.set(self._alive_key, b"1", px=self._ttl_ms)
+            self._lease(self._processes)
+        finally:
+            self._opened.set()  # a failure is raised here; waiters then see the pool broken
+
+    def _wait_open(self) -> None:
+        """Wait until :meth:`_open` ran (in the handler thread, for a pool made while its run started)."""
+        if not self._opened.wait(_OPEN_WAIT):
+            raise ProcessError(
+                f"faasmp pool {self._pool_id}: its run did not start within {_OPEN_WAIT:.0f} s "
+                "(the embedded Redis server did not answer)"
+            )
+
     def _lease(self, n: int) -> None:
         session = self._session
         blobs = []
@@ -218,9 +242,12 @@ class Pool:
         return list(self._workers) or [""] * self._processes
 
     # -- submission ---------------------------------------------------------
-    def _check_running(self) -> None:
+    def _check_running(self, *, opened: bool = True) -> None:
+        """Raise unless work can be submitted; *opened*: first wait until the pool is in Redis."""
         if self._state != RUN:
             raise ValueError("Pool not running")
+        if opened:
+            self._wait_open()
         if self._broken is not None:
             raise self._broken
 
@@ -468,6 +495,7 @@ class Pool:
         worker acknowledged (``exit`` or ``lost``).
         """
         session = self._session
+        self._wait_open()  # the leases to withdraw are in Redis
         with self._lock:
             leases = dict(self._leases)
         removed = self._queues.withdraw_leases(list(leases.values()))
@@ -535,7 +563,7 @@ class Pool:
             r._fail(exc)
 
     def __enter__(self) -> Pool:
-        self._check_running()
+        self._check_running(opened=False)  # ``with Pool() as p`` returns as early as Pool()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -709,11 +737,14 @@ class Pool:
 
 def _handle_results(pool_ref: weakref.ref[Pool], session: Session, results_key: str) -> None:
     """The pool's result handler thread; holds the pool only weakly."""
+    pool = pool_ref()
+    if pool is not None and not pool._opened.is_set() and not _open_in_handler(pool):
+        return
+    del pool
     hb = session.config.heartbeat_interval
     last_check = time.monotonic()
     down_since = 0.0
     results = PoolResultsQueue(session.state, results_key)
-    drain_first = False
     while True:
         pool = pool_ref()
         if pool is None or session.closed:
@@ -723,10 +754,8 @@ def _handle_results(pool_ref: weakref.ref[Pool], session: Session, results_key: 
             return
         del pool
         try:
-            # While results flow, take a batch at once without blocking;
-            # when none are there, block for the next one.
-            blobs = results.take(hb, drain_first=drain_first)
-            drain_first = bool(blobs)
+            # A batch of the results there are, or block for the next one.
+            blobs = results.take(hb)
         except Exception as exc:  # noqa: BLE001 - the backend went away
             if session.closed:
                 return
@@ -757,6 +786,22 @@ def _handle_results(pool_ref: weakref.ref[Pool], session: Session, results_key: 
             except Exception as exc:  # noqa: BLE001 - the backend went away mid-check
                 down_since = down_since or now
                 _backend_failed(pool_ref, exc, now - down_since)
+
+
+def _open_in_handler(pool: Pool) -> bool:
+    """Open a pool made while its run was starting (see ``Pool._open``); False if that failed.
+
+    The failure (the embedded server's error) breaks the pool: its first
+    submit raises it.
+    """
+    try:
+        pool._open()
+    except Exception as exc:  # noqa: BLE001 - raised to the pool's user by its next call
+        pool._broken = exc
+        pool._dismissed = True  # no worker was leased, no wake-up message will come
+        pool._fail_all(exc)
+        return False
+    return True
 
 
 def _backend_failed(pool_ref: weakref.ref[Pool], exc: BaseException, down_for: float) -> None:

@@ -49,6 +49,8 @@ class _RemoteHandle:
         self.ctl_key = k.proc_ctl(proc_id)
         self.records = ProcessRecords(session.state, k, int(session.config.key_ttl * 1000))
         self.returncode: int | None = None
+        #: The process' record as its exit left it (read by wait() with the exit code).
+        self.exit_record: dict[bytes, bytes] | None = None
         self._pid: int | None = None
         #: join() has waited for the process' output to be replayed.
         self.output_done = False
@@ -69,20 +71,27 @@ class _RemoteHandle:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             step = 3 * hb if deadline is None else min(3 * hb, max(deadline - time.monotonic(), 0))
-            # Redis rounds blocking timeouts; 0 would mean forever.
-            raw = session.state.blmove_rotate(self.exit_key, max(step, 0.001))
-            if raw is not None:
-                self.returncode = int(raw)
+            # Redis rounds blocking timeouts; 0 would mean forever.  The
+            # record comes in the same round trip as the wait.
+            code, record = self.records.wait_exit(self.proc_id, max(step, 0.001))
+            if code is not None:
+                self.returncode, self.exit_record = code, record
                 return self.returncode
-            self._check_lost()
+            self._check_lost(record)
             if self.returncode is not None:
                 return self.returncode
             if deadline is not None and time.monotonic() >= deadline:
                 return None
 
-    def _check_lost(self) -> None:
+    def had_output(self) -> bool:
+        """Whether the ended process' output ends with a marker to wait for (unknown: True)."""
+        if self.exit_record is None:
+            # Its exit was seen by poll() (is_alive, exitcode, connection.wait): one read.
+            self.exit_record = self.records.read(self.proc_id)
+        return self.exit_record.get(b"eof") != b"0"
+
+    def _check_lost(self, info: dict[bytes, bytes]) -> None:
         """A process whose worker invocation died exits with -SIGKILL (never a hang)."""
-        info = self.session.state.hgetall(self.hash_key)
         state = info.get(b"state")
         if state == b"running":
             host = info[b"host"].decode()
@@ -134,8 +143,9 @@ class _RemoteHandle:
     def ended_stats(self) -> None:
         """Emit the record of the ended process, once.
 
-        Its timing (written by the process as it ended) is read with the
-        session's next heartbeat, not here: ``join`` costs no extra round trip.
+        Its timing (written by the process as it ended) came with ``join``'s
+        wait, or (an exit seen by ``poll``) is read with the session's next
+        heartbeat: no extra round trip either way.
         """
         start = self.__dict__.pop("_stats_start", None)
         if start is None or self.session.remote_mode:
@@ -150,7 +160,10 @@ class _RemoteHandle:
             session.stats.emit(stats.TaskFinished(rec))
             session.stats.emit(stats.JobFinished(proc_id, received, rec.ok))
 
-        session.read_for_stats(self.hash_key, emit)
+        if self.exit_record:
+            emit(self.exit_record)  # join read it with the exit: no read of its own
+        else:
+            session.read_for_stats(self.hash_key, emit)
 
 
 class BaseProcess:
@@ -275,7 +288,8 @@ class BaseProcess:
             _children.discard(self)
             if not handle.output_done:
                 handle.output_done = True
-                self._get_ctx().session.wait_output(self._proc_id or "", timeout=2.0)
+                if handle.had_output():
+                    self._get_ctx().session.wait_output(self._proc_id or "", timeout=2.0)
 
     def is_alive(self) -> bool:
         """True while the process has started and not yet ended (does not block)."""

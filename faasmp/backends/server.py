@@ -317,7 +317,7 @@ ACL_COMMANDS: tuple[str, ...] = (
     # strings
     "get", "set", "getrange", "setrange", "incr", "incrby", "decr", "bitop",
     # lists
-    "lpush", "rpush", "lpop", "rpop", "blpop", "blmove", "lrange", "lindex",
+    "lpush", "rpush", "lpop", "rpop", "blpop", "blmpop", "blmove", "lrange", "lindex",
     "linsert", "llen", "lrem", "lset", "ltrim",
     # hashes
     "hget", "hset", "hsetnx", "hdel", "hexists", "hgetall", "hkeys", "hlen",

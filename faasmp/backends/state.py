@@ -187,13 +187,16 @@ def _no_setinfo_options() -> dict[str, Any]:
 _NO_SETINFO = _no_setinfo_options()
 
 
-def _counting_connection_class(url: str, counter: _WriteCounter) -> type:
+def _counting_connection_class(
+    url: str, counter: _WriteCounter, ready: Callable[[], None] | None = None
+) -> type:
     """The redis-py connection class *url* needs, counting every request it writes.
 
     A subclass (a wrapper around ``send_packed_command``, through which every
     command, pipeline and packed batch is written), so redis-py itself is
     left as it is; the pool and :class:`_DirectRedis` both make their
-    connections from it.
+    connections from it.  *ready*, if given, is called before each new
+    connection is opened (see :class:`RedisState`).
     """
     scheme = url.split("://", 1)[0]
     base: type = {
@@ -202,6 +205,12 @@ def _counting_connection_class(url: str, counter: _WriteCounter) -> type:
     }.get(scheme, redis.Connection)
 
     class CountingConnection(base):  # type: ignore[valid-type,misc]
+        def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+            # Every connect (pooled, direct, a reconnect) comes through here.
+            if ready is not None and not self._sock:
+                ready()
+            super().connect_check_health(*args, **kwargs)
+
         def send_packed_command(self, command: Any, check_health: bool = True) -> None:
             counter.writes += 1
             super().send_packed_command(command, check_health)
@@ -257,7 +266,20 @@ def _dropped(exc: BaseException, where: str) -> StateError:
 class RedisState:
     """:class:`StateBackend` over redis-py (works with Redis and Valkey)."""
 
-    def __init__(self, url: str, *, client_name: str = "faasmp", read_timeout: float = READ_TIMEOUT) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        client_name: str = "faasmp",
+        read_timeout: float = READ_TIMEOUT,
+        ready: Callable[[], None] | None = None,
+    ) -> None:
+        """Open (lazily: no connection is made here) the Redis at *url*.
+
+        *ready*, if given, is called before each new connection is opened and
+        may block or raise: a server still starting makes its first users wait
+        for it (or raise why it never will) instead of the code that started it.
+        """
         # A URL's ?socket_timeout= (redis-py's own option) sets the read timeout
         # for every process of the run: workers open the same URL.
         query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
@@ -291,7 +313,7 @@ class RedisState:
         self._epoch: Key | None = None
         self._lost: StateLostError | None = None
         self._writes = _WriteCounter()
-        opts["connection_class"] = _counting_connection_class(url, self._writes)
+        opts["connection_class"] = _counting_connection_class(url, self._writes, ready)
         self._r = redis.Redis.from_url(url, **opts)
         self.direct = _DirectRedis(self._r, self)
         # Pooled commands first collect this thread's deferred direct reply, so
@@ -1232,17 +1254,22 @@ _STATE_BACKENDS: dict[str, StateFactory] = {}
 
 
 def register_state_backend(scheme: str, factory: StateFactory) -> None:
-    """Register *factory* (called as ``factory(url, client_name=...)``) for ``scheme://`` URLs."""
+    """Register *factory* (called as ``factory(url, client_name=..., ready=...)``) for ``scheme://`` URLs."""
     _STATE_BACKENDS[scheme] = factory
 
 
-def open_state(url: str, client_name: str = "faasmp") -> StateBackend:
-    """Open a state backend for *url*; unknown schemes list the known ones."""
+def open_state(
+    url: str, client_name: str = "faasmp", ready: Callable[[], None] | None = None
+) -> StateBackend:
+    """Open a state backend for *url*; unknown schemes list the known ones.
+
+    *ready* is called before each new connection (see :class:`RedisState`).
+    """
     scheme = url.split("://", 1)[0]
     factory = _STATE_BACKENDS.get(scheme)
     if factory is None:
         raise ValueError(f"no state backend for URL scheme {scheme!r}; known: {sorted(_STATE_BACKENDS)}")
-    return factory(url, client_name=client_name)
+    return factory(url, client_name=client_name, ready=ready)
 
 
 for _scheme in ("redis", "rediss", "unix"):

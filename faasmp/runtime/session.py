@@ -37,9 +37,14 @@ from . import metrics, output
 from . import protocol as msgs
 from .call import CallKind, RemoteCall, dumps, dumps_message, loads
 from .keys import Keys
-from .worker import HostSpec, clock_offset, host_main, liveness_ttl_ms
+from .worker import HostSpec, host_main, liveness_ttl_ms
 
 logger = logging.getLogger(__name__)
+
+
+#: Seconds the first users of a run wait for its embedded server to start
+#: (it answers in ~35 ms; server.ready() itself gives up after 10 s).
+_START_WAIT = 60.0
 
 
 class WorkerStartError(RuntimeError):
@@ -136,6 +141,11 @@ class Session(abc.ABC):
         """True once the run ended (a worker's session never is: its run ends with its client)."""
         return self._closed.is_set()
 
+    @property
+    def started(self) -> bool:
+        """True once the run's Redis answers (a run with an embedded server starts in the background)."""
+        return True
+
 
 class WorkerSession(Session):
     """The session of code running inside a worker slot: the run's state, no server or executor."""
@@ -207,38 +217,44 @@ class ClientSession(Session):
                 "Set FAASMP_REDIS_URL to a Redis reachable from both (for example a "
                 "managed Redis with a password, rediss:// for TLS)."
             )
-        # Lithops takes ~0.3 s to import and set up; do it while the server starts.
-        threading.Thread(target=self._make_compute, name="faasmp-compute-init", daemon=True).start()
-        if config.redis_url is None:
-            # Spawned, not awaited: the client is made while the server starts.
-            self.server = EmbeddedServer.spawn(config.redis_server)
-            url = self.server.url
-        else:
-            url = config.redis_url
-        self.url = url
-        try:
-            self.state: StateBackend = open_state(url, client_name="faasmp-client")
-            if self.server is not None:
-                self.server.ready()
-            self.state.ping()
-        except Exception as exc:
-            if self.server is not None:
-                self.server.stop()
-            raise StateError(
-                f"cannot reach Redis at {redact_url(url)}: {exc}. Check FAASMP_REDIS_URL "
-                "(host, port, password) or unset it to use the embedded server."
-            ) from exc
-        self.offset = clock_offset(self.state)
         self._ttl_ms = liveness_ttl_ms(config.heartbeat_interval)
-        self.state.set(self.keys.client, b"1", px=self._ttl_ms)
-        # The run's epoch: while it exists the server holds the run's state.
-        # Every process of the run checks it on each new connection, and the
-        # monitor on each beat, so a restarted server fails the run loudly.
-        self.state.set(self.keys.k("epoch"), b"1", px=int(config.key_ttl * 1000))
-        self.state.watch_epoch(self.keys.k("epoch"))
-        self.warm_pool = WarmPool(self.state, self.keys, int(config.key_ttl * 1000))
-        for target, name in ((self._output_loop, "output"), (self._monitor_loop, "monitor")):
+        #: The client's (redis clock - local clock); measured when the run starts.
+        self.offset = 0.0
+        self._started = threading.Event()
+        self._start_failure: StateError | None = None
+        self._starter: int | None = None  # the thread id of the run's starter
+        if config.redis_url is None:
+            # Spawned, not awaited: a fresh server answers ~35 ms after it is
+            # spawned (valkey calibrates its clock against 3 x 10 ms sleeps at
+            # start-up, with no option to skip it), and nothing of a Pool() or
+            # Process() needs to wait for that.  The run starts on the monitor
+            # thread; every new connection waits for it (_await_start), so the
+            # first operation that needs the server waits, or raises the
+            # server's error.
+            self.server = EmbeddedServer.spawn(config.redis_server)
+            self.url = self.server.url
+            self.state: StateBackend = open_state(
+                self.url, client_name="faasmp-client", ready=self._await_start
+            )
+            self.warm_pool = WarmPool(self.state, self.keys, int(config.key_ttl * 1000))
+            # The monitor thread starts the run (see _monitor_loop).
+        else:
+            # An external server answers now or never: its errors are raised here.
+            self.url = config.redis_url
+            try:
+                self.state = open_state(self.url, client_name="faasmp-client")
+            except ValueError as exc:  # a bad option in the URL
+                raise self._unreachable(exc) from exc
+            self.warm_pool = WarmPool(self.state, self.keys, int(config.key_ttl * 1000))
+            self._start_run()
+            self._started.set()
+        for target, name in ((self._monitor_loop, "monitor"), (self._output_loop, "output")):
             threading.Thread(target=target, name=f"faasmp-{name}", daemon=True).start()
+        # Lithops takes ~0.3 s to import and set up; do it while the server
+        # starts.  Last: the import holds the GIL most of the time, and each
+        # thread start waits for its thread to run (up to the 5 ms switch
+        # interval each while the import runs).
+        threading.Thread(target=self._make_compute, name="faasmp-compute-init", daemon=True).start()
         # Runs before the interpreter joins non-daemon threads (Lithops' job
         # manager waits for our long-lived invocations), like concurrent.futures.
         ref = weakref.ref(self)
@@ -249,6 +265,79 @@ class ClientSession(Session):
                 session.shutdown()
 
         threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
+
+    # -- the run's start -----------------------------------------------------
+    def _start_run(self) -> None:
+        """Make sure the server answers, write the run's keys, measure the clock offset.
+
+        Raises :class:`StateError` that names the server and why it cannot be used.
+        """
+        try:
+            if self.server is not None:
+                self.server.ready()
+            else:
+                self.state.ping()
+        except Exception as exc:
+            if self.server is not None:
+                self.server.stop()
+            raise self._unreachable(exc) from exc
+        # It answers: an error from here on is Redis refusing faasmp's keys or
+        # commands (an ACL), raised as it is.  The offset is the best of three
+        # samples, the first with the run's keys: a sample's reply may wait for
+        # the GIL (the Lithops import runs meanwhile), which skews its midpoint.
+        best: tuple[float, float] | None = None
+        for i in range(3):
+            t0 = time.time()
+            server_now = self.warm_pool.begin_run(self._ttl_ms) if i == 0 else self.warm_pool.server_time()
+            t1 = time.time()
+            if best is None or t1 - t0 < best[0]:
+                best = (t1 - t0, server_now - (t0 + t1) / 2)
+        assert best is not None
+        self.offset = best[1]
+        # The run's epoch (written by begin_run): while it exists the server
+        # holds the run's state.  Every process of the run checks it on each
+        # new connection, and the monitor on each beat, so a restarted server
+        # fails the run loudly.
+        self.state.watch_epoch(self.keys.k("epoch"))
+
+    def _unreachable(self, exc: BaseException) -> StateError:
+        return StateError(
+            f"cannot reach Redis at {redact_url(self.url)}: {exc}. Check FAASMP_REDIS_URL "
+            "(host, port, password) or unset it to use the embedded server."
+        )
+
+    def _start_in_background(self) -> None:
+        """The embedded server's run start (on the monitor thread); a failure ends the session."""
+        self._starter = threading.get_ident()
+        try:
+            self._start_run()
+        except Exception as exc:  # noqa: BLE001 - raised to the run's first users by _await_start
+            self._start_failure = exc if isinstance(exc, StateError) else self._unreachable(exc)
+            # Closed: the context starts a new session on its next use, and
+            # this one's threads leave.
+            self._closed.set()
+        finally:
+            self._started.set()
+
+    def _await_start(self) -> None:
+        """Called before every new Redis connection: wait until the run started, or raise why it did not."""
+        if not self._started.is_set():
+            if threading.get_ident() == self._starter:
+                return  # the starter's own connection
+            # server.ready() gives up after 10 s and each of begin_run's reads
+            # after the read timeout: the start ends well within this.
+            if not self._started.wait(_START_WAIT):
+                raise StateError(f"the embedded Redis server did not start within {_START_WAIT:.0f} s")
+        failure = self._start_failure
+        if failure is not None:
+            # A new exception per caller (one object raised in many threads
+            # would collect all their tracebacks).
+            raise StateError(str(failure)) from failure.__cause__
+
+    @property
+    def started(self) -> bool:
+        """True once the run's server answers and its keys are written (False while starting or failed)."""
+        return self._started.is_set() and self._start_failure is None
 
     # -- compute ------------------------------------------------------------
     def _make_compute(self) -> None:
@@ -455,6 +544,10 @@ class ClientSession(Session):
 
     # -- monitor ------------------------------------------------------------
     def _monitor_loop(self) -> None:
+        if not self._started.is_set():
+            # A run with an embedded server starts here, on this thread, so
+            # its client need not wait for the server (one thread less to start).
+            self._start_in_background()
         k, hb = self.keys, self.config.heartbeat_interval
         last_beat = 0.0
         while not self._closed.is_set():

@@ -523,9 +523,13 @@ class Slot:
         # with the exit, also for a child that was killed or called os._exit
         # (join waits for it).
         timing = metrics.read_timing(timing_r)
-        records.exited(
-            proc_id, code, end_of_output(proc_id, spec.authkey), ended=ended, count_task=True, timing=timing
-        )
+        # A child that says it wrote nothing gets no end-of-output marker:
+        # its join has nothing to wait for (the record tells it), and the
+        # client's output listener no message to take.  One that was killed
+        # before it said so (no timing) may have written: marked as before.
+        wrote = timing.pop("wrote", 1)
+        eof = end_of_output(proc_id, spec.authkey) if wrote else b""
+        records.exited(proc_id, code, eof, ended=ended, count_task=True, timing=timing)
 
     def _process_child(self, call: RemoteCall, timing_fd: int) -> int:  # pragma: no cover - forked child
         from ..backends.server import _pdeathsig_preexec  # noqa: PLC0415
@@ -557,7 +561,7 @@ class Slot:
         metrics.REGISTRY.process = proc.name
         run_start, cpu0 = time.time(), time.process_time()
         code = proc._bootstrap_remote()
-        sink.end()  # flush; the slot sends the end-of-output marker after the exit
+        wrote = sink.end()  # flush; the slot sends the end-of-output marker after the exit, if it wrote
         offset = self.offset - self.spec.clock_offset
         timing = {
             "run_start": run_start + offset,
@@ -565,6 +569,7 @@ class Slot:
             "cpu_s": time.process_time() - cpu0,
             "peak_rss": _peak_rss(),
             "out_bytes": sink.bytes_out,
+            "wrote": int(wrote),
         }
         metrics.write_timing(timing_fd, timing)
         shipper.ship_last()

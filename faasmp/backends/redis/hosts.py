@@ -19,7 +19,8 @@ do not both start slots for the same queued work; a slot leaves only when no
 work is queued (:data:`SLOT_IDLE_EXIT`) and a host only when nobody asked it
 to grow meanwhile (:data:`HOST_EXIT`), so queued work always has a slot.
 
-Round-trip budget: queuing work with its capacity check 1 (one script; with
+Round-trip budget: a run's start (its client and epoch keys, the server's
+clock) 1; queuing work with its capacity check 1 (one script; with
 a Process' queued record), from a worker 1 (one pipeline); a capacity check 1; a slot's registration 1,
 its idle exit 1; a host's registration 1 (one pipeline), its beat 1, its exit
 1 and a lost slot 1.
@@ -132,6 +133,29 @@ class WarmPool:
         self._ttl_ms = key_ttl_ms
 
     # -- the client -----------------------------------------------------------
+    def begin_run(self, client_ttl_ms: int) -> float:
+        """Write the client's heartbeat key and the run's epoch; returns the server's clock in seconds.
+
+        One round trip, on the calling thread's own connection (``direct``):
+        the pooled connection a run's starter used could otherwise be taken by
+        another thread before the run's keys exist.
+        """
+        k = self._keys
+        replies = self._state.direct.execute_many(
+            [
+                ("SET", k.client, b"1", "PX", client_ttl_ms),
+                ("SET", k.k("epoch"), b"1", "PX", self._ttl_ms),
+                ("TIME",),
+            ]
+        )
+        sec, usec = replies[-1]
+        return int(sec) + int(usec) / 1e6
+
+    def server_time(self) -> float:
+        """The server's clock in seconds (on the calling thread's own connection, as :meth:`begin_run`)."""
+        sec, usec = self._state.direct.execute("TIME")
+        return int(sec) + int(usec) / 1e6
+
     def reserve_capacity(self, max_slots: int) -> int:
         """Reserve slots for queued work no idle or starting slot will take; returns how many to start."""
         k = self._keys

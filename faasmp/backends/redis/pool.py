@@ -14,15 +14,21 @@ redis-py's pooled path costs ~3x a bare send/receive on loopback.
 
 Round-trip budget: a worker delivers a result and waits for its next task in
 1 round trip (:meth:`PoolWorkerQueue.deliver_and_take`); the result handler
-takes up to :data:`DRAIN` results in 1 while they flow, else blocks for one.
+takes up to :data:`DRAIN` results in 1, blocking when there are none
+(``BLMPOP``; on Redis 6.2 a poll and a block, 2).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
+
+from ..state import CONNECTION_ERRORS, StatePermissionError
 
 if TYPE_CHECKING:
     from ..state import StateBackend
+
+logger = logging.getLogger(__name__)
 
 DRAIN = 256  # results the handler takes per round trip
 
@@ -33,20 +39,39 @@ class PoolResultsQueue:
     def __init__(self, state: StateBackend, results_key: str) -> None:
         self._direct = state.direct
         self._key = results_key
+        #: BLMPOP (Redis >= 7.0) blocks for the first result and takes up to
+        #: DRAIN in one round trip; a server without it (Redis 6.2) or an ACL
+        #: user not allowed it makes the handler poll, then block (2 round trips).
+        self._blmpop = True
 
-    def take(self, timeout: float, *, drain_first: bool) -> list[bytes]:
-        """The next results: without blocking up to :data:`DRAIN` if *drain_first*, else (or if none) block.
+    def take(self, timeout: float) -> list[bytes]:
+        """The next results, up to :data:`DRAIN`, blocking up to *timeout* seconds for the first.
 
-        While results flow the handler takes them in batches; once one came
-        back empty, it blocks up to *timeout* seconds for the next one.
+        One round trip: while results flow the handler takes them in
+        batches, and when none are there it blocks without a poll first.
         Returns ``[]`` on timeout.
         """
-        blobs: list[bytes] = (self._direct.execute("LPOP", self._key, DRAIN) if drain_first else None) or []
+        if self._blmpop:
+            try:
+                reply = self._direct.execute("BLMPOP", timeout, 1, self._key, "LEFT", "COUNT", DRAIN)
+            except StatePermissionError as exc:  # an ACL user made from an older ACL line
+                self._no_blmpop(exc)
+            except CONNECTION_ERRORS:
+                raise  # the server is gone: not a reason to stop using BLMPOP
+            except Exception as exc:  # noqa: BLE001 - an error reply: Redis < 7.0 has no BLMPOP
+                self._no_blmpop(exc)
+            else:
+                return [] if reply is None else list(reply[1])
+        blobs: list[bytes] = self._direct.execute("LPOP", self._key, DRAIN) or []
         if not blobs:
             item = self._direct.blpop([self._key], timeout=timeout)
             if item is not None:
                 blobs = [item[1]]
         return blobs
+
+    def _no_blmpop(self, exc: BaseException) -> None:
+        logger.debug("faasmp pool: BLMPOP refused (%s); polling, then blocking instead", exc)
+        self._blmpop = False
 
 
 class PoolWorkerQueue:

@@ -23,7 +23,8 @@ same waiters (exit list, channel) and ends the process' output with the same
 marker; and only the first exit counts (a dead host's report and the client's
 own finding may race).
 
-Round-trip budget: a start 1, an exit 1, a signal 1 (one script each); the
+Round-trip budget: a start 1, an exit 1, a signal 1 (one script each), a
+wait for the exit with the record read behind it 1; the
 queued record is written with the queued call (``hosts.WarmPool.push_and_reserve``);
 the process' timing none of its own (it goes with the exit; the client reads
 it with a heartbeat's pipeline).
@@ -41,7 +42,9 @@ def exit_lua(code: str, note_field: str, note: str, eof: str, extra: str = "") -
     """Lua making the process of ``KEYS[1]`` (hash) / ``KEYS[2]`` (exit list) exited.
 
     KEYS[3] is the run's output list (the end-of-output marker *eof* goes
-    there, so a ``join`` waiting for the process' output returns); KEYS[4]
+    there, so a ``join`` waiting for the process' output returns; an empty
+    *eof* -- a process that wrote nothing -- pushes none, and the hash's
+    ``eof`` field says which); KEYS[4]
     the process' control list (deleted).  *code*, *note_field*, *note* and
     *eof* are Lua expressions; ``ARGV[1]`` must be the exit list's TTL in ms
     (the hash has its TTL since ``start()``).  *extra* adds HSET field and
@@ -51,11 +54,15 @@ def exit_lua(code: str, note_field: str, note: str, eof: str, extra: str = "") -
     return f"""
 if redis.call('HGET', KEYS[1], 'state') ~= 'exited' then
   local code = tostring({code})
-  redis.call('HSET', KEYS[1], 'state', 'exited', 'exitcode', code, {note_field}, {note}{extra})
+  local eof = {eof}
+  local has_eof = '0'
+  if eof ~= '' then has_eof = '1' end
+  redis.call('HSET', KEYS[1], 'state', 'exited', 'exitcode', code, 'eof', has_eof,
+             {note_field}, {note}{extra})
   redis.call('RPUSH', KEYS[2], code)
   redis.call('PEXPIRE', KEYS[2], ARGV[1])
   redis.call('PUBLISH', KEYS[2], 'exit')
-  redis.call('RPUSH', KEYS[3], {eof})
+  if eof ~= '' then redis.call('RPUSH', KEYS[3], eof) end
   redis.call('DEL', KEYS[4])
   exited = 1
 end
@@ -142,6 +149,26 @@ class ProcessRecords:
             pipe.lindex(self._keys.proc_exit(proc_id), 0)
         return [None if raw is None else int(raw) for raw in pipe.execute()]
 
+    def wait_exit(self, proc_id: str, timeout: float) -> tuple[int | None, dict[bytes, bytes]]:
+        """Wait up to *timeout* seconds for *proc_id* to exit: its exit code (None: running) and record.
+
+        One round trip: the record (``{}`` if gone) is read right after the
+        wait, in the same write, so a ``join`` has the exit's details (was
+        there output to wait for, its timing) and a timed-out wait the state
+        to check the process' host with.  *timeout* must be > 0 (Redis reads
+        0 as forever).
+        """
+        k = self._keys
+        exit_key = k.proc_exit(proc_id)
+        raw, record = self._state.direct.execute_many(
+            [("BLMOVE", exit_key, exit_key, "RIGHT", "RIGHT", timeout), ("HGETALL", k.proc(proc_id))]
+        )
+        return (None if raw is None else int(raw)), _as_dict(record)
+
+    def read(self, proc_id: str) -> dict[bytes, bytes]:
+        """The record of *proc_id* (``{}`` if gone)."""
+        return self._state.hgetall(self._keys.proc(proc_id)) or {}
+
     def started(self, proc_id: str, slot_id: str, host_id: str, pid: int, started: float) -> int:
         """Record that *proc_id* runs as *pid* in *slot_id* since *started* (client clock).
 
@@ -164,7 +191,8 @@ class ProcessRecords:
     ) -> bool:
         """Record that *proc_id* exited with *code* (the one place that does); True if it was first.
 
-        *eof* is the signed end-of-output marker of the process; *ended* the
+        *eof* is the signed end-of-output marker of the process (``b""``:
+        none, the process wrote nothing and nobody waits for it); *ended* the
         exit time (client clock) when its slot saw it, or *lost* the reason
         when it died without its slot.  *count_task* adds one to the run's
         count of tasks run.  *timing* (how the process ran: ``run_start``,
@@ -201,3 +229,10 @@ class ProcessRecords:
                 args=[self._ttl_ms, message, signum, queued_call, eof],
             )
         )
+
+
+def _as_dict(reply: Any) -> dict[bytes, bytes]:
+    """A raw HGETALL reply (RESP2 flat list or RESP3 map) as a dict."""
+    if isinstance(reply, dict):
+        return reply
+    return dict(zip(reply[::2], reply[1::2], strict=True)) if reply else {}
