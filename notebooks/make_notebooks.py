@@ -310,7 +310,7 @@ from plotly.subplots import make_subplots
 t = scaling.table
 top = int(t.workers.max())
 left, right = {"row": 1, "col": 1}, {"row": 1, "col": 2}
-titles = ("speed-up over 1 worker", "stdlib time / faasmp time (the paper: VM / serverless)")
+titles = ("speed-up over 1 worker", "stdlib time / faasmp time<br>(the paper: VM / serverless)")
 fig = make_subplots(rows=1, cols=2, subplot_titles=titles)
 for col, label, informative in (
     ("faasmp_speedup", "ours: faasmp", "faasmp_informative"),
@@ -339,7 +339,8 @@ for level in sorted({low, high}):
     fig.add_scatter(x=[1, top], y=[level] * 2, name=name, mode="lines", line_dash="dash", **right)
 fig.update_xaxes(type="log", title_text="workers")
 fig.update_yaxes(type="log", title_text="speed-up (log)", **left)  # 1-4 workers beside the paper's 1000
-fig.update_layout(height=420, title=f"{scaling.name}: {scaling.paper.summary} (paper)")
+legend = {"orientation": "h", "y": -0.3}  # below the panels, so that their titles have the width
+fig.update_layout(height=520, legend=legend, title=f"{scaling.name}: {scaling.paper.summary} (paper)")
 fig.show()
 print(scaling.note)
 """
