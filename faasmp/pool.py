@@ -714,7 +714,8 @@ class Pool:
             )
             self._session.stats.emit(TaskFinished(rec))
         if result is not None:
-            dsm.acquire()  # a task's result is an acquire of the shared memory it wrote
+            # A task's result is an acquire of the shared memory it wrote: the
+            # handler pulled once for the batch this message came in.
             result._set(index, (ok, value))
 
     def _decode(self, msg: msgs.TaskDone) -> tuple[bool, Any]:
@@ -768,16 +769,23 @@ def _handle_results(pool_ref: weakref.ref[Pool], session: Session, results_key: 
         if pool is None:
             return
         if blobs:
+            batch = []
             for blob in blobs:
                 try:
-                    msg = loads(blob, session.authkey)
+                    batch.append(loads(blob, session.authkey))
                 except Exception:  # noqa: BLE001 - a forged or foreign message is no result
                     logger.warning("faasmp pool: dropped an unauthenticated result message", exc_info=True)
-                    continue
-                pool._on_message(msg)
-                # Do not keep the last results alive while blocking for the next
-                # message (the stdlib's handler drops them too; CPython's test_release_task_refs).
-                del msg
+            if any(isinstance(msg, msgs.TaskDone) for msg in batch):
+                # A task's result is an acquire of the shared memory it wrote. Every
+                # worker released before pushing its result, so one pull after the
+                # pop sees the whole batch (a pull per result cost a round trip each).
+                dsm.acquire()
+            # Popped one by one: no handled result stays alive while this thread
+            # blocks for the next message (the stdlib's handler drops them too;
+            # CPython's test_release_task_refs).
+            batch.reverse()
+            while batch:
+                pool._on_message(batch.pop())
         now = time.monotonic()
         if now - last_check >= hb:
             last_check = now

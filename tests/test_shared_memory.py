@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import itertools
 import multiprocessing
+import time
 import tracemalloc
 
 import numpy as np
@@ -556,3 +557,57 @@ def test_a_lock_used_after_its_context_shut_down_does_not_start_a_new_run():
     with pytest.raises(Exception):  # noqa: B017 - whatever a closed run's lock raises
         lock.acquire(timeout=5)
     assert first.closed and ctx._session in (None, first), "the lock started a new run"
+
+
+def test_results_that_arrive_together_cost_one_pull_for_the_batch(ctx, monkeypatch):
+    """Mechanism: the result handler pulls once per popped batch, not once per result.
+
+    The first result's callback holds the handler thread (callbacks run there,
+    as the stdlib's do) until the other results wait in Redis, so that one pop
+    takes them all.  Each task wrote into the shared array
+    before its result, and the parent sees every write after ``get()``.
+    """
+    from faasmp.backends.redis.pool import PoolResultsQueue
+    from faasmp.runtime.dsm import REGISTRY
+
+    takes: list[int] = []
+    real_take = PoolResultsQueue.take
+
+    def counted_take(self: PoolResultsQueue, timeout: float) -> list[bytes]:
+        blobs = real_take(self, timeout)
+        if blobs:
+            takes.append(len(blobs))
+        return blobs
+
+    monkeypatch.setattr(PoolResultsQueue, "take", counted_take)
+    arr = ctx.RawArray("q", 10)
+    view = np.frombuffer(arr, dtype=np.int64)
+    with ctx.Pool(2, initializer=helpers_shm.keep_array, initargs=(arr,)) as pool:
+        pool.map(helpers_shm.square_into_array, range(2))  # the workers are up: their start messages came
+        state, key = pool._session.state, pool._results_key
+        held = []
+
+        def hold_the_first(_: object) -> None:
+            if not held:
+                held.append(True)
+                # Until the other results wait: 9 of them, fewer if this pop took some
+                # (then the count stops growing for a second).
+                deadline, last, since = time.monotonic() + 30, -1, time.monotonic()
+                while time.monotonic() < deadline:
+                    n = state.llen(key)
+                    if n >= 9 or (n and n == last and time.monotonic() - since > 1.0):
+                        break
+                    if n != last:
+                        last, since = n, time.monotonic()
+                    time.sleep(0.01)
+
+        takes.clear()
+        before = REGISTRY.pulls
+        results = [
+            pool.apply_async(helpers_shm.square_into_array, (i,), callback=hold_the_first) for i in range(10)
+        ]
+        assert sorted(r.get(60) for r in results) == list(range(10))
+        pulled = REGISTRY.pulls - before
+    assert view.tolist() == [i * i for i in range(10)]
+    assert max(takes) >= 3, f"no pop took several results: {takes}"
+    assert pulled <= len(takes), f"{pulled} pulls for {len(takes)} pops of {sum(takes)} messages"
