@@ -651,3 +651,46 @@ def test_a_popped_element_is_read_into_one_buffer_not_through_the_parser(ctx):
     got = state.direct.blpop_buffer(key, 5)
     assert type(got) is bytearray and got == big
     assert state.direct.blpop_buffer(key, 0.01) is None  # a timeout is None, as BLPOP's
+
+
+@pytest.mark.parametrize("piece", [1, 3, 1 << 16])
+def test_raw_reply_readers_take_replies_split_anywhere_and_consume_all_of_them(piece):
+    """The raw RESP readers (pipe pops, shared-memory attaches) over a real socket pair.
+
+    The server's bytes arrive in pieces of *piece* bytes, so headers, values
+    and CRLFs are split at every place; a reader must consume its replies to
+    their last CRLF (what it leaves would be taken as the next command's reply).
+    """
+    import socket
+    import threading
+
+    from faasmp.backends.state import _read_bulk_replies, _read_pop_reply
+
+    big = bytes(range(256)) * 300
+    bulk = b"$5\r\nhello\r\n$-1\r\n_\r\n$0\r\n\r\n$" + str(len(big)).encode() + b"\r\n" + big + b"\r\n"
+    pop = b"*2\r\n$3\r\nkey\r\n$" + str(len(big)).encode() + b"\r\n" + big + b"\r\n"
+    after = b"+NEXT\r\n"
+    ours, theirs = socket.socketpair()
+    try:
+
+        def send(data: bytes) -> None:
+            for i in range(0, len(data), piece):
+                theirs.sendall(data[i : i + piece])
+
+        for stream, read in (
+            (bulk, lambda: _read_bulk_replies(ours, 5)),
+            (pop, lambda: _read_pop_reply(ours, bytearray(ours.recv(4)))),
+        ):
+            writer = threading.Thread(target=send, args=(stream,))
+            writer.start()
+            got = read()
+            writer.join(10)
+            theirs.sendall(after)
+            assert ours.recv(len(after)) == after, "the reader left bytes of its replies in the socket"
+            if stream is bulk:
+                assert got == [b"hello", None, None, b"", big]
+            else:
+                assert got == big
+    finally:
+        ours.close()
+        theirs.close()

@@ -586,6 +586,73 @@ def _small_reply(head: bytes) -> bool:
     return int(head[start + 1 : end]) <= _SMALL_REPLY
 
 
+class _RespReader:
+    """RESP replies read from a socket, each string value straight into its own buffer.
+
+    Lines (headers) are parsed from a buffer of received bytes; a value's
+    bytes go from that buffer and then ``recv_into`` its own preallocated
+    ``bytearray`` (no copy through the parser), followed by exactly the bytes
+    of its CRLF still missing.
+    """
+
+    def __init__(self, sock: Any, head: bytearray | None = None) -> None:
+        self.sock = sock
+        self.head = bytearray() if head is None else head
+        self.pos = 0
+
+    def more(self) -> None:
+        chunk = self.sock.recv(1 << 16)
+        if not chunk:
+            raise redis.exceptions.ConnectionError("Connection closed by server.")
+        self.head.extend(chunk)
+
+    def line(self) -> bytes:
+        """The next header line, without its CRLF."""
+        while True:
+            end = self.head.find(b"\r\n", self.pos)
+            if end >= 0:
+                out = bytes(self.head[self.pos : end])
+                self.pos = end + 2
+                return out
+            self.more()
+
+    def skip(self, n: int) -> None:
+        """Pass over a value of *n* bytes and its CRLF."""
+        while len(self.head) < self.pos + n + 2:
+            self.more()
+        self.pos += n + 2
+
+    def value(self, n: int) -> bytearray:
+        """The next *n*-byte string value (its header already read), received into a buffer of its own."""
+        out = bytearray(n)
+        view = memoryview(out)
+        head = self.head
+        have = min(len(head) - self.pos, n)
+        view[:have] = head[self.pos : self.pos + have]
+        self.pos += have
+        while have < n:
+            got = self.sock.recv_into(view[have:])
+            if not got:
+                raise redis.exceptions.ConnectionError("Connection closed by server.")
+            have += got
+        while len(head) < self.pos + 2:
+            chunk = self.sock.recv(self.pos + 2 - len(head))
+            if not chunk:
+                raise redis.exceptions.ConnectionError("Connection closed by server.")
+            head.extend(chunk)
+        if head[self.pos : self.pos + 2] != b"\r\n":
+            raise redis.exceptions.InvalidResponse("a string reply without its CRLF")
+        # The bytes before the value are done with: drop them, so that a long
+        # run of small replies does not keep re-scanning them.
+        del head[: self.pos + 2]
+        self.pos = 0
+        return out
+
+    def leftover(self) -> bool:
+        """Whether bytes past the replies read so far were received."""
+        return len(self.head) > self.pos
+
+
 def _read_pop_reply(sock: Any, head: bytearray) -> bytearray | None:
     """Read a ``BLPOP key ...`` reply from *sock*, whose first bytes are *head*: the element, or None.
 
@@ -593,59 +660,24 @@ def _read_pop_reply(sock: Any, head: bytearray) -> bytearray | None:
     first bytes arrive with the header).  RESP2 or RESP3; a Redis error
     raises :class:`redis.exceptions.ResponseError`.  None on timeout.
     """
-    pos = 0
-
-    def more() -> None:
-        chunk = sock.recv(1 << 16)
-        if not chunk:
-            raise redis.exceptions.ConnectionError("Connection closed by server.")
-        head.extend(chunk)
-
-    def line() -> bytes:
-        nonlocal pos
-        while True:
-            end = head.find(b"\r\n", pos)
-            if end >= 0:
-                out = bytes(head[pos:end])
-                pos = end + 2
-                return out
-            more()
-
-    first = line()
+    reader = _RespReader(sock, head)
+    first = reader.line()
     if first in (b"_", b"*-1"):
         return None
     if first[:1] == b"-":
         raise redis.exceptions.ResponseError(first[1:].decode(errors="replace"))
     if first != b"*2":
         raise redis.exceptions.InvalidResponse(f"unexpected reply to BLPOP: {first[:40]!r}")
-    header = line()  # the key's length
+    header = reader.line()  # the key's length
     if header[:1] != b"$":
         raise redis.exceptions.InvalidResponse(f"unexpected reply to BLPOP: {header[:40]!r}")
-    skip = int(header[1:]) + 2
-    while len(head) < pos + skip:
-        more()
-    pos += skip
-    header = line()  # the element's length
+    reader.skip(int(header[1:]))
+    header = reader.line()  # the element's length
     if header[:1] != b"$":
         raise redis.exceptions.InvalidResponse(f"unexpected reply to BLPOP: {header[:40]!r}")
-    n = int(header[1:])
-    out = bytearray(n)
-    view = memoryview(out)
-    have = min(len(head) - pos, n)
-    view[:have] = head[pos : pos + have]
-    trailer = len(head) - pos - have  # bytes of the final CRLF already received
-    while have < n:
-        got = sock.recv_into(view[have:])
-        if not got:
-            raise redis.exceptions.ConnectionError("Connection closed by server.")
-        have += got
-    if trailer > 2:
+    out = reader.value(int(header[1:]))
+    if reader.leftover():
         raise redis.exceptions.InvalidResponse("data after the reply to BLPOP")
-    while trailer < 2:
-        got = len(sock.recv(2 - trailer))
-        if not got:
-            raise redis.exceptions.ConnectionError("Connection closed by server.")
-        trailer += got
     return out
 
 
@@ -655,29 +687,11 @@ def _read_bulk_replies(sock: Any, count: int) -> list[bytearray | None]:
     RESP2 or RESP3.  A null reply is None; after reading them all, the first
     error reply raises :class:`redis.exceptions.ResponseError`.
     """
-    head = bytearray()
-    pos = 0
-
-    def more() -> None:
-        chunk = sock.recv(1 << 16)
-        if not chunk:
-            raise redis.exceptions.ConnectionError("Connection closed by server.")
-        head.extend(chunk)
-
-    def line() -> bytes:
-        nonlocal pos
-        while True:
-            end = head.find(b"\r\n", pos)
-            if end >= 0:
-                out = bytes(head[pos:end])
-                pos = end + 2
-                return out
-            more()
-
+    reader = _RespReader(sock)
     out: list[bytearray | None] = []
     error: redis.exceptions.ResponseError | None = None
     for _ in range(count):
-        header = line()
+        header = reader.line()
         if header in (b"_", b"$-1"):
             out.append(None)
             continue
@@ -687,28 +701,8 @@ def _read_bulk_replies(sock: Any, count: int) -> list[bytearray | None]:
             continue
         if header[:1] != b"$":
             raise redis.exceptions.InvalidResponse(f"unexpected reply to a string read: {header[:40]!r}")
-        n = int(header[1:])
-        value = bytearray(n)
-        view = memoryview(value)
-        have = min(len(head) - pos, n)
-        view[:have] = head[pos : pos + have]
-        pos += have
-        while have < n:
-            got = sock.recv_into(view[have:])
-            if not got:
-                raise redis.exceptions.ConnectionError("Connection closed by server.")
-            have += got
-        while len(head) < pos + 2:
-            more()
-        if head[pos : pos + 2] != b"\r\n":
-            raise redis.exceptions.InvalidResponse("a string reply without its CRLF")
-        pos += 2
-        # The buffered header bytes before pos are done with: drop them, so a
-        # long run of small replies does not keep re-scanning them.
-        del head[:pos]
-        pos = 0
-        out.append(value)
-    if len(head) > pos:
+        out.append(reader.value(int(header[1:])))
+    if reader.leftover():
         raise redis.exceptions.InvalidResponse("data after the replies to a string read")
     if error is not None:
         raise error
