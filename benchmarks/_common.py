@@ -342,3 +342,35 @@ def lithops_env(tmp: str, redis_conf: dict[str, Any], workers: int) -> dict[str,
     env.pop("LITHOPS_CONFIG", None)
     env["LITHOPS_CONFIG_FILE"] = path
     return env
+
+
+def ab_main(script: str, width: int = 20) -> None:
+    """Interleaved A/B of two source trees: ``python SCRIPT TREE_A TREE_B [ROUNDS]``.
+
+    Each round runs *script* ``--child`` once per tree (the order alternating
+    from round to round, so drifting machine load hits both alike) with
+    ``PYTHONPATH`` set to that tree; the child prints one JSON object of
+    figures.  Prints each run and then the medians with their ratio B/A.
+    """
+    import statistics  # noqa: PLC0415 - only the A/B scripts need it
+
+    src_a, src_b = sys.argv[1], sys.argv[2]
+    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 5
+    results: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
+    for r in range(rounds):
+        order = ("A", "B") if r % 2 == 0 else ("B", "A")
+        for label in order:
+            env = dict(os.environ, PYTHONPATH=src_a if label == "A" else src_b)
+            proc = subprocess.run(
+                [sys.executable, script, "--child"], env=env, capture_output=True, text=True, timeout=600
+            )
+            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+            if not line:
+                raise SystemExit(f"round {r} {label} failed:\n{proc.stdout}\n{proc.stderr}")
+            results[label].append(json.loads(line[-1]))
+            print(label, r, line[-1], flush=True)
+    print(f"\n{'metric':<{width}} {'A median':>10} {'B median':>10} {'B/A':>7}")
+    for key in results["A"][0]:
+        a = statistics.median(x[key] for x in results["A"])
+        b = statistics.median(x[key] for x in results["B"])
+        print(f"{key:<{width}} {a:>10.1f} {b:>10.1f} {b / a:>7.3f}")

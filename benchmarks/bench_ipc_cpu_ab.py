@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -85,31 +84,10 @@ def child() -> None:
     faasmp.shutdown()
 
 
-def main() -> None:
-    src_a, src_b = sys.argv[1], sys.argv[2]
-    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 5
-    results: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
-    for r in range(rounds):
-        order = ("A", "B") if r % 2 == 0 else ("B", "A")
-        for label in order:
-            env = dict(os.environ, PYTHONPATH=src_a if label == "A" else src_b)
-            proc = subprocess.run(
-                [sys.executable, __file__, "--child"], env=env, capture_output=True, text=True, timeout=600
-            )
-            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-            if not line:
-                raise SystemExit(f"round {r} {label} failed:\n{proc.stdout}\n{proc.stderr}")
-            results[label].append(json.loads(line[-1]))
-            print(label, r, line[-1], flush=True)
-    print(f"\n{'metric':<20} {'A median':>10} {'B median':>10} {'B/A':>7}")
-    for key in results["A"][0]:
-        a = statistics.median(x[key] for x in results["A"])
-        b = statistics.median(x[key] for x in results["B"])
-        print(f"{key:<20} {a:>10.1f} {b:>10.1f} {b / a:>7.3f}")
-
-
 if __name__ == "__main__":
     if sys.argv[1:] == ["--child"]:
         child()
     else:
-        main()
+        from _common import ab_main
+
+        ab_main(__file__, width=20)
