@@ -374,3 +374,19 @@ def ab_main(script: str, width: int = 20) -> None:
         a = statistics.median(x[key] for x in results["A"])
         b = statistics.median(x[key] for x in results["B"])
         print(f"{key:<{width}} {a:>10.1f} {b:>10.1f} {b / a:>7.3f}")
+
+
+def measure_cpu_wall(out: dict[str, float], name: str, op: Callable[[], Any], n: int) -> None:
+    """*op* run *n* times after 300 warm-up calls: ``NAME_cpu_us`` (this process's CPU) and ``NAME_wall_us`` (median)."""
+    import statistics  # noqa: PLC0415 - only the A/B scripts need it
+
+    for _ in range(300):  # warm-up: connections, scripts, caches
+        op()
+    walls = []
+    c0 = time.process_time()
+    for _ in range(n):
+        t0 = time.perf_counter()
+        op()
+        walls.append(time.perf_counter() - t0)
+    out[f"{name}_cpu_us"] = (time.process_time() - c0) / n * 1e6
+    out[f"{name}_wall_us"] = statistics.median(walls) * 1e6

@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from typing import Any
 
 N = int(os.environ.get("BENCH_N", "2000"))
@@ -32,20 +29,9 @@ def echo(conn: Any) -> None:
         conn.send_bytes(msg)
 
 
-def _measure(out: dict[str, float], name: str, op: Callable[[], Any]) -> None:
-    for _ in range(300):  # warm-up: connections, scripts, caches
-        op()
-    walls = []
-    c0 = time.process_time()
-    for _ in range(N):
-        t0 = time.perf_counter()
-        op()
-        walls.append(time.perf_counter() - t0)
-    out[f"{name}_cpu_us"] = (time.process_time() - c0) / N * 1e6
-    out[f"{name}_wall_us"] = statistics.median(walls) * 1e6
-
-
 def child() -> None:
+    from _common import measure_cpu_wall  # noqa: PLC0415
+
     import faasmp  # noqa: PLC0415
 
     out: dict[str, float] = {}
@@ -57,7 +43,7 @@ def child() -> None:
         a.send_bytes(b"x")
         a.recv_bytes()
 
-    _measure(out, "pipe_rtt", rtt)
+    measure_cpu_wall(out, "pipe_rtt", rtt, N)
     a.send_bytes(b"stop")
     p.join(60)
     lock = faasmp.Lock()
@@ -66,19 +52,19 @@ def child() -> None:
         lock.acquire()
         lock.release()
 
-    _measure(out, "lock", cycle)
+    measure_cpu_wall(out, "lock", cycle, N)
     v = faasmp.Value("i", 0)
 
     def incr() -> None:
         with v.get_lock():
             v.value += 1
 
-    _measure(out, "value_lock", incr)
+    measure_cpu_wall(out, "value_lock", incr, N)
     manager = faasmp.Manager()
     d = manager.dict()
     d["k"] = 1
-    _measure(out, "mgr_set", lambda: d.__setitem__("k", 1))
-    _measure(out, "mgr_get", lambda: d["k"])
+    measure_cpu_wall(out, "mgr_set", lambda: d.__setitem__("k", 1), N)
+    measure_cpu_wall(out, "mgr_get", lambda: d["k"], N)
     manager.shutdown()
     print(json.dumps(out))
     faasmp.shutdown()

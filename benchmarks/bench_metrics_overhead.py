@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import sys
-import time
 from typing import Any
 
 N = int(os.environ.get("BENCH_N", "2000"))
@@ -30,39 +28,29 @@ def echo(conn: Any) -> None:
 
 
 def child() -> None:
+    from _common import measure_cpu_wall  # noqa: PLC0415
+
     import faasmp  # noqa: PLC0415
 
     out: dict[str, float] = {}
     a, b = faasmp.Pipe()
     p = faasmp.Process(target=echo, args=(b,))
     p.start()
-    for _ in range(300):  # warm up
+
+    def rtt() -> None:
         a.send_bytes(b"x")
         a.recv_bytes()
-    walls = []
-    c0 = time.process_time()
-    for _ in range(N):
-        t0 = time.perf_counter()
-        a.send_bytes(b"x")
-        a.recv_bytes()
-        walls.append(time.perf_counter() - t0)
-    out["pipe_rtt_cpu_us"] = (time.process_time() - c0) / N * 1e6
-    out["pipe_rtt_wall_us"] = statistics.median(walls) * 1e6
+
+    measure_cpu_wall(out, "pipe_rtt", rtt, N)
     a.send_bytes(b"stop")
     p.join(60)
     lock = faasmp.Lock()
-    for _ in range(300):
+
+    def cycle() -> None:
         lock.acquire()
         lock.release()
-    walls = []
-    c0 = time.process_time()
-    for _ in range(N):
-        t0 = time.perf_counter()
-        lock.acquire()
-        lock.release()
-        walls.append(time.perf_counter() - t0)
-    out["lock_cpu_us"] = (time.process_time() - c0) / N * 1e6
-    out["lock_wall_us"] = statistics.median(walls) * 1e6
+
+    measure_cpu_wall(out, "lock", cycle, N)
     print(json.dumps(out))
     faasmp.shutdown()
 
