@@ -6,7 +6,8 @@ median over rounds of the client's CPU time (``time.process_time``: time
 the machine spends on other work does not count) and of the wall median.
 
 Operations: Pipe 1-byte round trip with an echoing Process, Lock
-acquire+release, ``with v.get_lock(): v.value += 1``, Manager dict set / get.
+acquire+release, ``with v.get_lock(): v.value += 1``, Manager dict set / get;
+``BENCH_OPS`` (comma-separated: pipe_rtt, lock, value_lock, manager) runs only some.
 
     BENCH_N=2000 python benchmarks/bench_ipc_cpu_ab.py OLD_TREE NEW_TREE [rounds]
 """
@@ -19,6 +20,7 @@ import sys
 from typing import Any
 
 N = int(os.environ.get("BENCH_N", "2000"))
+OPS = set(os.environ.get("BENCH_OPS", "pipe_rtt,lock,value_lock,manager").split(","))
 
 
 def echo(conn: Any) -> None:
@@ -35,37 +37,41 @@ def child() -> None:
     import faasmp  # noqa: PLC0415
 
     out: dict[str, float] = {}
-    a, b = faasmp.Pipe()
-    p = faasmp.Process(target=echo, args=(b,))
-    p.start()
+    if "pipe_rtt" in OPS:
+        a, b = faasmp.Pipe()
+        p = faasmp.Process(target=echo, args=(b,))
+        p.start()
 
-    def rtt() -> None:
-        a.send_bytes(b"x")
-        a.recv_bytes()
+        def rtt() -> None:
+            a.send_bytes(b"x")
+            a.recv_bytes()
 
-    measure_cpu_wall(out, "pipe_rtt", rtt, N)
-    a.send_bytes(b"stop")
-    p.join(60)
-    lock = faasmp.Lock()
+        measure_cpu_wall(out, "pipe_rtt", rtt, N)
+        a.send_bytes(b"stop")
+        p.join(60)
+    if "lock" in OPS:
+        lock = faasmp.Lock()
 
-    def cycle() -> None:
-        lock.acquire()
-        lock.release()
+        def cycle() -> None:
+            lock.acquire()
+            lock.release()
 
-    measure_cpu_wall(out, "lock", cycle, N)
-    v = faasmp.Value("i", 0)
+        measure_cpu_wall(out, "lock", cycle, N)
+    if "value_lock" in OPS:
+        v = faasmp.Value("i", 0)
 
-    def incr() -> None:
-        with v.get_lock():
-            v.value += 1
+        def incr() -> None:
+            with v.get_lock():
+                v.value += 1
 
-    measure_cpu_wall(out, "value_lock", incr, N)
-    manager = faasmp.Manager()
-    d = manager.dict()
-    d["k"] = 1
-    measure_cpu_wall(out, "mgr_set", lambda: d.__setitem__("k", 1), N)
-    measure_cpu_wall(out, "mgr_get", lambda: d["k"], N)
-    manager.shutdown()
+        measure_cpu_wall(out, "value_lock", incr, N)
+    if "manager" in OPS:
+        manager = faasmp.Manager()
+        d = manager.dict()
+        d["k"] = 1
+        measure_cpu_wall(out, "mgr_set", lambda: d.__setitem__("k", 1), N)
+        measure_cpu_wall(out, "mgr_get", lambda: d["k"], N)
+        manager.shutdown()
     print(json.dumps(out))
     faasmp.shutdown()
 
