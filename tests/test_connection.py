@@ -694,3 +694,73 @@ def test_raw_reply_readers_take_replies_split_anywhere_and_consume_all_of_them(p
     finally:
         ours.close()
         theirs.close()
+
+
+# --- the direct connection's system-call diet (backends/state.py) ---------------
+
+
+def test_forked_child_opens_its_own_direct_connection(ctx):
+    """A child forked after the parent used a connection must not talk on the parent's socket.
+
+    The child forgets the parent's per-thread connections at the fork (an
+    ``os.register_at_fork`` hook) instead of checking ``os.getpid()`` on
+    every command; here the child's connection must be a new Redis client.
+    """
+    direct = ctx.session.state.direct
+    parent_id = direct.execute("CLIENT", "ID")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its own client id, then leave at once
+        code = 1
+        try:
+            os.write(w, b"%d" % direct.execute("CLIENT", "ID"))
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    try:
+        child_id = int(os.read(r, 64) or b"-1")
+    finally:
+        os.close(r)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert child_id not in (-1, parent_id), f"the child used client {child_id}, the parent {parent_id}"
+    assert direct.execute("CLIENT", "ID") == parent_id  # the parent's connection is intact
+
+
+def test_small_pop_reply_is_taken_only_when_whole():
+    """A BLPOP reply parsed without the parser: only one whole small reply, nothing more or less."""
+    from faasmp.backends.state import _SMALL_REPLY, _whole_small_pop  # noqa: PLC0415
+
+    reply = b"*2\r\n$4\r\nk:d0\r\n$5\r\nhello\r\n"
+    assert _whole_small_pop(reply) == b"hello"
+    assert _whole_small_pop(b"*2\r\n$4\r\nk:d0\r\n$0\r\n\r\n") == b""
+    for partial in (reply[:-1], reply[:-3], reply[:12], reply + b":1\r\n"):
+        assert _whole_small_pop(partial) is None, partial
+    assert _whole_small_pop(b"*-1\r\n") is None  # a timeout: the parser reads it
+    assert _whole_small_pop(b"-ERR wrong\r\n") is None  # an error: the parser raises it
+    big = b"x" * (_SMALL_REPLY + 1)
+    assert _whole_small_pop(b"*2\r\n$1\r\nk\r\n$%d\r\n%b\r\n" % (len(big), big)) is None
+
+
+@pytest.mark.parametrize("size", [1, 40_000, 200_000])
+def test_deferred_send_replies_and_pops_share_one_connection_in_order(ctx, size):
+    """Sends (deferred replies) and receives of one thread interleave on one connection.
+
+    The read of a deferred reply may fetch the next reply's bytes too (a
+    message already waiting): they go to the parser, in order, for small
+    and large messages alike.
+    """
+    a, b = ctx.Pipe()
+    payloads = [bytes([i % 251]) * size for i in range(30)]
+    for p in payloads[:10]:
+        b.send_bytes(p)  # already waiting when a receives
+    for i, p in enumerate(payloads[10:]):
+        a.send_bytes(p)  # deferred: its reply is read with a's next command
+        assert a.recv_bytes() == payloads[i]
+        b.send_bytes(b.recv_bytes())  # echo a's message back: a's list never empties
+    for p in payloads[20:]:
+        assert a.recv_bytes() == p
+    a.send_bytes(b"end")
+    assert b.recv_bytes() == b"end"
+    assert not a.poll(0) and not b.poll(0)
