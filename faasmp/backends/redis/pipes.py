@@ -198,6 +198,8 @@ class RedisPipeEnd:
         self._prefix = prefix
         self._ttl = ttl_ms
         self._send = direct.deferred_script(SEND)
+        # The same keys on every send: one tuple, whose packed form the script call caches.
+        self._send_keys = (write_list, peer_holders, peer_waiters, own_holders)
         self._recv_now: ScriptCall = direct.script(RECV_NOW)
         self._poll: ScriptCall = direct.script(POLL)
         self._bind: ScriptCall = direct.script(BIND)
@@ -244,11 +246,13 @@ class RedisPipeEnd:
         *refresh* also renews the TTL of the list and of both holder hashes
         (the caller asks for it every key_ttl/10 s; a big message always does).
         """
+        if type(body) is not tuple and len(body) + len(mac) <= BIG:  # one buffer: the common case
+            self._send(self._send_keys, (b"".join((mac, body)), self._ttl, 1 if refresh else 0), on_reply)
+            return
         item = signed_parts(mac, body)
         wkey, peer_h, ttl = self.write_list, self.peer_holders, self._ttl
         if item.nbytes <= BIG:
-            keys = [wkey, peer_h, self.peer_waiters, self.own_holders]
-            self._send(keys, [b"".join(item), ttl, 1 if refresh else 0], on_reply)
+            self._send(self._send_keys, (b"".join(item), ttl, 1 if refresh else 0), on_reply)
             return
         # SEND's steps as one batch of plain commands (one round trip, waited
         # for: a big message's sender learns at once that the reader is gone).
