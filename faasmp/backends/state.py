@@ -1102,6 +1102,8 @@ class _DirectRedis:
         Long waits are split like :meth:`blpop`'s, each read bounded by its
         wait plus ``read_timeout``.
         """
+        if 0 < timeout <= self._owner.read_timeout:  # one wait: no generator (a pipe's recv)
+            return self._blpop_buffer_once(key, timeout)
         for wait in self._waits(timeout):
             reply = self._blpop_buffer_once(key, wait)
             if reply is not None:
