@@ -10,6 +10,8 @@ import os
 import pickle
 import re
 import secrets
+import select
+import signal
 import threading
 import time
 
@@ -718,11 +720,16 @@ def test_forked_child_opens_its_own_direct_connection(ctx):
         finally:
             os._exit(code)
     os.close(w)
+    child_id = -1
     try:
-        child_id = int(os.read(r, 64) or b"-1")
+        ready, _, _ = select.select([r], [], [], 30)  # a child stuck after the fork: fail, not hang
+        child_id = int(os.read(r, 64) or b"-1") if ready else -1
     finally:
         os.close(r)
+        if child_id == -1:
+            os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
+    assert child_id != -1, "the forked child did not answer within 30 s"
     assert os.waitstatus_to_exitcode(status) == 0
     assert child_id not in (-1, parent_id), f"the child used client {child_id}, the parent {parent_id}"
     assert direct.execute("CLIENT", "ID") == parent_id  # the parent's connection is intact
