@@ -44,8 +44,6 @@ import dataclasses
 import enum
 from typing import Any
 
-from ..stats import MetricsReport
-
 __all__ = [
     "CHILD_EXITED",
     "DISMISSED",
@@ -56,7 +54,6 @@ __all__ = [
     "HostRegistered",
     "InitFailed",
     "KillBusy",
-    "MetricsReport",
     "PoolLease",
     "PoolTask",
     "RunningProcess",
