@@ -130,3 +130,14 @@ def test_a_process_given_a_raw_array_still_writes_it_through_numpy(default_ctx: 
     p.join(60)
     assert p.exitcode == 0
     assert arr[:] == [0.0] * 8 + [2.5] * 16 + [0.0] * 40
+
+
+def test_every_public_name_still_resolves_from_the_package() -> None:
+    import faasmp  # noqa: PLC0415
+
+    missing = [name for name in faasmp.__all__ if not hasattr(faasmp, name)]
+    assert missing == [], f"faasmp.__all__ names {missing}, which the package does not resolve"
+    assert faasmp.Pool == faasmp.get_context().Pool  # bound to the default context, as in CPython
+    assert callable(faasmp.patch) and faasmp.Process.__module__ == "faasmp.process"
+    with pytest.raises(AttributeError, match="no attribute 'Poool'"):
+        faasmp.Poool  # noqa: B018
