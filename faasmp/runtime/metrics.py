@@ -26,9 +26,10 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..stats import IpcStat, LatencyStat, MetricsReport
+if TYPE_CHECKING:  # imported by report(): a worker defines these records when it first reports, not at start
+    from ..stats import MetricsReport
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +176,8 @@ class Registry:
 
     def report(self, t: float) -> MetricsReport:
         """A snapshot of every counter (cumulative since the process started)."""
+        from ..stats import IpcStat, LatencyStat, MetricsReport  # noqa: PLC0415 - see the imports
+
         with self._lock:
             counters = list(self._counters.values())
             hists = list(self._latency.items())

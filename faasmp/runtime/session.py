@@ -32,7 +32,7 @@ from ..backends.server import EmbeddedServer
 from ..backends.state import CONNECTION_ERRORS, StateBackend, StateError, StateLostError, open_state
 from ..config import Config, redact_url
 from ..deps import runtime_name
-from ..stats import HostStarted, StatsCollector
+from ..stats import HostStarted, MetricsReport, StatsCollector
 from . import metrics, output
 from . import protocol as msgs
 from .call import CallKind, RemoteCall, dumps, dumps_message, loads
@@ -577,7 +577,7 @@ class ClientSession(Session):
             case msgs.HostRegistered(host_id=host_id, invoked=invoked, started=started):
                 self._starting.pop(host_id, None)
                 self.stats.emit(HostStarted(host_id, invoked, started))
-            case msgs.MetricsReport() as report:
+            case MetricsReport() as report:
                 self.stats.emit(report)
             case other:
                 logger.warning("faasmp: ignored run event %r", other)
