@@ -75,6 +75,8 @@ def test_a_deferred_release_wakes_a_waiter_without_the_releaser_doing_anything_e
     skip_if_isolated(ctx, "the remote process signals through a local file")
     lock = ctx.Lock()
     ready, done = tmp_path / "ready", tmp_path / "done"
+    lock.acquire()
+    lock.release()  # warm: a first call in a process waits (it may load the script)
     assert lock.acquire()
     p = ctx.Process(target=helpers_sync.take_lock_and_touch, args=(lock, str(ready), str(done)))
     p.start()
@@ -84,8 +86,9 @@ def test_a_deferred_release_wakes_a_waiter_without_the_releaser_doing_anything_e
     assert ready.exists(), "the waiter never started"
     time.sleep(0.2)  # let it block in Redis (if not yet, it finds the lock free)
     lock.release()
+    assert ctx.session.state.direct.pending(), "the release waited for its reply"
     # No Redis command from this thread from here on until the waiter is done.
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 20
     while not done.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert done.exists(), "the waiter did not get the lock while the releaser slept after its release"
@@ -122,6 +125,8 @@ def test_a_deferred_release_that_fails_raises_at_the_next_command_fake_state_los
 def test_a_deferred_release_refused_raises_value_error_at_a_flush_fake_foreign_release_fault(ctx):
     """Another process released this Lock meanwhile (simulated): the late ValueError is not dropped."""
     lock = ctx.Lock()
+    lock.acquire()
+    lock.release()  # warm: a first call in a process waits (it may load the script)
     lock.acquire()
     r = _faults(ctx)
     try:
