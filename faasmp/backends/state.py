@@ -805,11 +805,13 @@ class _DirectRedis:
         if not pending:
             return
         local.pending = []  # first: a flush from a GC finalizer must not read them twice
-        for i, (on_reply, n) in enumerate(pending):
+        read = conn.read_response
+        i = 0
+        for on_reply, n in pending:
             replies: list[Any] = []
             for _ in range(n):
                 try:
-                    replies.append(conn.read_response())
+                    replies.append(read())
                 except redis.exceptions.ResponseError as exc:
                     replies.append(exc)
                 except _DROPPED as exc:
@@ -819,10 +821,14 @@ class _DirectRedis:
                         with contextlib.suppress(Exception):
                             later(_dropped(exc, self._owner._where))
                     raise
-            with contextlib.suppress(Exception):
+            i += 1
+            # (try/except, not contextlib.suppress: this runs for every reply.)
+            try:
                 late = on_reply(replies[0] if n == 1 else replies)
-                if isinstance(late, BaseException) and local.error is None:
-                    local.error = late
+            except Exception:  # noqa: BLE001 - a callback's bug must not break the stream
+                continue
+            if late is not None and isinstance(late, BaseException) and local.error is None:
+                local.error = late
 
     def _raise_late(self) -> None:
         """Raise the error a deferred reply read by this thread's last command turned out to be."""
