@@ -263,7 +263,7 @@ class SemLock(_Synchronizer):
             if held[1] > 1:
                 _HELD_LOCKS[oid] = (me, held[1] - 1)
             else:
-                del _HELD_LOCKS[oid]
+                _HELD_LOCKS.pop(oid, None)  # another thread's release may have dropped it meanwhile
             return True
         units = _HELD_UNITS.get(oid)
         n = units.get(me, 0) if units is not None else 0
@@ -272,7 +272,7 @@ class SemLock(_Synchronizer):
         if n > 1:
             units[me] = n - 1
         else:
-            del units[me]
+            units.pop(me, None)
             if not units:
                 _HELD_UNITS.pop(oid, None)
         return True
