@@ -755,8 +755,13 @@ class _DirectRedis:
     the next command of the same thread is answered — on this connection, or
     on the pooled client, whose commands first :meth:`flush`.  So commands of
     one thread still run in program order, a message send costs no wait of
-    its own, and a send followed by a receive is one round trip.  At most one
-    reply is outstanding per thread, so the server reads it in one go.
+    its own, and a send followed by a receive is one round trip.  A send
+    drains what is outstanding first, so usually one reply is outstanding per
+    thread; a lock release written ``behind`` others (a release of a held
+    lock) adds its reply to the list without reading, up to ``_MAX_BEHIND``.
+    The replies are read in the order their commands were written; an
+    exception a callback returns is raised by the command that read it, once
+    that command's own reply is read.
     """
 
     def __init__(self, client: redis.Redis, owner: RedisState) -> None:
