@@ -7,6 +7,12 @@ does not.  For each operation this counts
   pipeline or batch; ``StateBackend.statistics().round_trips``, counted by a
   connection subclass in ``faasmp/backends/state.py``).  In the cloud each
   costs 0.3-1 ms, so this is the latency users see there.
+* **waits**: of those, the ones this process waited for (it read a reply
+  before its next write; ``statistics().waits``).  A request whose reply is
+  read with the next request -- a Pipe send, a Lock release of a lock this
+  thread holds -- is written, run by Redis at once, and costs no wait of its
+  own: it rides in the next request's round trip.  ``lock_release`` thus
+  counts 1 round trip and 0 waits, and a ``with lock:`` cycle 1 wait.
 * **commands**: every command the server executed, those inside Lua scripts
   included (``INFO commandstats`` deltas, read on a separate connection).  This
   decides how many workers one Redis can serve.
@@ -85,6 +91,7 @@ class OpCount:
 
     round_trips: int
     commands: int
+    waits: int = 0
 
 
 class Counter:
@@ -101,11 +108,22 @@ class Counter:
         # INFO itself and our connection's handshake are not the operation's.
         return sum(v["calls"] for k, v in stats.items() if k not in ("cmdstat_info", "cmdstat_hello"))
 
-    def snapshot(self) -> tuple[int, int]:
-        # A deferred send has been written; wait for its reply, so the server
-        # has run it before INFO is read (flush writes nothing).
-        self.state.direct.flush()
-        return self.state.statistics().round_trips, self.commands()
+    def snapshot(self, end: bool = False) -> tuple[int, int, int]:
+        """(round trips, waits, commands) so far.
+
+        A deferred send has been written; its reply is read (flush writes
+        nothing) so the server has run it before INFO is read.  That read is
+        no wait of the operation's: at the *end* of one the statistics are
+        taken before it, at the start after it (a deferred release in the
+        setup).
+        """
+        if end:
+            stats = self.state.statistics()
+            self.state.direct.flush()
+        else:
+            self.state.direct.flush()
+            stats = self.state.statistics()
+        return stats.round_trips, stats.waits, self.commands()
 
     def count(
         self,
@@ -115,16 +133,17 @@ class Counter:
         pick: Callable[[list[int]], float] = statistics.median,
     ) -> OpCount:
         """Counts of *op* over *reps* repetitions, *pick* of them (*setup* runs before each, uncounted)."""
-        rts, cmds = [], []
+        rts, cmds, waits = [], [], []
         for _ in range(reps):
             if setup is not None:
                 setup()
-            rt0, c0 = self.snapshot()
+            rt0, w0, c0 = self.snapshot()
             op()
-            rt1, c1 = self.snapshot()
+            rt1, w1, c1 = self.snapshot(end=True)
             rts.append(rt1 - rt0)
+            waits.append(w1 - w0)
             cmds.append(c1 - c0)
-        return OpCount(round(pick(rts)), round(pick(cmds)))
+        return OpCount(round(pick(rts)), round(pick(cmds)), round(pick(waits)))
 
     def close(self) -> None:
         self._info.close()
@@ -298,15 +317,17 @@ def load_record() -> dict[str, dict[str, int]]:
 def table(counts: dict[str, OpCount]) -> str:
     """The markdown table of docs/performance.md."""
     lines = [
-        "| operation | round trips | floor | Redis commands (Lua included) | floor means |",
-        "|---|---|---|---|---|",
+        "| operation | round trips | waits | floor | Redis commands (Lua included) | floor means |",
+        "|---|---|---|---|---|---|",
     ]
     for name, (floor, why) in FLOORS.items():
         got = counts.get(name)
         if got is None:
             continue
         mark = "" if got.round_trips <= floor else " ⚠"
-        lines.append(f"| `{name}` | {got.round_trips}{mark} | {floor} | {got.commands} | {why} |")
+        lines.append(
+            f"| `{name}` | {got.round_trips}{mark} | {got.waits} | {floor} | {got.commands} | {why} |"
+        )
     return "\n".join(lines)
 
 
@@ -325,6 +346,7 @@ def recorded_downward(counts: dict[str, OpCount]) -> dict[str, Any]:
         ops[name] = {
             "round_trips": min(cnt.round_trips, was.get("round_trips", cnt.round_trips)),
             "commands": min(cnt.commands, was.get("commands", cnt.commands)),
+            "waits": min(cnt.waits, was.get("waits", cnt.waits)),
             "floor": FLOORS[name][0],
         }
     about = old.get(

@@ -105,6 +105,22 @@ class _Identity:
 _IDENTITY = _Identity()
 os.register_at_fork(after_in_child=_IDENTITY.renew)
 
+# What this process's threads hold, as far as it can prove (see SemLock.release):
+# a lock's object id -> (owner id, recursion count); a semaphore's object id ->
+# {owner id: units taken and not yet given back}.  A release of something held
+# here cannot fail (short of the state being lost), so its reply need not be
+# waited for.  A forked child holds nothing of its own (new identity).
+_HELD_LOCKS: dict[str, tuple[str, int]] = {}
+_HELD_UNITS: dict[str, dict[str, int]] = {}
+
+
+def _forget_held() -> None:
+    _HELD_LOCKS.clear()
+    _HELD_UNITS.clear()
+
+
+os.register_at_fork(after_in_child=_forget_held)
+
 
 def _owner_name() -> str:
     """``process`` or ``process|thread``, as the stdlib's lock reprs show owners."""
@@ -219,6 +235,61 @@ class SemLock(_Synchronizer):
     def _acquire(
         self, block: bool, timeout: float | None, count: int, pull: Callable[[], object] | None = None
     ) -> bool:
+        """Take *count* units (see :meth:`acquire`), noting them as this thread's (:meth:`_took`)."""
+        me = _IDENTITY.current()
+        if not self._take(me, block, timeout, count, pull):
+            return False
+        self._took(me, count)
+        return True
+
+    def _took(self, me: str, count: int) -> None:
+        """Note that *me* now holds *count* more units (its releases may then be deferred)."""
+        oid = self._oid
+        if self._track_owner:
+            held = _HELD_LOCKS.get(oid)
+            before = held[1] if held is not None and held[0] == me else 0
+            _HELD_LOCKS[oid] = (me, before + count)
+        else:
+            units = _HELD_UNITS.setdefault(oid, {})
+            units[me] = units.get(me, 0) + count
+
+    def _give_back(self, me: str) -> bool:
+        """True (and one unit fewer noted) if *me* holds a unit of this object: its release is valid."""
+        oid = self._oid
+        if self._track_owner:
+            held = _HELD_LOCKS.get(oid)
+            if held is None or held[0] != me:
+                return False
+            if held[1] > 1:
+                _HELD_LOCKS[oid] = (me, held[1] - 1)
+            else:
+                _HELD_LOCKS.pop(oid, None)  # another thread's release may have dropped it meanwhile
+            return True
+        units = _HELD_UNITS.get(oid)
+        n = units.get(me, 0) if units is not None else 0
+        if n <= 0 or units is None:
+            return False
+        if n > 1:
+            units[me] = n - 1
+        else:
+            units.pop(me, None)
+            if not units:
+                _HELD_UNITS.pop(oid, None)
+        return True
+
+    def _forget(self) -> None:
+        """Nothing of this object is noted as held here any more (a release by another thread)."""
+        _HELD_LOCKS.pop(self._oid, None)
+        _HELD_UNITS.pop(self._oid, None)
+
+    def _take(
+        self,
+        me: str,
+        block: bool,
+        timeout: float | None,
+        count: int,
+        pull: Callable[[], object] | None = None,
+    ) -> bool:
         """Take *count* units (see :meth:`acquire`); *pull* runs once the units are held.
 
         *pull* is sent right behind the first try, in its round trip (a pull
@@ -227,7 +298,6 @@ class SemLock(_Synchronizer):
         """
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         sem = self._redis
-        me = _IDENTITY.current()
         name = _owner_name() if self._track_owner else ""
         register = block and (timeout is None or timeout > 0)
         rec, own = self._recursive, self._track_owner
@@ -273,22 +343,64 @@ class SemLock(_Synchronizer):
         return True
 
     def release(self) -> None:
-        """Release; over-releasing a Lock or BoundedSemaphore raises ValueError, as the stdlib."""
+        """Release; over-releasing a Lock or BoundedSemaphore raises ValueError, as the stdlib.
+
+        A release of a unit this thread acquired and still holds cannot fail
+        (short of the object's state being lost): it is written without
+        waiting for its reply, which the thread's next command reads in its
+        own round trip, so an acquire+release cycle costs one round trip.
+        Redis runs it at once (a waiter elsewhere is woken then).  Any other
+        release waits for its reply, so the stdlib's errors come at the call.
+        An error a deferred reply turns out to be (the state was lost, or
+        another process released this Lock meanwhile) is raised by that next
+        command, naming this release.
+        """
+        me = _IDENTITY.current()
+        if self._give_back(me):
+            # The pushes of shared memory are written first, in the same chunk:
+            # Redis has them before it runs the release (docs/shared_memory.md).
+            dsm.release(self, then=lambda: self._release_later(me), later=True)
+            return
         # Releasing a lock is a release of shared memory: the pushes are sent
         # first and the lock's script collects their replies (one round trip).
         dsm.release(self, then=self._release_checked)
+
+    def _release_later(self, me: str) -> None:
+        def on_reply(left: int | BaseException) -> BaseException | None:
+            if isinstance(left, BaseException):
+                return left
+            if left >= 0:
+                return None
+            error = self._release_error(left)
+            where = (
+                f"faasmp {type(self).__name__} {self._oid}: a release() whose reply was read "
+                "with this thread's next command failed"
+            )
+            # The same type as a synchronous release would have raised.
+            return type(error)(f"{where}: {error}")
+
+        self._redis.sem_release_later(me, on_reply, recursive=self._recursive, track_owner=self._track_owner)
 
     def _release_checked(self) -> int:
         left = self._redis.sem_release(
             _IDENTITY.current(), recursive=self._recursive, track_owner=self._track_owner
         )
-        if left == -1:
-            raise self._gone()
-        if left == -2:
-            raise AssertionError("attempt to release recursive lock not owned by thread")
-        if left == -3:
-            raise ValueError("semaphore or lock released too many times")
+        if left < 0:
+            raise self._release_error(left)
+        if left == 0:
+            # Released here by a thread that did not take it: whatever this
+            # process noted as held may no longer be (a Lock may be released
+            # by anyone; a bounded semaphore's room changed).
+            self._forget()
         return left
+
+    def _release_error(self, left: int) -> BaseException:
+        """The stdlib's error for a refused release (*left* is SEM_RELEASE's negative result)."""
+        if left == -1:
+            return self._gone()
+        if left == -2:
+            return AssertionError("attempt to release recursive lock not owned by thread")
+        return ValueError("semaphore or lock released too many times")
 
     def __enter__(self) -> bool:
         return self.acquire()
@@ -489,6 +601,8 @@ class Condition(_Synchronizer):
         wid = secrets.token_hex(8)
         dsm.release()  # wait releases the lock
         count = cond.cond_wait(lock.meta, lock.wake, _IDENTITY.current(), wid)
+        if count > 0:
+            self._lock._forget()  # released by the script; _acquire below notes it again
         if count == -1:
             raise self._gone()
         if count == -2:

@@ -101,3 +101,14 @@ def exit_with_mp_log_level() -> None:
     import multiprocessing.util  # noqa: PLC0415
 
     sys.exit(multiprocessing.util.get_logger().getEffectiveLevel())
+
+
+def take_lock_and_touch(lock: Any, ready: str, done: str) -> None:
+    """Announce (file *ready*), wait for *lock*, then say so in file *done* (no Redis call after)."""
+    import pathlib
+
+    pathlib.Path(ready).touch()
+    if not lock.acquire(timeout=60):
+        raise SystemExit(2)
+    pathlib.Path(done).touch()
+    lock.release()

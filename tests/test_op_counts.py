@@ -68,9 +68,12 @@ def test_no_operation_needs_more_round_trips_or_commands_than_recorded(private_c
     measured = bench.measure(ctx)
     worse = [
         f"{op}: {got.round_trips} round trips (recorded {recorded[op]['round_trips']}), "
+        f"{got.waits} waits (recorded {recorded[op]['waits']}), "
         f"{got.commands} commands (recorded {recorded[op]['commands']})"
         for op, got in measured.items()
-        if got.round_trips > recorded[op]["round_trips"] or got.commands > recorded[op]["commands"]
+        if got.round_trips > recorded[op]["round_trips"]
+        or got.waits > recorded[op]["waits"]
+        or got.commands > recorded[op]["commands"]
     ]
     assert not worse, "operations now cost more than recorded:\n" + "\n".join(worse)
 
@@ -81,3 +84,4 @@ def test_the_recorded_counts_are_never_below_the_floor() -> None:
     for op, row in bench.load_record().items():
         assert row["floor"] == bench.FLOORS[op][0], op
         assert row["round_trips"] >= row["floor"], f"{op}: {row['round_trips']} < floor {row['floor']}"
+        assert row["waits"] <= row["round_trips"], f"{op}: more waits than round trips"

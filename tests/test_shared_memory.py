@@ -526,6 +526,7 @@ def test_a_lock_pulls_after_its_try_when_the_memory_lives_in_another_redis(exter
 
         sem.sem_try = spy("try", sem.sem_try)
         sem.sem_release = spy("release", sem.sem_release)
+        sem.sem_release_later = spy("release", sem.sem_release_later)  # this thread holds it
         store.pull = spy("pull", store.pull)
         store.push = spy("push (waited)", store.push)
         with lock:

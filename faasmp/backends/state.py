@@ -101,7 +101,9 @@ class StatePipeline(StateOps, Protocol):
 
 
 class DeferredScriptCall(Protocol):
-    def __call__(self, keys: Sequence[Key], args: Sequence[Any], on_reply: Callable[[Any], None]) -> None: ...
+    def __call__(
+        self, keys: Sequence[Key], args: Sequence[Any], on_reply: Callable[[Any], object]
+    ) -> None: ...
 
 
 class DirectOps(Protocol):
@@ -112,7 +114,9 @@ class DirectOps(Protocol):
     def blmove_rotate(self, key: Key, timeout: float) -> bytes | None: ...
     def blpop_buffer(self, key: Key, timeout: float) -> bytes | bytearray | None: ...
     def script(self, source: str) -> ScriptCall: ...
-    def deferred_script(self, source: str, *, hold: bool = False) -> DeferredScriptCall: ...
+    def deferred_script(
+        self, source: str, *, hold: bool = False, behind: bool = False
+    ) -> DeferredScriptCall: ...
     def send_many_deferred(
         self, on_reply: Callable[[Any], None], commands: Sequence[Sequence[Any]]
     ) -> None: ...
@@ -122,6 +126,7 @@ class DirectOps(Protocol):
         self, key: Key, dest: Key, timeout: float, source: str, keys: Sequence[Key], args: Sequence[Any]
     ) -> Any: ...
     def flush(self) -> None: ...
+    def pending(self) -> bool: ...
 
 
 class StateBackend(StateOps, Protocol):
@@ -160,15 +165,21 @@ class StateStatistics:
     #: none of its own: its reply is read with the next request).  Connection
     #: setup (AUTH, HELLO, CLIENT SETNAME) counts too.
     round_trips: int
+    #: Waits for a reply: writes after which this process read at least one
+    #: reply before its next write on that connection.  A request whose reply
+    #: is read with the next one (a deferred send, a lock release that cannot
+    #: fail) is written but not waited for: the latency users see is the waits.
+    waits: int = 0
 
 
 class _WriteCounter:
     """A count shared by the connections of one :class:`RedisState` (an int under the GIL)."""
 
-    __slots__ = ("writes",)
+    __slots__ = ("waits", "writes")
 
     def __init__(self) -> None:
         self.writes = 0
+        self.waits = 0
 
 
 def _no_setinfo_options() -> dict[str, Any]:
@@ -213,14 +224,26 @@ def _counting_connection_class(
                 ready()
             super().connect_check_health(*args, **kwargs)
 
+        _unread = False  # written since the last read: the next read is a wait
+
         def send_packed_command(self, command: Any, check_health: bool = True) -> None:
             counter.writes += 1
+            self._unread = True
             super().send_packed_command(command, check_health)
+
+        def note_wait(self) -> None:
+            """Count a wait for a reply (also called by the raw socket reads in _DirectRedis)."""
+            if self._unread:
+                self._unread = False
+                counter.waits += 1
 
         def read_response(self, *args: Any, **kwargs: Any) -> Any:
             # Every reply (direct, pooled, pipelined, a script's) comes through
             # here: an ACL refusal becomes an error that says what to fix.  A
             # refusal inside a Lua script arrives as a plain ResponseError.
+            if self._unread:
+                self._unread = False
+                counter.waits += 1
             try:
                 return super().read_response(*args, **kwargs)
             except redis.exceptions.ResponseError as exc:
@@ -254,6 +277,10 @@ _DROPPED = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 READ_TIMEOUT = 10.0
 
 #: Blocking commands and the position of their own timeout argument.
+#: At most this many deferred replies left unread behind each other on one
+#: connection (releases in a row with no other command): the next one waits.
+_MAX_BEHIND = 64
+
 _BLOCKING = {"BLPOP": -1, "BRPOP": -1, "BLMOVE": -1, "BRPOPLPUSH": -1, "BLMPOP": 1}
 
 
@@ -370,7 +397,7 @@ class RedisState:
 
     def statistics(self) -> StateStatistics:
         """Counts of what this process has sent to Redis (a snapshot; see :class:`StateStatistics`)."""
-        return StateStatistics(round_trips=self._writes.writes)
+        return StateStatistics(round_trips=self._writes.writes, waits=self._writes.waits)
 
     def __getstate__(self) -> None:
         raise TypeError("a StateBackend holds live connections and cannot be pickled")
@@ -835,8 +862,13 @@ class _DirectRedis:
     the next command of the same thread is answered — on this connection, or
     on the pooled client, whose commands first :meth:`flush`.  So commands of
     one thread still run in program order, a message send costs no wait of
-    its own, and a send followed by a receive is one round trip.  At most one
-    reply is outstanding per thread, so the server reads it in one go.
+    its own, and a send followed by a receive is one round trip.  A send
+    drains what is outstanding first, so usually one reply is outstanding per
+    thread; a lock release written ``behind`` others (a release of a held
+    lock) adds its reply to the list without reading, up to ``_MAX_BEHIND``.
+    The replies are read in the order their commands were written; an
+    exception a callback returns is raised by the command that read it, once
+    that command's own reply is read.
     """
 
     def __init__(self, client: redis.Redis, owner: RedisState) -> None:
@@ -860,8 +892,8 @@ class _DirectRedis:
             pool = self._pool
             conn = pool.connection_class(**pool.connection_kwargs)
             conn._command_packer = _LeanPacker()
-            local.conn, local.pending, local.pending_n = conn, None, 1
-            local.held = None
+            local.conn, local.pending = conn, []
+            local.held = local.error = None
             self._conns.add(conn)
         return conn
 
@@ -886,45 +918,70 @@ class _DirectRedis:
         conn.send_packed_command(packed, check_health=False)
 
     def _drain(self, conn: Any) -> None:
-        """Read the outstanding deferred reply (or replies), if any, and hand it to its callback."""
+        """Read the outstanding deferred replies, if any, and hand each to its callback.
+
+        A callback that returns an exception (a deferred lock release that
+        Redis refused) has it raised by the thread's current command once
+        that command's own reply is read (:meth:`_raise_late`): never dropped.
+        """
         local = self._local
-        on_reply = local.pending
-        if on_reply is None:
+        pending = local.pending
+        if not pending:
             return
-        local.pending = None  # first: a flush from a GC finalizer must not read it twice
-        n, local.pending_n = local.pending_n, 1
-        replies: list[Any] = []
+        local.pending = []  # first: a flush from a GC finalizer must not read them twice
         _take_ready_bytes(conn)
-        for _ in range(n):
+        read = conn.read_response
+        i = 0
+        for on_reply, n in pending:
+            replies: list[Any] = []
+            for _ in range(n):
+                try:
+                    replies.append(read())
+                except redis.exceptions.ResponseError as exc:
+                    replies.append(exc)
+                except _DROPPED as exc:
+                    # The deferred commands may not have run: tell their owners (a
+                    # queue then fails its next put), then fail the command being sent.
+                    for later, _ in pending[i:]:
+                        with contextlib.suppress(Exception):
+                            later(_dropped(exc, self._owner._where))
+                    raise
+            i += 1
+            # (try/except, not contextlib.suppress: this runs for every reply.)
             try:
-                replies.append(conn.read_response())
-            except redis.exceptions.ResponseError as exc:
-                replies.append(exc)
-            except _DROPPED as exc:
-                # The deferred command may not have run: tell its owner (a queue
-                # then fails its next put), then fail the command being sent.
-                with contextlib.suppress(Exception):
-                    on_reply(_dropped(exc, self._owner._where))
-                raise
-        try:
-            on_reply(replies[0] if n == 1 else replies)
-        except Exception:  # noqa: BLE001 - a callback's failure must not fail the next command
-            # (contextlib.suppress costs ~1 us here, on every pipe message)
-            pass
+                late = on_reply(replies[0] if n == 1 else replies)
+            except Exception:  # noqa: BLE001 - a callback's bug must not break the stream
+                continue
+            if late is not None and isinstance(late, BaseException) and local.error is None:
+                local.error = late
+
+    def _raise_late(self) -> None:
+        """Raise the error a deferred reply read by this thread's last command turned out to be."""
+        local = self._local
+        error = local.error
+        if error is not None:
+            local.error = None
+            raise error
 
     def flush(self) -> None:
-        """Wait for this thread's deferred reply (no-op if there is none)."""
+        """Wait for this thread's deferred replies (no-op if there is none); raise a late error."""
         local = self._local
-        if getattr(local, "pending", None) is not None:
+        if getattr(local, "pending", None):
             try:
                 if local.held is not None:
                     self._write(local.conn, [])
                 self._drain(local.conn)
             except BaseException as exc:
-                local.pending = None
+                local.pending = []
                 if isinstance(exc, _DROPPED):
                     raise _dropped(exc, self._owner._where) from exc
                 raise
+        self._raise_late()
+
+    def pending(self) -> bool:
+        """Whether this thread has a deferred reply not read yet."""
+        local = self._local
+        return bool(getattr(local, "pending", None))  # a forked child starts with a fresh local
 
     def _send_commands(self, commands: Sequence[Sequence[Any]]) -> Any:
         """Write *commands* in one packed write on this thread's connection (replies unread)."""
@@ -948,11 +1005,11 @@ class _DirectRedis:
         connection: its callback hears about it (it may not have run).
         """
         local = self._local
-        on_reply, local.pending, local.pending_n = getattr(local, "pending", None), None, 1
+        pending, local.pending = getattr(local, "pending", None) or [], []
         local.held = None
         if isinstance(exc, _DROPPED):
             error = _dropped(exc, self._owner._where)
-            if on_reply is not None:
+            for on_reply, _ in pending:
                 with contextlib.suppress(Exception):
                     on_reply(error)
             return error
@@ -975,10 +1032,11 @@ class _DirectRedis:
         conn = self._conn()
         try:
             if self._owner.sampler.due():
-                return self._owner.sampler.timed(args[0], self._send_read, (conn, *args), {})
-            self._write(conn, conn.pack_command(*args))
-            self._drain(conn)
-            return self._read(conn, args)
+                reply = self._owner.sampler.timed(args[0], self._send_read, (conn, *args), {})
+            else:
+                self._write(conn, conn.pack_command(*args))
+                self._drain(conn)
+                reply = self._read(conn, args)
         except redis.exceptions.ResponseError:
             raise
         except BaseException as exc:
@@ -986,6 +1044,9 @@ class _DirectRedis:
             if failed is exc:
                 raise
             raise failed from exc
+        if self._local.error is not None:
+            self._raise_late()
+        return reply
 
     def _send_read(self, conn: Any, *args: Any) -> Any:
         self._write(conn, conn.pack_command(*args))
@@ -1000,8 +1061,9 @@ class _DirectRedis:
         try:
             packed = conn._command_packer.pack_prefixed(prefix, n_prefix, args)
             if self._owner.sampler.due():
-                return self._owner.sampler.timed("EVALSHA", self._send_read_packed, (conn, packed), {})
-            return self._send_read_packed(conn, packed)
+                reply = self._owner.sampler.timed("EVALSHA", self._send_read_packed, (conn, packed), {})
+            else:
+                reply = self._send_read_packed(conn, packed)
         except redis.exceptions.ResponseError:
             raise
         except BaseException as exc:
@@ -1009,6 +1071,9 @@ class _DirectRedis:
             if failed is exc:
                 raise
             raise failed from exc
+        if self._local.error is not None:
+            self._raise_late()
+        return reply
 
     def _send_read_packed(self, conn: Any, packed: list[Any]) -> Any:
         self._write(conn, packed)
@@ -1026,17 +1091,37 @@ class _DirectRedis:
         self._send_deferred_prefixed(on_reply, b"", 0, args, hold)
 
     def _send_deferred_prefixed(
-        self, on_reply: Callable[[Any], None], prefix: bytes, n_prefix: int, args: Sequence[Any], hold: bool
+        self,
+        on_reply: Callable[[Any], object],
+        prefix: bytes,
+        n_prefix: int,
+        args: Sequence[Any],
+        hold: bool,
+        behind: bool = False,
     ) -> None:
-        """:meth:`send_deferred` of a command whose first *n_prefix* arguments are *prefix*."""
+        """:meth:`send_deferred` of a command whose first *n_prefix* arguments are *prefix*.
+
+        *behind*: write it now (with a held command) but read no reply yet:
+        its reply is read after the ones already outstanding, by the
+        thread's next command.  A lock release thus costs no wait at all.
+        """
         if self._owner._lost is not None:
             raise StateLostError(*self._owner._lost.args)
         conn = self._conn()
+        local = self._local
         try:
             packed = conn._command_packer.pack_prefixed(prefix, n_prefix, args)
             if hold:
-                self.flush()  # the held command's reply is the only one outstanding
-                self._local.held = packed
+                if local.held is not None:
+                    self.flush()  # one held command at a time
+                # Replies already outstanding (a deferred release) are read
+                # before this one's, in the order the commands were written.
+                local.held = packed
+            elif behind and len(local.pending) < _MAX_BEHIND:
+                # Listed first: an interrupt after the write must not lose track of the reply.
+                local.pending.append((on_reply, 1))
+                self._write(conn, packed)
+                return
             else:
                 self._write(conn, packed)
                 self._drain(conn)
@@ -1045,7 +1130,9 @@ class _DirectRedis:
             if failed is exc:
                 raise
             raise failed from exc
-        self._local.pending = on_reply if on_reply is not None else _ignore_reply
+        local.pending.append((on_reply, 1))
+        if local.error is not None:
+            self._raise_late()
 
     def _waits(self, timeout: float) -> Iterator[float]:
         """The server-side waits that make up *timeout* (0 = forever), none longer than ``read_timeout``.
@@ -1079,8 +1166,9 @@ class _DirectRedis:
         next; the thread's next command collects the replies.
         """
         self._send_commands(commands)
-        self._local.pending = on_reply
-        self._local.pending_n = len(commands)
+        self._local.pending.append((on_reply, len(commands)))
+        if self._local.error is not None:
+            self._raise_late()
 
     def blpop(self, keys: Sequence[Key], timeout: float) -> tuple[bytes, bytes] | None:
         """Pop from the first non-empty list, waiting up to *timeout* (0 = forever)."""
@@ -1106,6 +1194,8 @@ class _DirectRedis:
             return self._blpop_buffer_once(key, timeout)
         for wait in self._waits(timeout):
             reply = self._blpop_buffer_once(key, wait)
+            if self._local.error is not None:
+                self._raise_late()
             if reply is not None:
                 return reply
         return None
@@ -1127,6 +1217,7 @@ class _DirectRedis:
         try:
             self._write(conn, self._blpop_command(key, timeout))
             self._drain(conn)
+            conn.note_wait()  # the raw reads below bypass read_response
             sock = conn._sock
             try:
                 reader = getattr(conn._parser, "_reader", None)
@@ -1228,24 +1319,29 @@ class _DirectRedis:
 
         return call
 
-    def deferred_script(self, source: str, *, hold: bool = False) -> DeferredScriptCall:
+    def deferred_script(self, source: str, *, hold: bool = False, behind: bool = False) -> DeferredScriptCall:
         """A Lua script whose reply goes to ``on_reply`` later (see :meth:`send_deferred`).
 
         The first call in a process waits (and loads the script if needed);
         a server that later loses its scripts (restart) reports
         ``NoScriptError`` to ``on_reply``: that call did not run.  *hold*:
         the call is written with the thread's next command (``send_deferred``).
+        *behind*: written at once, its reply read after any outstanding ones
+        by the thread's next command (see :meth:`_send_deferred_prefixed`).
+        An exception *on_reply* returns is raised by that command.
         """
         sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
         sync = self.script(source)
         send, loaded = self._send_deferred_prefixed, self._loaded
         prefix = self._prefixes(sha)
 
-        def call(keys: Sequence[Key], args: Sequence[Any], on_reply: Callable[[Any], None]) -> None:
+        def call(keys: Sequence[Key], args: Sequence[Any], on_reply: Callable[[Any], object]) -> None:
             if sha in loaded:
-                send(on_reply, prefix(keys), 3 + len(keys), args, hold)
-            else:
-                on_reply(sync(keys, args))
+                send(on_reply, prefix(keys), 3 + len(keys), args, hold, behind)
+                return
+            late = on_reply(sync(keys, args))
+            if isinstance(late, BaseException):
+                raise late
 
         return call
 
@@ -1292,6 +1388,8 @@ class _DirectRedis:
                 raise _dropped(exc, self._owner._where) from exc
         if error is not None:
             raise error
+        if self._local.error is not None:
+            self._raise_late()
         return replies
 
     def execute_bulk(self, commands: Sequence[Sequence[Any]]) -> list[bytearray | None]:
@@ -1306,6 +1404,12 @@ class _DirectRedis:
         raises.  Over TLS, or when the parser already holds bytes of these
         replies (read with a deferred reply), the parser reads them as usual.
         """
+        values = self._execute_bulk(commands)
+        if self._local.error is not None:
+            self._raise_late()
+        return values
+
+    def _execute_bulk(self, commands: Sequence[Sequence[Any]]) -> list[bytearray | None]:
         if self._owner._lost is not None:
             raise StateLostError(*self._owner._lost.args)
         conn = self._conn()
@@ -1314,6 +1418,7 @@ class _DirectRedis:
             # A deferred reply read now may bring the start of ours into the
             # parser's buffer: then the parser reads ours too (checked below).
             self._drain(conn)
+            conn.note_wait()  # the raw reads below bypass read_response
             sock = conn._sock
             reader = getattr(conn._parser, "_reader", None)
             if reader is None or reader.has_data() or hasattr(sock, "getpeercert"):
@@ -1347,8 +1452,18 @@ class _DirectRedis:
             raise failed from exc
 
     def close(self) -> None:
-        for conn in list(self._conns):
-            conn.disconnect()
+        """Close every thread's connection; the calling thread's deferred replies are read first.
+
+        (A deferred release was written, so Redis runs it whether or not its
+        reply is read; reading it here reports an error it turned out to be.)
+        """
+        try:
+            self.flush()
+        except Exception as exc:
+            logger.warning("faasmp: a deferred command failed before the state was closed: %s", exc)
+        finally:
+            for conn in list(self._conns):
+                conn.disconnect()
 
 
 class _RedisPipeline:

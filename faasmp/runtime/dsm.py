@@ -241,14 +241,16 @@ class Registry:
         return [s for s in self._segments.values() if s.synced]
 
     # -- synchronisation --------------------------------------------------------
-    def release(self, then: Callable[[], T] | None = None) -> T | None:
+    def release(self, then: Callable[[], T] | None = None, *, later: bool = False) -> T | None:
         """Ship every local change made since the last synchronisation (a release).
 
         One round trip per segment that changed; nothing when nothing changed.
         With *then* (a lock's own release, on this thread's connection) the
         pushes are sent without waiting and *then* collects their replies:
         pushing one segment and releasing the lock is one round trip, not two.
-        Returns what *then* returns.
+        Returns what *then* returns.  *later*: *then* leaves its reply to the
+        thread's next command (a lock release that cannot fail): the pushes'
+        replies are read there too, their errors raised there.
         """
         if not self._segments and not self._dead:
             return then() if then is not None else None
@@ -261,6 +263,8 @@ class Registry:
             failed: list[BaseException] = []
             for seg in self.live():
                 self._push(seg, failed)
+            if later:
+                return then()
             try:
                 return then()
             finally:
@@ -295,11 +299,12 @@ class Registry:
             )
             return
 
-        def on_reply(reply: Any) -> None:
+        def on_reply(reply: Any) -> BaseException | None:
             if isinstance(reply, BaseException):
                 failed.append(reply)
-            else:
-                self._pushed(seg, int(reply))
+                return reply  # raised by the command that reads it (release(later=True))
+            self._pushed(seg, int(reply))
+            return None
 
         seg.store.push_deferred(
             seg.key, diff, on_reply, writer=self.writer, ttl_ms=seg.ttl_ms, size=len(seg.mem)
@@ -611,12 +616,13 @@ def _held() -> dict[str, int]:
     return held
 
 
-def release(lock: Any = None, then: Callable[[], T] | None = None) -> T | None:
+def release(lock: Any = None, then: Callable[[], T] | None = None, *, later: bool = False) -> T | None:
     """Synchronisation hook: this process releases (see :meth:`Registry.release`).
 
     *lock*: the faasmp lock being released by this thread (see :func:`holds`).
     *then*: the lock's own release, run after the pushes are sent and
     collecting their replies (one round trip for both); its result is returned.
+    *later*: *then* reads no reply (see :meth:`Registry.release`).
     """
     if lock is not None:
         held = _held()
@@ -629,7 +635,7 @@ def release(lock: Any = None, then: Callable[[], T] | None = None) -> T | None:
         if then is not None and lock is not None and not REGISTRY.only_on(lock._redis._state):
             REGISTRY.release()  # pushes waited for first: they go to another connection
             return then()
-        return REGISTRY.release(then)
+        return REGISTRY.release(then, later=later)
     return then() if then is not None else None
 
 

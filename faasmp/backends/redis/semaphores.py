@@ -19,6 +19,8 @@ Round-trip budget (counted by benchmarks/bench_counts.py):
 * uncontended acquire: 1 (``sem_try``), 3 Redis commands (EVALSHA, HMGET,
   HSET); with a pull of shared memory sent behind it (``sem_try_then``) still 1;
 * release: 1 (``sem_release``), 3 commands for a lock (EVALSHA, HMGET, HSET);
+  0 waits when the caller holds what it releases (``sem_release_later``: the
+  reply is read by the thread's next command, in that command's round trip);
 * contended acquire: 2 -- ``sem_try`` registers the waiter, ``sem_wait`` blocks
   in ``BLPOP``; for locks ``sem_wait_owned`` blocks in ``BLMOVE`` to a list
   of the waiter's own and records the new owner in a script sent in the same
@@ -184,6 +186,7 @@ class RedisSemaphore:
         self._cancel: ScriptCall = direct.script(SEM_CANCEL)
         self._return: ScriptCall = direct.script(SEM_RETURN)
         self._release: ScriptCall = direct.script(SEM_RELEASE)
+        self._release_later = direct.deferred_script(SEM_RELEASE, behind=True)
         self._fresh_until = 0.0  # sem_try / sem_release renew the meta's TTL from then on
 
     def _refresh(self) -> int:
@@ -288,6 +291,28 @@ class RedisSemaphore:
         """
         args = [me, self._ttl, int(recursive), int(track_owner), self._refresh()]
         return int(self._release(keys=[self.meta, self.wake], args=args))
+
+    def sem_release_later(
+        self,
+        me: str,
+        on_reply: Callable[[int | BaseException], object],
+        *,
+        recursive: bool,
+        track_owner: bool,
+    ) -> None:
+        """:meth:`sem_release` written now, its reply read by this thread's next command.
+
+        *on_reply* gets the result :meth:`sem_release` would have returned
+        (or the error that reading it raised); an exception it returns is
+        raised by that next command.  The caller must know the release is
+        valid (it holds the unit): only a lost state can make it fail then.
+        """
+
+        def reply(value: Any) -> object:
+            return on_reply(value if isinstance(value, BaseException) else int(value))
+
+        args = [me, self._ttl, int(recursive), int(track_owner), self._refresh()]
+        self._release_later([self.meta, self.wake], args, reply)
 
     def snapshot(self) -> tuple[bool, int, dict[bytes, Any]]:
         """(exists, units available, meta hash with the owner), in one round trip.

@@ -360,7 +360,7 @@ class SharedMemoryStore:
         return int(self._push(keys=keys, args=args))
 
     def push_deferred(
-        self, key: str, diff: Diff, on_reply: Callable[[Any], None], *, writer: str, ttl_ms: int, size: int
+        self, key: str, diff: Diff, on_reply: Callable[[Any], object], *, writer: str, ttl_ms: int, size: int
     ) -> None:
         """:meth:`push` without waiting: *on_reply* later gets the new version (or the error).
 
