@@ -913,6 +913,7 @@ class _DirectRedis:
         sock = conn._sock
         if len(packed) == 1 and type(sock) is socket.socket:
             self._writes.writes += 1
+            conn._unread = True  # the next read is a wait (see send_packed_command)
             _write_raw(conn, sock, packed[0])
             return
         conn.send_packed_command(packed, check_health=False)
@@ -966,7 +967,10 @@ class _DirectRedis:
     def flush(self) -> None:
         """Wait for this thread's deferred replies (no-op if there is none); raise a late error."""
         local = self._local
-        if getattr(local, "pending", None):
+        pending = getattr(local, "pending", None)
+        if pending is None:
+            return  # no connection in this thread (yet, or since a fork)
+        if pending:
             try:
                 if local.held is not None:
                     self._write(local.conn, [])
