@@ -598,6 +598,22 @@ _SMALL_REPLY = 1 << 16
 _FIRST_READ = 1 << 13
 
 
+def _pop_element(head: bytes) -> tuple[int, int] | None:
+    """Start and length of the element in a BLPOP reply whose first bytes are *head*.
+
+    *head* starts with the reply's array header (``*2\\r\\n$``); None when it
+    does not reach the element's length yet.
+    """
+    end = head.find(b"\r\n", 4)
+    if end < 0:
+        return None
+    start = end + 2 + int(head[5:end]) + 2  # past the key and its CRLF
+    end = head.find(b"\r\n", start)
+    if end < 0 or head[start : start + 1] != b"$":
+        return None
+    return end + 2, int(head[start + 1 : end])
+
+
 def _small_reply(head: bytes) -> bool:
     """Whether the reply starting with *head* is not a large BLPOP element (the parser reads it).
 
@@ -605,14 +621,8 @@ def _small_reply(head: bytes) -> bool:
     """
     if not head.startswith(b"*2\r\n$"):
         return True  # a timeout, an error or no data (closed): the parser handles it
-    end = head.find(b"\r\n", 4)
-    if end < 0:
-        return False
-    start = end + 2 + int(head[5:end]) + 2  # past the key and its CRLF
-    end = head.find(b"\r\n", start)
-    if end < 0 or head[start : start + 1] != b"$":
-        return False
-    return int(head[start + 1 : end]) <= _SMALL_REPLY
+    element = _pop_element(head)
+    return element is not None and element[1] <= _SMALL_REPLY
 
 
 def _whole_small_pop(head: bytes) -> bytes | None:
@@ -621,19 +631,13 @@ def _whole_small_pop(head: bytes) -> bytes | None:
     A small message's reply comes in one read: taking the element out here
     skips feeding the parser and redis-py's reply layers (~3 us per recv).
     """
-    if not head.startswith(b"*2\r\n$"):
+    element = _pop_element(head) if head.startswith(b"*2\r\n$") else None
+    if element is None:
         return None
-    end = head.find(b"\r\n", 4)
-    if end < 0:
+    at, n = element
+    if len(head) != at + n + 2 or n > _SMALL_REPLY:
         return None
-    start = end + 2 + int(head[5:end]) + 2  # past the key and its CRLF
-    end = head.find(b"\r\n", start)
-    if end < 0 or head[start : start + 1] != b"$":
-        return None
-    n = int(head[start + 1 : end])
-    if len(head) != end + 2 + n + 2 or n > _SMALL_REPLY:
-        return None
-    return head[end + 2 : end + 2 + n]
+    return head[at : at + n]
 
 
 class _RespReader:
