@@ -666,7 +666,7 @@ def test_raw_reply_readers_take_replies_split_anywhere_and_consume_all_of_them(p
     import socket
     import threading
 
-    from faasmp.backends.state import _read_bulk_replies, _read_pop_reply
+    from faasmp.backends.resp import _read_bulk_replies, _read_pop_reply
 
     big = bytes(range(256)) * 300
     bulk = b"$5\r\nhello\r\n$-1\r\n_\r\n$0\r\n\r\n$" + str(len(big)).encode() + b"\r\n" + big + b"\r\n"
@@ -737,7 +737,7 @@ def test_forked_child_opens_its_own_direct_connection(ctx):
 
 def test_small_pop_reply_is_taken_only_when_whole():
     """A BLPOP reply parsed without the parser: only one whole small reply, nothing more or less."""
-    from faasmp.backends.state import _SMALL_REPLY, _whole_small_pop  # noqa: PLC0415
+    from faasmp.backends.resp import _SMALL_REPLY, _whole_small_pop  # noqa: PLC0415
 
     reply = b"*2\r\n$4\r\nk:d0\r\n$5\r\nhello\r\n"
     assert _whole_small_pop(reply) == b"hello"

@@ -60,3 +60,19 @@ def test_the_scan_finds_what_it_forbids(tmp_path):
     )
     found = raw_redis_lines(pkg)
     assert [line.split(":")[1] for line in found] == ["2", "3", "4", "5", "6"]
+
+
+#: The house rule: no module over about 1,000 lines (split by job instead).
+MAX_LINES = 1000
+
+
+def test_no_module_of_the_packages_is_over_the_line_budget():
+    magics = ROOT.parent / "faasmp_magics"
+    sizes = {
+        str(path.relative_to(ROOT.parent)): len(path.read_text().splitlines())
+        for root in (ROOT, magics)
+        for path in root.rglob("*.py")
+    }
+    over = {name: n for name, n in sizes.items() if n > MAX_LINES}
+    assert not over, f"modules over {MAX_LINES} lines (split them by job): {over}"
+    assert len(sizes) > 50, sorted(sizes)  # the scan saw the packages

@@ -133,7 +133,7 @@ def test_the_direct_packer_writes_what_redis_py_writes() -> None:
     """The direct path's RESP encoder (fast path, packed script prefixes) matches redis-py's byte for byte."""
     import redis  # noqa: PLC0415
 
-    from faasmp.backends.state import _LeanPacker  # noqa: PLC0415
+    from faasmp.backends.resp import _LeanPacker  # noqa: PLC0415
 
     reference = redis.connection.PythonRespSerializer(
         1 << 16, redis.connection.Encoder("utf-8", "strict", False).encode

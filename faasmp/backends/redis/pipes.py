@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..state import signed_parts
+from ..resp import signed_parts
 
 if TYPE_CHECKING:
     from ..state import ScriptCall, StateBackend

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..state import signed_parts
+from ..resp import signed_parts
 
 if TYPE_CHECKING:
     from ..state import StateBackend
