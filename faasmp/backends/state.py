@@ -1,9 +1,9 @@
 """State backend: where every shared object and message of a run lives.
 
-With :mod:`~faasmp.backends.direct` (the per-thread hot path) and
-:mod:`~faasmp.backends.resp` (its wire), the only module that imports
-``redis``.  The rest of faasmp talks to
-:class:`StateBackend`, a narrow protocol of the commands it needs, so another
+This module, :mod:`~faasmp.backends.direct` (the per-thread hot path) and
+:mod:`~faasmp.backends.resp` (its wire) are the only modules that import
+``redis``.  The rest of faasmp talks to :class:`StateBackend`, a narrow
+protocol of the commands it needs, so another
 implementation (a Redis Cluster client, valkey-glide, ...) can be registered
 with :func:`register_state_backend` and the whole API suite run over it.
 """
