@@ -104,12 +104,15 @@ class ApplyResult(PoolResult):
             self._set(0, (False, exc))
 
     def _finish(self) -> None:
-        self._event.set()
-        with self._pool._lock:
-            self._cache.pop(self._job, None)
+        # The job's end is reported before a waiter wakes, so what listens to
+        # it (the granularity advisor's warning, the dashboard) has run by
+        # the time map()/get() returns, not at some point after it.
         self._pool._session.stats.emit(
             JobFinished(f"{self._pool._pool_id}:{self._job}", time.time(), self._success)
         )
+        self._event.set()
+        with self._pool._lock:
+            self._cache.pop(self._job, None)
 
 
 AsyncResult = ApplyResult

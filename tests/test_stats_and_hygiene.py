@@ -128,6 +128,29 @@ def test_granularity_advisor_warns_once_with_a_chunksize(ctx):
     assert isinstance(ctx._advisor, GranularityAdvisor)
 
 
+def test_map_returns_after_listeners_heard_of_its_job_end(ctx):
+    """A job's end reaches the stats listeners before map() returns.
+
+    The granularity advisor warns from a listener; reported after the
+    result's event was set, the warning raced the caller (a fresh-clone CI
+    run saw ``DID NOT WARN``).  A slow listener makes the race certain.
+    """
+    heard = []
+
+    def slow_listener(event):  # type: ignore[no-untyped-def]
+        if isinstance(event, JobFinished):
+            time.sleep(0.3)
+            heard.append(event.job_id)
+
+    ctx.stats.subscribe(slow_listener)
+    try:
+        with ctx.Pool(1) as p:
+            assert p.map(helpers.square, range(3)) == [0, 1, 4]
+            assert len(heard) == 1, "map() returned before its job's end was reported"
+    finally:
+        ctx.stats.unsubscribe(slow_listener)
+
+
 def test_idle_owned_objects_outlive_key_ttl():
     """Keys carry a TTL as a safety net, but the owner keeps live objects alive."""
     ctx = FaasContext(idle_timeout=30.0, heartbeat_interval=0.2, key_ttl=1.0)
