@@ -708,6 +708,7 @@ def test_forked_child_opens_its_own_direct_connection(ctx):
     ``os.register_at_fork`` hook) instead of checking ``os.getpid()`` on
     every command; here the child's connection must be a new Redis client.
     """
+    skip_if_isolated(ctx, "CLIENT ID is not among the commands faasmp's ACL user may run")
     direct = ctx.session.state.direct
     parent_id = direct.execute("CLIENT", "ID")
     r, w = os.pipe()
