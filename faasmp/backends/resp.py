@@ -296,10 +296,6 @@ def _read_bulk_replies(sock: Any, count: int) -> list[bytearray | None]:
     return out
 
 
-def _ignore_reply(reply: Any) -> None:
-    """The callback of a deferred command whose reply nobody needs."""
-
-
 def _write_raw(conn: Any, sock: socket.socket, data: bytes) -> None:
     """Write *data* on a plain (non-TLS) socket: one ``write`` system call in the usual case.
 

@@ -236,9 +236,7 @@ def _counting_connection_class(
             # Every reply (direct, pooled, pipelined, a script's) comes through
             # here: an ACL refusal becomes an error that says what to fix.  A
             # refusal inside a Lua script arrives as a plain ResponseError.
-            if self._unread:
-                self._unread = False
-                counter.waits += 1
+            self.note_wait()
             try:
                 return super().read_response(*args, **kwargs)
             except redis.exceptions.ResponseError as exc:
