@@ -125,6 +125,7 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "sort_shared_s": ("sort {sort_n:,} ints, {sort_procs} procs, shared Array in place", "s", "lower"),
     "sort_pipes_s": ("sort {sort_n:,} ints, {sort_procs} procs, copies via Pipes", "s", "lower"),
     "sort_views_s": ("sort {sort_n:,} ints, {sort_procs} procs, numpy views of a RawArray", "s", "lower"),
+    "sort_views_dsm_s": ("  the same, faasmp's DSM forced (segments in Redis)", "s", "lower"),
     "sync_1mib_ms": ("lock release+acquire, 1 MiB RawArray, 1% of it written", "ms", "lower"),
 }
 
@@ -153,8 +154,13 @@ BENCHES: dict[str, tuple[tuple[str, ...], int]] = {
     "sort_shared": (("sort_shared_s",), 0),
     "sort_pipes": (("sort_pipes_s",), 0),
     "sort_views": (("sort_views_s",), 0),
+    "sort_views_dsm": (("sort_views_dsm_s",), 0),
     "sync_1mib": (("sync_1mib_ms",), 2),
 }
+#: Rows that measure faasmp's DSM whatever the default shared memory of the run
+#: (host shared memory on localhost): their faasmp children run with
+#: ``FAASMP_SHARED_MEMORY=dsm``.  sync_1mib measures the DSM's sync point.
+DSM_BENCHES = frozenset({"sort_views_dsm", "sync_1mib"})
 SCALE_METRICS = {
     "overhead_s": ("warm Pool(n).map(sleep) overhead", "s", "lower"),
     "tiny_per_s": ("tiny tasks/s on a warm Pool(n), chunksize=1", "tasks/s", "higher"),
@@ -165,8 +171,10 @@ SCALE_METRICS = {
 # (~0.3 s of CPU each on this kind of machine): its limits are what it needs for the
 # fork-join rows, and short elsewhere, where it cannot finish anyway.
 LIMITS_FULL: dict[str, dict[str, float]] = {
-    "stdlib": {b: 60.0 for b in BENCHES} | {"sort_shared": 120.0, "sort_pipes": 120.0, "sort_views": 120.0},
-    "faasmp": {b: 90.0 for b in BENCHES} | {"sort_shared": 180.0, "sort_pipes": 180.0, "sort_views": 180.0},
+    "stdlib": {b: 60.0 for b in BENCHES}
+    | {"sort_shared": 120.0, "sort_pipes": 120.0, "sort_views": 120.0, "sort_views_dsm": 120.0},
+    "faasmp": {b: 90.0 for b in BENCHES}
+    | {"sort_shared": 180.0, "sort_pipes": 180.0, "sort_views": 180.0, "sort_views_dsm": 180.0},
     # (lithops' limits below are per benchmark; bare_call is the same in every column)
     "lithops": {
         "first_8": 45.0,
@@ -192,6 +200,7 @@ LIMITS_FULL: dict[str, dict[str, float]] = {
         "sort_shared": 45.0,
         "sort_pipes": 60.0,
         "sort_views": 30.0,
+        "sort_views_dsm": 30.0,
         "sync_1mib": 30.0,
     },
 }
@@ -537,7 +546,7 @@ def b_sort_shared(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
     return {"sort_shared_s": {"value": dt, "n": n, "procs": procs, **_check_sorted(out, data)}}
 
 
-def b_sort_views(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
+def b_sort_views(impl: Impl, p: dict[str, Any], metric: str = "sort_views_s") -> dict[str, Any]:
     import numpy as np
 
     n, procs, data, bounds = _sort_setup(impl, p)
@@ -548,7 +557,12 @@ def b_sort_views(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
     _sort_slices(impl, sort_view, arr, bounds)
     view.sort(kind="stable")  # merges the sorted runs, in place
     dt = time.perf_counter() - t0
-    return {"sort_views_s": {"value": dt, "n": n, "procs": procs, **_check_sorted(view, data)}}
+    return {metric: {"value": dt, "n": n, "procs": procs, **_check_sorted(view, data)}}
+
+
+def b_sort_views_dsm(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
+    """sort_views with faasmp's DSM forced (its child runs with FAASMP_SHARED_MEMORY=dsm)."""
+    return b_sort_views(impl, p, "sort_views_dsm_s")
 
 
 def b_sync_1mib(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
@@ -669,7 +683,10 @@ def run_impl(
     def env_for(bench: str) -> dict[str, str]:
         if impl == "lithops":
             return _common.lithops_env(tmp, redis_conf, lithops_workers(bench, params))
-        return dict(os.environ)
+        env = dict(os.environ)
+        if impl == "faasmp" and bench in DSM_BENCHES:
+            env["FAASMP_SHARED_MEMORY"] = "dsm"
+        return env
 
     def record(bench: str, res: dict[str, Any]) -> None:
         res["limit_s"] = limits[bench]
@@ -680,6 +697,11 @@ def run_impl(
     if group:
         alone = [b for b in benches if b.startswith("first_")]
         rest = [b for b in benches if b not in alone]
+        if impl == "faasmp":  # the DSM rows need a child of their own (its environment forces the DSM)
+            dsm_rows = [b for b in rest if b in DSM_BENCHES]
+            rest = [b for b in rest if b not in DSM_BENCHES]
+            if dsm_rows:
+                _common.run_child(cmd, dsm_rows, limits, env_for(dsm_rows[0]), 15.0 * scale, record)
         for bench in alone:
             _common.run_child(cmd, [bench], limits, env_for(bench), 15.0 * scale, record)
         if rest:

@@ -33,6 +33,8 @@ SERVERLESS_BACKENDS = frozenset(
 )  # fmt: skip
 STANDALONE_BACKENDS = frozenset({"ibm_vpc", "aws_ec2", "azure_vms", "gcp_compute_engine", "vm"})
 KNOWN_BACKENDS = LOCAL_BACKENDS | SERVERLESS_BACKENDS | STANDALONE_BACKENDS
+#: Values of the ``shared_memory`` setting.
+SHARED_MEMORY_MODES = ("auto", "host", "dsm")
 _LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
 
 
@@ -90,6 +92,13 @@ class Config:
     #: namespaces (bubblewrap), sharing nothing with the client but the Redis
     #: address: a cloud-shaped run on one machine (docs/cloud.md, section 6).
     isolate: bool = False
+    #: Where the bytes of ``RawArray``/``Value``/``SharedMemory`` live:
+    #: ``host`` (files in ``/dev/shm`` every process maps, as the stdlib),
+    #: ``dsm`` (Redis, a local copy per process kept coherent at
+    #: synchronisation points) or ``auto``: ``host`` only when every process
+    #: of the run is certain to be on this machine (see
+    #: :meth:`shared_memory_mode` and docs/shared_memory.md), else ``dsm``.
+    shared_memory: str = "auto"
 
     def replace(self, **changes: Any) -> Config:
         """Return a copy with *changes* applied (validated like :func:`load`)."""
@@ -99,6 +108,31 @@ class Config:
     def is_local(self) -> bool:
         """True when functions run on this machine (the embedded server is usable)."""
         return self.backend in LOCAL_BACKENDS
+
+    def shared_memory_mode(self) -> str:
+        """``host`` or ``dsm``: the :attr:`shared_memory` setting with ``auto`` resolved.
+
+        ``auto`` is ``host`` only when every process of the run is certain to
+        run on this machine and see its ``/dev/shm``: the Lithops localhost
+        backend (not overridden in ``lithops_config``), running a Python
+        interpreter of this machine (an absolute path; not a container
+        image), and not isolation mode (whose sandboxes have a ``/dev/shm``
+        of their own).  Anything else is ``dsm``.
+        """
+        if self.shared_memory != "auto":
+            return self.shared_memory
+        if not self.is_local or self.isolate:
+            return "dsm"
+        overrides = self.lithops_config.get("lithops") or {}
+        if isinstance(overrides, Mapping) and overrides.get("backend", "localhost") != "localhost":
+            return "dsm"  # lithops_config sends the invocations to another backend
+        section = self.lithops_config.get("localhost") or {}
+        runtime = section.get("runtime") if isinstance(section, Mapping) else None
+        if runtime is not None and not (
+            isinstance(runtime, str) and os.path.isabs(runtime) and os.path.isfile(runtime)
+        ):
+            return "dsm"  # a container image (or a runtime we cannot tell is local)
+        return "host"
 
     def effective_slots_per_invocation(self) -> int:
         if self.slots_per_invocation > 0:
@@ -177,6 +211,11 @@ def _validated(cfg: Config) -> Config:
         raise ValueError(
             f"unknown faasmp backend {cfg.backend!r} (FAASMP_BACKEND); known Lithops backends: "
             f"{', '.join(sorted(KNOWN_BACKENDS))}"
+        )
+    if cfg.shared_memory not in SHARED_MEMORY_MODES:
+        raise ValueError(
+            f"faasmp setting 'shared_memory' (FAASMP_SHARED_MEMORY) must be one of "
+            f"{', '.join(SHARED_MEMORY_MODES)}, got {cfg.shared_memory!r}"
         )
     if cfg.worker_memory_mb < 0:
         raise ValueError(f"faasmp setting 'worker_memory_mb' must be >= 0, got {cfg.worker_memory_mb}")

@@ -1,13 +1,18 @@
 """``faasmp.shared_memory``: :mod:`multiprocessing.shared_memory` for every faasmp process.
 
 ``SharedMemory(name=None, create=False, size=0)`` creates or attaches a
-named block of shared memory, exactly as the stdlib's, except that the block
-lives in the run's Redis and each process works on its own local copy
-(``buf`` is a real ``memoryview`` of a local buffer, so numpy views run at
-local speed).  Any faasmp process on any host attaches it by name.  The
-copies are kept coherent at synchronisation points (lock release/acquire,
-send/recv, put/get, events, barriers, the start and end of processes and
-tasks): see :mod:`faasmp.runtime.dsm` and ``docs/shared_memory.md``.
+named block of shared memory, exactly as the stdlib's.  Any faasmp process
+of the run attaches it by name.  Where the block lives depends on the run
+(``FAASMP_SHARED_MEMORY``, see ``docs/shared_memory.md``):
+
+* host shared memory (every process on the client's host): a file in
+  ``/dev/shm`` every process maps, as the stdlib's; writes are seen at once;
+* the DSM (any other run): the block lives in the run's Redis and each
+  process works on its own local copy (``buf`` is a real ``memoryview`` of a
+  local buffer, so numpy views run at local speed), kept coherent at
+  synchronisation points (lock release/acquire, send/recv, put/get, events,
+  barriers, the start and end of processes and tasks): see
+  :mod:`faasmp.runtime.dsm`.
 
 Semantics follow the stdlib's:
 
@@ -19,9 +24,10 @@ Semantics follow the stdlib's:
   ``buf`` still exist: they keep working on this process's copy.
 * ``unlink()`` deletes the block (``FileNotFoundError`` if already deleted).
   Processes still attached keep their local copy, but it is no longer
-  shared.  As on the stdlib, a block is not deleted when the object that
-  created it is garbage collected; it lives until ``unlink()`` or the end
-  of the run.
+  shared (in host shared memory: they keep the mapping, and share it with
+  every process still mapping it, as on the stdlib).  As on the stdlib, a
+  block is not deleted when the object that created it is garbage
+  collected; it lives until ``unlink()`` or the end of the run.
 
 ``ShareableList`` is the stdlib's class (same packing, same methods) over a
 faasmp ``SharedMemory``.
@@ -52,7 +58,7 @@ class SharedMemory:
     """
 
     _buf: memoryview | None = None
-    _seg: dsm.Segment | None = None
+    _seg: dsm.AnySegment | None = None
 
     def __init__(
         self, name: str | None = None, create: bool = False, size: int = 0, *, ctx: FaasContext | None = None
@@ -66,13 +72,13 @@ class SharedMemory:
         ctx = context_or_default(ctx)
         seg = self._create(name, size, ctx) if create else self._attach(name or "", ctx)
         self._seg = seg
-        self._store, self._key = seg.store, seg.key  # for unlink() after close()
+        self._unlink = seg.unlinker()  # for unlink() after close()
         self._name = "/" + seg.handle._oid  # as the stdlib's POSIX names; .name drops the slash
         self._size = len(seg.mem)
         self._buf = memoryview(seg.mem)
 
     @staticmethod
-    def _create(name: str | None, size: int, ctx: FaasContext) -> dsm.Segment:
+    def _create(name: str | None, size: int, ctx: FaasContext) -> dsm.AnySegment:
         while True:
             # Generated names come from the stdlib's own generator ("psm_" + hex).
             block = (name if name is not None else _std._make_filename()).lstrip("/")  # type: ignore[attr-defined]
@@ -85,7 +91,7 @@ class SharedMemory:
                 raise FileExistsError(errno.EEXIST, "File exists", block)
 
     @staticmethod
-    def _attach(name: str, ctx: FaasContext) -> dsm.Segment:
+    def _attach(name: str, ctx: FaasContext) -> dsm.AnySegment:
         name = name.lstrip("/")
         seg = dsm.REGISTRY.attach(dsm.NamedSegmentHandle(name, ctx=ctx))
         if seg is None:
@@ -130,9 +136,8 @@ class SharedMemory:
 
     def unlink(self) -> None:
         """Delete the block for every process (``FileNotFoundError`` if already deleted)."""
-        if not self._store.delete(self._key):
+        if not self._unlink():
             raise FileNotFoundError(errno.ENOENT, "No such file or directory", self.name)
-        dsm.REGISTRY.forget(self._key)
 
 
 def _with_our_shared_memory(func: types.FunctionType) -> types.FunctionType:

@@ -173,7 +173,7 @@ def _shared_class(tp: type) -> type:
     return type(tp.__name__, (tp,), attrs)
 
 
-def _instance(tp: type, seg: dsm.Segment) -> Any:
+def _instance(tp: type, seg: dsm.AnySegment) -> Any:
     obj = _shared_class(tp).from_buffer(seg.mem)  # type: ignore[attr-defined]
     obj.__dict__[_SEGMENT] = seg  # keeps the segment (and its sync) alive with the object
     # Whoever collects the shared objects an object consists of (a Manager
@@ -183,11 +183,11 @@ def _instance(tp: type, seg: dsm.Segment) -> Any:
 
 
 def _reduce(self: Any) -> Any:
-    seg: dsm.Segment = self.__dict__[_SEGMENT]
+    seg: dsm.AnySegment = self.__dict__[_SEGMENT]
     return (_attach, (_type_spec(type(self).__mro__[1]), seg.handle))
 
 
-def _set_grain(seg: dsm.Segment | None, tp: Any) -> None:
+def _set_grain(seg: dsm.AnySegment | None, tp: Any) -> None:
     """Ship an array of simple elements (int32, double, ...) in whole elements."""
     if seg is not None and issubclass(tp, ctypes.Array) and issubclass(tp._type_, ctypes._SimpleCData):
         seg.grain = ctypes.sizeof(tp._type_)
@@ -198,7 +198,7 @@ def _attach(spec: Any, handle: dsm.SegmentHandle) -> Any:
     seg = dsm.REGISTRY.attach(handle)
     if seg is None:
         raise RuntimeError(
-            f"faasmp shared memory {handle._oid}: its data in Redis is gone — released by the process "
+            f"faasmp shared memory {handle._oid}: its data is gone — released by the process "
             "that created it (garbage collected or the run shut down), or unused for longer than key_ttl"
         )
     tp = _build_type(spec)
@@ -216,7 +216,7 @@ def _share(local: Any, ctx: FaasContext | None, *, zeros: bool = False) -> Any:
     return _instance(type(local), seg)
 
 
-def segment_of(obj: Any) -> dsm.Segment | None:
+def segment_of(obj: Any) -> dsm.AnySegment | None:
     """The segment a shared ctypes object (or a synchronized wrapper) lives in, if any."""
     if isinstance(obj, SynchronizedBase):
         obj = obj.get_obj()
@@ -252,7 +252,7 @@ class BufferWrapper:
 def _attach_buffer(handle: dsm.SegmentHandle) -> BufferWrapper:
     seg = dsm.REGISTRY.attach(handle)
     if seg is None:
-        raise RuntimeError(f"faasmp shared memory {handle._oid}: its data in Redis is gone")
+        raise RuntimeError(f"faasmp shared memory {handle._oid}: its data is gone")
     wrapper = BufferWrapper.__new__(BufferWrapper)
     wrapper._seg = seg
     return wrapper

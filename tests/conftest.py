@@ -167,23 +167,66 @@ def isolated_redis(external_server: ExternalServer) -> Iterator[IsolatedRedis]:
     redis_front.stop()
 
 
+def _new_context(request: pytest.FixtureRequest, combo: str, **extra: object) -> FaasContext:
+    """A context of backend combination *combo* (``embedded``, ``external`` or ``isolated``)."""
+    if combo == "embedded":
+        return FaasContext(**TEST_SETTINGS, **extra)
+    if combo == "isolated":
+        return FaasContext(**request.getfixturevalue("isolated_redis").settings(), **TEST_SETTINGS, **extra)
+    server = request.getfixturevalue("external_server")
+    url = server.url
+    if os.environ.get("FAASMP_TEST_ACL"):
+        # Opt-in: the "external" combination runs as a Redis user with
+        # exactly faasmp's ACL (docs/cloud.md), proving the list complete.
+        url = server.acl_user_url()
+    return FaasContext(redis_url=url, **TEST_SETTINGS, **extra)
+
+
 @pytest.fixture(scope="session", params=CTX_PARAMS)
 def ctx(request: pytest.FixtureRequest) -> Iterator[FaasContext]:
     """A faasmp context per backend combination, warm across the session."""
-    if request.param == "embedded":
-        context = FaasContext(**TEST_SETTINGS)
-    elif request.param == "isolated":
-        context = FaasContext(**request.getfixturevalue("isolated_redis").settings(), **TEST_SETTINGS)
-    else:
-        server = request.getfixturevalue("external_server")
-        url = server.url
-        if os.environ.get("FAASMP_TEST_ACL"):
-            # Opt-in: the "external" combination runs as a Redis user with
-            # exactly faasmp's ACL (docs/cloud.md), proving the list complete.
-            url = server.acl_user_url()
-        context = FaasContext(redis_url=url, **TEST_SETTINGS)
+    context = _new_context(request, request.param)
     yield context
     context.shutdown()
+
+
+#: Shared-memory tests of behaviour run with segments in host shared memory
+#: (``embedded``/``external``: the localhost default) and in the DSM
+#: (``embedded-dsm``); isolated runs use the DSM anyway (auto).
+SHM_PARAMS = ["embedded", "external", "embedded-dsm", pytest.param("isolated", marks=pytest.mark.isolated)]
+#: Tests of the DSM's own mechanism (pushes, pulls, twins, version logs) force it.
+DSM_PARAMS = ["embedded-dsm", "external-dsm", pytest.param("isolated", marks=pytest.mark.isolated)]
+
+
+@pytest.fixture(scope="session")
+def _mode_contexts() -> Iterator[dict[str, FaasContext]]:
+    """Contexts of ``shm_ctx``/``dsm_ctx`` by name, made once, shut down at the end."""
+    made: dict[str, FaasContext] = {}
+    yield made
+    for context in made.values():
+        context.shutdown()
+
+
+def _mode_context(request: pytest.FixtureRequest) -> FaasContext:
+    made = request.getfixturevalue("_mode_contexts")
+    name = request.param
+    if name not in made:
+        combo, _, mode = name.partition("-")
+        made[name] = _new_context(request, combo, **({"shared_memory": mode} if mode else {}))
+    context: FaasContext = made[name]
+    return context
+
+
+@pytest.fixture(scope="session", params=SHM_PARAMS)
+def shm_ctx(request: pytest.FixtureRequest) -> FaasContext:
+    """A context per backend combination and shared-memory mode (see SHM_PARAMS)."""
+    return _mode_context(request)
+
+
+@pytest.fixture(scope="session", params=DSM_PARAMS)
+def dsm_ctx(request: pytest.FixtureRequest) -> FaasContext:
+    """A context per backend combination with the DSM forced (see DSM_PARAMS)."""
+    return _mode_context(request)
 
 
 @pytest.fixture(scope="session")

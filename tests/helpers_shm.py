@@ -100,3 +100,26 @@ def write_then_drop(payload: list[Any]) -> None:
     np.frombuffer(arr)[:] = 7.0
     del arr
     gc.collect()
+
+
+def write_then_wait(arr: Any, index: int, value: int, event: Any) -> None:
+    """Write ``arr[index] = value`` through a numpy view, then wait for *event* (an acquire only)."""
+    np.frombuffer(arr, dtype=np.int32)[index] = value
+    if not event.wait(60):
+        raise TimeoutError("the parent never set the event")
+
+
+def read_int32(arr: Any, index: int) -> int:
+    """``arr[index]`` read through a numpy view (int32)."""
+    return int(np.frombuffer(arr, dtype=np.int32)[index])
+
+
+def create_shm(name: str) -> int:
+    """Create the SharedMemory *name* here (a worker), write b"made here" into it, close it (no unlink)."""
+    from faasmp.shared_memory import SharedMemory  # noqa: PLC0415
+
+    shm = SharedMemory(name, create=True, size=16)
+    shm.buf[:9] = b"made here"
+    size = shm.size
+    shm.close()
+    return size

@@ -117,6 +117,72 @@ def test_main_block_runs_once_and_top_level_code_runs_as_mp_main_in_workers(tmp_
     assert len(seen) == 2 + seen.count("top __mp_main__"), seen
 
 
+PREFETCH = """
+    import multiprocessing, os, time
+
+    # Each slot that re-runs this top level as __mp_main__ marks it with its pid.
+    with open(os.environ["MARKS"], "a") as marks:
+        marks.write(f"top {__name__} {os.getpid()}\\n")
+
+    def pid(_):
+        return os.getpid()
+
+    def marked():
+        with open(os.environ["MARKS"]) as marks:
+            return [line.split()[2] for line in marks if line.startswith("top __mp_main__")]
+
+    if __name__ == "__main__":
+        import faasmp
+
+        faasmp.start_warm_pool(2)  # waits until both slots are up
+        print("before any work", len(marked()))
+        with multiprocessing.Pool(2) as pool:
+            pool.map(pid, range(2))
+        # The pool's workers ran on slots that had the main module already:
+        # their first task re-ran nothing.
+        print("after the pool", len(marked()))
+"""
+
+
+def test_warm_slots_install_the_main_script_before_their_first_call(tmp_path):
+    """spawn's Pool workers import the main module at start: warm slots do it before taking work."""
+    _write(tmp_path / "prefetch.py", PREFETCH)
+    marks = tmp_path / "marks"
+    res = _run("-m", "faasmp", "run", "prefetch.py", cwd=tmp_path, MARKS=str(marks))
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    # Both slots ran the top level while the client waited for them, before any call.
+    assert "before any work 2" in lines, res.stdout + res.stderr
+    # ... and not again at their first call (a slot keeps one install per main module).
+    assert "after the pool 2" in lines, res.stdout + res.stderr
+
+
+PATCHED_AFTER_WARM = """
+    import sys
+    from multiprocessing import Lock  # bound when the top level runs
+
+    def which(_):
+        return sys.modules["__mp_main__"].Lock.__module__
+
+    if __name__ == "__main__":
+        import faasmp
+
+        faasmp.start_warm_pool(1)  # the slot installs this script unpatched
+        faasmp.patch()
+        with faasmp.Pool(1) as pool:
+            print("Lock from", pool.map(which, [0]))
+"""
+
+
+def test_a_main_installed_before_the_first_call_is_installed_again_under_the_calls_patch(tmp_path):
+    """The slot re-runs the script when the call's patch state differs from the prefetch's."""
+    _write(tmp_path / "patched_late.py", PATCHED_AFTER_WARM)
+    res = _run("patched_late.py", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    # As without the early install: the worker's top level bound the patched multiprocessing.
+    assert "Lock from ['faasmp.context']" in res.stdout.splitlines(), res.stdout + res.stderr
+
+
 def test_plain_python_script_and_a_module_run_with_dash_m(tmp_path):
     # `python script.py` that uses faasmp directly (no `faasmp run`).
     _write(

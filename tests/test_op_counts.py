@@ -46,7 +46,9 @@ def private_ctx(request: pytest.FixtureRequest) -> Iterator[FaasContext]:
     # Its own hosts' heartbeats would still land in a longer operation's
     # window now and then (a Process start+join once read more commands on a
     # loaded machine): beat rarely, the counts are of the operations.
-    settings = {**TEST_SETTINGS, "heartbeat_interval": 5.0}
+    # The shared-memory rows count the DSM's round trips: force it (the
+    # localhost default puts segments in host shared memory, which asks Redis nothing).
+    settings = {**TEST_SETTINGS, "heartbeat_interval": 5.0, "shared_memory": "dsm"}
     url = {} if server is None else {"redis_url": server.url}
     context = FaasContext(**url, **settings)
     try:

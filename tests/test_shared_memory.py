@@ -1,7 +1,9 @@
 """Shared memory that numpy can use: local buffers kept coherent at synchronisation points.
 
 Each test names the mechanism it depends on; with that mechanism switched
-off it fails (see docs/shared_memory.md for the guarantees).
+off it fails (see docs/shared_memory.md for the guarantees).  Tests of
+behaviour run with segments in host shared memory and in the DSM (``ctx``
+below); tests of the DSM's own mechanism force the DSM (``dsm_ctx``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ from faasmp import sharedctypes
 from faasmp.runtime import dsm
 from faasmp.shared_memory import ShareableList, SharedMemory
 from tests import helpers_shm
+
+
+@pytest.fixture
+def ctx(shm_ctx):
+    """The behaviour tests run in both modes: host shared memory and the DSM (see SHM_PARAMS)."""
+    return shm_ctx
 
 
 def test_raw_objects_are_real_ctypes_objects_with_the_buffer_protocol(ctx):
@@ -303,6 +311,32 @@ def test_shareable_list_and_manager_in_the_default_context(default_ctx):
         SharedMemory(name)
 
 
+def test_shared_memory_manager_blocks_are_shared_and_unlinked_at_shutdown(ctx):
+    """The manager's blocks in either mode (the default context's test above runs in host mode only)."""
+    from faasmp.managers import SharedMemoryManager  # noqa: PLC0415
+
+    with SharedMemoryManager(ctx=ctx) as smm:
+        block = smm.SharedMemory(256)
+        with ctx.Pool(1) as pool:
+            assert pool.apply(helpers_shm.write_shm, (block.name, 3)) == 3
+        assert np.ndarray((64,), dtype=np.int32, buffer=block.buf)[3] == 4  # the result is an acquire
+        name = block.name
+    with pytest.raises(FileNotFoundError):  # unlinked at shutdown
+        SharedMemory(name, ctx=ctx)
+
+
+def test_a_block_created_by_a_worker_is_attached_by_name_in_the_parent(ctx):
+    """The block outlives its creator's close() and is found by name from another process."""
+    with ctx.Pool(1) as pool:
+        assert pool.apply(helpers_shm.create_shm, ("faasmp_made_by_a_worker",)) == 16
+    shm = SharedMemory("faasmp_made_by_a_worker", ctx=ctx)
+    try:
+        assert bytes(shm.buf[:9]) == b"made here" and shm.size == 16
+    finally:
+        shm.close()
+        shm.unlink()
+
+
 def test_patch_routes_multiprocessing_shared_memory():
     import multiprocessing.managers  # noqa: PLC0415
     import multiprocessing.shared_memory  # noqa: PLC0415
@@ -360,8 +394,9 @@ def _copies(ctx, size, count):
     return arr, regs, segs
 
 
-def test_a_pull_of_many_scattered_changes_by_two_writers_merges_both_and_keeps_local_bytes(ctx):
+def test_a_pull_of_many_scattered_changes_by_two_writers_merges_both_and_keeps_local_bytes(dsm_ctx):
     """Mechanism: a span fetched for many ranges is merged keeping the puller's unreleased bytes."""
+    ctx = dsm_ctx  # the DSM's own mechanism
     arr, (a, b, c), (sa, sb, sc) = _copies(ctx, 1 << 20, 3)
     rng = np.random.default_rng(7)
     # Interleaved scattered 8-byte elements: a writes even picks, b odd ones
@@ -386,8 +421,9 @@ def test_a_pull_of_many_scattered_changes_by_two_writers_merges_both_and_keeps_l
     assert bytes(arr) == bytes(1 << 20)  # the creator has not acquired yet
 
 
-def test_a_pull_of_few_changes_far_apart_fetches_the_ranges_not_their_span(ctx):
+def test_a_pull_of_few_changes_far_apart_fetches_the_ranges_not_their_span(dsm_ctx):
     """Mechanism: a second-round-trip pull fetches the span only when the ranges are dense."""
+    ctx = dsm_ctx  # the DSM's own mechanism
     size = 16 << 20
     _, (a, b), (sa, sb) = _copies(ctx, size, 2)
     places = np.arange(0, size, size // 300)[:300]
@@ -399,13 +435,14 @@ def test_a_pull_of_few_changes_far_apart_fetches_the_ranges_not_their_span(ctx):
 
 
 @pytest.mark.parametrize("many", [False, True], ids=["merged-in-lua", "merged-by-the-puller"])
-def test_ranges_whose_packed_bytes_look_like_separators_travel_intact(ctx, many):
+def test_ranges_whose_packed_bytes_look_like_separators_travel_intact(dsm_ctx, many):
     """Ranges travel packed (8-byte start, 8-byte length): any byte value is data, not a separator.
 
     Offsets 32 (a space), 44 (a comma), 58 (a colon) and 0x2020 start with
     bytes that a text parser of the log entry ("<version> <writer> <ranges>")
     would take for separators.
     """
+    ctx = dsm_ctx  # the DSM's own mechanism
     _, (a, b), (sa, sb) = _copies(ctx, 1 << 16, 2)
     places = [32, 44, 58, 0x2020, 0x3A2C]
     if many:  # over the pull script's budget: the puller merges the ranges itself
@@ -418,13 +455,14 @@ def test_ranges_whose_packed_bytes_look_like_separators_travel_intact(ctx, many)
     assert np.flatnonzero(np.frombuffer(sb.mem, dtype=np.uint8)).tolist() == sorted(places)
 
 
-def test_an_attach_receives_the_segment_straight_into_its_local_copy(ctx):
+def test_an_attach_receives_the_segment_straight_into_its_local_copy(dsm_ctx):
     """Mechanism: the attach reads the bytes from the socket into the local buffer.
 
     Through the parser a 20 MB attach held three copies at once (the parser's
     bytes, the buffer, the twin) and cost 50 ms of CPU per child of the sort;
     now two (the buffer and its twin).
     """
+    ctx = dsm_ctx  # the DSM's own mechanism
     size = 8 << 20
     arr = ctx.RawArray("B", size)
     np.frombuffer(arr, dtype=np.uint8)[:] = np.random.default_rng(3).integers(0, 256, size, dtype=np.uint8)
@@ -441,8 +479,9 @@ def test_an_attach_receives_the_segment_straight_into_its_local_copy(ctx):
     assert peak < 2.5 * size, f"the attach held {peak / size:.1f} copies of the segment at once"
 
 
-def test_string_replies_read_into_buffers_keep_their_order_nulls_and_errors(ctx):
+def test_string_replies_read_into_buffers_keep_their_order_nulls_and_errors(dsm_ctx):
     """The raw reader behind attaches and pulls: RESP bulk strings of any size, in order."""
+    ctx = dsm_ctx  # the DSM's own mechanism
     direct = ctx.session.state.direct
     key = ctx.session.keys.k("test", "bulk")
     big = np.random.default_rng(4).integers(0, 256, 3 << 20, dtype=np.uint8).tobytes()
@@ -464,12 +503,13 @@ def test_string_replies_read_into_buffers_keep_their_order_nulls_and_errors(ctx)
     direct.execute("DEL", key, f"{key}:small", f"{key}:list")
 
 
-def test_a_forked_child_gets_its_own_writer_id_and_fresh_copies(ctx):
+def test_a_forked_child_gets_its_own_writer_id_and_fresh_copies(dsm_ctx):
     """Mechanism: the registry's reset after fork (faasmp forks a slot to run each Process).
 
     Sharing the parent's writer id, the child's pushes would be logged as
     the parent's own and skipped by the parent's pulls.
     """
+    ctx = dsm_ctx  # the DSM's own mechanism
     import os
     import pickle
 
@@ -507,8 +547,8 @@ def test_a_lock_pulls_after_its_try_when_the_memory_lives_in_another_redis(exter
     from faasmp.context import FaasContext  # noqa: PLC0415
     from tests.conftest import TEST_SETTINGS  # noqa: PLC0415
 
-    ctx_a = FaasContext(**TEST_SETTINGS)
-    ctx_b = FaasContext(redis_url=external_server.url, **TEST_SETTINGS)
+    ctx_a = FaasContext(**TEST_SETTINGS, shared_memory="dsm")
+    ctx_b = FaasContext(redis_url=external_server.url, **TEST_SETTINGS, shared_memory="dsm")
     try:
         lock = ctx_a.Lock()
         arr = ctx_b.RawArray("i", 4)
@@ -548,9 +588,9 @@ def test_a_lock_used_after_its_context_shut_down_does_not_start_a_new_run():
     from faasmp.context import FaasContext  # noqa: PLC0415
     from tests.conftest import TEST_SETTINGS  # noqa: PLC0415
 
-    ctx = FaasContext(**TEST_SETTINGS)
+    ctx = FaasContext(**TEST_SETTINGS, shared_memory="dsm")
     lock = ctx.Lock()
-    arr = ctx.RawArray("i", 4)  # the process holds shared memory: acquires pull
+    arr = ctx.RawArray("i", 4)  # the process holds shared memory (in Redis): acquires pull
     with lock:
         arr[0] = 1
     first = ctx.session
@@ -560,7 +600,7 @@ def test_a_lock_used_after_its_context_shut_down_does_not_start_a_new_run():
     assert first.closed and ctx._session in (None, first), "the lock started a new run"
 
 
-def test_results_that_arrive_together_cost_one_pull_for_the_batch(ctx, monkeypatch):
+def test_results_that_arrive_together_cost_one_pull_for_the_batch(dsm_ctx, monkeypatch):
     """Mechanism: the result handler pulls once per popped batch, not once per result.
 
     The first result's callback holds the handler thread (callbacks run there,
@@ -568,6 +608,7 @@ def test_results_that_arrive_together_cost_one_pull_for_the_batch(ctx, monkeypat
     takes them all.  Each task wrote into the shared array
     before its result, and the parent sees every write after ``get()``.
     """
+    ctx = dsm_ctx  # the DSM's own mechanism
     from faasmp.backends.redis.pool import PoolResultsQueue
     from faasmp.runtime.dsm import REGISTRY
 

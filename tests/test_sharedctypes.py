@@ -1,4 +1,7 @@
-"""Value / Array / RawValue / RawArray: ctypes semantics over Redis, locally and remotely."""
+"""Value / Array / RawValue / RawArray: ctypes semantics, locally and remotely.
+
+Every test runs with segments in host shared memory and in the DSM (``ctx`` below).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,12 @@ from faasmp import sharedctypes
 from faasmp.runtime import dsm
 from faasmp.synchronize import Lock, RLock
 from tests import helpers_sync
+
+
+@pytest.fixture
+def ctx(shm_ctx):
+    """Both shared-memory modes (see SHM_PARAMS in conftest)."""
+    return shm_ctx
 
 
 class Point(ctypes.Structure):

@@ -672,8 +672,9 @@ def test_module_level_constructors_use_the_default_context(default_ctx):
 # --- the shared-memory pull and push ride in the lock's own write (issue 16) ----------
 
 
-def test_a_locked_increment_writes_twice_and_sees_every_other_process_increment(ctx):
+def test_a_locked_increment_writes_twice_and_sees_every_other_process_increment(dsm_ctx):
     """Acquire carries the pull, release the push: two writes to Redis per increment."""
+    ctx = dsm_ctx  # the DSM's pull and push (host shared memory has neither)
     v = ctx.Value("i", 0)
     lock = v.get_lock()
     with lock:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import os
 import select
 import socket
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
-import redis
-import redis.exceptions
+from . import errors as redis  # redis-py's exception types, without its package (see errors.py)
 
 
 class Parts(tuple):  # type: ignore[type-arg]
@@ -322,31 +322,116 @@ def _write_raw(conn: Any, sock: socket.socket, data: bytes) -> None:
 #: Drains that go straight to the parser after a non-blocking read found nothing.
 _READ_FIRST_SKIP = 64
 
+#: Seconds a thread busy-polls its connection for a reply before it sleeps in
+#: ``poll()``.  On a virtual machine an idle core halts, and waking a thread
+#: that sleeps there costs ~35 us more than the reply itself (a manager get on
+#: an otherwise idle 2-core KVM guest: 65 us when client and server run on two
+#: cores, 22 us on one; a PING on a raw socket: 50 us blocking, 18 us spinning;
+#: see docs/performance.md, "The reply wait").  A loopback reply takes
+#: 10-30 us of the server's time, so this window catches it; a reply that
+#: takes longer (a cloud Redis, a blocking pop that really waits) misses, and
+#: :class:`ReplySpin` then stops spinning for a while.
+SPIN_WINDOW = 50e-6
+#: After a spin that missed, at most this many waits block at once (no spin).
+_SPIN_MAX_BACKOFF = 256
 
-def _take_ready_bytes(conn: Any) -> None:
+
+class SpinCounter:
+    """Replies one state backend took while busy-polling, and spins that ran out (ints under the GIL)."""
+
+    __slots__ = ("hits", "misses")
+
+    def __init__(self) -> None:
+        self.hits = 0  # replies read without sleeping in poll()
+        self.misses = 0  # spins that found nothing within the window (then a sleep)
+
+
+class ReplySpin:
+    """An adaptive busy-poll for one connection's replies, like an adaptive mutex.
+
+    Before a thread sleeps in ``poll()`` for a reply, it tries non-blocking
+    reads for up to *window* seconds.  Each spin that runs out doubles the
+    number of later waits that skip spinning (up to ``_SPIN_MAX_BACKOFF``);
+    each spin that finds its reply halves it.  So a connection whose replies
+    come fast (loopback, a server on the other core) never sleeps, and one
+    whose waits are long (a pop that waits for a message, a remote server)
+    spins on a few of its waits only: at most one window per doubling run.
+    A connection keeps two of these: one for plain commands, one for
+    blocking pops, whose waits depend on other processes.
+    """
+
+    __slots__ = ("backoff", "counter", "skip", "window")
+
+    def __init__(self, window: float, counter: SpinCounter) -> None:
+        self.window = window
+        self.counter = counter
+        self.skip = 0  # waits left that do not spin
+        self.backoff = 1  # waits skipped after the next miss
+
+    def read(self, fd: int, size: int) -> bytes | None:
+        """Bytes read from *fd* (non-blocking) within the window, or None: block as usual.
+
+        ``b""`` means the server closed the connection; other errors raise.
+        """
+        if self.skip:
+            self.skip -= 1
+            return None
+        window = self.window
+        if window <= 0:
+            return None
+        read, now = os.read, time.perf_counter
+        deadline = now() + window
+        while True:
+            try:
+                data = read(fd, size)
+            except BlockingIOError:
+                if now() < deadline:
+                    continue
+                self.counter.misses += 1
+                self.skip = self.backoff
+                self.backoff = min(self.backoff * 2, _SPIN_MAX_BACKOFF)
+                return None
+            self.counter.hits += 1
+            if self.backoff > 1:
+                self.backoff //= 2
+            return data
+
+
+def _take_ready_bytes(conn: Any, spin: ReplySpin | None = None) -> bytes | None:
     """Hand the parser the reply bytes already received, without the poll its own read makes first.
 
     A deferred reply read long after its command (the next recv of an
     echoing process) has arrived: one non-blocking ``read`` fetches it (a
     recv on the socket object would poll first).  Nothing there (or TLS, or
     another parser): the parser reads as usual.  A reply read right after
-    its command (a send then a recv) is usually not there yet: after a miss
-    the next ``_READ_FIRST_SKIP`` drains of this connection do not try, so
-    that the miss does not cost a third system call every time.
+    its command (a send then a recv) is usually not there yet: *spin* (see
+    :class:`ReplySpin`) then waits for it without sleeping; without a spin
+    (or while it backs off), after a miss the next ``_READ_FIRST_SKIP``
+    drains of this connection do not try, so that the miss does not cost a
+    third system call every time.  Returns the bytes handed over, if any.
     """
     sock = conn._sock
     reader = getattr(conn._parser, "_reader", None)
     if reader is None or type(sock) is not socket.socket or reader.has_data():
-        return
-    skip = getattr(conn, "_faasmp_skip_reads", 0)
-    if skip:
-        conn._faasmp_skip_reads = skip - 1
-        return
+        return None
+    fd = sock.fileno()
     try:
-        data = os.read(sock.fileno(), _FIRST_READ)
-    except BlockingIOError:
-        conn._faasmp_skip_reads = _READ_FIRST_SKIP
-        return
+        if spin is not None and not spin.skip and spin.window > 0:
+            data = spin.read(fd, _FIRST_READ)
+            if data is None:
+                return None  # nothing within the window: the parser's read blocks
+        else:
+            if spin is not None and spin.skip:
+                spin.skip -= 1  # this wait counts as one the spin sits out
+            skip = getattr(conn, "_faasmp_skip_reads", 0)
+            if skip:
+                conn._faasmp_skip_reads = skip - 1
+                return None
+            try:
+                data = os.read(fd, _FIRST_READ)
+            except BlockingIOError:
+                conn._faasmp_skip_reads = _READ_FIRST_SKIP
+                return None
     except OSError as exc:
         conn.disconnect()
         raise redis.exceptions.ConnectionError(f"Error while reading from socket: {exc}") from exc
@@ -354,10 +439,61 @@ def _take_ready_bytes(conn: Any) -> None:
         conn.disconnect()
         raise redis.exceptions.ConnectionError("Connection closed by server.")
     reader.feed(data)
+    return data
 
 
-def _wait_read(sock: socket.socket, timeout: float) -> bytes:
-    """Up to ``_FIRST_READ`` bytes from *sock*, waiting up to *timeout* s for the first (TimeoutError)."""
+#: First bytes of replies that redis-py's own read must handle: an error (its
+#: exception type, and faasmp's translation of ACL refusals) or a RESP3 push.
+_PARSER_ONLY = (b"-", b"!", b">")
+
+
+def not_enough_marker(parser: Any) -> object:
+    """What *parser*'s hiredis reader returns for "no whole reply yet" (see :func:`_read_reply`).
+
+    redis-py's hiredis parser sets its own marker object; a reader made with
+    hiredis' defaults returns False.  Looked up without importing redis-py:
+    a connection with redis-py's parser has loaded that module already.
+    """
+    module = sys.modules.get("redis._parsers.hiredis")
+    parser_class = getattr(module, "_HiredisParser", None)
+    if parser_class is not None and isinstance(parser, parser_class):
+        return module.NOT_ENOUGH_DATA  # type: ignore[union-attr]
+    return False
+
+
+def _read_reply(conn: Any, spin: ReplySpin, **options: Any) -> Any:
+    """Read the next reply on *conn*; taken from the parser at once when it is already here.
+
+    When the reply's bytes came in by a non-blocking read (:func:`_take_ready_bytes`,
+    usually within the spin window), the parser is asked for the reply
+    directly: redis-py's read layers (timeout, error and push handling) cost
+    ~0.75 us a reply, and a reply that is here needs none of them.  An
+    error, a push or a reply not all here yet goes the usual way
+    (``conn.read_response(**options)``), which goes on from what was fed.
+    ``conn._faasmp_not_enough`` is its reader's marker (:func:`not_enough_marker`).
+    """
+    data = _take_ready_bytes(conn, spin)
+    if data is not None and data[:1] not in _PARSER_ONLY:
+        try:
+            reply = conn._parser._reader.gets()
+        except BaseException:
+            conn.disconnect()  # a protocol error: the stream is out of step
+            raise
+        if reply is not conn._faasmp_not_enough:
+            conn.note_wait()
+            return reply
+    return conn.read_response(**options)
+
+
+def _wait_read(sock: socket.socket, timeout: float, spin: ReplySpin | None = None) -> bytes:
+    """Up to ``_FIRST_READ`` bytes from *sock*, waiting up to *timeout* s for the first (TimeoutError).
+
+    *spin*: busy-poll for them first (see :class:`ReplySpin`).
+    """
+    if spin is not None:
+        data = spin.read(sock.fileno(), _FIRST_READ)
+        if data is not None:
+            return data
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     deadline = time.monotonic() + timeout

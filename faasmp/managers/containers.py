@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMappin
 from typing import Any, ClassVar
 
 from ..backends.redis.manager_objects import EMPTY, RedisDict, RedisList, RedisNamespace, RedisValue
-from ..runtime.call import loads
+from ..runtime.call import dumps_plain, loads
 from .codec import decode_key, encode_key
 from .common import ManagerShutdownError, Namespace, Value
 from .proxy import NativeProxy
@@ -72,7 +72,13 @@ class DictProxy(NativeProxy, MutableMapping):  # type: ignore[type-arg]
         return loads(blob, conn.authkey)
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        self._rdict().dict_set(self._field(key), self._dump(value, f"the value for key {key!r}"))
+        conn = self._conn()
+        # Plain data first, here: _dump's message names the key, and
+        # formatting it on every set cost ~0.3 us of a ~15 us call's CPU.
+        blob = dumps_plain(value, conn.authkey)
+        if blob is None:
+            blob = self._dump(value, f"the value for key {key!r}")
+        conn.store.dict_set(encode_key(key, conn.authkey), blob)
 
     def __delitem__(self, key: Any) -> None:
         if self._rdict().dict_pop(self._field(key)) is None:

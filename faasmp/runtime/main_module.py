@@ -30,7 +30,8 @@ missing, and the work goes on: faasmp's own by-value pickles do not need the
 main module, as they did not before.
 
 What differs from ``spawn`` (see docs/architecture.md): the main module runs
-once per warm worker slot and run, not once per Process; modules a slot
+once per warm worker slot and run, not once per Process (a script's when the
+slot starts, before its first call); modules a slot
 imported for earlier work of the same run stay imported; and as with spawn,
 starting a Process or Pool while the main module is being re-run raises
 spawn's "bootstrapping phase" RuntimeError (an unguarded script would
@@ -299,8 +300,12 @@ class MainDescriber:
         #: What this worker installed: its own children get the same.
         self.installed: MainModule | None = None
 
-    def describe(self) -> MainModule | None:
-        """The current main module's description (None when spawn would not re-run it either)."""
+    def describe(self, *, namespaces: bool = True) -> MainModule | None:
+        """The current main module's description (None when spawn would not re-run it either).
+
+        *namespaces* False: None for an interactive namespace, which is then
+        not pickled (a host's early install wants only a script or module).
+        """
         if self.bootstrapping:
             # spawn.py's _check_not_importing_main(): an unguarded script would
             # otherwise start workers from every worker, without end.
@@ -319,6 +324,8 @@ class MainDescriber:
         with self._lock:
             try:
                 key, build = self._plan(main)
+                if not namespaces and key[0] == "namespace":
+                    return None
                 # A module imported since the last call may be one of the project's.
                 key = (key, len(sys.modules))
                 if key != self._key:
@@ -608,9 +615,9 @@ DESCRIBER = MainDescriber()
 INSTALLER = MainInstaller(DESCRIBER)
 
 
-def describe() -> MainModule | None:
+def describe(*, namespaces: bool = True) -> MainModule | None:
     """The :class:`MainModule` a RemoteCall made now carries (see :class:`MainDescriber`)."""
-    return DESCRIBER.describe()
+    return DESCRIBER.describe(namespaces=namespaces)
 
 
 def install(main: MainModule | None, where: str) -> None:

@@ -26,6 +26,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from ..backends import host_memory as hostmem
 from ..backends.compute import ComputeBackend, Invocation, open_compute
 from ..backends.redis.hosts import WarmPool
 from ..backends.server import EmbeddedServer
@@ -35,7 +36,7 @@ from ..deps import runtime_name
 from ..stats import HostStarted, MetricsReport, StatsCollector
 from . import metrics, output
 from . import protocol as msgs
-from .call import CallKind, RemoteCall, dumps, dumps_message, loads
+from .call import CallKind, RemoteCall, _storage_routes, dumps, dumps_message, loads
 from .keys import Keys
 from .worker import HostSpec, host_main, liveness_ttl_ms
 
@@ -74,6 +75,9 @@ class Session(abc.ABC):
     offset: float
     #: Keys of shared objects this process owns, renewed by the client's monitor.
     live_keys: dict[int, list[str]]
+    #: Where the run's shared memory segments live when they are host shared
+    #: memory (files every process maps); None: in Redis (the DSM).
+    host_memory: hostmem.HostIdentity | None = None
     _closed: threading.Event
     _start_error: str | None
     #: Hashes to read for faasmp.stats with the client's next beat (see read_for_stats).
@@ -163,6 +167,7 @@ class WorkerSession(Session):
         self.url = spec.url
         self.state = state
         self.offset = spec.clock_offset
+        self.host_memory = spec.host_memory
         self._closed = threading.Event()
         self.live_keys = {}
         self._start_error = None
@@ -180,6 +185,26 @@ class WorkerSession(Session):
     def shutdown(self, timeout: float = 5.0) -> None:
         """Nothing to end: the run belongs to its client (a worker's atexit must not stop it)."""
         return
+
+
+def _main_for_hosts() -> tuple[Any, bool, int]:
+    """The main module a new host's slots install before they take work (see ``HostSpec.main``).
+
+    Only a script or a ``-m`` module: its content is fixed for the run.  A
+    notebook's namespace changes from cell to cell, so each call brings its
+    own.  None while storage routes are on (the first call installs it under
+    them) or when the main module cannot be described now.
+    """
+    from ..patch import is_patched  # noqa: PLC0415
+    from .main_module import describe  # noqa: PLC0415
+
+    try:
+        main = describe(namespaces=False)
+    except RuntimeError:  # a worker re-running its main module (spawn's bootstrapping error)
+        main = None
+    if main is None or _storage_routes() is not None:
+        return None, False, logging.WARNING
+    return main, is_patched(), logging.getLogger().getEffectiveLevel()
 
 
 class ClientSession(Session):
@@ -209,6 +234,7 @@ class ClientSession(Session):
         #: Hashes to read for faasmp.stats with the next beat (see read_for_stats).
         self._stat_reads: list[tuple[str, Callable[[dict[bytes, bytes]], None]]] = []
         self._metrics_sent: tuple[int, int] = (0, 0)
+        self.host_memory = self._host_memory(config)
 
         if config.redis_url is None and not config.is_local:
             raise ValueError(
@@ -267,6 +293,24 @@ class ClientSession(Session):
         threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
 
     # -- the run's start -----------------------------------------------------
+    def _host_memory(self, config: Config) -> hostmem.HostIdentity | None:
+        """The run's host shared memory directory, or None (segments in Redis): see Config.shared_memory_mode.
+
+        Directories left by runs whose client is gone are removed first.  A
+        forced ``host`` mode that cannot make its directory raises; ``auto``
+        falls back to the DSM.
+        """
+        if config.shared_memory_mode() != "host":
+            return None
+        try:
+            hostmem.clean_dead_runs()
+            return hostmem.create_run_dir(self.run_id)
+        except (OSError, hostmem.HostMemoryError) as exc:
+            if config.shared_memory == "host":
+                raise
+            logger.warning("faasmp: host shared memory unavailable (%s); segments are kept in Redis", exc)
+            return None
+
     def _start_run(self) -> None:
         """Make sure the server answers, write the run's keys, measure the clock offset.
 
@@ -481,7 +525,9 @@ class ClientSession(Session):
             task_timeout=cfg.task_timeout,
             backend=cfg.backend,
             runtime=runtime_name(cfg),
+            host_memory=self.host_memory,
         )
+        spec.main, spec.main_patched, spec.main_log_level = _main_for_hosts()
         try:
             inv = self.compute.invoke(host_main, spec)
         except Exception as exc:
@@ -703,3 +749,7 @@ class ClientSession(Session):
             self.state.close()
         if self.server is not None:
             self.server.stop()
+        if self.host_memory is not None:
+            # The run's segment files go with its keys (processes still
+            # mapping one keep their mapping until they drop it).
+            hostmem.remove_run_dir(self.host_memory)

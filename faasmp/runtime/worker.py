@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import logging
 import mmap
 import os
@@ -34,6 +35,18 @@ import time
 import traceback
 from typing import Any
 
+from ..backends.state import LITHOPS_WORKER_ENV
+
+if LITHOPS_WORKER_ENV in os.environ:
+    # In a Lithops worker (its job process, forked from Lithops' runner): the
+    # objects made so far (Lithops, numpy, faasmp's modules) live as long as
+    # the process.  Frozen, the cyclic collector no longer walks them: a full
+    # collection that fell inside this import walked the whole inherited heap
+    # (15 ms, touching every page the fork shares copy-on-write), and the
+    # slots forked from here do not walk it again in each of their own.
+    gc.freeze()
+
+from ..backends.host_memory import HostIdentity  # (after the freeze)
 from ..backends.redis.hosts import WarmPool
 from ..backends.redis.pool import PoolWorkerQueue
 from ..backends.redis.processes import ProcessRecords
@@ -123,6 +136,15 @@ class HostSpec:
     #: The compute backend and its runtime, to say how to install what a worker lacks.
     backend: str = "localhost"
     runtime: str = ""
+    #: The run's host shared memory (None: segments are kept in Redis).
+    host_memory: HostIdentity | None = None
+    #: The client's main module when the host was invoked (a ``MainModule`` or
+    #: None), installed by each slot before it takes work, as spawn's Pool
+    #: workers import it at start: the first call then finds it in place.
+    #: ``main_patched``/``main_log_level`` are the client's state it runs under.
+    main: Any = None
+    main_patched: bool = False
+    main_log_level: int = 30
 
     def __repr__(self) -> str:  # the URL carries a password and authkey a secret
         return f"<HostSpec run={self.run_id} host={self.host_id} slots={self.slots}>"
@@ -159,7 +181,7 @@ class Host:
     def __init__(self, spec: HostSpec) -> None:
         self.spec = spec
         self.keys = Keys(spec.run_id)
-        self.state = open_state(spec.url, client_name=f"faasmp-host-{spec.host_id}")
+        self.state = open_state(spec.url, client_name=f"faasmp-host-{spec.host_id}", lean=True)
         self.state.watch_epoch(self.keys.k("epoch"))
         self.offset = clock_offset(self.state)
         self.pool = WarmPool(self.state, self.keys, int(spec.key_ttl * 1000))
@@ -372,9 +394,11 @@ class Slot:
         self.record = record
         self.offset = offset
         self.keys = Keys(spec.run_id)
-        self.state = open_state(spec.url, client_name=f"faasmp-slot-{slot_id}")
+        self.state = open_state(spec.url, client_name=f"faasmp-slot-{slot_id}", lean=True)
         self.state.watch_epoch(self.keys.k("epoch"))
         self.sink = None
+        #: (digest, patched) of a main module installed before the first call.
+        self._prefetched: tuple[str, bool] | None = None
 
     def run(self) -> int:
         from ..backends.server import _pdeathsig_preexec  # noqa: PLC0415
@@ -389,6 +413,7 @@ class Slot:
         attach_remote(spec, self.state)
         metrics.ship_to_client(self.state, k.events, spec.authkey, **self._metrics_args(self.slot_id))
         pool = WarmPool(self.state, k, int(spec.key_ttl * 1000))
+        self._prefetch_main()
         pool.register_slot(self.slot_id)
         idle_since = time.monotonic()
         wait = min(spec.idle_timeout, max(spec.heartbeat * 3, 1.0))
@@ -437,20 +462,44 @@ class Slot:
             "offset": self.offset - spec.clock_offset,
         }
 
+    def _prefetch_main(self) -> None:
+        """Install the main module the host was given, before this slot takes work.
+
+        spawn's Pool workers import the main module when they start, not at
+        their first task; a warm slot does the same, so the first Process or
+        task it runs does not pay for the script's top-level imports.  Its
+        output reaches the client tagged with this slot.
+        """
+        spec = self.spec
+        if spec.main is None:
+            return
+        _match_patch(spec.main_patched)
+        self._install_main(spec.main, f"{self.slot_id}:main", spec.main_log_level)
+        self._prefetched = (spec.main.digest, spec.main_patched)
+
     def _prepare_main(self, call: RemoteCall) -> None:
         """Install the client's main module as ``__mp_main__`` (once per slot and main module).
 
         After :func:`_match_patch`, so the script's top-level imports bind what
         the client's do.  Its output (top-level prints, a failure report) goes
-        to the client as the call's own output would.
+        to the client as the call's own output would.  A main module installed
+        before the slot's first call (:meth:`_prefetch_main`) is installed
+        again if the call runs under another patch state or storage routes.
         """
         main = call.main
+        prefetched, self._prefetched = self._prefetched, None
+        if main is not None and prefetched is not None and prefetched[0] == main.digest:
+            if (call.patched, call.storage) != (prefetched[1], None):
+                main_module.INSTALLER.installed_digest = None  # its imports bound another patch state
         if main is None or main_module.INSTALLER.installed_digest == main.digest:
             main_module.install(None, "")  # marks the worker: nested work passes on what it has
             return
+        self._install_main(main, f"{call.call_id}:main", call.log_level)
+
+    def _install_main(self, main: Any, tag: str, log_level: int) -> None:
         old_out, old_err = sys.stdout, sys.stderr
-        sink = self._install_output(call)
-        sink.begin(f"{call.call_id}:main")
+        sink = self._install_output(log_level)
+        sink.begin(tag)
         try:
             main_module.install(main, f"worker {self.slot_id}")
         finally:
@@ -539,13 +588,13 @@ class Slot:
         if callable(preexec):
             preexec()
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-        self.state = open_state(self.spec.url, client_name=f"faasmp-proc-{call.call_id}")
+        self.state = open_state(self.spec.url, client_name=f"faasmp-proc-{call.call_id}", lean=True)
         self.state.watch_epoch(self.keys.k("epoch"))
         attach_remote(self.spec, self.state)
         shipper = metrics.ship_to_client(
             self.state, self.keys.events, self.spec.authkey, **self._metrics_args(call.call_id)
         )
-        sink = self._install_output(call)
+        sink = self._install_output(call.log_level)
         sink.begin(call.call_id)
         from .. import process as process_mod  # noqa: PLC0415
 
@@ -575,7 +624,7 @@ class Slot:
         shipper.ship_last()
         return int(code)
 
-    def _install_output(self, call: RemoteCall) -> Any:
+    def _install_output(self, log_level: int) -> Any:
         from .output import install  # noqa: PLC0415
 
         out_key, authkey, state = self.keys.out, self.spec.authkey, self.state
@@ -583,7 +632,7 @@ class Slot:
         def push(msg: tuple[Any, ...]) -> None:
             state.rpush(out_key, dumps(msg, authkey))
 
-        return install(push, call.log_level)
+        return install(push, log_level)
 
     # -- pool workers ------------------------------------------------------
     def run_pool_worker(self, call: RemoteCall, dequeued: float) -> None:
@@ -599,7 +648,7 @@ class Slot:
         res_key = k.pool_results(pool_id)
         authkey = spec.authkey
         old_out, old_err = sys.stdout, sys.stderr
-        sink = self._install_output(call)
+        sink = self._install_output(call.log_level)
         write_record(self.record, msgs.ServingPool(pool_id))
         started = msgs.WorkerStarted(self.slot_id, spec.host_id, os.getpid(), call.call_id)
         self.state.rpush(res_key, dumps_message(started, authkey))

@@ -391,7 +391,17 @@ class ManagerObjectStore:
     #: The object's keys: its key prefix plus each suffix, in this order.
     SUFFIXES: ClassVar[tuple[str, ...]] = ("",)
 
-    __slots__ = ("_fresh_until", "_gone", "_scripts", "_state", "_ttl", "keys", "manager_key")
+    __slots__ = (
+        "_commands",
+        "_fresh_until",
+        "_gone",
+        "_script_keys",
+        "_scripts",
+        "_state",
+        "_ttl",
+        "keys",
+        "manager_key",
+    )
 
     def __init__(
         self,
@@ -404,9 +414,11 @@ class ManagerObjectStore:
         self._state = state
         self.manager_key = manager_key
         self.keys = list(keys)
+        self._script_keys = (manager_key, *keys)  # every script's KEYS, built once
         self._ttl = ttl_ms
         self._gone = gone
         self._scripts: dict[str, ScriptCall] = {}
+        self._commands: dict[str, Callable[..., Any]] = {}
         self._fresh_until = 0.0  # LEAN_PRELUDE scripts renew every TTL from then on
 
     def _run(self, source: str, *args: Any, ttl: int | None = None) -> Any:
@@ -415,7 +427,7 @@ class ManagerObjectStore:
         if script is None:
             script = self._scripts[source] = self._state.direct.script(source)
         ttl = self._ttl if ttl is None else ttl
-        result = script(keys=(self.manager_key, *self.keys), args=(ttl, *args))
+        result = script(keys=self._script_keys, args=(ttl, *args))
         if result.__class__ is int and result == GONE:
             raise self._gone()
         return result
@@ -432,6 +444,13 @@ class ManagerObjectStore:
     def _read(self, *command: Any) -> Any:
         """One plain command on the thread's own connection."""
         return self._state.direct.execute(*command)
+
+    def _read_own(self, name: str, *args: Any) -> Any:
+        """``name key args...`` on the object's first key: the command and key are packed once per store."""
+        call = self._commands.get(name)
+        if call is None:
+            call = self._commands[name] = self._state.direct.command(name, self.keys[0])
+        return call(*args)
 
     def check_alive(self) -> None:
         """After a plain read found nothing: raise *gone* if that is because the manager is gone.
@@ -455,20 +474,20 @@ class RedisDict(ManagerObjectStore):
 
     def dict_get(self, field: bytes) -> bytes | None:
         """The value stored under *field*, or None (1 round trip on a hit)."""
-        blob = self._read("HGET", self.keys[0], field)
+        blob = self._read_own("HGET", field)
         if blob is None:
             self.check_alive()
-        return blob  # type: ignore[no-any-return]
+        return blob
 
     def dict_contains(self, field: bytes) -> bool:
-        if self._read("HEXISTS", self.keys[0], field):
+        if self._read_own("HEXISTS", field):
             return True
         self.check_alive()
         return False
 
     def dict_size(self) -> int:
         """The number of items, without checking that the manager is alive."""
-        return int(self._read("HLEN", self.keys[0]))
+        return int(self._read_own("HLEN"))
 
     def dict_len(self) -> int:
         n = self.dict_size()
@@ -519,13 +538,13 @@ class RedisList(ManagerObjectStore):
 
     def list_get(self, index: int) -> bytes | None:
         """The item at *index* (negative from the end), or None if out of range."""
-        blob = self._read("LINDEX", self.keys[0], index)
+        blob = self._read_own("LINDEX", index)
         if blob is None:
             self.check_alive()
         return blob  # type: ignore[no-any-return]
 
     def list_len(self) -> int:
-        n = int(self._read("LLEN", self.keys[0]))
+        n = int(self._read_own("LLEN"))
         if n == 0:
             self.check_alive()
         return n
@@ -576,7 +595,7 @@ class RedisNamespace(ManagerObjectStore):
     __slots__ = ()
 
     def ns_get(self, name: bytes) -> bytes | None:
-        blob = self._read("HGET", self.keys[0], name)
+        blob = self._read_own("HGET", name)
         if blob is None:
             self.check_alive()
         return blob  # type: ignore[no-any-return]
@@ -600,7 +619,7 @@ class RedisValue(ManagerObjectStore):
     __slots__ = ()
 
     def value_get(self) -> bytes | None:
-        blob = self._read("GET", self.keys[0])
+        blob = self._read_own("GET")
         if blob is None:
             self.check_alive()
         return blob  # type: ignore[no-any-return]
