@@ -116,6 +116,8 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "pipe_rtt_p99": ("Pipe 1-byte RTT p99", "us", "lower"),
     "pipe_mbps": ("Pipe throughput, 1 MiB messages", "MiB/s", "higher"),
     "queue_mbps": ("Queue throughput, 1 MiB messages", "MiB/s", "higher"),
+    "pipe_dsm_mbps": ("  Pipe, faasmp's DSM forced (bodies through Redis)", "MiB/s", "higher"),
+    "queue_dsm_mbps": ("  Queue, faasmp's DSM forced (bodies through Redis)", "MiB/s", "higher"),
     "lock_us": ("Lock acquire+release p50", "us", "lower"),
     "value_lock_s": ("`Value += 1` under its lock, {value_n:,} times", "s", "lower"),
     "mgr_set_us": ("Manager dict set p50", "us", "lower"),
@@ -147,6 +149,8 @@ BENCHES: dict[str, tuple[tuple[str, ...], int]] = {
     "pipe_rtt": (("pipe_rtt_p50", "pipe_rtt_p99"), 2),
     "pipe_tp": (("pipe_mbps",), 2),
     "queue_tp": (("queue_mbps",), 2),
+    "pipe_tp_dsm": (("pipe_dsm_mbps",), 2),
+    "queue_tp_dsm": (("queue_dsm_mbps",), 2),
     "lock": (("lock_us",), 2),
     "value_lock": (("value_lock_s",), 2),
     "manager": (("mgr_set_us", "mgr_get_us"), 2),
@@ -159,8 +163,10 @@ BENCHES: dict[str, tuple[tuple[str, ...], int]] = {
 }
 #: Rows that measure faasmp's DSM whatever the default shared memory of the run
 #: (host shared memory on localhost): their faasmp children run with
-#: ``FAASMP_SHARED_MEMORY=dsm``.  sync_1mib measures the DSM's sync point.
-DSM_BENCHES = frozenset({"sort_views_dsm", "sync_1mib"})
+#: ``FAASMP_SHARED_MEMORY=dsm``.  sync_1mib measures the DSM's sync point; the
+#: *_tp_dsm rows large messages through Redis, as on cloud backends (in host
+#: mode their bodies go through host files).
+DSM_BENCHES = frozenset({"sort_views_dsm", "sync_1mib", "pipe_tp_dsm", "queue_tp_dsm"})
 SCALE_METRICS = {
     "overhead_s": ("warm Pool(n).map(sleep) overhead", "s", "lower"),
     "tiny_per_s": ("tiny tasks/s on a warm Pool(n), chunksize=1", "tasks/s", "higher"),
@@ -193,6 +199,8 @@ LIMITS_FULL: dict[str, dict[str, float]] = {
         "pipe_rtt": 45.0,
         "pipe_tp": 45.0,
         "queue_tp": 45.0,
+        "pipe_tp_dsm": 45.0,
+        "queue_tp_dsm": 45.0,
         "lock": 30.0,
         "value_lock": 30.0,
         "manager": 45.0,
@@ -444,6 +452,16 @@ def b_queue_tp(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
     result = _mb_throughput(p, q.put, done.get)
     proc.join(30)
     return {"queue_mbps": result}
+
+
+def b_pipe_tp_dsm(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
+    """pipe_tp with faasmp's DSM forced (its child runs with FAASMP_SHARED_MEMORY=dsm)."""
+    return {"pipe_dsm_mbps": b_pipe_tp(impl, p)["pipe_mbps"]}
+
+
+def b_queue_tp_dsm(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
+    """queue_tp with faasmp's DSM forced."""
+    return {"queue_dsm_mbps": b_queue_tp(impl, p)["queue_mbps"]}
 
 
 def b_lock(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:

@@ -66,8 +66,8 @@ from .backends.redis.pipes import (
     pipe_wait_unregister,
 )
 from .backends.state import CONNECTION_ERRORS, StateError
-from .runtime import dsm, metrics, pickling
-from .runtime.call import Signer, dumps_named, dumps_plain, payload_size, pickle_parts, signer
+from .runtime import bulk, dsm, metrics, pickling
+from .runtime.call import Signer, dumps_named, payload_size, pickle_parts, pickle_plain, signer
 from .runtime.shared import SharedObject
 
 if TYPE_CHECKING:
@@ -172,6 +172,8 @@ class Connection(SharedObject):
         self._state = state
         self._authkey: bytes = session.authkey
         self._signer = signer(session.authkey)
+        # Set in host mode: large bodies travel through host files (faasmp.runtime.bulk).
+        self._host = session.host_memory
         self._ttl = int(session.config.key_ttl * 1000)
         self._cap = max(0.05, float(session.config.heartbeat_interval))
         lists = (self.key("d0"), self.key("d1"))
@@ -324,44 +326,64 @@ class Connection(SharedObject):
             raise ValueError("size is negative")
         elif offset + size > n:
             raise ValueError("buffer length < offset + size")
-        body = m[offset : offset + size]
-        self._send_signed(self._signer.mac(body), body)
+        self._send_body(m[offset : offset + size])
 
     def send(self, obj: Any) -> None:
         """Send a picklable object (cloudpickle: lambdas and ``__main__`` classes too)."""
         self._check_closed()
         self._check_writable()
-        parts = pickle_parts(obj)  # a large bytes/bytearray: written as it is
-        if parts is not None:
-            self._send_signed(self._signer.mac_parts(parts), parts)
+        # A large bytes/bytearray is written as it is; plain data takes the C pickler.
+        body: Any = pickle_parts(obj)
+        if body is None:
+            body = pickle_plain(obj)
+        if body is None:
+            try:
+                body = pickling.dumps(obj)
+            except Exception:  # noqa: BLE001 - redo it to raise one clear error naming the pipe
+                blob = memoryview(dumps_named(obj, self._authkey, f"an object sent on {self!r}"))
+                self._send_signed(blob[:_MAC_SIZE], blob[_MAC_SIZE:])
+                return
+        self._send_body(body)
+
+    def _send_body(self, body: Any) -> None:
+        """Sign and send *body* (bytes-like, or a tuple of parts); large ones via a host file in host mode."""
+        self._prepare_send()
+        nbytes = _MAC_SIZE + payload_size(body)  # what the user sent, wherever its bytes go
+        mac, body, token = bulk.seal(self._signer, self._host, body, f"pipe {self._oid}")
+        if token is None:
+            self._push(mac, body, nbytes, self._on_send_reply)
             return
-        plain = dumps_plain(obj, self._authkey)  # the C pickler for plain data
-        if plain is not None:
-            view = memoryview(plain)
-            self._send_signed(view[:_MAC_SIZE], view[_MAC_SIZE:])
-            return
-        try:
-            body = pickling.dumps(obj)
-        except Exception:  # noqa: BLE001 - redo it to raise one clear error naming the pipe
-            blob = memoryview(dumps_named(obj, self._authkey, f"an object sent on {self!r}"))
-            self._send_signed(blob[:_MAC_SIZE], blob[_MAC_SIZE:])
-            return
-        self._send_signed(self._signer.mac(body), body)
+        # A message through a host file: if Redis reports it dropped (the reader
+        # was closed) or lost, its file goes too.
+        on_reply, host = self._on_send_reply, self._host
+
+        def dropped_file_goes(reply: Any) -> None:
+            if isinstance(reply, Exception) or reply == -1:
+                bulk.discard(host, token)
+            on_reply(reply)
+
+        self._push(mac, body, nbytes, dropped_file_goes)
 
     def _send_signed(self, mac: Any, body: Any) -> None:
         """Send one signed message: the signature and the body are written as they are."""
+        self._prepare_send()
+        self._push(mac, body, len(mac) + payload_size(body), self._on_send_reply)
+
+    def _prepare_send(self) -> None:
         dsm.release()  # a send is a release of shared memory
         if not self._bound:
             self._bind()
         self._check_earlier_sends()
+
+    def _push(self, mac: Any, body: Any, nbytes: int, on_reply: Callable[[Any], None]) -> None:
         # The reply is collected with this thread's next command: a send does
         # not wait (see StateBackend.direct); a closed reader shows on a later send.
         now = time.monotonic()
         refresh = now >= self._holders_fresh_until
         if refresh:
             self._holders_fresh_until = now + self._holder_refresh
-        self._redis.pipe_send(mac, body, self._on_send_reply, refresh=refresh)
-        self._m_send.add(len(mac) + payload_size(body))
+        self._redis.pipe_send(mac, body, on_reply, refresh=refresh)
+        self._m_send.add(nbytes)
         self._check_earlier_sends()
 
     def _check_earlier_sends(self) -> None:
@@ -373,12 +395,16 @@ class Connection(SharedObject):
             raise StateError(f"an earlier message sent on {self!r} was not delivered: {lost}")
 
     # -- receiving ----------------------------------------------------------------
-    def _recv_blob(self) -> bytes | bytearray:
-        """Block until a message arrives (returned) or the other end is closed (EOFError)."""
+    def _recv_body(self) -> bytes | memoryview:
+        """Block until a message arrives and return its verified body (EOFError at end of file).
+
+        A memoryview of the received element, or ``bytes`` read from a host
+        file (a large message in host mode: faasmp.runtime.bulk).
+        """
         t0 = time.perf_counter()
-        blob = self._take_blob()
-        self._m_recv.since(t0, len(blob))
-        return blob
+        body = bulk.unseal(self._signer, self._host, self._take_blob(), f"pipe {self._oid}")
+        self._m_recv.since(t0, _MAC_SIZE + len(body))
+        return body
 
     def _take_blob(self) -> bytes | bytearray:
         if not self._bound:
@@ -406,11 +432,11 @@ class Connection(SharedObject):
         self._check_readable()
         if maxlength is not None and maxlength < 0:
             raise ValueError("negative maxlength")
-        body = self._signer.verify(self._recv_blob())
+        body = self._recv_body()
         dsm.acquire()  # a receive is an acquire of shared memory
-        if maxlength is not None and body.nbytes > maxlength:
+        if maxlength is not None and len(body) > maxlength:
             self._bad_message_length()
-        return body.tobytes()
+        return body if isinstance(body, bytes) else body.tobytes()
 
     def recv_bytes_into(self, buf: Any, offset: int = 0) -> int:
         """Receive one message into a writable buffer at byte *offset*; return its size.
@@ -427,11 +453,11 @@ class Connection(SharedObject):
                 raise ValueError("negative offset")
             if offset > bytesize:
                 raise ValueError("offset too large")
-            body = self._signer.verify(self._recv_blob())
+            body = self._recv_body()
             dsm.acquire()
-            size = body.nbytes
+            size = len(body)
             if bytesize < offset + size:
-                raise multiprocessing.BufferTooShort(body.tobytes())
+                raise multiprocessing.BufferTooShort(bytes(body))
             target[offset : offset + size] = body
             return size
 
@@ -439,7 +465,7 @@ class Connection(SharedObject):
         """Receive one object sent with :meth:`send`; EOFError at end of file."""
         self._check_closed()
         self._check_readable()
-        body = self._signer.verify(self._recv_blob())
+        body = self._recv_body()
         dsm.acquire()
         return pickling.loads(body)
 

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .backends.redis.queues import RedisQueue
 from .backends.state import StateError
 from .connection import Signer
-from .runtime import dsm, metrics, pickling
+from .runtime import bulk, dsm, metrics, pickling
 from .runtime.call import dumps_named, payload_size, pickle_parts, pickle_plain
 from .runtime.shared import SharedObject
 
@@ -92,6 +92,8 @@ class _ListQueue(SharedObject):
         self._state = session.state
         self._authkey = session.authkey
         self._signer = Signer(session.authkey)
+        # Set in host mode: large items travel through host files (faasmp.runtime.bulk).
+        self._host = session.host_memory
         self._ttl = int(session.config.key_ttl * 1000)
         self._items = self.key("items")
         keys = [self._items, self.key("space"), self.key("unfinished"), self.key("done")]
@@ -120,23 +122,34 @@ class _ListQueue(SharedObject):
         if lost is not None:
             raise StateError(f"an earlier item put on {self!r} was not stored: {lost}")
 
-    def _dumps(self, obj: Any) -> tuple[Any, Any]:
-        """(signature, pickle) of *obj*, not joined: a large item is written from both as they are.
+    def _dumps(self, obj: Any) -> tuple[Any, Any, int, bytes | None]:
+        """(signature, pickle, size, host token) of *obj*, not joined: a large item is written as it is.
 
         The pickle of a large bytes/bytearray is a tuple of parts (see
         :func:`~faasmp.runtime.call.pickle_parts`), the item itself among them.
+        In host mode a large pickle goes into a host file and the pair is its
+        descriptor's (faasmp.runtime.bulk) and the token names its file; *size*
+        is the item's signed size either way.
         """
-        parts = pickle_parts(obj)
-        if parts is not None:
-            return self._signer.mac_parts(parts), parts
-        body: Any = pickle_plain(obj)  # the C pickler for plain data
+        body: Any = pickle_parts(obj)
+        if body is None:
+            body = pickle_plain(obj)  # the C pickler for plain data
         if body is None:
             try:
                 body = pickling.dumps(obj)
             except Exception:  # noqa: BLE001 - redo it to raise one clear error naming the queue
                 blob = memoryview(dumps_named(obj, self._authkey, f"an item put on {self!r}"))
-                return blob[:32], blob[32:]
-        return self._signer.mac(body), body
+                return blob[:32], blob[32:], blob.nbytes, None
+        nbytes = 32 + payload_size(body)
+        mac, body, token = bulk.seal(self._signer, self._host, body, f"queue {self._oid}")
+        return mac, body, nbytes, token
+
+    def _loads(self, blob: bytes | bytearray, t0: float) -> Any:
+        """The item in a received element (read from its host file if it has one)."""
+        body = bulk.unseal(self._signer, self._host, blob, f"queue {self._oid}")
+        self._m_get.since(t0, 32 + len(body))
+        dsm.acquire()  # a get is an acquire of shared memory
+        return pickling.loads(body)
 
     def _size(self) -> int:
         return self._redis.queue_size()
@@ -189,17 +202,28 @@ class Queue(_ListQueue):
         """
         self._check_open()
         dsm.release()  # a put is a release of shared memory
-        mac, body = self._dumps(obj)
-        self._m_put.add(len(mac) + payload_size(body))
+        mac, body, nbytes, token = self._dumps(obj)
+        self._m_put.add(nbytes)
         if not self._bounded:
             self._push_unbounded(mac, body, self._joinable)
             return
         blob = b"".join((mac, *body)) if type(body) is tuple else b"".join((mac, body))
+        try:
+            if self._put_bounded(blob, block, timeout):
+                return
+        except BaseException:
+            bulk.discard(self._host, token)  # not sent: its host file (if any) goes now
+            raise
+        bulk.discard(self._host, token)
+        raise Full
+
+    def _put_bounded(self, blob: bytes, block: bool, timeout: float | None) -> bool:
+        """Push *blob* onto the bounded queue, waiting for room as ``put`` says; False if full."""
         redis, maxsize, joinable = self._redis, self._maxsize, self._joinable
         if redis.queue_put(blob, maxsize, joinable=joinable):
-            return
+            return True
         if not block or (timeout is not None and timeout <= 0):
-            raise Full
+            return False
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if deadline is None:
@@ -208,11 +232,9 @@ class Queue(_ListQueue):
                 left = deadline - time.monotonic()
                 if left <= 0 or not redis.queue_wait_space(_redis_timeout(left)):
                     # One last try: room may have been made just as we gave up.
-                    if redis.queue_put(blob, maxsize, joinable=joinable):
-                        return
-                    raise Full
+                    return bool(redis.queue_put(blob, maxsize, joinable=joinable))
             if redis.queue_put(blob, maxsize, joinable=joinable):
-                return
+                return True
 
     def put_nowait(self, obj: Any) -> None:
         """``put(obj, False)``."""
@@ -233,9 +255,7 @@ class Queue(_ListQueue):
                 raise Empty
             if self._bounded:
                 self._redis.queue_space_freed(self._maxsize)
-        self._m_get.since(t0, len(blob))
-        dsm.acquire()  # a get is an acquire of shared memory
-        return pickling.loads(self._signer.verify(blob))
+        return self._loads(blob, t0)
 
     def get_nowait(self) -> Any:
         """``get(False)``."""
@@ -333,8 +353,8 @@ class SimpleQueue(_ListQueue):
         """Put *obj* on the queue (sent to Redis before this returns; the reply is not awaited)."""
         self._check_open()
         dsm.release()
-        mac, body = self._dumps(obj)
-        self._m_put.add(len(mac) + payload_size(body))
+        mac, body, nbytes, _ = self._dumps(obj)
+        self._m_put.add(nbytes)
         self._push_unbounded(mac, body, False)
 
     def get(self, *, timeout: float | None = None) -> Any:
@@ -350,9 +370,7 @@ class SimpleQueue(_ListQueue):
             blob = self._redis.queue_get(0 if timeout is None else _redis_timeout(timeout))
         if blob is None:
             raise Empty
-        self._m_get.since(t0, len(blob))
-        dsm.acquire()
-        return pickling.loads(self._signer.verify(blob))
+        return self._loads(blob, t0)
 
     def empty(self) -> bool:
         """True if the queue is empty."""

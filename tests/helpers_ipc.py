@@ -108,3 +108,12 @@ def send_os_connection(conn: Any) -> None:
 
 def ignore_args(*args: Any) -> None:
     """A process that never touches what it was given."""
+
+
+def put_generated(q: Any, size: int, seed: int) -> None:
+    """Put ``random.Random(seed).randbytes(size)``, then the same in a dict (made here, not shipped)."""
+    import random  # noqa: PLC0415
+
+    data = random.Random(seed).randbytes(size)
+    q.put(data)
+    q.put({"k": data})

@@ -66,7 +66,10 @@ def test_send_bytes_offset_size_and_itemsize(ctx):
     assert not b.poll()
 
 
-def test_large_messages_take_the_pipelined_path(ctx):
+def test_large_messages_take_the_pipelined_path(dsm_ctx):
+    # With the DSM forced (as on cloud backends), large bodies go through
+    # Redis; in host mode they go through host files (tests/test_host_messages.py).
+    ctx = dsm_ctx
     a, b = ctx.Pipe()
     big = bytes(range(256)) * 4096  # 1 MiB, above the Lua threshold
     a.send_bytes(big)
@@ -626,11 +629,15 @@ def test_connection_passed_to_a_pool_worker(ctx):
     assert r.recv() == 42
 
 
-@pytest.mark.parametrize("size", [0, 1, 31, 32, 33, 65_503, 65_504, 65_505, 65_536, 200_003, (1 << 20) + 7])
-def test_messages_of_every_size_around_the_read_boundaries_arrive_intact(ctx, size):
+@pytest.mark.parametrize(
+    "size", [0, 1, 31, 32, 33, 32_767, 32_768, 65_503, 65_504, 65_505, 65_536, 200_003, (1 << 20) + 7]
+)
+def test_messages_of_every_size_around_the_read_boundaries_arrive_intact(shm_ctx, size):
     # Around the Lua threshold (64 KiB with the 32-byte signature), the
     # 64 KiB first read of a popped element, and a send whose deferred reply
-    # arrives together with the next pop's.
+    # arrives together with the next pop's; in host mode also around the
+    # size from which bodies go through host files (32 KiB).
+    ctx = shm_ctx
     a, b = ctx.Pipe()
     data = os.urandom(size)
     a.send_bytes(data)

@@ -116,7 +116,9 @@ def test_close_and_join_thread(ctx):
     assert copy.get(timeout=5) == "kept"  # other handles are unaffected
 
 
-def test_large_items_on_every_kind_of_queue(ctx):
+def test_large_items_on_every_kind_of_queue(shm_ctx):
+    # Through host files in host mode, through Redis with the DSM forced.
+    ctx = shm_ctx
     big = bytes(range(256)) * 2048  # 512 KiB: above the Lua threshold
     big_array = bytearray(big[::-1])
     for q in (ctx.Queue(), ctx.Queue(3), ctx.JoinableQueue(), ctx.SimpleQueue()):
@@ -150,9 +152,13 @@ def test_tampered_item_is_refused(ctx):
         q.get(timeout=5)
 
 
-def test_tampered_large_item_is_refused(ctx):
-    """A large item (MAC'd with Poly1305, written as parts) is refused if one byte changed."""
-    q = ctx.Queue()
+def test_tampered_large_item_is_refused(dsm_ctx):
+    """A large item (MAC'd with Poly1305, written as parts) is refused if one byte changed.
+
+    With the DSM forced, as on cloud backends: in host mode the body is in a host file.
+    """
+    q = dsm_ctx.Queue()
+    ctx = dsm_ctx
     q.put(b"x" * (1 << 20))
     state = ctx.session.state
     stored = bytearray(state.lpop_many(q._items, 1)[0])

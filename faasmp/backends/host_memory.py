@@ -302,3 +302,105 @@ def remove_file(path: str) -> None:
     """Remove a segment file (processes that mapped it keep their mapping until they drop it)."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+# -- messages ------------------------------------------------------------------
+# A large Pipe or Queue message of a run in host mode is not pushed through
+# Redis: its body goes into a file of the run's directory and Redis carries a
+# small signed descriptor naming it (faasmp.runtime.bulk).  The file is read
+# once, by the receiver, and removed then; files of messages nobody received
+# go with the run's directory at the end of the run.
+
+#: Names of message files: this prefix, then 32 hex digits (16 random bytes).
+MESSAGE_PREFIX = "m-"
+
+#: ``os.writev`` takes at most this many buffers per call (IOV_MAX on Linux).
+_IOV_MAX = 1024
+
+
+def message_path(identity: HostIdentity, token: bytes) -> str:
+    """The file of the message whose random *token* (16 bytes) a descriptor carries."""
+    return os.path.join(identity.path, MESSAGE_PREFIX + token.hex())
+
+
+def write_message(identity: HostIdentity, parts: tuple[object, ...], where: str) -> bytes:
+    """Write the concatenation of *parts* (bytes-like objects) to a new message file; return its token.
+
+    One ``writev`` of the parts as they are (no joined copy).  A full
+    ``/dev/shm`` is an ``OSError`` naming *where* (the pipe or queue), raised
+    before anything is sent.
+    """
+    check(identity, where)
+    token = secrets.token_bytes(16)
+    path = message_path(identity, token)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        views = [memoryview(p).cast("B") for p in parts]  # type: ignore[arg-type]
+        views = [v for v in views if v.nbytes]
+        while views:
+            n = os.writev(fd, views[:_IOV_MAX])
+            # A short write (a signal, a nearly full file system): go on after what was written.
+            while views and n >= views[0].nbytes:
+                n -= views[0].nbytes
+                views.pop(0)
+            if n:
+                views[0] = views[0][n:]
+    except OSError as exc:
+        os.close(fd)
+        remove_file(path)
+        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.ENOMEM):
+            free = shutil.disk_usage(identity.path).free
+            raise OSError(
+                exc.errno,
+                f"faasmp {where}: cannot write a message to host shared memory in "
+                f"{os.path.dirname(os.path.dirname(identity.path))} ({free:,} bytes free); free space "
+                f"there, or set {SWITCH}=dsm to send large messages through Redis",
+            ) from exc
+        raise
+    except BaseException:
+        os.close(fd)
+        remove_file(path)
+        raise
+    os.close(fd)
+    return token
+
+
+def read_message(identity: HostIdentity, token: bytes, size: int, where: str) -> bytes:
+    """Read and remove the message file of *token*; it must hold exactly *size* bytes.
+
+    Raises :class:`HostMemoryError` naming *where* when the file is gone
+    (the run's directory was removed, or another process took the message)
+    or does not hold the message the descriptor describes.
+    """
+    check(identity, where)
+    path = message_path(identity, token)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise HostMemoryError(
+            f"faasmp {where}: a message of {size:,} bytes kept in host shared memory ({path}) "
+            f"cannot be read: {exc.strerror}. The run's directory was removed while the message "
+            f"was in flight (the run ended, or a program removed it)"
+        ) from None
+    try:
+        st = os.fstat(fd)
+        data = os.read(fd, size) if st.st_size == size else b""
+        if st.st_size == size and len(data) < size:  # a short read: finish it
+            rest = [data]
+            got = len(data)
+            while got < size:
+                chunk = os.read(fd, size - got)
+                if not chunk:
+                    break
+                rest.append(chunk)
+                got += len(chunk)
+            data = b"".join(rest)
+    finally:
+        os.close(fd)
+        remove_file(path)
+    if len(data) != size:
+        raise HostMemoryError(
+            f"faasmp {where}: the host shared memory file of a message ({path}) holds "
+            f"{st.st_size:,} bytes, not the {size:,} its descriptor says; the message is lost"
+        )
+    return data
