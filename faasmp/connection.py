@@ -13,7 +13,10 @@ semantics, backed by Redis lists (one list per direction):
   A send does not wait for Redis' reply: it is collected with the thread's
   next command (``StateBackend.direct``), so a send followed by a ``recv`` is
   one round trip.  Commands of a thread still run in order.  Messages above
-  64 KiB go as a pipeline of plain commands (Lua would copy them).
+  64 KiB go as a pipeline of plain commands (Lua would copy them).  In a run
+  whose processes all share the client's host (shared memory mode ``host``),
+  bodies of 32 KiB and more go through a host file instead, and the list
+  carries a small signed descriptor of it (:mod:`faasmp.runtime.bulk`).
 * ``recv`` is one ``BLPOP`` (it returns as soon as a message is there);
   ``poll(timeout)`` blocks with a non-destructive ``BLMOVE`` and never takes a
   message, so a timeout never loses one.

@@ -23,7 +23,9 @@ Round-trip budget (counted by benchmarks/bench_counts.py):
   (``StateBackend.direct``).
   Larger ones go as one batch of plain commands, waited for, because a Lua
   call copies its arguments (~2 ms per MB); the signature and the body are
-  written as separate buffers (no joined copy).
+  written as separate buffers (no joined copy).  In host mode a body of
+  32 KiB or more reaches this module as a 59-byte descriptor of a host file
+  (``faasmp.runtime.bulk``): a small message here.
 * recv: 1 ``BLPOP``; a wake-up or a quiet period costs one ``pipe_recv_now``.
 * poll: 1 script (plus a non-destructive blocking ``BLMOVE`` when it waits).
 * wait(): 1 write to register (``pipe_wait_register``, renewed every

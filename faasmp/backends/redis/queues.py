@@ -15,7 +15,9 @@ Round-trip budget (counted by benchmarks/bench_counts.py):
   RPUSH, plus a PEXPIRE when it creates the list; TTLs are renewed every
   key_ttl/10 s, not per item, so an item lives at least 0.9 key_ttl); larger ones
   as a batch of plain commands (a Lua call copies its arguments, ~2 ms per
-  MB), with the signature and the pickle written as separate buffers;
+  MB), with the signature and the pickle written as separate buffers (in
+  host mode an item of 32 KiB or more arrives here as a 59-byte descriptor
+  of a host file, ``faasmp.runtime.bulk``: a small item);
 * put on a bounded queue: 1 script (plus a blocking pop per wait for room);
 * get: 1 ``BLPOP`` (plus one script on a bounded queue: the room token).
 """
