@@ -288,3 +288,33 @@ def test_a_process_whose_host_died_exits_once_and_ends_its_output():
         assert proc.exitcode == -signal.SIGKILL
     finally:
         ctx.shutdown()
+
+
+#: Put on the workers' PYTHONPATH as ``sitecustomize``: a worker interpreter
+#: sleeps before it imports anything of faasmp (injected fault: a host that is
+#: slow to start, as on an overloaded machine).
+SLOW_START = """
+import os, time
+delay = os.environ.get("FAASMP_TEST_SLOW_START")
+if delay:
+    time.sleep(float(delay))
+"""
+
+
+def test_a_warm_pool_that_does_not_start_in_time_says_where_it_stands_injected_fault(tmp_path, monkeypatch):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SLOW_START)
+    monkeypatch.setenv("FAASMP_TEST_SLOW_START", "20")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]))
+    ctx = FaasContext(**TEST_SETTINGS)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(faasmp.WorkerStartError) as err:
+            ctx.start_warm_pool(2, timeout=2)
+        assert time.monotonic() - t0 < 15
+        message = str(err.value)
+        assert "2 warm workers did not start within 2s: 0 of 2 registered" in message
+        assert "has not registered: still queued or starting in backend 'localhost'" in message
+    finally:
+        ctx.shutdown()

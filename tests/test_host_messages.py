@@ -23,7 +23,7 @@ from faasmp.context import FaasContext
 from faasmp.runtime import bulk
 from faasmp.runtime.call import AuthenticationError
 from tests import helpers_ipc
-from tests.conftest import TEST_SETTINGS
+from tests.conftest import TEST_SETTINGS, _mode_context
 
 MIB = 1 << 20
 
@@ -51,10 +51,12 @@ def _first_element(ctx: FaasContext, key: str) -> bytes:
     return bytes(element)
 
 
-def _host_ctx(shm_ctx: FaasContext) -> FaasContext:
-    if _host(shm_ctx) is None:
-        pytest.skip("this combination keeps large messages in Redis (shared memory mode dsm)")
-    return shm_ctx
+@pytest.fixture(scope="session", params=["embedded", "external"])
+def host_ctx(request: pytest.FixtureRequest) -> FaasContext:
+    """The combinations of ``shm_ctx`` in host mode (the localhost default), shared with it."""
+    ctx = _mode_context(request)
+    assert _host(ctx) is not None, "host shared memory is the localhost default"
+    return ctx
 
 
 @pytest.mark.timeout(120)
@@ -113,8 +115,8 @@ def test_bodies_from_host_min_up_are_sent_as_descriptors(shm_ctx, size):
     assert b.recv_bytes() == data
 
 
-def test_a_forged_descriptor_is_refused(shm_ctx):
-    ctx = _host_ctx(shm_ctx)
+def test_a_forged_descriptor_is_refused(host_ctx):
+    ctx = host_ctx
     a, b = ctx.Pipe()
     a.send_bytes(os.urandom(MIB))
     real = _first_element(ctx, b._rkey)
@@ -126,8 +128,8 @@ def test_a_forged_descriptor_is_refused(shm_ctx):
         b.recv_bytes()
 
 
-def test_a_user_message_shaped_like_a_descriptor_is_delivered_as_data(shm_ctx):
-    ctx = _host_ctx(shm_ctx)
+def test_a_user_message_shaped_like_a_descriptor_is_delivered_as_data(host_ctx):
+    ctx = host_ctx
     a, b = ctx.Pipe()
     data = os.urandom(MIB)
     a.send_bytes(data)
@@ -141,8 +143,8 @@ def test_a_user_message_shaped_like_a_descriptor_is_delivered_as_data(shm_ctx):
     assert b.recv_bytes() == descriptor[32:]
 
 
-def test_a_message_whose_file_is_gone_raises_a_clear_error(shm_ctx):
-    ctx = _host_ctx(shm_ctx)
+def test_a_message_whose_file_is_gone_raises_a_clear_error(host_ctx):
+    ctx = host_ctx
     a, b = ctx.Pipe()
     before = _message_files(ctx)
     a.send_bytes(os.urandom(MIB))
@@ -157,8 +159,8 @@ def test_a_message_whose_file_is_gone_raises_a_clear_error(shm_ctx):
     assert b.recv() == ("next", 1)  # the pipe stays usable
 
 
-def test_a_full_bounded_queue_leaves_no_message_file(shm_ctx):
-    ctx = _host_ctx(shm_ctx)
+def test_a_full_bounded_queue_leaves_no_message_file(host_ctx):
+    ctx = host_ctx
     q = ctx.Queue(1)
     before = _message_files(ctx)
     big = os.urandom(MIB)
@@ -172,8 +174,8 @@ def test_a_full_bounded_queue_leaves_no_message_file(shm_ctx):
     assert _message_files(ctx) - before == set()  # read once, then removed
 
 
-def test_a_message_dropped_at_a_closed_reader_takes_its_file_with_it(shm_ctx):
-    ctx = _host_ctx(shm_ctx)
+def test_a_message_dropped_at_a_closed_reader_takes_its_file_with_it(host_ctx):
+    ctx = host_ctx
     a, b = ctx.Pipe()
     before = _message_files(ctx)
     b.close()

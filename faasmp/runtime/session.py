@@ -470,9 +470,30 @@ class ClientSession(Session):
             self.check_start_error()
             left = deadline - time.monotonic()
             if left <= 0:
-                raise WorkerStartError(f"{n} warm workers did not start within {timeout:.0f}s")
+                raise WorkerStartError(
+                    f"{n} warm workers did not start within {timeout:.0f}s: {self._start_report(n)}"
+                )
             # Woken by each registering slot; the cap re-checks start errors.
             self.state.blpop([self.keys.ready], timeout=min(left, self.config.heartbeat_interval))
+
+    def _start_report(self, n: int) -> str:
+        """Where the warm pool's start stands: what a user needs to tell why it did not finish."""
+        k = self.keys
+        slots, hosts = int(self.state.scard(k.slots)), int(self.state.scard(k.hosts))
+        parts = [f"{slots} of {n} registered, in {hosts} running host invocation(s)"]
+        for host_id, (inv, want) in list(self._starting.items()):
+            if inv.finished():
+                parts.append(
+                    f"invocation {host_id} ({want} slots) ended: {inv.error() or 'without starting a worker'}"
+                )
+            else:
+                parts.append(
+                    f"invocation {host_id} ({want} slots) has not registered: still queued or starting "
+                    f"in backend {self.config.backend!r} (a busy machine, or a slow runtime import)"
+                )
+        if self._start_error is not None:
+            parts.append(f"last start error: {self._start_error}")
+        return "; ".join(parts)
 
     def grow(self, n: int) -> None:
         """Start *n* more slots: first in live hosts with room, then new invocations."""
