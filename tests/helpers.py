@@ -171,3 +171,8 @@ def exit_with_a_grandchilds_code(code: int) -> None:
     child.start()
     child.join(60)
     sys.exit(child.exitcode)
+
+
+def exit_unless_imported(names: list[str]) -> None:
+    """Exit with 0 if every module in *names* was already imported when the target ran, else 3."""
+    sys.exit(0 if all(name in sys.modules for name in names) else 3)

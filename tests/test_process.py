@@ -306,3 +306,35 @@ def test_a_process_started_inside_a_worker_runs_and_reports_its_exit_code(ctx):
     p.start()
     p.join(90)
     assert p.exitcode == 7
+
+
+def test_process_children_inherit_the_process_api_from_their_idle_slot(ctx):
+    # A slot imports faasmp's shared-object modules once, when it is idle
+    # with nothing queued; a Process forked from it afterwards does not
+    # import them again (~2 ms of its start with one RawArray argument).
+    from faasmp.runtime.worker import _PROCESS_API
+
+    first = ctx.Process(target=helpers.noop)
+    first.start()
+    first.join(30)  # its slot is idle again, with an empty work queue, before the next start
+    time.sleep(0.2)
+    proc = ctx.Process(target=helpers.exit_unless_imported, args=(list(_PROCESS_API),))
+    proc.start()
+    proc.join(30)
+    assert proc.exitcode == 0, "a Process child imported faasmp's shared-object modules itself"
+
+
+def test_the_pdeathsig_hook_resolves_prctl_without_running_the_loader_cache(monkeypatch):
+    # ctypes.util.find_library runs ldconfig in a subprocess (~1.8 ms), which
+    # every Process child, slot and server start paid.
+    import ctypes.util
+
+    from faasmp.backends import server
+
+    def no_find_library(name: str) -> None:
+        raise AssertionError(f"find_library({name!r}) was called")
+
+    monkeypatch.setattr(ctypes.util, "find_library", no_find_library)
+    monkeypatch.setattr(server, "_PRCTL", [])
+    preexec = server._pdeathsig_preexec()
+    assert callable(preexec)

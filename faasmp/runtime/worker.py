@@ -353,6 +353,34 @@ class Host:
                     os.kill(pid, signal.SIGKILL)
 
 
+#: faasmp's modules whose objects a Process' arguments most often carry (shared
+#: ctypes, locks and events, pipes, queues, shared memory).  A cold worker does
+#: not import them (its first task may not need them), so each Process child,
+#: forked from its slot, imported them again: ~2 ms of its start with one
+#: RawArray argument.  A slot imports them once, the first time it is idle
+#: with no work queued (importing them while a child runs slowed that child:
+#: they compete for the cores).
+_PROCESS_API = (
+    "faasmp.sharedctypes",
+    "faasmp.synchronize",
+    "faasmp.connection",
+    "faasmp.queues",
+    "faasmp.shared_memory",
+)
+
+
+def _import_process_api() -> None:
+    """Import :data:`_PROCESS_API` here, so the children forked from now on inherit it."""
+    import importlib  # noqa: PLC0415
+
+    for name in _PROCESS_API:
+        if name not in sys.modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - an optimisation: a child imports what it needs itself
+                logger.debug("faasmp: could not import %s ahead of Process children", name, exc_info=True)
+
+
 def read_record(record: mmap.mmap) -> msgs.SlotRecord | None:
     """What the slot writing *record* is doing now (None: nothing the host must report)."""
     (size,) = struct.unpack_from("I", record, 0)
@@ -417,7 +445,11 @@ class Slot:
         pool.register_slot(self.slot_id)
         idle_since = time.monotonic()
         wait = min(spec.idle_timeout, max(spec.heartbeat * 3, 1.0))
+        api_imported = False
         while True:
+            if not api_imported and not self.state.llen(k.work):
+                _import_process_api()
+                api_imported = True
             try:
                 item = self.state.blpop([k.work], timeout=wait)
             except CONNECTION_ERRORS:
