@@ -220,6 +220,14 @@ def check(identity: HostIdentity, segment: str) -> None:
     _VERIFIED.add(identity)
 
 
+def _full(exc: OSError, identity: HostIdentity, what: str, dsm_does: str) -> OSError:
+    """The error for a full ``/dev/shm``: *what* failed, where, how much is free, and the way out."""
+    free = shutil.disk_usage(identity.path).free
+    where = os.path.dirname(os.path.dirname(identity.path))
+    remedy = f"free space there, or set {SWITCH}=dsm {dsm_does}"
+    return OSError(exc.errno, f"{what} in {where} ({free:,} bytes free); {remedy}")
+
+
 #: Page-table entries made at creation in one go: the creator usually fills
 #: the segment next (the stdlib's heap zero-fills it), and one populate of
 #: 20 MB cost 7 ms where faulting its 5,000 pages one by one cost 8.7 ms.
@@ -252,12 +260,11 @@ def create_file(identity: HostIdentity, segment: str, size: int) -> tuple[mmap.m
             except OSError as exc:
                 if exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.ENOMEM):
                     raise
-                free = shutil.disk_usage(identity.path).free
-                raise OSError(
-                    exc.errno,
-                    f"faasmp shared memory {segment!r}: cannot reserve {size:,} bytes in "
-                    f"{os.path.dirname(os.path.dirname(identity.path))} ({free:,} bytes free); free "
-                    f"space there, or set {SWITCH}=dsm to keep segments in Redis",
+                raise _full(
+                    exc,
+                    identity,
+                    f"faasmp shared memory {segment!r}: cannot reserve {size:,} bytes",
+                    "to keep segments in Redis",
                 ) from exc
         mem = _map(fd, size, populate=True)
         ino = os.fstat(fd).st_ino
@@ -349,12 +356,11 @@ def write_message(identity: HostIdentity, parts: tuple[object, ...], where: str)
         os.close(fd)
         remove_file(path)
         if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.ENOMEM):
-            free = shutil.disk_usage(identity.path).free
-            raise OSError(
-                exc.errno,
-                f"faasmp {where}: cannot write a message to host shared memory in "
-                f"{os.path.dirname(os.path.dirname(identity.path))} ({free:,} bytes free); free space "
-                f"there, or set {SWITCH}=dsm to send large messages through Redis",
+            raise _full(
+                exc,
+                identity,
+                f"faasmp {where}: cannot write a message to host shared memory",
+                "to send large messages through Redis",
             ) from exc
         raise
     except BaseException:
