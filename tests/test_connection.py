@@ -84,9 +84,12 @@ def test_large_messages_take_the_pipelined_path(dsm_ctx):
     assert type(got) is bytearray and got == big
     b.close()
     with pytest.raises(BrokenPipeError):
-        a.send_bytes(big)  # large sends wait for their reply
+        # Large sends do not wait for their reply either: the closed reader
+        # shows at the latest on the send after the one that found it gone.
+        a.send_bytes(big)
+        a.send_bytes(b"small")
     with pytest.raises(BrokenPipeError):
-        a.send_bytes(b"small")  # the earlier failure is remembered
+        a.send_bytes(b"small")  # the failure is remembered
 
 
 def test_sends_that_do_not_wait_still_run_in_program_order(ctx):
@@ -461,6 +464,18 @@ def test_wait_is_woken_by_the_send_itself(ctx, monkeypatch):
     assert b.recv() == "wake"
     # The registration is gone with the wait(): later sends publish nothing.
     assert ctx.session.state.exists(b._waiters) == 0
+
+
+def test_wait_is_woken_by_a_large_send_through_redis(dsm_ctx, monkeypatch):
+    """The same for a large message with the DSM forced: its batch of plain commands publishes too."""
+    monkeypatch.setattr(faasmp.connection, "_WAIT_CAP", 60.0)
+    a, b = dsm_ctx.Pipe()
+    big = os.urandom(1 << 20)
+    helpers_ipc.later(0.3, a.send_bytes, big)
+    t0 = time.monotonic()
+    assert wait([b], timeout=120) == [b]
+    assert time.monotonic() - t0 < 30, "wait() slept until its re-check: the large send did not publish"
+    assert b.recv_bytes() == big
 
 
 def test_wait_sees_a_send_made_while_it_subscribes(ctx, monkeypatch):

@@ -21,9 +21,9 @@ Round-trip budget (counted by benchmarks/bench_counts.py):
   inside: EXISTS, RPUSH, and PEXPIRE when the push creates the list) and do
   not wait: the reply is read with the thread's next request
   (``StateBackend.direct``).
-  Larger ones go as one batch of plain commands, waited for, because a Lua
-  call copies its arguments (~2 ms per MB); the signature and the body are
-  written as separate buffers (no joined copy).  In host mode a body of
+  Larger ones go as one batch of plain commands, not waited for either,
+  because a Lua call copies its arguments (~2 ms per MB); the signature and
+  the body are written as separate buffers (no joined copy).  In host mode a body of
   32 KiB or more reaches this module as a 59-byte descriptor of a host file
   (``faasmp.runtime.bulk``): a small message here.
 * recv: 1 ``BLPOP``; a wake-up or a quiet period costs one ``pipe_recv_now``.
@@ -176,6 +176,22 @@ return 1
 SendReply = Callable[[Any], None]
 
 
+def _big_send_reply(on_reply: SendReply) -> SendReply:
+    """A big send's batch replies, as the one reply SEND would have given (-1: reader closed)."""
+
+    def handle(replies: Any) -> None:
+        if isinstance(replies, Exception):
+            on_reply(replies)
+            return
+        errors = [r for r in replies if isinstance(r, Exception)]
+        if errors:
+            on_reply(errors[0])
+        else:
+            on_reply(-1 if replies[1] == 0 else replies[0])
+
+    return handle
+
+
 class RedisPipeEnd:
     """One end of a pipe in Redis (the lists and holder hashes of the module docstring)."""
 
@@ -256,24 +272,25 @@ class RedisPipeEnd:
         if item.nbytes <= BIG:
             self._send(self._send_keys, (b"".join(item), ttl, 1 if refresh else 0), on_reply)
             return
-        # SEND's steps as one batch of plain commands (one round trip, waited
-        # for: a big message's sender learns at once that the reader is gone).
-        # The push comes before the check for waiters: a waiter registered
-        # after that check finds the message when it looks at the list.
-        reply = self._direct.execute_many(
+        # SEND's steps as one batch of plain commands, not waited for (as a
+        # small send): while Redis takes in this megabyte the sender signs the
+        # next one.  The push comes before the PUBLISH, which is sent always
+        # (no subscriber costs Redis next to nothing): a wait() registered
+        # before it is woken, one registered after it finds the message in the
+        # list.  A closed reader shows in the reply, on a later send; the
+        # message then stays in its list until the pipe's keys go (last close)
+        # or expire.
+        self._direct.send_many_deferred(
+            _big_send_reply(on_reply),
             [
                 ("RPUSH", wkey, item),
                 ("EXISTS", peer_h, self.peer_waiters),
                 ("PEXPIRE", wkey, ttl),
                 ("PEXPIRE", peer_h, ttl),
                 ("PEXPIRE", self.own_holders, ttl),
-            ]
+                ("PUBLISH", wkey, ""),
+            ],
         )
-        if reply[1] == 0:
-            self._direct.execute_many([("DEL", wkey)])  # nobody will ever read it
-            on_reply(-1)
-        elif reply[1] == 2:
-            self._direct.execute_many([("PUBLISH", wkey, "")])  # a wait() waits on it
 
     def pipe_recv(self, timeout: float) -> bytes | bytearray | None:
         """Block up to *timeout* s for the next element: a message, ``b""`` (wake-up) or None."""
