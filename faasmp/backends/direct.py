@@ -67,6 +67,49 @@ def _forget_connections(ref: weakref.ref[_DirectRedis]) -> None:
         direct._local = threading.local()
 
 
+class _ThreadEnd:
+    """Reads a thread's deferred replies when the thread ends, before its connection closes.
+
+    A deferred command (a large pipe message's batch, a queue put) is written
+    at once and its reply read by the thread's next command.  A thread that
+    ended right after one dropped its connection with replies unread; the
+    server, failing to write them to the closed socket, dropped the client
+    and the commands of the batch it had not run yet (the PUBLISH of a large
+    pipe message: a ``wait()`` woke only at its re-check).  Kept in the
+    thread's local data with the thread's connection, so it goes when the
+    thread does.
+    """
+
+    __slots__ = ("conn", "pending", "pid")
+
+    def __init__(self, conn: Any, pending: list[tuple[Callable[[Any], object], int]]) -> None:
+        self.conn, self.pending, self.pid = conn, pending, os.getpid()
+
+    def __del__(self) -> None:
+        pending, conn = self.pending, self.conn
+        # Not in a forked child (the parent's socket) nor while the interpreter shuts down.
+        if not pending or os.getpid() != self.pid or getattr(conn, "_sock", None) is None:
+            return
+        try:
+            import sys  # noqa: PLC0415
+
+            if sys.is_finalizing():
+                return
+            taken = pending[:]
+            pending.clear()
+            for on_reply, n in taken:
+                replies: list[Any] = []
+                for _ in range(n):
+                    try:
+                        replies.append(conn.read_response())
+                    except redis.exceptions.ResponseError as exc:
+                        replies.append(exc)
+                with contextlib.suppress(Exception):
+                    on_reply(replies[0] if n == 1 else replies)
+        except Exception:  # noqa: BLE001 - a thread's end: nobody to tell; a lost reply is the callback's loss
+            logger.debug("faasmp: reading a finished thread's deferred replies failed", exc_info=True)
+
+
 class _DirectRedis:
     """Commands on a connection owned by the calling thread: no pool, retries or hooks.
 
@@ -132,6 +175,8 @@ class _DirectRedis:
             conn._faasmp_spin_wait = ReplySpin(self._spin_window, self.spin_counter)
             conn._faasmp_not_enough = not_enough_marker(conn._parser)
             local.conn, local.pending = conn, []
+            # Never reassigned (emptied in place): the thread's end reads what is left in it.
+            local.end = _ThreadEnd(conn, local.pending)
             local.held = local.error = None
             self._conns.add(conn)
         return conn
@@ -178,10 +223,11 @@ class _DirectRedis:
         that command's own reply is read (:meth:`_raise_late`): never dropped.
         """
         local = self._local
-        pending = local.pending
-        if not pending:
+        outstanding = local.pending
+        if not outstanding:
             return
-        local.pending = []  # first: a flush from a GC finalizer must not read them twice
+        pending = outstanding[:]
+        outstanding.clear()  # first: a flush from a GC finalizer must not read them twice
         _take_ready_bytes(conn, conn._faasmp_spin)
         read = conn.read_response
         i = 0
@@ -228,7 +274,7 @@ class _DirectRedis:
                     self._write(local.conn, [])
                 self._drain(local.conn)
             except BaseException as exc:
-                local.pending = []
+                local.pending.clear()
                 if isinstance(exc, _DROPPED):
                     raise _dropped(exc, self._owner._where) from exc
                 raise
@@ -261,7 +307,10 @@ class _DirectRedis:
         connection: its callback hears about it (it may not have run).
         """
         local = self._local
-        pending, local.pending = getattr(local, "pending", None) or [], []
+        outstanding = getattr(local, "pending", None)
+        pending = outstanding[:] if outstanding else []
+        if outstanding:
+            outstanding.clear()
         local.held = None
         if isinstance(exc, _DROPPED):
             error = _dropped(exc, self._owner._where)
