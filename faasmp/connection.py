@@ -398,18 +398,21 @@ class Connection(SharedObject):
             raise StateError(f"an earlier message sent on {self!r} was not delivered: {lost}")
 
     # -- receiving ----------------------------------------------------------------
-    def _recv_body(self) -> bytes | memoryview:
+    def _recv_body(self, *, copied: bool = True) -> bytes | memoryview:
         """Block until a message arrives and return its verified body (EOFError at end of file).
 
-        A memoryview of the received element, or ``bytes`` read from a host
-        file (a large message in host mode: faasmp.runtime.bulk).
+        A memoryview of the received element, or the bytes of a host file (a
+        large message in host mode: faasmp.runtime.bulk): a new ``bytes``
+        object, or with *copied* False a view of the thread's receive buffer
+        (for a caller that copies them out: pass the body to ``recycle``).
         """
         t0 = time.perf_counter()
-        body = bulk.unseal(self._signer, self._host, self._take_blob(), f"pipe {self._oid}")
+        take = None if copied else self._redis.take_buffer
+        body = bulk.unseal(self._signer, self._host, self._take_blob(), f"pipe {self._oid}", take)
         self._m_recv.since(t0, _MAC_SIZE + len(body))
         return body
 
-    def _take_blob(self) -> bytes | bytearray:
+    def _take_blob(self) -> bytes | bytearray | memoryview:
         if not self._bound:
             self._bind()
         redis, cap = self._redis, self._cap
@@ -439,7 +442,11 @@ class Connection(SharedObject):
         dsm.acquire()  # a receive is an acquire of shared memory
         if maxlength is not None and len(body) > maxlength:
             self._bad_message_length()
-        return body if isinstance(body, bytes) else body.tobytes()
+        if isinstance(body, bytes):
+            return body
+        out = body.tobytes()
+        self._redis.recycle(body)
+        return out
 
     def recv_bytes_into(self, buf: Any, offset: int = 0) -> int:
         """Receive one message into a writable buffer at byte *offset*; return its size.
@@ -456,21 +463,24 @@ class Connection(SharedObject):
                 raise ValueError("negative offset")
             if offset > bytesize:
                 raise ValueError("offset too large")
-            body = self._recv_body()
+            body = self._recv_body(copied=False)
             dsm.acquire()
             size = len(body)
             if bytesize < offset + size:
                 raise multiprocessing.BufferTooShort(bytes(body))
             target[offset : offset + size] = body
+            self._redis.recycle(body)
             return size
 
     def recv(self) -> Any:
         """Receive one object sent with :meth:`send`; EOFError at end of file."""
         self._check_closed()
         self._check_readable()
-        body = self._recv_body()
+        body = self._recv_body(copied=False)
         dsm.acquire()
-        return pickling.loads(body)
+        obj = pickling.loads(body)
+        self._redis.recycle(body)  # the unpickled object holds no view of it: pickle copies
+        return obj
 
     def _poll_now(self) -> int:
         if not self._bound:

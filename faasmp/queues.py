@@ -144,12 +144,14 @@ class _ListQueue(SharedObject):
         mac, body, token = bulk.seal(self._signer, self._host, body, f"queue {self._oid}")
         return mac, body, nbytes, token
 
-    def _loads(self, blob: bytes | bytearray, t0: float) -> Any:
+    def _loads(self, blob: bytes | bytearray | memoryview, t0: float) -> Any:
         """The item in a received element (read from its host file if it has one)."""
-        body = bulk.unseal(self._signer, self._host, blob, f"queue {self._oid}")
+        body = bulk.unseal(self._signer, self._host, blob, f"queue {self._oid}", self._redis.take_buffer)
         self._m_get.since(t0, 32 + len(body))
         dsm.acquire()  # a get is an acquire of shared memory
-        return pickling.loads(body)
+        item = pickling.loads(body)
+        self._redis.recycle(body)  # the item holds no view of it: pickle copies
+        return item
 
     def _size(self) -> int:
         return self._redis.queue_size()
@@ -245,6 +247,7 @@ class Queue(_ListQueue):
         """Remove and return an item, waiting up to *timeout* seconds (``queue.Empty``)."""
         self._check_open()
         t0 = time.perf_counter()
+        blob: bytes | bytearray | memoryview | None
         if not block or (timeout is not None and timeout <= 0):
             blob = self._redis.queue_get_now(bounded=self._bounded, maxsize=self._maxsize)
             if blob is None:
@@ -364,6 +367,7 @@ class SimpleQueue(_ListQueue):
         """
         self._check_open()
         t0 = time.perf_counter()
+        blob: bytes | bytearray | memoryview | None
         if timeout is not None and timeout <= 0:
             blob = self._redis.queue_get_now(bounded=False, maxsize=SEM_VALUE_MAX)
         else:

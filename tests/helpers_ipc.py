@@ -117,3 +117,34 @@ def put_generated(q: Any, size: int, seed: int) -> None:
     data = random.Random(seed).randbytes(size)
     q.put(data)
     q.put({"k": data})
+
+
+def count_receive_faults(how: str, source: Any, n: int, out: Any) -> None:
+    """Receive *n* 1 MiB messages from *source* (a pipe end or a queue) as *how* says.
+
+    Sends back on *out* the minor page faults per message of the receives
+    alone, after three unmeasured ones.  A fresh process: its allocator has
+    not yet raised its thresholds for large blocks, as a long-lived one may.
+    """
+    import resource  # noqa: PLC0415
+
+    target = bytearray(1 << 20)
+
+    def receive() -> int:
+        if how == "queue":
+            return len(source.get(timeout=30))
+        if how == "recv_bytes":
+            return len(source.recv_bytes())
+        if how == "recv":
+            return len(source.recv())
+        return int(source.recv_bytes_into(target))
+
+    for _ in range(3):
+        receive()
+    faults = 0
+    for _ in range(n):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        size = receive()
+        faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        assert size == 1 << 20, size
+    out.send(faults / n)

@@ -673,13 +673,13 @@ def test_a_popped_element_is_read_into_one_buffer_not_through_the_parser(ctx):
     skip_if_isolated(ctx, "over TLS the raw socket carries ciphertext: the parser reads every reply")
     # hiredis copies a reply from its 32 KiB buffer into a bytes object (~1.5 ms
     # of CPU per MiB here); blpop_buffer receives the element straight into
-    # one bytearray.
+    # one buffer (the thread's receive buffer: tests/test_receive_buffers.py).
     state = ctx.session.state
     key = ctx.session.keys.k("test", secrets.token_hex(4))
     big = os.urandom(1 << 20)
     state.rpush(key, big)
     got = state.direct.blpop_buffer(key, 5)
-    assert type(got) is bytearray and got == big
+    assert type(got) is memoryview and type(got.obj) is bytearray and got == big
     assert state.direct.blpop_buffer(key, 0.01) is None  # a timeout is None, as BLPOP's
 
 

@@ -35,6 +35,7 @@ import secrets
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
@@ -371,8 +372,19 @@ def write_message(identity: HostIdentity, parts: tuple[object, ...], where: str)
     return token
 
 
-def read_message(identity: HostIdentity, token: bytes, size: int, where: str) -> bytes:
+def read_message(
+    identity: HostIdentity,
+    token: bytes,
+    size: int,
+    where: str,
+    take: Callable[[int], memoryview] | None = None,
+) -> bytes | memoryview:
     """Read and remove the message file of *token*; it must hold exactly *size* bytes.
+
+    The bytes come back as a new ``bytes`` object, or read into the
+    memoryview *take(size)* returns (a receive buffer the caller recycles:
+    a consumer that unpickles the message makes its own copy, and a second
+    fresh buffer per message cost ~0.5 ms of page faults).
 
     Raises :class:`HostMemoryError` naming *where* when the file is gone
     (the run's directory was removed, or another process took the message)
@@ -390,8 +402,20 @@ def read_message(identity: HostIdentity, token: bytes, size: int, where: str) ->
         ) from None
     try:
         st = os.fstat(fd)
-        data = os.read(fd, size) if st.st_size == size else b""
-        if st.st_size == size and len(data) < size:  # a short read: finish it
+        if take is not None and st.st_size == size:
+            view = take(size)
+            got = 0
+            while got < size:
+                n = os.readv(fd, [view[got:]])
+                if not n:
+                    break
+                got += n
+            if got == size:
+                return view
+            data = b""
+        else:
+            data = os.read(fd, size) if st.st_size == size else b""
+        if st.st_size == size and 0 < len(data) < size:  # a short read: finish it
             rest = [data]
             got = len(data)
             while got < size:

@@ -15,7 +15,7 @@ import select
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import errors as redis  # redis-py's exception types, without its package (see errors.py)
@@ -212,7 +212,12 @@ class _RespReader:
     def value(self, n: int) -> bytearray:
         """The next *n*-byte string value (its header already read), received into a buffer of its own."""
         out = bytearray(n)
-        view = memoryview(out)
+        self.value_into(memoryview(out))
+        return out
+
+    def value_into(self, view: memoryview) -> None:
+        """Receive the next string value (its header already read) into *view*, which is exactly its size."""
+        n = len(view)
         head = self.head
         have = min(len(head) - self.pos, n)
         view[:have] = head[self.pos : self.pos + have]
@@ -233,19 +238,21 @@ class _RespReader:
         # run of small replies does not keep re-scanning them.
         del head[: self.pos + 2]
         self.pos = 0
-        return out
 
     def leftover(self) -> bool:
         """Whether bytes past the replies read so far were received."""
         return len(self.head) > self.pos
 
 
-def _read_pop_reply(sock: Any, head: bytearray) -> bytearray | None:
+def _read_pop_reply(
+    sock: Any, head: bytearray, take: Callable[[int], memoryview] | None = None
+) -> bytearray | memoryview | None:
     """Read a ``BLPOP key ...`` reply from *sock*, whose first bytes are *head*: the element, or None.
 
     The element is received straight into one preallocated buffer (its
-    first bytes arrive with the header).  RESP2 or RESP3; a Redis error
-    raises :class:`redis.exceptions.ResponseError`.  None on timeout.
+    first bytes arrive with the header): a new ``bytearray``, or the
+    memoryview *take(size)* returns.  RESP2 or RESP3; a Redis error raises
+    :class:`redis.exceptions.ResponseError`.  None on timeout.
     """
     reader = _RespReader(sock, head)
     first = reader.line()
@@ -262,7 +269,13 @@ def _read_pop_reply(sock: Any, head: bytearray) -> bytearray | None:
     header = reader.line()  # the element's length
     if header[:1] != b"$":
         raise redis.exceptions.InvalidResponse(f"unexpected reply to BLPOP: {header[:40]!r}")
-    out = reader.value(int(header[1:]))
+    n = int(header[1:])
+    out: bytearray | memoryview
+    if take is None:
+        out = reader.value(n)
+    else:
+        out = take(n)
+        reader.value_into(out)
     if reader.leftover():
         raise redis.exceptions.InvalidResponse("data after the reply to BLPOP")
     return out

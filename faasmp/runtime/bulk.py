@@ -38,6 +38,7 @@ Where the run is not in host mode (cloud backends, isolation mode,
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from typing import Any
 
 from ..backends import host_memory as hostmem
@@ -85,8 +86,17 @@ def discard(host: hostmem.HostIdentity | None, token: bytes | None) -> None:
         hostmem.remove_file(hostmem.message_path(host, token))
 
 
-def unseal(signer: Signer, host: hostmem.HostIdentity | None, blob: Any, where: str) -> Any:
-    """The body of a received element: ``bytes`` from a host file, else a memoryview of *blob*.
+def unseal(
+    signer: Signer,
+    host: hostmem.HostIdentity | None,
+    blob: Any,
+    where: str,
+    take: Callable[[int], memoryview] | None = None,
+) -> Any:
+    """The body of a received element: read from its host file, else a memoryview of *blob*.
+
+    A host file's bytes come as ``bytes``, or in the memoryview *take(size)*
+    returns (see :func:`faasmp.backends.host_memory.read_message`).
 
     Raises ``AuthenticationError`` for an element that is neither a valid
     descriptor nor a validly signed message, and ``HostMemoryError`` when a
@@ -104,5 +114,5 @@ def unseal(signer: Signer, host: hostmem.HostIdentity | None, blob: Any, where: 
                     f"that does not use the run's host shared memory; shared memory modes "
                     f"never mix in one run (set {hostmem.SWITCH} the same for every process)"
                 )
-            return hostmem.read_message(host, token, size, where)
+            return hostmem.read_message(host, token, size, where, take)
     return signer.verify(blob)

@@ -292,9 +292,21 @@ class RedisPipeEnd:
             ],
         )
 
-    def pipe_recv(self, timeout: float) -> bytes | bytearray | None:
-        """Block up to *timeout* s for the next element: a message, ``b""`` (wake-up) or None."""
+    def pipe_recv(self, timeout: float) -> bytes | bytearray | memoryview | None:
+        """Block up to *timeout* s for the next element: a message, ``b""`` (wake-up) or None.
+
+        A large message may be a view of the thread's receive buffer: pass it
+        (or a view of it) to :meth:`recycle` once its bytes are consumed.
+        """
         return self._direct.blpop_buffer(self.read_list, timeout)
+
+    def take_buffer(self, n: int) -> memoryview:
+        """A buffer of *n* bytes to read a large message into (see ``DirectOps.take_buffer``)."""
+        return self._direct.take_buffer(n)
+
+    def recycle(self, body: object) -> None:
+        """Give a consumed message's receive buffer back to this thread (see ``DirectOps.recycle``)."""
+        self._direct.recycle(body)
 
     def pipe_recv_now(self) -> tuple[int, bytes | None]:
         """Take a message now: (1, message), (0, None) if none, (2, None) at end of file."""

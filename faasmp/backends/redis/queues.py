@@ -184,9 +184,21 @@ class RedisQueue:
         )
         return reply
 
-    def queue_get(self, timeout: float) -> bytes | bytearray | None:
-        """Block up to *timeout* s (0 = forever) for the first item; None on timeout."""
+    def queue_get(self, timeout: float) -> bytes | bytearray | memoryview | None:
+        """Block up to *timeout* s (0 = forever) for the first item; None on timeout.
+
+        A large item may be a view of the thread's receive buffer: pass it
+        (or a view of it) to :meth:`recycle` once its bytes are consumed.
+        """
         return self._direct.blpop_buffer(self.items, timeout)
+
+    def take_buffer(self, n: int) -> memoryview:
+        """A buffer of *n* bytes to read a large item into (see ``DirectOps.take_buffer``)."""
+        return self._direct.take_buffer(n)
+
+    def recycle(self, body: object) -> None:
+        """Give a consumed item's receive buffer back to this thread (see ``DirectOps.recycle``)."""
+        self._direct.recycle(body)
 
     def queue_space_freed(self, maxsize: int) -> None:
         """After a blocking get on a bounded queue: wake one blocked put."""
