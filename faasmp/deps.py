@@ -409,6 +409,13 @@ def dumps_tracking(obj: Any, analyzer: DependencyAnalyzer | None = None) -> tupl
         return file.getvalue(), p.requirements
 
 
+def dumps_tracking_to(file: Any, obj: Any, analyzer: DependencyAnalyzer | None = None) -> list[Requirement]:
+    """cloudpickle *obj* into *file* (anything with ``write``); return the installed modules it needs."""
+    p = DependencyPickler(file, analyzer or ANALYZER)
+    p.dump(obj)
+    return p.requirements
+
+
 # --- runtime manifests -------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ is the stdlib's (threads stay local).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import logging
@@ -45,9 +46,10 @@ from .runtime.call import (
     dumps,
     dumps_message,
     dumps_named,
+    dumps_payload_message,
     loads,
-    pickle_named,
-    pickle_plain,
+    pickle_named_parts,
+    pickle_plain_parts,
 )
 from .runtime.pickling import loads as loads_body
 from .stats import JobStarted, TaskFinished, TaskRecord
@@ -281,8 +283,9 @@ class Pool:
         for index, chunk in chunks:
             t0 = time.perf_counter()
             submitted = time.time()
-            body = pickle_plain(chunk) or pickle_named(chunk, f"the arguments of task {index}")
-            batch.append(dumps_message(msgs.PoolTask(job, index, fn_key, mode, body), authkey))
+            body = pickle_plain_parts(chunk) or pickle_named_parts(chunk, f"the arguments of task {index}")
+            task = functools.partial(msgs.PoolTask, job, index, fn_key, mode)
+            batch.append(dumps_payload_message(task, body, authkey))
             metas.append((index, submitted, time.perf_counter() - t0))
             if len(batch) >= _SUBMIT_BATCH:
                 self._push(function, job, batch, metas)

@@ -332,6 +332,44 @@ def pickle_plain(obj: Any) -> bytes | None:
     return pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
 
 
+class PickleParts:
+    """A file for a (C) pickler that keeps what it is given: the pickle as a list of parts.
+
+    The C pickler writes a ``bytes``, ``bytearray`` or in-band
+    ``PickleBuffer`` (a contiguous numpy array, at protocol 5) of 64 KiB or
+    more straight to its file, not through its frame buffer.  Kept here as a
+    part, such a value is not copied until the message holding it is joined
+    (:func:`dumps_split_message`): one copy of a 1 MiB argument instead of
+    three (its pickle, the message's pickle, the signed message), each into
+    fresh memory.  The parts refer to the pickled objects' memory: join them
+    before those objects can change.
+    """
+
+    __slots__ = ("parts",)
+
+    def __init__(self) -> None:
+        self.parts: list[bytes | memoryview] = []
+
+    def write(self, data: Any) -> int:
+        if type(data) is not bytes:
+            view = memoryview(data)
+            try:
+                data = view.cast("B")
+            except TypeError:  # a Fortran-ordered buffer: its bytes in memory order
+                data = view.tobytes(order="A")
+        self.parts.append(data)
+        return len(data)
+
+
+def pickle_plain_parts(obj: Any) -> list[bytes | memoryview] | None:
+    """:func:`pickle_plain` as parts (see :class:`PickleParts`); None if *obj* is not plain data."""
+    if not _is_plain(obj):
+        return None
+    out = PickleParts()
+    pickle.Pickler(out, pickle.HIGHEST_PROTOCOL).dump(obj)
+    return out.parts
+
+
 def dumps_named(obj: Any, authkey: bytes, what: str, config: Any = None) -> bytes:
     """:func:`dumps`, failing with an error that names *what* could not be pickled.
 
@@ -345,9 +383,16 @@ def dumps_named(obj: Any, authkey: bytes, what: str, config: Any = None) -> byte
 
 def pickle_named(obj: Any, what: str, config: Any = None) -> bytes:
     """The unsigned pickle of :func:`dumps_named` (for data carried inside a signed message)."""
+    parts = pickle_named_parts(obj, what, config)
+    return parts[0] if len(parts) == 1 and type(parts[0]) is bytes else b"".join(parts)
+
+
+def pickle_named_parts(obj: Any, what: str, config: Any = None) -> list[bytes | memoryview]:
+    """:func:`pickle_named` as parts (see :class:`PickleParts`)."""
+    out = PickleParts()
     try:
         _register_local_modules()
-        body, needs = deps.dumps_tracking(obj)
+        needs = deps.dumps_tracking_to(out, obj)
     except Exception as exc:  # noqa: BLE001 - any pickling failure becomes one clear error
         raise pickling_failed(
             f"cannot send {what} to a faasmp worker: it is not picklable "
@@ -357,7 +402,7 @@ def pickle_named(obj: Any, what: str, config: Any = None) -> bytes:
             exc,
         ) from exc
     deps.check(needs, what, config)
-    return body
+    return out.parts
 
 
 def pickle_value(obj: Any) -> bytes:
@@ -367,6 +412,17 @@ def pickle_value(obj: Any) -> bytes:
         return body
     _register_local_modules()
     return deps.dumps_tracking(obj)[0]
+
+
+def pickle_value_parts(obj: Any) -> list[bytes | memoryview]:
+    """:func:`pickle_value` as parts (see :class:`PickleParts`)."""
+    parts = pickle_plain_parts(obj)
+    if parts is not None:
+        return parts
+    _register_local_modules()
+    out = PickleParts()
+    deps.dumps_tracking_to(out, obj)
+    return out.parts
 
 
 def dumps_message(msg: Any, authkey: bytes) -> bytes:
@@ -379,13 +435,54 @@ def dumps_message(msg: Any, authkey: bytes) -> bytes:
     return signer(authkey).sign(pickle.dumps(msg, pickle.HIGHEST_PROTOCOL))
 
 
+#: The first byte of a split message's body (a pickle's is PROTO, 0x80).
+_SPLIT = b"\x00"
+
+
+def dumps_payload_message(make: Any, payload: list[bytes | memoryview], authkey: bytes) -> bytes:
+    """Sign the message ``make(field)`` whose payload field is the pickle in *payload* (its parts).
+
+    A pickle in one part is an ordinary message (:func:`dumps_message`).
+    One in several parts (large values: see :class:`PickleParts`) makes a
+    *split* message, whose body is the record's pickle with the field empty,
+    then the payload's bytes::
+
+        b"\x00" || len(header) (4, little endian) || header || payload
+
+    MAC'd over its parts and joined once.  :func:`loads` puts the payload
+    back into the record's ``payload_field``, as a memoryview of the body.
+    """
+    if len(payload) == 1 and type(payload[0]) is bytes:
+        return dumps_message(make(payload[0]), authkey)
+    header = pickle.dumps(make(b""), pickle.HIGHEST_PROTOCOL)
+    parts = (_SPLIT + len(header).to_bytes(4, "little"), header, *payload)
+    return b"".join((signer(authkey).mac_parts(parts), *parts))
+
+
+def _load_split(body: memoryview) -> Any:
+    """The record of a split message's verified body, its payload field a view of the body."""
+    n = int.from_bytes(body[1:5], "little")
+    msg = pickling.loads(body[5 : 5 + n])
+    field = getattr(type(msg), "payload_field", None)
+    if field is None:
+        raise pickle.UnpicklingError(
+            f"a split message holds a {type(msg).__name__}, which has no payload field"
+        )
+    object.__setattr__(msg, field, body[5 + n :])
+    return msg
+
+
 def loads(data: bytes, authkey: bytes) -> Any:
     """Verify and deserialize a payload made by :func:`dumps` (the MAC is checked first).
 
     Classes that came from this process by value keep their own definition
-    (see :func:`faasmp.runtime.pickling.loads`).
+    (see :func:`faasmp.runtime.pickling.loads`).  A split message (see
+    :func:`dumps_payload_message`) comes back as its record.
     """
-    return pickling.loads(signer(authkey).verify(data))
+    body = signer(authkey).verify(data)
+    if body[:1] == _SPLIT:
+        return _load_split(body)
+    return pickling.loads(body)
 
 
 class CallKind(enum.Enum):

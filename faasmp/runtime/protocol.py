@@ -10,7 +10,11 @@ data travels as its own pickle inside the message (``bytes``): the receiver
 always gets the message itself (who, which task), and a value that fails to
 unpickle on its side (a class it cannot import, a ``__setstate__`` that
 raises) fails that one task with an error naming it, instead of the whole
-message being dropped and the task waited for forever.
+message being dropped and the task waited for forever.  A large one (its
+pickle in several parts: :class:`faasmp.runtime.call.PickleParts`) travels
+after the record's own pickle in a *split* message, and arrives as a
+memoryview of the received body (the record's ``payload_field`` names it:
+:func:`faasmp.runtime.call.dumps_payload_message`).
 
 The hot messages (a Pool task and its result) reduce to their class and a
 tuple of fields, so plain ones pickle with the C pickler as fast as the tuples
@@ -175,14 +179,18 @@ class PoolTask(_Record):
     """
 
     __slots__ = ("job", "index", "fn_key", "mode", "chunk")  # noqa: RUF023 - field order
+    #: The field a split message carries after the record (see the module doc).
+    payload_field = "chunk"
 
     job: int
     index: int
     fn_key: bytes
     mode: TaskMode
-    chunk: bytes
+    chunk: bytes | memoryview
 
-    def __init__(self, job: int, index: int, fn_key: bytes, mode: TaskMode, chunk: bytes) -> None:
+    def __init__(
+        self, job: int, index: int, fn_key: bytes, mode: TaskMode, chunk: bytes | memoryview
+    ) -> None:
         _set(self, "job", job)
         _set(self, "index", index)
         _set(self, "fn_key", fn_key)
@@ -270,14 +278,18 @@ class TaskDone(_Record):
     """
 
     __slots__ = ("job", "index", "ok", "value", "timing")  # noqa: RUF023 - field order
+    #: The field a split message carries after the record (see the module doc).
+    payload_field = "value"
 
     job: int
     index: int
     ok: bool
-    value: bytes
+    value: bytes | memoryview
     timing: TaskTiming | None
 
-    def __init__(self, job: int, index: int, ok: bool, value: bytes, timing: TaskTiming | None) -> None:
+    def __init__(
+        self, job: int, index: int, ok: bool, value: bytes | memoryview, timing: TaskTiming | None
+    ) -> None:
         _set(self, "job", job)
         _set(self, "index", index)
         _set(self, "ok", ok)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gc
 import logging
 import mmap
@@ -60,8 +61,10 @@ from .call import (
     RemoteCall,
     dumps,
     dumps_message,
+    dumps_payload_message,
     loads,
     pickle_value,
+    pickle_value_parts,
     share_globals,
 )
 from .keys import Keys
@@ -780,10 +783,11 @@ class Slot:
                 t_deq + offset, t_setup + offset, t_run + offset, _peak_rss(), cpu, self.slot_id, had_output
             )
             try:
-                body = pickle_value(value)
+                body = pickle_value_parts(value)
             except Exception as exc:  # noqa: BLE001 - an unsendable result is an error
-                ok, body = False, pickle_value(ExceptionInfo.capture(_encoding_error(exc, value)))
-            pending = dumps_message(msgs.TaskDone(job, index, ok, body, timing), authkey)
+                ok, body = False, [pickle_value(ExceptionInfo.capture(_encoding_error(exc, value)))]
+            done_msg = functools.partial(msgs.TaskDone, job, index, ok, timing=timing)
+            pending = dumps_payload_message(done_msg, body, authkey)
             delivering = msgs.ServingPool(pool_id, job, index, delivering=True)
             done += 1
         if pending is not None:
