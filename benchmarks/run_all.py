@@ -51,6 +51,7 @@ FULL: dict[str, Any] = {
     "tiny_large": 10000,
     "rtt_n": 2000,
     "mb_n": 200,  # ~0.2 s at 1 GB/s: 50 messages (~50 ms) were mostly noise
+    "pool_mb_n": 64,
     "lock_n": 5000,
     "value_n": 2000,
     "mgr_n": 2000,
@@ -69,6 +70,7 @@ QUICK: dict[str, Any] = {
     "proc_reps": 3,
     "rtt_n": 500,
     "mb_n": 50,
+    "pool_mb_n": 16,
     "lock_n": 1000,
     "value_n": 500,
     "mgr_n": 500,
@@ -86,6 +88,7 @@ CI: dict[str, Any] = {
     "tiny_large": 200,
     "rtt_n": 50,
     "mb_n": 2,
+    "pool_mb_n": 2,
     "lock_n": 100,
     "value_n": 50,
     "mgr_n": 50,
@@ -116,6 +119,7 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "pipe_rtt_p99": ("Pipe 1-byte RTT p99", "us", "lower"),
     "pipe_mbps": ("Pipe throughput, 1 MiB messages", "MiB/s", "higher"),
     "queue_mbps": ("Queue throughput, 1 MiB messages", "MiB/s", "higher"),
+    "pool_mbps": ("warm Pool(2).map, 1 MiB argument and result per task", "MiB/s", "higher"),
     "pipe_dsm_mbps": ("  Pipe, faasmp's DSM forced (bodies through Redis)", "MiB/s", "higher"),
     "queue_dsm_mbps": ("  Queue, faasmp's DSM forced (bodies through Redis)", "MiB/s", "higher"),
     "lock_us": ("Lock acquire+release p50", "us", "lower"),
@@ -151,6 +155,7 @@ BENCHES: dict[str, tuple[tuple[str, ...], int]] = {
     "queue_tp": (("queue_mbps",), 2),
     "pipe_tp_dsm": (("pipe_dsm_mbps",), 2),
     "queue_tp_dsm": (("queue_dsm_mbps",), 2),
+    "pool_mb": (("pool_mbps",), 2),
     "lock": (("lock_us",), 2),
     "value_lock": (("value_lock_s",), 2),
     "manager": (("mgr_set_us", "mgr_get_us"), 2),
@@ -201,6 +206,7 @@ LIMITS_FULL: dict[str, dict[str, float]] = {
         "queue_tp": 45.0,
         "pipe_tp_dsm": 45.0,
         "queue_tp_dsm": 45.0,
+        "pool_mb": 45.0,
         "lock": 30.0,
         "value_lock": 30.0,
         "manager": 45.0,
@@ -462,6 +468,31 @@ def b_pipe_tp_dsm(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
 def b_queue_tp_dsm(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
     """queue_tp with faasmp's DSM forced."""
     return {"queue_dsm_mbps": b_queue_tp(impl, p)["queue_mbps"]}
+
+
+def identity(x: Any) -> Any:
+    """A pool task that sends its argument back."""
+    return x
+
+
+def b_pool_mb(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:
+    """A warm ``Pool(2).map(identity, ...)`` of ``pool_mb_n`` distinct 1 MiB bytes, chunksize=1.
+
+    Each task's MiB goes out and comes back: what a program that hands a
+    pool chunks of data (DataFrame pieces, arrays) pays per MiB.  The rate
+    counts the MiB of arguments.
+    """
+    n = p["pool_mb_n"]
+    items = [os.urandom(1 << 20) for _ in range(n)]
+    with impl.Pool(2) as pool:
+        pool.map(identity, items[:4], chunksize=1)  # the workers are up, the paths warm
+        phase("measure", kind="rate", n=n)
+        t0 = time.perf_counter()
+        out = pool.map(identity, items, chunksize=1)
+        dt = time.perf_counter() - t0
+    if out != items:
+        raise AssertionError("pool_mb: the results are not the arguments")
+    return {"pool_mbps": {"value": n / dt, "elapsed_s": dt, "n": n}}
 
 
 def b_lock(impl: Impl, p: dict[str, Any]) -> dict[str, Any]:

@@ -68,7 +68,7 @@ def test_every_metric_for_every_implementation(suite: dict[str, Any]) -> None:
 #: Rows faasmp must finish even on a loaded machine (the cold-start and large-pool rows
 #: may hit their limits there, like lithops.multiprocessing's).
 FUNCTIONAL = ("pipe_rtt_p50", "pipe_mbps", "queue_mbps", "lock_us", "mgr_set_us", "mgr_get_us", "mc_s")
-FUNCTIONAL += ("sort_shared_s", "sort_pipes_s", "tiny_map_small", "tiny_imapu_small", "process")
+FUNCTIONAL += ("sort_shared_s", "sort_pipes_s", "tiny_map_small", "tiny_imapu_small", "process", "pool_mbps")
 
 
 @pytest.mark.timeout(300)
