@@ -37,7 +37,7 @@ from .pool_results import (
     PoolResult,
     job_counter,
 )
-from .runtime import dsm
+from .runtime import bulk, dsm
 from .runtime import protocol as msgs
 from .runtime.call import (
     CallKind,
@@ -176,6 +176,9 @@ class Pool:
         self._retries_allowed = session.config.task_retries
         self._blobs: dict[tuple[int, int], bytes] = {}
         self._tries: dict[tuple[int, int], int] = {}
+        # Host files of outstanding tasks' arguments (host mode: runtime.bulk),
+        # removed when the task's result arrives.
+        self._arg_files: dict[tuple[int, int], bytes] = {}
         self._broken: BaseException | None = None
         # Set by the handler when it reads the wake-up message that terminate()
         # or join() pushes after every worker's sentinel: from then on it may
@@ -275,6 +278,7 @@ class Pool:
         dsm.release()  # submitting tasks is a release of shared memory
         session = self._session
         authkey = session.authkey
+        host = session.host_memory
         fn_key, fn_blob = self._fn_key(func)
         # The function goes with the first batch (a first job with no task stores it alone).
         function = None if fn_blob is None else (fn_key, fn_blob)
@@ -285,7 +289,13 @@ class Pool:
             submitted = time.time()
             body = pickle_plain_parts(chunk) or pickle_named_parts(chunk, f"the arguments of task {index}")
             task = functools.partial(msgs.PoolTask, job, index, fn_key, mode)
-            batch.append(dumps_payload_message(task, body, authkey))
+            stashed = bulk.stash_payload(host, body, f"task {index} of job {job} of pool {self._pool_id}")
+            if stashed is None:
+                batch.append(dumps_payload_message(task, body, authkey))
+            else:
+                with self._lock:
+                    self._arg_files[(job, index)] = stashed
+                batch.append(dumps_message(task(stashed), authkey))
             metas.append((index, submitted, time.perf_counter() - t0))
             if len(batch) >= _SUBMIT_BATCH:
                 self._push(function, job, batch, metas)
@@ -568,6 +578,9 @@ class Pool:
             results = list(self._cache.values())
             self._blobs.clear()
             self._tries.clear()
+            arg_files, self._arg_files = list(self._arg_files.values()), {}
+        for arg_file in arg_files:
+            bulk.discard(self._session.host_memory, bulk.stashed_token(arg_file))
         for r in results:
             r._fail(exc)
 
@@ -666,6 +679,9 @@ class Pool:
         )
         with self._lock:
             result = self._cache.get(job)
+            arg_file = self._arg_files.pop((job, index), None)
+        if arg_file is not None:  # no attempt is left to read it
+            bulk.discard(self._session.host_memory, bulk.stashed_token(arg_file))
         if result is not None:
             result._fail(err)
         self._lease(1)
@@ -698,7 +714,10 @@ class Pool:
             meta = self._meta.pop((job, index), None)
             self._blobs.pop((job, index), None)
             self._tries.pop((job, index), None)
+            arg_file = self._arg_files.pop((job, index), None)
             result = self._cache.get(job)
+        if arg_file is not None:
+            bulk.discard(self._session.host_memory, bulk.stashed_token(arg_file))
         if timing is not None and timing.had_output:
             self._session.wait_output(f"{self._pool_id}:{job}:{index}")
         if meta is not None and timing is not None:  # no timing: the task never ran
@@ -735,7 +754,10 @@ class Pool:
         the error names the task and the cause, and the pool goes on.
         """
         try:
-            return msg.ok, loads_body(msg.value)
+            where = f"the result of task {msg.index} of job {msg.job} of pool {self._pool_id}"
+            return msg.ok, loads_body(
+                bulk.load_payload(self._session.host_memory, msg.value, where, remove=True)
+            )
         except Exception as exc:  # noqa: BLE001 - any unpickling failure fails this one task
             what = "result" if msg.ok else "exception"
             err = ResultUnpicklingError(

@@ -176,3 +176,9 @@ def exit_with_a_grandchilds_code(code: int) -> None:
 def exit_unless_imported(names: list[str]) -> None:
     """Exit with 0 if every module in *names* was already imported when the target ran, else 3."""
     sys.exit(0 if all(name in sys.modules for name in names) else 3)
+
+
+def die_first_time_sized(marker: str, data: bytes) -> int:
+    """:func:`die_first_time` with a large argument: its size, on the retry."""
+    die_first_time(marker)
+    return len(data)

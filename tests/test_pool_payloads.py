@@ -18,10 +18,14 @@ import tracemalloc
 
 import numpy as np
 import pytest
+import redis
 
+from faasmp.backends import host_memory as hostmem
 from faasmp.runtime import call
 from faasmp.runtime import protocol as msgs
 from faasmp.runtime.call import AuthenticationError
+from tests import helpers
+from tests.conftest import skip_if_isolated
 
 MIB = 1 << 20
 KEY = os.urandom(32)
@@ -94,11 +98,11 @@ def test_large_arguments_and_results_round_trip(ctx, size: int) -> None:
         assert pool.apply(len, (data,)) == size
 
 
-def test_a_large_task_argument_is_copied_once_on_its_way_out(ctx) -> None:
-    """Python memory the submission allocates for a 4 MiB argument (tracemalloc's peak)."""
+def test_a_large_task_argument_is_copied_once_on_its_way_out(dsm_ctx) -> None:
+    """Python memory the submission allocates for a 4 MiB argument sent through Redis (tracemalloc's peak)."""
     size = 4 * MIB
     data = os.urandom(size)
-    with ctx.Pool(1) as pool:
+    with dsm_ctx.Pool(1) as pool:
         pool.apply(len, (b"warm",))
         tracemalloc.start()
         try:
@@ -135,3 +139,52 @@ def test_the_clients_pooled_connections_hand_large_arguments_on_uncopied(ctx) ->
         )  # test-only: redis-py's client
     finally:
         state.delete(key)
+
+
+def _net_in(ctx) -> int:
+    """Bytes the server has read from all clients (a separate connection's INFO)."""
+    return int(redis.Redis.from_url(ctx.session.url).info("stats")["total_net_input_bytes"])
+
+
+def _message_files(ctx) -> set[str]:
+    host = ctx.session.host_memory
+    return {n for n in os.listdir(host.path) if n.startswith(hostmem.MESSAGE_PREFIX)} if host else set()
+
+
+def test_in_host_mode_large_arguments_and_results_go_through_host_files(shm_ctx) -> None:
+    """Host mode: Redis carries the task and result messages, not their MiBs; no file is left after."""
+    items = [os.urandom(MIB) for _ in range(4)]
+    with shm_ctx.Pool(2) as pool:
+        pool.map(_identity, [b"warm"] * 2)
+        before = _net_in(shm_ctx)
+        assert pool.map(_identity, items, chunksize=1) == items
+        received = _net_in(shm_ctx) - before
+    if shm_ctx.session.host_memory is None:  # the DSM: through Redis, both ways
+        assert received >= 8 * MIB
+    else:
+        assert received < MIB // 2, f"Redis received {received:,} bytes for 8 MiB of arguments and results"
+    assert not _message_files(shm_ctx), "host files of tasks or results were left behind"
+
+
+def test_a_retried_task_reads_its_arguments_file_again(shm_ctx, tmp_path) -> None:
+    skip_if_isolated(shm_ctx, "the test marks the first attempt with a file on the client's disk")
+    data = os.urandom(2 * MIB)
+    with shm_ctx.Pool(2) as pool:
+        assert pool.apply(helpers.die_first_time_sized, (str(tmp_path / "marker"), data)) == len(data)
+    assert (tmp_path / "marker").exists()
+    assert not _message_files(shm_ctx)
+
+
+def test_a_task_lost_for_good_leaves_no_arguments_file(tmp_path) -> None:
+    from faasmp.context import FaasContext
+    from faasmp.pool import WorkerLostError
+    from tests.conftest import TEST_SETTINGS
+
+    ctx = FaasContext(task_retries=0, **TEST_SETTINGS)
+    try:
+        with ctx.Pool(1) as p, pytest.raises(WorkerLostError):
+            p.apply(helpers.die_first_time_sized, (str(tmp_path / "m"), os.urandom(2 * MIB)))
+        assert ctx.session.host_memory is not None, "host shared memory is the localhost default"
+        assert not _message_files(ctx), "the arguments file of a task no attempt is left for stayed"
+    finally:
+        ctx.shutdown()

@@ -378,8 +378,10 @@ def read_message(
     size: int,
     where: str,
     take: Callable[[int], memoryview] | None = None,
+    *,
+    remove: bool = True,
 ) -> bytes | memoryview:
-    """Read and remove the message file of *token*; it must hold exactly *size* bytes.
+    """Read (and with *remove*, remove) the message file of *token*; it must hold exactly *size* bytes.
 
     The bytes come back as a new ``bytes`` object, or read into the
     memoryview *take(size)* returns (a receive buffer the caller recycles:
@@ -427,7 +429,8 @@ def read_message(
             data = b"".join(rest)
     finally:
         os.close(fd)
-        remove_file(path)
+        if remove:
+            remove_file(path)
     if len(data) != size:
         raise HostMemoryError(
             f"faasmp {where}: the host shared memory file of a message ({path}) holds "

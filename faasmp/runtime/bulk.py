@@ -116,3 +116,64 @@ def unseal(
                 )
             return hostmem.read_message(host, token, size, where, take)
     return signer.verify(blob)
+
+
+# -- Pool payloads ------------------------------------------------------------
+#
+# A Pool task's arguments and its result travel inside a signed message
+# (faasmp.runtime.protocol: PoolTask.chunk, TaskDone.value).  In host mode a
+# payload of at least HOST_MIN bytes is written to a host file instead, and
+# the field holds ``b"\x01" || token (16) || size (8, little endian)``: the
+# message's MAC covers it, and no payload is ever that (a pickle starts with
+# PROTO, 0x80).  A task's argument file is read by every attempt of the task
+# (a retry after a lost worker reads it again) and removed by the client
+# when the task's result arrives; a result's file is read and removed by the
+# client.  Files no one removed (a pool terminated with tasks queued) go
+# with the run's directory.
+
+_PAYLOAD_FILE = b"\x01"
+_PAYLOAD_FIELD_SIZE = 1 + 16 + 8
+
+
+def stash_payload(host: hostmem.HostIdentity | None, parts: list[Any], where: str) -> bytes | None:
+    """In host mode, a payload (the parts of a pickle) of at least :data:`HOST_MIN` bytes
+    written to a host file: the field value that names it.  None otherwise, and
+    when the file cannot be written (a full ``/dev/shm``: the payload then goes
+    through Redis)."""
+    if host is None:
+        return None
+    size = sum(memoryview(p).nbytes for p in parts)
+    if size < HOST_MIN:
+        return None
+    try:
+        token = hostmem.write_message(host, tuple(parts), where)
+    except OSError:
+        return None
+    return b"".join((_PAYLOAD_FILE, token, size.to_bytes(8, "little")))
+
+
+def stashed_token(field: Any) -> bytes | None:
+    """The host file token a payload field names, or None if the field holds the payload itself."""
+    if len(field) == _PAYLOAD_FIELD_SIZE and field[:1] == _PAYLOAD_FILE:
+        return bytes(field[1:17])
+    return None
+
+
+def load_payload(
+    host: hostmem.HostIdentity | None, field: Any, where: str, *, remove: bool
+) -> bytes | memoryview:
+    """The pickle in a payload field: the field itself, or its host file's bytes (removed if *remove*).
+
+    Raises :class:`~faasmp.backends.host_memory.HostMemoryError` naming
+    *where* when the file cannot be read.
+    """
+    token = stashed_token(field)
+    if token is None:
+        return field  # type: ignore[no-any-return]
+    if host is None:
+        raise hostmem.HostMemoryError(
+            f"faasmp {where}: its data is kept in host shared memory, which this process does not use; "
+            f"shared memory modes never mix in one run (set {hostmem.SWITCH} the same for every process)"
+        )
+    size = int.from_bytes(field[17:25], "little")
+    return hostmem.read_message(host, token, size, where, remove=remove)

@@ -52,7 +52,7 @@ from ..backends.redis.hosts import WarmPool
 from ..backends.redis.pool import PoolWorkerQueue
 from ..backends.redis.processes import ProcessRecords
 from ..backends.state import CONNECTION_ERRORS, StateBackend, open_state
-from . import dsm, main_module, metrics
+from . import bulk, dsm, main_module, metrics
 from . import protocol as msgs
 from .call import (
     AuthenticationError,
@@ -758,7 +758,7 @@ class Slot:
                 fn = funcs.get(task.fn_key)
                 if fn is None:
                     fn = funcs[task.fn_key] = self._load_function(pool_id, task.fn_key, shared)
-                chunk = _load_chunk(task)
+                chunk = _load_chunk(task, spec.host_memory)
             except Exception as exc:  # noqa: BLE001 - the task fails with the real cause
                 unloaded = msgs.TaskDone(job, index, False, pickle_value(ExceptionInfo.capture(exc)), None)
                 state.rpush(res_key, dumps_message(unloaded, authkey))
@@ -787,7 +787,11 @@ class Slot:
             except Exception as exc:  # noqa: BLE001 - an unsendable result is an error
                 ok, body = False, [pickle_value(ExceptionInfo.capture(_encoding_error(exc, value)))]
             done_msg = functools.partial(msgs.TaskDone, job, index, ok, timing=timing)
-            pending = dumps_payload_message(done_msg, body, authkey)
+            stashed = bulk.stash_payload(spec.host_memory, body, f"the result of task {index} of job {job}")
+            if stashed is None:
+                pending = dumps_payload_message(done_msg, body, authkey)
+            else:
+                pending = dumps_message(done_msg(stashed), authkey)
             delivering = msgs.ServingPool(pool_id, job, index, delivering=True)
             done += 1
         if pending is not None:
@@ -805,10 +809,12 @@ class Slot:
             raise err from exc
 
 
-def _load_chunk(task: msgs.PoolTask) -> Any:
-    """The task's arguments; failing to unpickle them fails the task with an error naming it."""
+def _load_chunk(task: msgs.PoolTask, host: HostIdentity | None) -> Any:
+    """The task's arguments; failing to read or unpickle them fails the task with an error naming it."""
+    where = f"the arguments of task {task.index} of job {task.job}"
+    chunk = bulk.load_payload(host, task.chunk, where, remove=False)  # a retry reads them again
     try:
-        return pickle_loads(task.chunk)
+        return pickle_loads(chunk)
     except Exception as exc:
         raise pickle.UnpicklingError(
             f"the worker could not unpickle the arguments of task {task.index} of job {task.job}: "
