@@ -318,3 +318,34 @@ def test_a_warm_pool_that_does_not_start_in_time_says_where_it_stands_injected_f
         assert "has not registered: still queued or starting in backend 'localhost'" in message
     finally:
         ctx.shutdown()
+
+
+def test_fake_compute_backend_that_never_starts_fails_within_start_timeout(monkeypatch):
+    """Injected fault: making the Lithops executor never returns (a cloud endpoint that never answers).
+
+    Everything that starts a worker waited for it without a limit; now the
+    first Process or Pool fails with WorkerStartError after start_timeout.
+    """
+    import threading
+
+    from faasmp.runtime import session as session_mod
+    from faasmp.runtime.session import WorkerStartError
+
+    release = threading.Event()
+
+    def hanging_open_compute(config):
+        release.wait(60)
+        raise RuntimeError("released by the test")
+
+    monkeypatch.setattr(session_mod, "open_compute", hanging_open_compute)
+    ctx = FaasContext(**{**TEST_SETTINGS, "start_timeout": 1.0})
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(WorkerStartError, match=r"did not start within 1 s"):
+            p = ctx.Process(target=abs, args=(-1,))
+            p.start()
+            p.join(30)
+        assert time.monotonic() - t0 < 20
+    finally:
+        release.set()
+        ctx.shutdown()

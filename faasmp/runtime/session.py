@@ -394,7 +394,16 @@ class ClientSession(Session):
 
     @property
     def compute(self) -> ComputeBackend:
-        self._compute_ready.wait()
+        # Bounded: making a Lithops executor can hang (a cloud backend's
+        # endpoint that never answers), and everything that starts a worker
+        # would wait here with it.
+        if not self._compute_ready.wait(self.config.start_timeout):
+            raise WorkerStartError(
+                f"the compute backend {self.config.backend!r} did not start within "
+                f"{self.config.start_timeout:.0f} s: creating its Lithops executor has not returned "
+                "(check the backend's configuration and that its endpoints are reachable; "
+                "start_timeout sets this limit)"
+            )
         if self._compute is None:
             raise WorkerStartError(f"the compute backend could not start: {self._compute_error}") from (
                 self._compute_error
