@@ -188,3 +188,20 @@ def test_a_task_lost_for_good_leaves_no_arguments_file(tmp_path) -> None:
         assert not _message_files(ctx), "the arguments file of a task no attempt is left for stayed"
     finally:
         ctx.shutdown()
+
+
+@pytest.mark.parametrize("how", ["dumps", "dumps_named"])
+def test_a_signed_pickle_of_a_large_array_is_one_copy_of_it(how: str) -> None:
+    """``call.dumps`` (Process arguments, manager values) pickled into a BytesIO, took
+    its value and joined the signature to it: two copies, now one."""
+    arr = np.arange(MIB // 2, dtype=np.float64)  # 4 MiB
+    dump = call.dumps if how == "dumps" else functools.partial(call.dumps_named, what="an array")
+    dump(arr, KEY)
+    tracemalloc.start()
+    try:
+        blob = dump(arr, KEY)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(call.loads(blob, KEY), arr)
+    assert peak < 1.5 * arr.nbytes, f"{how} of a {arr.nbytes:,}-byte array allocated {peak:,} bytes"

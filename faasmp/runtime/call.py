@@ -264,8 +264,16 @@ def signer(authkey: bytes) -> Signer:
 def dumps(obj: Any, authkey: bytes) -> bytes:
     """Serialize and sign *obj* (project modules its functions use are shipped by value)."""
     _register_local_modules()
-    body, _ = deps.dumps_tracking(obj)
-    return signer(authkey).sign(body)
+    out = PickleParts()
+    deps.dumps_tracking_to(out, obj)
+    return sign_parts(authkey, out.parts)
+
+
+def sign_parts(authkey: bytes, parts: list[bytes | memoryview]) -> bytes:
+    """``tag || body`` for the body made of *parts* (see :class:`PickleParts`): one join, no other copy."""
+    if len(parts) == 1:
+        return signer(authkey).sign(parts[0])
+    return b"".join((signer(authkey).mac_parts(tuple(parts)), *parts))
 
 
 #: Types whose pickle is the same with pickle and cloudpickle (no code, no classes).
@@ -378,7 +386,7 @@ def dumps_named(obj: Any, authkey: bytes, what: str, config: Any = None) -> byte
     the functions in *obj* need (:class:`faasmp.deps.MissingDependencyError`
     otherwise).
     """
-    return signer(authkey).sign(pickle_named(obj, what, config))
+    return sign_parts(authkey, pickle_named_parts(obj, what, config))
 
 
 def pickle_named(obj: Any, what: str, config: Any = None) -> bytes:
