@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from typing import Any
 
 import pytest
 
@@ -46,15 +47,21 @@ def test_a_large_element_reuses_the_threads_buffer_once_recycled(dsm_ctx: FaasCo
     assert c.obj is kept, "the recycled buffer was not used for the next large element"
 
 
-def test_a_buffer_over_the_limit_is_not_kept(dsm_ctx: FaasContext, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(direct, "RECEIVE_BUFFER_MAX", MIB // 2)
-    ops = dsm_ctx.session.state.direct
-    key = dsm_ctx.session.keys.k("test", secrets.token_hex(4))
+def _two_received(ctx: FaasContext) -> tuple[Any, str, memoryview]:
+    """Two 1 MiB elements queued, the first received and recycled: (ops, key, the first)."""
+    ops = ctx.session.state.direct
+    key = ctx.session.keys.k("test", secrets.token_hex(4))
     for _ in range(2):
-        dsm_ctx.session.state.rpush(key, os.urandom(MIB))
+        ctx.session.state.rpush(key, os.urandom(MIB))
     a = ops.blpop_buffer(key, 5)
     assert type(a) is memoryview
     ops.recycle(a)
+    return ops, key, a
+
+
+def test_a_buffer_over_the_limit_is_not_kept(dsm_ctx: FaasContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(direct, "RECEIVE_BUFFER_MAX", MIB // 2)
+    ops, key, a = _two_received(dsm_ctx)
     b = ops.blpop_buffer(key, 5)
     assert type(b) is memoryview and b.obj is not a.obj
 
@@ -62,13 +69,7 @@ def test_a_buffer_over_the_limit_is_not_kept(dsm_ctx: FaasContext, monkeypatch: 
 def test_other_threads_do_not_share_a_receive_buffer(dsm_ctx: FaasContext) -> None:
     import threading
 
-    ops = dsm_ctx.session.state.direct
-    key = dsm_ctx.session.keys.k("test", secrets.token_hex(4))
-    for _ in range(2):
-        dsm_ctx.session.state.rpush(key, os.urandom(MIB))
-    a = ops.blpop_buffer(key, 5)
-    assert type(a) is memoryview
-    ops.recycle(a)
+    ops, key, a = _two_received(dsm_ctx)
     seen: list[object] = []
 
     def other() -> None:
