@@ -209,7 +209,7 @@ class Queue(_ListQueue):
         if not self._bounded:
             self._push_unbounded(mac, body, self._joinable)
             return
-        blob = b"".join((mac, *body)) if type(body) is tuple else b"".join((mac, body))
+        blob = self._redis.bounded_item(mac, body)
         try:
             if self._put_bounded(blob, block, timeout):
                 return
@@ -219,7 +219,7 @@ class Queue(_ListQueue):
         bulk.discard(self._host, token)
         raise Full
 
-    def _put_bounded(self, blob: bytes, block: bool, timeout: float | None) -> bool:
+    def _put_bounded(self, blob: Any, block: bool, timeout: float | None) -> bool:
         """Push *blob* onto the bounded queue, waiting for room as ``put`` says; False if full."""
         redis, maxsize, joinable = self._redis, self._maxsize, self._joinable
         if redis.queue_put(blob, maxsize, joinable=joinable):

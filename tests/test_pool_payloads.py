@@ -1,12 +1,14 @@
-"""Large Pool task arguments and results: pickled as parts and joined once (split messages).
+"""Large payloads on their way out: copied once at most, into the message that carries them.
 
-A 1 MiB argument used to be copied four times on its way out of the client,
-each time into fresh memory: its pickle, the task message's pickle around it,
-the signed message, and redis-py's hiredis packer joining the command.  Its
+A 1 MiB Pool argument used to be copied four times in the client, each time
+into fresh memory: its pickle, the task message's pickle around it, the
+signed message, and redis-py's hiredis packer joining the command.  Its
 pickle now keeps large buffers as parts (``call.PickleParts``), the message
 carries them after the record (``call.dumps_payload_message``), and the
 client's connections use the lean packer, which hands large arguments on as
-they are.  A worker's large result takes the same way back.
+they are.  A worker's large result takes the same way back; in host mode
+both go through host files instead (``bulk.stash_payload``).  ``call.dumps``
+and a bounded queue's large put use the parts too.
 """
 
 from __future__ import annotations
@@ -205,3 +207,22 @@ def test_a_signed_pickle_of_a_large_array_is_one_copy_of_it(how: str) -> None:
         tracemalloc.stop()
     assert np.array_equal(call.loads(blob, KEY), arr)
     assert peak < 1.5 * arr.nbytes, f"{how} of a {arr.nbytes:,}-byte array allocated {peak:,} bytes"
+
+
+def test_a_large_put_on_a_bounded_queue_is_not_joined_first(dsm_ctx) -> None:
+    """A bounded queue's put joined the signature and the pickle into one new buffer (DSM: through Redis)."""
+    q = dsm_ctx.Queue(4)
+    data = os.urandom(16 * MIB)  # large against what other threads allocate meanwhile (<1 MB)
+    try:
+        q.put(b"warm")
+        assert q.get(timeout=30) == b"warm"
+        tracemalloc.start()
+        try:
+            q.put(data)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert q.get(timeout=30) == data
+        assert peak < len(data) // 4, f"a bounded put of {len(data):,} bytes allocated {peak:,} bytes"
+    finally:
+        q.close()

@@ -167,8 +167,23 @@ class RedisQueue:
             ]
         self._direct.send_many_deferred(_batch_reply(on_reply), commands)
 
-    def queue_put(self, blob: bytes, maxsize: int, *, joinable: bool) -> bool:
-        """Append *blob* if the queue has fewer than *maxsize* items (True), else False."""
+    @staticmethod
+    def bounded_item(mac: bytes, body: Any) -> Any:
+        """The item :meth:`queue_put` sends for ``mac || body``: joined if small, else its parts uncopied.
+
+        A bounded put may send it several times (waiting for room), so it is
+        made once: a small item as one ``bytes`` (the script call's fast
+        path), a large one as :class:`~faasmp.backends.resp.Parts`, whose
+        buffers are written as they are.
+        """
+        item = signed_parts(mac, body)
+        return b"".join(item) if item.nbytes <= BIG else item
+
+    def queue_put(self, blob: Any, maxsize: int, *, joinable: bool) -> bool:
+        """Append *blob* if the queue has fewer than *maxsize* items (True), else False.
+
+        *blob*: ``bytes``, or the parts :meth:`bounded_item` makes of a large item.
+        """
         args = [blob, maxsize, self._ttl, "1" if joinable else "0"]
         return bool(self._put(keys=self._keys, args=args))
 
