@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import stats
 from .backends.redis.processes import ProcessRecords
-from .runtime import dsm
+from .runtime import bulk, dsm
 from .runtime import protocol as msgs
 from .runtime.call import CallKind, RemoteCall, dumps, dumps_message, dumps_named
 from .runtime.output import end_of_output
@@ -233,10 +233,13 @@ class BaseProcess:
             self, session.authkey, f"Process {self._name!r} (its target, args or attributes)", session.config
         )
         serialize_s = time.perf_counter() - t_ser
+        # In host mode a large Process (its arguments) goes through a host
+        # file, which its child reads and removes; the call names the file.
+        stashed = bulk.stash_payload(session.host_memory, [payload], f"Process {self._name!r}")
         call = RemoteCall(
             kind=CallKind.PROCESS,
             call_id=self._proc_id,
-            payload=payload,
+            payload=payload if stashed is None else stashed,
             submitted=submitted,
             log_level=_client_log_level(),
             patched=_patched(),

@@ -148,3 +148,8 @@ def count_receive_faults(how: str, source: Any, n: int, out: Any) -> None:
         faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
         assert size == 1 << 20, size
     out.send(faults / n)
+
+
+def send_len(conn: Any, data: Any) -> None:
+    """Send the length of *data* (a Process' large argument) back."""
+    conn.send(len(data))

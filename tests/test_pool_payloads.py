@@ -226,3 +226,27 @@ def test_a_large_put_on_a_bounded_queue_is_not_joined_first(dsm_ctx) -> None:
         assert peak < len(data) // 4, f"a bounded put of {len(data):,} bytes allocated {peak:,} bytes"
     finally:
         q.close()
+
+
+def test_in_host_mode_a_large_process_goes_through_a_host_file(shm_ctx) -> None:
+    """A Process with 4 MiB of arguments: Redis carries its call, not the MiBs; its child removes the file."""
+    from tests import helpers_ipc
+
+    data = os.urandom(4 * MIB)
+    r, w = shm_ctx.Pipe(duplex=False)
+    try:
+        before = _net_in(shm_ctx)
+        p = shm_ctx.Process(target=helpers_ipc.send_len, args=(w, data))
+        p.start()
+        assert r.poll(60) and r.recv() == len(data)
+        p.join(30)
+        assert p.exitcode == 0
+        received = _net_in(shm_ctx) - before
+    finally:
+        r.close()
+        w.close()
+    if shm_ctx.session.host_memory is None:
+        assert received >= 4 * MIB
+    else:
+        assert received < MIB // 2, f"Redis received {received:,} bytes for a 4 MiB Process"
+    assert not _message_files(shm_ctx), "the Process' host file was left behind"

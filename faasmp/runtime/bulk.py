@@ -136,10 +136,12 @@ _PAYLOAD_FIELD_SIZE = 1 + 16 + 8
 
 
 def stash_payload(host: hostmem.HostIdentity | None, parts: list[Any], where: str) -> bytes | None:
-    """In host mode, a payload (the parts of a pickle) of at least :data:`HOST_MIN` bytes
-    written to a host file: the field value that names it.  None otherwise, and
-    when the file cannot be written (a full ``/dev/shm``: the payload then goes
-    through Redis)."""
+    """The field value naming a host file that now holds *parts* (a pickle), or None.
+
+    Only in host mode and for a payload of at least :data:`HOST_MIN` bytes;
+    None otherwise, and when the file cannot be written (a full
+    ``/dev/shm``: the payload then goes through Redis).
+    """
     if host is None:
         return None
     size = sum(memoryview(p).nbytes for p in parts)

@@ -347,7 +347,7 @@ class PickleParts:
     ``PickleBuffer`` (a contiguous numpy array, at protocol 5) of 64 KiB or
     more straight to its file, not through its frame buffer.  Kept here as a
     part, such a value is not copied until the message holding it is joined
-    (:func:`dumps_split_message`): one copy of a 1 MiB argument instead of
+    (:func:`dumps_payload_message`, :func:`sign_parts`): one copy of a 1 MiB argument instead of
     three (its pickle, the message's pickle, the signed message), each into
     fresh memory.  The parts refer to the pickled objects' memory: join them
     before those objects can change.
@@ -455,7 +455,7 @@ def dumps_payload_message(make: Any, payload: list[bytes | memoryview], authkey:
     *split* message, whose body is the record's pickle with the field empty,
     then the payload's bytes::
 
-        b"\x00" || len(header) (4, little endian) || header || payload
+        b"\\x00" || len(header) (4, little endian) || header || payload
 
     MAC'd over its parts and joined once.  :func:`loads` puts the payload
     back into the record's ``payload_field``, as a memoryview of the body.
@@ -480,7 +480,7 @@ def _load_split(body: memoryview) -> Any:
     return msg
 
 
-def loads(data: bytes, authkey: bytes) -> Any:
+def loads(data: bytes | bytearray | memoryview, authkey: bytes) -> Any:
     """Verify and deserialize a payload made by :func:`dumps` (the MAC is checked first).
 
     Classes that came from this process by value keep their own definition

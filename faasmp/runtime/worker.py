@@ -635,7 +635,10 @@ class Slot:
 
         process_mod._loading_remote_process(call.call_id)
         try:
-            proc = loads(call.payload, self.spec.authkey)
+            where = f"Process {call.call_id}"
+            proc = loads(
+                bulk.load_payload(self.spec.host_memory, call.payload, where, remove=True), self.spec.authkey
+            )
         except BaseException as exc:  # noqa: BLE001 - reported like a failing process
             sys.stderr.write(f"Process {call.call_id}: the worker could not load it:\n")
             traceback.print_exc()
