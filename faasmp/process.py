@@ -54,6 +54,8 @@ class _RemoteHandle:
         self._pid: int | None = None
         #: join() has waited for the process' output to be replayed.
         self.output_done = False
+        #: The call's payload field when the Process went through a host file (bulk.stash_payload).
+        self.stashed: bytes | None = None
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -117,13 +119,15 @@ class _RemoteHandle:
 
     def send_signal(self, sig: signal.Signals) -> None:
         authkey = self.session.authkey
-        self.records.signal(
+        outcome = self.records.signal(
             self.proc_id,
             int(sig),
             dumps_message(msgs.SignalProcess(int(sig)), authkey),
             self.blob,
             end_of_output(self.proc_id, authkey),
         )
+        if outcome == 2 and self.stashed is not None:  # cancelled while queued: no child will read it
+            bulk.discard(self.session.host_memory, bulk.stashed_token(self.stashed))
 
     def close(self) -> None:
         then = self.session.take_stat_read(self.hash_key)
@@ -246,6 +250,7 @@ class BaseProcess:
         )
         blob = dumps(call, session.authkey)
         handle = _RemoteHandle(session, self._proc_id, blob)
+        handle.stashed = stashed
         # The worker may start before push_work's reply is back: the upload
         # is timed to the moment the call is sent, so it never ends after
         # the (same-clock) start the worker reports.

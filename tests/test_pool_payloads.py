@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import os
 import pickle
+import signal
 import tracemalloc
 
 import numpy as np
@@ -250,3 +251,25 @@ def test_in_host_mode_a_large_process_goes_through_a_host_file(shm_ctx) -> None:
     else:
         assert received < MIB // 2, f"Redis received {received:,} bytes for a 4 MiB Process"
     assert not _message_files(shm_ctx), "the Process' host file was left behind"
+
+
+def test_a_large_process_cancelled_while_queued_leaves_no_file() -> None:
+    from faasmp.context import FaasContext
+    from tests.conftest import TEST_SETTINGS
+
+    ctx = FaasContext(max_workers=1, **TEST_SETTINGS)  # one slot: a second Process waits in the queue
+    busy = ctx.Process(target=helpers.sleep_forever)
+    try:
+        busy.start()
+        queued = ctx.Process(target=_identity, args=(os.urandom(2 * MIB),))
+        queued.start()
+        assert ctx.session.host_memory is not None, "host shared memory is the localhost default"
+        assert _message_files(ctx), "the queued Process' file is not there"
+        queued.terminate()  # still queued behind busy: cancelled, never run
+        queued.join(30)
+        assert queued.exitcode == -signal.SIGTERM
+        assert not _message_files(ctx), "the cancelled Process' file stayed"
+    finally:
+        busy.kill()
+        busy.join(30)
+        ctx.shutdown()
