@@ -46,7 +46,7 @@ from .runtime.call import (
     dumps,
     dumps_message,
     dumps_named,
-    dumps_payload_message,
+    dumps_payload_parts,
     loads,
     pickle_named_parts,
     pickle_plain_parts,
@@ -174,7 +174,7 @@ class Pool:
         self._lost_unstarted = 0
         # Outstanding task blobs, kept to re-run a task whose worker died.
         self._retries_allowed = session.config.task_retries
-        self._blobs: dict[tuple[int, int], bytes] = {}
+        self._blobs: dict[tuple[int, int], bytes | tuple[bytes, ...]] = {}
         self._tries: dict[tuple[int, int], int] = {}
         # Host files of outstanding tasks' arguments (host mode: runtime.bulk),
         # removed when the task's result arrives.
@@ -282,7 +282,7 @@ class Pool:
         fn_key, fn_blob = self._fn_key(func)
         # The function goes with the first batch (a first job with no task stores it alone).
         function = None if fn_blob is None else (fn_key, fn_blob)
-        batch: list[bytes] = []
+        batch: list[bytes | tuple[bytes, ...]] = []
         metas: list[tuple[int, float, float]] = []
         for index, chunk in chunks:
             t0 = time.perf_counter()
@@ -291,7 +291,7 @@ class Pool:
             task = functools.partial(msgs.PoolTask, job, index, fn_key, mode)
             stashed = bulk.stash_payload(host, body, f"task {index} of job {job} of pool {self._pool_id}")
             if stashed is None:
-                batch.append(dumps_payload_message(task, body, authkey))
+                batch.append(dumps_payload_parts(task, body, authkey))
             else:
                 with self._lock:
                     self._arg_files[(job, index)] = stashed
@@ -308,7 +308,7 @@ class Pool:
         self,
         function: tuple[bytes, bytes] | None,
         job: int,
-        batch: list[bytes],
+        batch: list[bytes | tuple[bytes, ...]],
         metas: list[tuple[int, float, float]],
     ) -> None:
         # Record before the upload: a fast task's result can arrive before
@@ -703,7 +703,7 @@ class Pool:
             tries + 1,
             self._retries_allowed,
         )
-        self._session.state.lpush(self._tasks_key, blob)
+        self._queues.requeue(blob)
         return True
 
     def _on_done(self, msg: msgs.TaskDone) -> None:

@@ -273,3 +273,19 @@ def test_a_large_process_cancelled_while_queued_leaves_no_file() -> None:
         busy.kill()
         busy.join(30)
         ctx.shutdown()
+
+
+def test_a_large_bytes_argument_is_not_copied_at_all_through_redis(dsm_ctx) -> None:
+    """A payload of immutable bytes is sent (and kept for a retry) as its parts: no join."""
+    size = 16 * MIB  # large against what other threads allocate meanwhile (<1 MB)
+    data = os.urandom(size)
+    with dsm_ctx.Pool(1) as pool:
+        pool.apply(len, (b"warm",))
+        tracemalloc.start()
+        try:
+            result = pool.apply_async(len, (data,))
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert result.get(60) == size
+    assert peak < size // 4, f"submitting a {size:,}-byte bytes argument allocated {peak:,} bytes"

@@ -467,6 +467,24 @@ def dumps_payload_message(make: Any, payload: list[bytes | memoryview], authkey:
     return b"".join((signer(authkey).mac_parts(parts), *parts))
 
 
+def dumps_payload_parts(
+    make: Any, payload: list[bytes | memoryview], authkey: bytes
+) -> bytes | tuple[bytes, ...]:
+    """:func:`dumps_payload_message`, left as its parts when every one is ``bytes``.
+
+    The parts of such a split message (the tag, its header and a payload of
+    immutable ``bytes``, which the pickler kept uncopied) can be written as
+    they are, and resent as they are: nothing can change them.  A payload
+    with a mutable buffer (a bytearray, a numpy array) is joined: the join
+    is the snapshot a later resend (a retried task) must send.
+    """
+    if (len(payload) == 1 and type(payload[0]) is bytes) or any(type(p) is not bytes for p in payload):
+        return dumps_payload_message(make, payload, authkey)
+    header = pickle.dumps(make(b""), pickle.HIGHEST_PROTOCOL)
+    parts = (_SPLIT + len(header).to_bytes(4, "little"), header, *payload)
+    return (signer(authkey).mac_parts(parts), *parts)  # type: ignore[arg-type]
+
+
 def _load_split(body: memoryview) -> Any:
     """The record of a split message's verified body, its payload field a view of the body."""
     n = int.from_bytes(body[1:5], "little")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ..resp import Parts
 from ..state import CONNECTION_ERRORS, StatePermissionError
 
 if TYPE_CHECKING:
@@ -103,6 +104,11 @@ class PoolWorkerQueue:
         self._direct.execute_many(self._delivery(blob))
 
 
+def _element(task: Any) -> Any:
+    """A task as a list element: ``bytes`` as they are, a tuple of parts as one uncopied argument."""
+    return Parts(task) if type(task) is tuple else task
+
+
 class PoolQueues:
     """The client's end of one pool: uploads tasks, withdraws leases, dismisses workers.
 
@@ -120,14 +126,22 @@ class PoolQueues:
         self.funcs_key = keys.pool_funcs(pool_id)
         self.alive_key = keys.pool_alive(pool_id)
 
-    def upload(self, tasks: list[bytes], function: tuple[bytes, bytes] | None = None) -> None:
-        """Append *tasks* to the task list; store *function* (``(key, blob)``) first if given."""
+    def upload(self, tasks: list[Any], function: tuple[bytes, bytes] | None = None) -> None:
+        """Append *tasks* to the task list; store *function* (``(key, blob)``) first if given.
+
+        A task is a signed message: ``bytes``, or a tuple of ``bytes`` parts
+        written as one element without being joined.
+        """
         pipe = self._state.pipeline()
         if function is not None:
             pipe.hset(self.funcs_key, {function[0]: function[1]})  # type: ignore[dict-item]
         if tasks:
-            pipe.rpush(self.tasks_key, *tasks)
+            pipe.rpush(self.tasks_key, *[_element(t) for t in tasks])
         pipe.execute()
+
+    def requeue(self, task: Any) -> None:
+        """Put a task (as :meth:`upload` takes it) back at the front of the task list (a retry)."""
+        self._state.lpush(self.tasks_key, _element(task))
 
     def withdraw_leases(self, leases: list[bytes]) -> list[bool]:
         """Take *leases* (queued POOL_WORKER calls) off the run's work queue; True for each still queued."""
