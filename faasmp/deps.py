@@ -404,9 +404,8 @@ class DependencyPickler(pickling.Pickler):
 def dumps_tracking(obj: Any, analyzer: DependencyAnalyzer | None = None) -> tuple[bytes, list[Requirement]]:
     """cloudpickle *obj*; return the bytes and the installed modules its functions need."""
     with io.BytesIO() as file:
-        p = DependencyPickler(file, analyzer or ANALYZER)
-        p.dump(obj)
-        return file.getvalue(), p.requirements
+        needs = dumps_tracking_to(file, obj, analyzer)
+        return file.getvalue(), needs
 
 
 def dumps_tracking_to(file: Any, obj: Any, analyzer: DependencyAnalyzer | None = None) -> list[Requirement]:

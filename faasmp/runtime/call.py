@@ -263,10 +263,20 @@ def signer(authkey: bytes) -> Signer:
 
 def dumps(obj: Any, authkey: bytes) -> bytes:
     """Serialize and sign *obj* (project modules its functions use are shipped by value)."""
+    return sign_parts(authkey, _cloudpickle_parts(obj)[0])
+
+
+def _cloudpickle_parts(obj: Any) -> tuple[list[bytes | memoryview], list[deps.Requirement]]:
+    """*obj* cloudpickled as parts (see :class:`PickleParts`), and the installed modules it needs."""
     _register_local_modules()
     out = PickleParts()
-    deps.dumps_tracking_to(out, obj)
-    return sign_parts(authkey, out.parts)
+    needs = deps.dumps_tracking_to(out, obj)
+    return out.parts, needs
+
+
+def _joined(parts: list[bytes | memoryview]) -> bytes:
+    """The pickle whose parts these are, as one ``bytes`` (copied only if it has several)."""
+    return parts[0] if len(parts) == 1 and type(parts[0]) is bytes else b"".join(parts)
 
 
 def sign_parts(authkey: bytes, parts: list[bytes | memoryview]) -> bytes:
@@ -389,18 +399,13 @@ def dumps_named(obj: Any, authkey: bytes, what: str, config: Any = None) -> byte
     return sign_parts(authkey, pickle_named_parts(obj, what, config))
 
 
-def pickle_named(obj: Any, what: str, config: Any = None) -> bytes:
-    """The unsigned pickle of :func:`dumps_named` (for data carried inside a signed message)."""
-    parts = pickle_named_parts(obj, what, config)
-    return parts[0] if len(parts) == 1 and type(parts[0]) is bytes else b"".join(parts)
-
-
 def pickle_named_parts(obj: Any, what: str, config: Any = None) -> list[bytes | memoryview]:
-    """:func:`pickle_named` as parts (see :class:`PickleParts`)."""
-    out = PickleParts()
+    """The unsigned pickle of :func:`dumps_named` as parts (see :class:`PickleParts`).
+
+    For data carried inside a signed message (a Pool task's arguments).
+    """
     try:
-        _register_local_modules()
-        needs = deps.dumps_tracking_to(out, obj)
+        parts, needs = _cloudpickle_parts(obj)
     except Exception as exc:  # noqa: BLE001 - any pickling failure becomes one clear error
         raise pickling_failed(
             f"cannot send {what} to a faasmp worker: it is not picklable "
@@ -410,27 +415,18 @@ def pickle_named_parts(obj: Any, what: str, config: Any = None) -> list[bytes | 
             exc,
         ) from exc
     deps.check(needs, what, config)
-    return out.parts
+    return parts
 
 
 def pickle_value(obj: Any) -> bytes:
     """The unsigned pickle of *obj* (plain data with the C pickler), for a signed message's field."""
-    body = pickle_plain(obj)
-    if body is not None:
-        return body
-    _register_local_modules()
-    return deps.dumps_tracking(obj)[0]
+    return _joined(pickle_value_parts(obj))
 
 
 def pickle_value_parts(obj: Any) -> list[bytes | memoryview]:
     """:func:`pickle_value` as parts (see :class:`PickleParts`)."""
     parts = pickle_plain_parts(obj)
-    if parts is not None:
-        return parts
-    _register_local_modules()
-    out = PickleParts()
-    deps.dumps_tracking_to(out, obj)
-    return out.parts
+    return _cloudpickle_parts(obj)[0] if parts is None else parts
 
 
 def dumps_message(msg: Any, authkey: bytes) -> bytes:
@@ -462,9 +458,13 @@ def dumps_payload_message(make: Any, payload: list[bytes | memoryview], authkey:
     """
     if len(payload) == 1 and type(payload[0]) is bytes:
         return dumps_message(make(payload[0]), authkey)
+    return sign_parts(authkey, _split_body(make, payload))
+
+
+def _split_body(make: Any, payload: list[bytes | memoryview]) -> list[bytes | memoryview]:
+    """The parts of a split message's body: marker and header length, ``make(b"")``'s pickle, *payload*."""
     header = pickle.dumps(make(b""), pickle.HIGHEST_PROTOCOL)
-    parts = (_SPLIT + len(header).to_bytes(4, "little"), header, *payload)
-    return b"".join((signer(authkey).mac_parts(parts), *parts))
+    return [_SPLIT + len(header).to_bytes(4, "little"), header, *payload]
 
 
 def dumps_payload_parts(
@@ -480,9 +480,8 @@ def dumps_payload_parts(
     """
     if (len(payload) == 1 and type(payload[0]) is bytes) or any(type(p) is not bytes for p in payload):
         return dumps_payload_message(make, payload, authkey)
-    header = pickle.dumps(make(b""), pickle.HIGHEST_PROTOCOL)
-    parts = (_SPLIT + len(header).to_bytes(4, "little"), header, *payload)
-    return (signer(authkey).mac_parts(parts), *parts)  # type: ignore[arg-type]
+    body = tuple(_split_body(make, payload))
+    return (signer(authkey).mac_parts(body), *body)  # type: ignore[arg-type]  # all bytes: checked above
 
 
 def _load_split(body: memoryview) -> Any:
