@@ -289,13 +289,12 @@ class Pool:
             submitted = time.time()
             body = pickle_plain_parts(chunk) or pickle_named_parts(chunk, f"the arguments of task {index}")
             task = functools.partial(msgs.PoolTask, job, index, fn_key, mode)
-            stashed = bulk.stash_payload(host, body, f"task {index} of job {job} of pool {self._pool_id}")
-            if stashed is None:
-                batch.append(dumps_payload_parts(task, body, authkey))
-            else:
+            where = f"task {index} of job {job} of pool {self._pool_id}"
+            blob, stashed = bulk.seal_payload(host, task, body, authkey, where, dumps_payload_parts)
+            if stashed is not None:
                 with self._lock:
                     self._arg_files[(job, index)] = stashed
-                batch.append(dumps_message(task(stashed), authkey))
+            batch.append(blob)
             metas.append((index, submitted, time.perf_counter() - t0))
             if len(batch) >= _SUBMIT_BATCH:
                 self._push(function, job, batch, metas)
@@ -580,7 +579,7 @@ class Pool:
             self._tries.clear()
             arg_files, self._arg_files = list(self._arg_files.values()), {}
         for arg_file in arg_files:
-            bulk.discard(self._session.host_memory, bulk.stashed_token(arg_file))
+            bulk.discard_payload(self._session.host_memory, arg_file)
         for r in results:
             r._fail(exc)
 
@@ -681,7 +680,7 @@ class Pool:
             result = self._cache.get(job)
             arg_file = self._arg_files.pop((job, index), None)
         if arg_file is not None:  # no attempt is left to read it
-            bulk.discard(self._session.host_memory, bulk.stashed_token(arg_file))
+            bulk.discard_payload(self._session.host_memory, arg_file)
         if result is not None:
             result._fail(err)
         self._lease(1)
@@ -717,7 +716,7 @@ class Pool:
             arg_file = self._arg_files.pop((job, index), None)
             result = self._cache.get(job)
         if arg_file is not None:
-            bulk.discard(self._session.host_memory, bulk.stashed_token(arg_file))
+            bulk.discard_payload(self._session.host_memory, arg_file)
         if timing is not None and timing.had_output:
             self._session.wait_output(f"{self._pool_id}:{job}:{index}")
         if meta is not None and timing is not None:  # no timing: the task never ran

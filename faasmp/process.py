@@ -127,7 +127,7 @@ class _RemoteHandle:
             end_of_output(self.proc_id, authkey),
         )
         if outcome == 2 and self.stashed is not None:  # cancelled while queued: no child will read it
-            bulk.discard(self.session.host_memory, bulk.stashed_token(self.stashed))
+            bulk.discard_payload(self.session.host_memory, self.stashed)
 
     def close(self) -> None:
         then = self.session.take_stat_read(self.hash_key)

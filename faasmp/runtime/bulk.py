@@ -42,7 +42,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..backends import host_memory as hostmem
-from .call import Signer, payload_size
+from .call import Signer, dumps_message, dumps_payload_message, payload_size
 
 #: Bodies of at least this many bytes travel through a host file in host mode.
 #: From 32 KiB up a message's create, write, read and unlink of a file cost
@@ -109,13 +109,17 @@ def unseal(
             token = desc[3:19].tobytes()
             size = int.from_bytes(desc[19:27], "little")
             if host is None:
-                raise hostmem.HostMemoryError(
-                    f"faasmp {where}: a message kept in host shared memory reached a process "
-                    f"that does not use the run's host shared memory; shared memory modes "
-                    f"never mix in one run (set {hostmem.SWITCH} the same for every process)"
-                )
+                raise _not_in_host_mode(where, "a message kept in host shared memory")
             return hostmem.read_message(host, token, size, where, take)
     return signer.verify(blob)
+
+
+def _not_in_host_mode(where: str, what: str) -> hostmem.HostMemoryError:
+    """The error for host-file data reaching a process that does not use the run's host shared memory."""
+    return hostmem.HostMemoryError(
+        f"faasmp {where}: {what} reached a process that does not use the run's host shared memory; "
+        f"shared memory modes never mix in one run (set {hostmem.SWITCH} the same for every process)"
+    )
 
 
 # -- Pool payloads ------------------------------------------------------------
@@ -144,7 +148,7 @@ def stash_payload(host: hostmem.HostIdentity | None, parts: list[Any], where: st
     """
     if host is None:
         return None
-    size = sum(memoryview(p).nbytes for p in parts)
+    size = sum(map(len, parts))  # bytes, or byte-format memoryviews (PickleParts)
     if size < HOST_MIN:
         return None
     try:
@@ -152,6 +156,32 @@ def stash_payload(host: hostmem.HostIdentity | None, parts: list[Any], where: st
     except OSError:
         return None
     return b"".join((_PAYLOAD_FILE, token, size.to_bytes(8, "little")))
+
+
+def seal_payload(
+    host: hostmem.HostIdentity | None,
+    make: Callable[[Any], Any],
+    payload: list[Any],
+    authkey: bytes,
+    where: str,
+    dumps_split: Callable[..., Any] = dumps_payload_message,
+) -> tuple[Any, bytes | None]:
+    """The signed message ``make(field)`` for the pickle *payload* (its parts), and its host file's field.
+
+    In host mode a large payload goes into a host file (:func:`stash_payload`)
+    and the message names it; otherwise *dumps_split* makes the message
+    (:func:`~faasmp.runtime.call.dumps_payload_message` or ``..._parts``) and
+    the second value is None.
+    """
+    stashed = stash_payload(host, payload, where)
+    if stashed is None:
+        return dumps_split(make, payload, authkey), None
+    return dumps_message(make(stashed), authkey), stashed
+
+
+def discard_payload(host: hostmem.HostIdentity | None, field: Any) -> None:
+    """Remove the host file a payload field names, if it names one (nobody will read it)."""
+    discard(host, stashed_token(field))
 
 
 def stashed_token(field: Any) -> bytes | None:
@@ -173,9 +203,6 @@ def load_payload(
     if token is None:
         return field  # type: ignore[no-any-return]
     if host is None:
-        raise hostmem.HostMemoryError(
-            f"faasmp {where}: its data is kept in host shared memory, which this process does not use; "
-            f"shared memory modes never mix in one run (set {hostmem.SWITCH} the same for every process)"
-        )
+        raise _not_in_host_mode(where, "data kept in host shared memory")
     size = int.from_bytes(field[17:25], "little")
     return hostmem.read_message(host, token, size, where, remove=remove)

@@ -61,7 +61,6 @@ from .call import (
     RemoteCall,
     dumps,
     dumps_message,
-    dumps_payload_message,
     loads,
     pickle_value,
     pickle_value_parts,
@@ -790,11 +789,8 @@ class Slot:
             except Exception as exc:  # noqa: BLE001 - an unsendable result is an error
                 ok, body = False, [pickle_value(ExceptionInfo.capture(_encoding_error(exc, value)))]
             done_msg = functools.partial(msgs.TaskDone, job, index, ok, timing=timing)
-            stashed = bulk.stash_payload(spec.host_memory, body, f"the result of task {index} of job {job}")
-            if stashed is None:
-                pending = dumps_payload_message(done_msg, body, authkey)
-            else:
-                pending = dumps_message(done_msg(stashed), authkey)
+            where = f"the result of task {index} of job {job}"
+            pending, _ = bulk.seal_payload(spec.host_memory, done_msg, body, authkey, where)
             delivering = msgs.ServingPool(pool_id, job, index, delivering=True)
             done += 1
         if pending is not None:
